@@ -1,0 +1,26 @@
+// Device memory with live/peak byte accounting. Every tensor's storage comes from here, so the
+// counters measure the real working set (later issues report activation memory with them).
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+
+#include "runtime/core/device.h"
+
+namespace weft {
+
+struct MemoryStats {
+  int64_t live_bytes = 0;
+  int64_t peak_bytes = 0;
+  int64_t allocations = 0;  // total number of allocations made
+};
+
+// Thread-safe. CPU memory is 64-byte aligned; CUDA memory comes from cudaMalloc.
+void* device_allocate(size_t bytes, Device device);
+void device_free(void* ptr, size_t bytes, Device device);
+
+MemoryStats memory_stats(Device device);
+// Sets the peak to the current live bytes (start of a measured region).
+void reset_peak_memory(Device device);
+
+}  // namespace weft
