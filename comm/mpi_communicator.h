@@ -1,0 +1,65 @@
+// The MPI backend of Communicator, for CPU tensors (f32, i32, i64, u8; bf16 and f16 in the
+// operations that do not reduce). Each communicator owns an MPI communicator and one comm thread
+// (comm/mpi_worker.h) that runs its calls in issue order.
+#pragma once
+
+#include <mpi.h>
+
+#include <memory>
+#include <string>
+
+#include "comm/communicator.h"
+#include "comm/mpi_worker.h"
+#include "comm/traffic.h"
+
+namespace weft::comm {
+
+class MpiCommunicator final : public Communicator {
+ public:
+  // Takes ownership of `comm` (freed on destruction, if MPI is still running).
+  MpiCommunicator(MPI_Comm comm, std::string name);
+  ~MpiCommunicator() override;
+  MpiCommunicator(const MpiCommunicator&) = delete;
+  MpiCommunicator& operator=(const MpiCommunicator&) = delete;
+
+  [[nodiscard]] int rank() const override { return rank_; }
+  [[nodiscard]] int size() const override { return size_; }
+  [[nodiscard]] const std::string& name() const override { return name_; }
+
+  WorkPtr all_reduce_async(Tensor& t, ReduceOp op) override;
+  WorkPtr all_gather_async(const Tensor& in, Tensor& out) override;
+  WorkPtr reduce_scatter_async(const Tensor& in, Tensor& out, ReduceOp op) override;
+  WorkPtr all_to_all_async(const Tensor& in, Tensor& out) override;
+  WorkPtr all_to_all_v_async(const Tensor& in, const std::vector<int64_t>& send_rows, Tensor& out,
+                             const std::vector<int64_t>& recv_rows) override;
+  WorkPtr send_async(const Tensor& t, int dst, int tag = 0) override;
+  WorkPtr recv_async(Tensor& t, int src, int tag = 0) override;
+  WorkPtr broadcast_async(Tensor& t, int root) override;
+  WorkPtr barrier_async() override;
+
+  [[nodiscard]] std::unique_ptr<Communicator> split(int color, int key, std::string name) override;
+
+  [[nodiscard]] std::map<std::string, CallStats> stats() const override {
+    return counters_.snapshot();
+  }
+  void reset_stats() override { counters_.reset(); }
+
+  // The underlying MPI communicator, for bootstrapping other backends (NCCL's unique id). Its
+  // comm thread may be using it: call barrier() first and issue nothing here meanwhile.
+  [[nodiscard]] MPI_Comm mpi_comm() const { return comm_; }
+
+ private:
+  MPI_Comm comm_;
+  int rank_ = 0;
+  int size_ = 1;
+  int max_tag_ = 32767;  // MPI_TAG_UB of comm_
+  std::string name_;
+  TrafficCounters counters_;
+  std::unique_ptr<MpiWorker> worker_;  // declared last: its thread stops before the rest goes
+};
+
+// A communicator over every rank of MPI_COMM_WORLD (a duplicate of it, so that raw MPI calls on
+// MPI_COMM_WORLD never match weft's). Needs MPI initialised (comm/mpi_runtime.h).
+std::unique_ptr<Communicator> mpi_world_communicator(std::string name = "world");
+
+}  // namespace weft::comm

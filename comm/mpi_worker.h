@@ -1,0 +1,67 @@
+// The comm thread behind an MpiCommunicator. It runs submitted operations one at a time in FIFO
+// order, so computation on the caller's thread overlaps communication. An operation either runs
+// to completion on the thread (the blocking MPI collectives) or leaves MPI requests in flight
+// (point-to-point: a blocking send would stall the matching receive queued behind it on the
+// peer); the thread polls those between operations. Works are marked done in submission order.
+#pragma once
+
+#include <mpi.h>
+
+#include <condition_variable>
+#include <deque>
+#include <functional>
+#include <memory>
+#include <mutex>
+#include <thread>
+#include <vector>
+
+#include "comm/communicator.h"
+#include "runtime/core/tensor.h"
+
+namespace weft::comm {
+
+// What an operation leaves behind when it returns.
+struct InFlight {
+  std::vector<MPI_Request> requests;  // empty: the operation is complete
+  // Called with one status per request once all have completed (checks received sizes).
+  std::function<void(const std::vector<MPI_Status>&)> on_complete;
+  std::vector<Tensor> buffers;  // kept alive until the requests complete
+};
+using MpiOp = std::function<InFlight()>;
+
+class WorkerWork;
+
+class MpiWorker {
+ public:
+  MpiWorker();
+  // Finishes every submitted operation, then joins the thread.
+  ~MpiWorker();
+  MpiWorker(const MpiWorker&) = delete;
+  MpiWorker& operator=(const MpiWorker&) = delete;
+
+  WorkPtr submit(MpiOp op);
+
+ private:
+  struct Queued {
+    MpiOp op;
+    std::shared_ptr<WorkerWork> work;
+  };
+  struct Running {
+    std::shared_ptr<WorkerWork> work;
+    InFlight in_flight;
+    bool complete = false;
+  };
+
+  void loop();
+  // Tests the requests in flight and marks done, in order, the works whose predecessors are done.
+  void progress();
+
+  std::mutex mutex_;
+  std::condition_variable wake_;
+  std::deque<Queued> queue_;     // guarded by mutex_
+  bool stopping_ = false;        // guarded by mutex_
+  std::deque<Running> running_;  // the thread's own
+  std::thread thread_;
+};
+
+}  // namespace weft::comm

@@ -1,0 +1,42 @@
+// Elementwise arithmetic on f32 tensors of any shape.
+#include <algorithm>
+
+#include "kernels/cpu/cpu_ops.h"
+
+namespace weft::kernels::cpu {
+
+void add(const Tensor& a, const Tensor& b, Tensor& out) {
+  const float* ap = a.data<float>();
+  const float* bp = b.data<float>();
+  float* op = out.data<float>();
+  const int64_t n = a.numel();
+  for (int64_t i = 0; i < n; ++i) op[i] = ap[i] + bp[i];
+}
+
+void add_(Tensor& a, const Tensor& b, float alpha) {
+  float* ap = a.data<float>();
+  const float* bp = b.data<float>();
+  const int64_t n = a.numel();
+  for (int64_t i = 0; i < n; ++i) ap[i] += alpha * bp[i];
+}
+
+void scale_(Tensor& a, float alpha) {
+  float* ap = a.data<float>();
+  const int64_t n = a.numel();
+  for (int64_t i = 0; i < n; ++i) ap[i] *= alpha;
+}
+
+void fill_(Tensor& a, float value) {
+  float* ap = a.data<float>();
+  std::fill(ap, ap + a.numel(), value);
+}
+
+double sum_squares(const Tensor& a) {
+  const float* ap = a.data<float>();
+  const int64_t n = a.numel();
+  double sum = 0.0;
+  for (int64_t i = 0; i < n; ++i) sum += static_cast<double>(ap[i]) * ap[i];
+  return sum;
+}
+
+}  // namespace weft::kernels::cpu

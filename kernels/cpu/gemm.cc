@@ -1,0 +1,52 @@
+// GEMM and the linear layer (HF weight layout w[out, in]) on OpenBLAS.
+#include "kernels/cpu/cpu_ops.h"
+#include "kernels/cpu/cpu_util.h"
+
+namespace weft::kernels::cpu {
+
+void gemm(const Tensor& a, bool trans_a, const Tensor& b, bool trans_b, Tensor& c, float alpha,
+          float beta) {
+  const int64_t m = c.dim(0);
+  const int64_t n = c.dim(1);
+  const int64_t k = trans_a ? a.dim(0) : a.dim(1);
+  sgemm(trans_a, trans_b, m, n, k, alpha, a.data<float>(), a.dim(1), b.data<float>(), b.dim(1),
+        beta, c.data<float>(), n);
+}
+
+void linear_forward(const Tensor& x, const Tensor& w, const Tensor* bias, Tensor& y) {
+  const int64_t rows = x.dim(0);
+  const int64_t in = x.dim(1);
+  const int64_t out = w.dim(0);
+  float* yp = y.data<float>();
+  if (bias != nullptr) {
+    const float* bp = bias->data<float>();
+    for (int64_t i = 0; i < rows; ++i) std::copy(bp, bp + out, yp + i * out);
+  }
+  sgemm(false, true, rows, out, in, 1.0f, x.data<float>(), in, w.data<float>(), in,
+        bias != nullptr ? 1.0f : 0.0f, yp, out);
+}
+
+void linear_backward(const Tensor& x, const Tensor& w, const Tensor& dy, Tensor* dx, Tensor* dw,
+                     Tensor* db) {
+  const int64_t rows = x.dim(0);
+  const int64_t in = x.dim(1);
+  const int64_t out = w.dim(0);
+  const float* dyp = dy.data<float>();
+  if (dx != nullptr) {
+    sgemm(false, false, rows, in, out, 1.0f, dyp, out, w.data<float>(), in, 0.0f, dx->data<float>(),
+          in);
+  }
+  if (dw != nullptr) {
+    sgemm(true, false, out, in, rows, 1.0f, dyp, out, x.data<float>(), in, 1.0f, dw->data<float>(),
+          in);
+  }
+  if (db != nullptr) {
+    float* dbp = db->data<float>();
+    for (int64_t i = 0; i < rows; ++i) {
+      const float* row = dyp + i * out;
+      for (int64_t j = 0; j < out; ++j) dbp[j] += row[j];
+    }
+  }
+}
+
+}  // namespace weft::kernels::cpu

@@ -1,0 +1,105 @@
+// weft ckpt inspect|verify|export --from CKPT [--to DIR]
+//   inspect  what a checkpoint holds: step, data position, mesh, tensors and their chunks
+//   verify   file sizes and SHA-256 checksums, and that every tensor is fully covered
+//   export   a Hugging Face model directory (config.json + safetensors) of the weights
+// CKPT may be a checkpoint directory or a parent holding several: the newest complete one is
+// used. Runs on rank 0.
+#include <cstdio>
+#include <filesystem>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "launch/commands.h"
+#include "launch/flags.h"
+#include "runtime/core/dtype.h"
+#include "runtime/core/status.h"
+#include "runtime/io/file_util.h"
+#include "runtime/io/safetensors.h"
+#include "runtime/train/checkpoint.h"
+
+namespace weft::cli {
+namespace {
+
+absl::Status inspect(const std::string& from) {
+  WEFT_ASSIGN_OR_RETURN(train::LoadedCheckpoint ckpt, train::load_checkpoint(from));
+  const io::CheckpointManifest& m = ckpt.manifest;
+  const io::MeshRecord& mesh = m.mesh();
+  std::printf("checkpoint %s\n  step %lld, data position %lld sequences, format %d\n",
+              ckpt.path.c_str(), static_cast<long long>(m.step()),
+              static_cast<long long>(m.data_position()), m.format_version());
+  std::printf("  saved on mesh dp=%d pp=%d tp=%d sp=%d ep=%d etp=%d\n", mesh.dp(), mesh.pp(),
+              mesh.tp(), mesh.sp(), mesh.ep(), mesh.etp());
+  for (const io::ShardFile& f : m.files()) {
+    std::printf("  file %s  %llu bytes  sha256 %s\n", f.file().c_str(),
+                static_cast<unsigned long long>(f.bytes()), f.sha256().c_str());
+  }
+  int64_t weights = 0;
+  for (const io::TensorEntry& e : m.tensors()) {
+    if (!train::is_optimizer_state(e.name())) weights += shape_numel({e.global_shape().begin(), e.global_shape().end()});
+    std::printf("  %-60s %s %s  %d chunk%s\n", e.name().c_str(), e.dtype().c_str(),
+                shape_str({e.global_shape().begin(), e.global_shape().end()}).c_str(),
+                e.chunks_size(), e.chunks_size() == 1 ? "" : "s");
+  }
+  std::printf("  %d tensors, %lld model parameters\n", m.tensors_size(),
+              static_cast<long long>(weights));
+  return absl::OkStatus();
+}
+
+absl::Status verify(const std::string& from) {
+  WEFT_RETURN_IF_ERROR(train::verify_checkpoint(from));
+  WEFT_ASSIGN_OR_RETURN(std::string path, train::find_latest_checkpoint(from));
+  std::printf("OK: %s verified (sizes, checksums, coverage)\n", path.c_str());
+  return absl::OkStatus();
+}
+
+absl::Status export_hf(const std::string& from, const std::string& to, const std::string& dtype) {
+  if (to.empty()) return invalid_argument("export needs --to DIR");
+  DType out_dtype = DType::kF32;
+  if (dtype == "bf16") {
+    out_dtype = DType::kBF16;
+  } else if (dtype == "f16") {
+    out_dtype = DType::kF16;
+  } else if (!dtype.empty() && dtype != "f32") {
+    return invalid_argument("--dtype ", dtype, " is not one of f32, bf16, f16");
+  }
+  WEFT_ASSIGN_OR_RETURN(train::LoadedCheckpoint ckpt, train::load_checkpoint(from));
+  io::NamedTensors weights;
+  for (const io::TensorEntry& e : ckpt.manifest.tensors()) {
+    if (train::is_optimizer_state(e.name())) continue;
+    weights.emplace_back(e.name(), ckpt.tensors.at(e.name()).to_dtype(out_dtype));
+  }
+  std::error_code ec;
+  std::filesystem::create_directories(to, ec);
+  if (ec) return absl::InternalError(absl::StrCat("cannot create ", to, ": ", ec.message()));
+  WEFT_RETURN_IF_ERROR(io::write_sharded_safetensors(to, weights, uint64_t{2} << 30));
+  WEFT_RETURN_IF_ERROR(io::write_file_atomic((std::filesystem::path(to) / "config.json").string(),
+                                             ckpt.manifest.model_config_json()));
+  std::printf("exported %zu tensors of %s (step %lld) to %s\n", weights.size(), ckpt.path.c_str(),
+              static_cast<long long>(ckpt.manifest.step()), to.c_str());
+  return absl::OkStatus();
+}
+
+}  // namespace
+
+absl::Status run_ckpt(Session& session, const Args& args) {
+  const std::string action = args.empty() ? "" : args[0];
+  if (action != "inspect" && action != "verify" && action != "export") {
+    return session.agree(invalid_argument(
+        "ckpt needs an action: inspect, verify or export (weft ckpt ACTION --from CKPT)"));
+  }
+  WEFT_ASSIGN_OR_RETURN(
+      Flags flags,
+      parse_flags(session, "ckpt " + action, "checkpoint tools", Args(args.begin() + 1, args.end()),
+                  {{"from", FlagKind::kString, "checkpoint directory (or its parent)", true},
+                   {"to", FlagKind::kString, "export: the Hugging Face model directory to write"},
+                   {"dtype", FlagKind::kString, "export: f32 (default), bf16 or f16"}}));
+  absl::Status status;
+  if (session.is_root()) {
+    if (action == "inspect") status = inspect(flags.str("from"));
+    if (action == "verify") status = verify(flags.str("from"));
+    if (action == "export") status = export_hf(flags.str("from"), flags.str("to"), flags.str("dtype"));
+  }
+  return session.agree(status);
+}
+
+}  // namespace weft::cli

@@ -1,0 +1,26 @@
+// The `weft` subcommands. Each parses its own flags (launch/flags.h) and returns a Status; main
+// prints it (once) and exits 1 on every rank.
+#pragma once
+
+#include <string>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "launch/session.h"
+
+namespace weft::cli {
+
+using Args = std::vector<std::string>;
+
+absl::Status run_eval(Session& session, const Args& args);
+absl::Status run_generate(Session& session, const Args& args);
+absl::Status run_train(Session& session, const Args& args);
+absl::Status run_ckpt(Session& session, const Args& args);
+
+// Parses flags; `--help` prints the usage and returns a status marked as "help shown" (exit 0).
+absl::StatusOr<class Flags> parse_flags(Session& session, const std::string& subcommand,
+                                        const std::string& summary, const Args& args,
+                                        std::vector<struct FlagSpec> specs);
+bool is_help(const absl::Status& status);
+
+}  // namespace weft::cli

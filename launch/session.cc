@@ -1,0 +1,34 @@
+#include "launch/session.h"
+
+#include "absl/strings/cord.h"
+#include "absl/strings/str_cat.h"
+
+namespace weft::cli {
+namespace {
+
+constexpr char kReportedElsewhere[] = "weft.reported_elsewhere";
+
+}  // namespace
+
+Session::Session(std::unique_ptr<comm::Communicator> world) : world_(std::move(world)) {}
+
+absl::Status Session::agree(absl::Status local) {
+  if (size() == 1) return local;
+  // [0] = 1 if this rank failed; [1] = -rank of a failing rank (max = lowest failing rank).
+  Tensor flags = Tensor::empty({2}, DType::kI32);
+  flags.data<int32_t>()[0] = local.ok() ? 0 : 1;
+  flags.data<int32_t>()[1] = local.ok() ? -size() : -rank();
+  world_->all_reduce(flags, comm::ReduceOp::kMax);
+  if (flags.data<int32_t>()[0] == 0) return absl::OkStatus();
+  const int reporter = -flags.data<int32_t>()[1];
+  if (!local.ok() && reporter == rank()) return local;
+  absl::Status quiet = absl::AbortedError(absl::StrCat("rank ", reporter, " failed"));
+  quiet.SetPayload(kReportedElsewhere, absl::Cord("1"));
+  return quiet;
+}
+
+bool reported_elsewhere(const absl::Status& status) {
+  return status.GetPayload(kReportedElsewhere).has_value();
+}
+
+}  // namespace weft::cli

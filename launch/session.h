@@ -1,0 +1,36 @@
+// What every subcommand runs inside: MPI, the world communicator, and the rule for errors.
+//
+// Errors: a subcommand returns a Status. Fallible phases (flags, files, model loading) end with
+// agree(), so when any rank fails every rank learns it: the lowest failing rank prints its one
+// message, and every rank exits 1 — no hang, no crash.
+#pragma once
+
+#include <memory>
+#include <string>
+
+#include "absl/status/status.h"
+#include "comm/communicator.h"
+
+namespace weft::cli {
+
+class Session {
+ public:
+  explicit Session(std::unique_ptr<comm::Communicator> world);
+
+  [[nodiscard]] comm::Communicator& world() { return *world_; }
+  [[nodiscard]] int rank() const { return world_->rank(); }
+  [[nodiscard]] int size() const { return world_->size(); }
+  [[nodiscard]] bool is_root() const { return rank() == 0; }
+
+  // Collective over the world: OK on every rank iff `local` is OK on every rank. A failing rank
+  // gets its own status back; the others get a status marked as already reported.
+  absl::Status agree(absl::Status local);
+
+ private:
+  std::unique_ptr<comm::Communicator> world_;
+};
+
+// True for a status that agree() returned on a rank that did not fail itself.
+bool reported_elsewhere(const absl::Status& status);
+
+}  // namespace weft::cli

@@ -1,0 +1,36 @@
+# Sourced by launch/quickstart.sh and tests/run.sh: installs what weft needs (Debian packages)
+# and builds it. Safe to run again: it installs only what is missing and rebuilds incrementally.
+
+WEFT_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+WEFT_BUILD_DIR="${WEFT_BUILD_DIR:-$WEFT_ROOT/build}"
+WEFT_PACKAGES=(cmake g++ make pkg-config openmpi-bin libopenmpi-dev libprotobuf-dev
+  protobuf-compiler libabsl-dev libopenblas-dev nlohmann-json3-dev libgtest-dev libgmock-dev
+  libbenchmark-dev)
+
+weft_install_deps() {
+  local missing=()
+  for p in "${WEFT_PACKAGES[@]}"; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+  done
+  [ ${#missing[@]} -eq 0 ] && return 0
+  echo "weft: installing ${missing[*]}"
+  local sudo=""
+  [ "$(id -u)" -ne 0 ] && sudo="sudo"
+  $sudo apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${missing[@]}" >/dev/null
+}
+
+# weft_build [TARGET...]: configure (Release; CUDA when nvcc is found) and build.
+weft_build() {
+  cmake -S "$WEFT_ROOT" -B "$WEFT_BUILD_DIR" -DCMAKE_BUILD_TYPE=Release ${WEFT_CMAKE_ARGS:-} >/dev/null
+  local targets=()
+  for t in "$@"; do targets+=(--target "$t"); done
+  cmake --build "$WEFT_BUILD_DIR" -j"$(nproc)" "${targets[@]}"
+}
+
+# mpirun with the flags this machine needs (root, more ranks than cores).
+weft_mpirun() {
+  local extra=(--oversubscribe)
+  [ "$(id -u)" -eq 0 ] && extra+=(--allow-run-as-root)
+  mpirun "${extra[@]}" "$@"
+}

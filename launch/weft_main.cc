@@ -1,0 +1,102 @@
+// weft: one binary, one process per rank. `mpirun -np N build/weft SUBCOMMAND [flags]`.
+#include <cstdio>
+#include <cstdlib>
+#include <map>
+#include <string>
+
+#include "absl/strings/cord.h"
+#include "absl/strings/str_cat.h"
+#include "comm/mpi_communicator.h"
+#include "comm/mpi_runtime.h"
+#include "kernels/threads.h"
+#include "launch/commands.h"
+#include "launch/flags.h"
+#include "runtime/core/logging.h"
+
+namespace weft::cli {
+namespace {
+
+constexpr char kHelpShown[] = "weft.help_shown";
+
+using Command = absl::Status (*)(Session&, const Args&);
+
+const std::map<std::string, std::pair<Command, const char*>>& commands() {
+  static const std::map<std::string, std::pair<Command, const char*>> table = {
+      {"eval", {run_eval, "logits, loss and (with --grads) every gradient of a batch"}},
+      {"generate", {run_generate, "continue a prompt (greedy or sampled, KV-cached)"}},
+      {"train", {run_train, "train with AdamW; metrics, checkpoints, resume"}},
+      {"ckpt", {run_ckpt, "checkpoint tools: inspect, verify, export"}},
+  };
+  return table;
+}
+
+std::string main_usage() {
+  std::string out =
+      "usage: [mpirun -np N] weft SUBCOMMAND [flags]   (weft SUBCOMMAND --help for its flags)\n";
+  for (const auto& [name, entry] : commands()) {
+    absl::StrAppend(&out, "  ", name, std::string(10 - name.size(), ' '), entry.second, "\n");
+  }
+  return out;
+}
+
+int local_ranks() {
+  const char* env = std::getenv("OMPI_COMM_WORLD_LOCAL_SIZE");
+  return env ? std::max(1, std::atoi(env)) : 1;
+}
+
+}  // namespace
+
+absl::StatusOr<Flags> parse_flags(Session& session, const std::string& subcommand,
+                                  const std::string& summary, const Args& args,
+                                  std::vector<FlagSpec> specs) {
+  specs.push_back({"help", FlagKind::kBool, "print this help"});
+  for (const std::string& a : args) {
+    if (a == "--help" || a == "-h") {
+      if (session.is_root()) std::fputs(usage(subcommand, summary, specs).c_str(), stdout);
+      absl::Status help = absl::CancelledError("help");
+      help.SetPayload(kHelpShown, absl::Cord("1"));
+      return help;
+    }
+  }
+  absl::StatusOr<Flags> flags = Flags::parse(args, specs);
+  if (!flags.ok()) {
+    // Every rank parsed the same words: agree() lets rank 0 alone print the message.
+    return session.agree(absl::InvalidArgumentError(absl::StrCat(
+        std::string(flags.status().message()), " (see weft ", subcommand, " --help)")));
+  }
+  return flags;
+}
+
+bool is_help(const absl::Status& status) { return status.GetPayload(kHelpShown).has_value(); }
+
+int run_main(int argc, char** argv) {
+  comm::MpiRuntime mpi(&argc, &argv);
+  Session session(comm::mpi_world_communicator("world"));
+  if (session.size() > 1) set_log_rank(session.rank());
+  kernels::set_cpu_threads(kernels::default_cpu_threads(local_ranks()));
+
+  const std::string sub = argc > 1 ? argv[1] : "";
+  if (sub.empty() || sub == "--help" || sub == "-h" || sub == "help") {
+    if (session.is_root()) std::fputs(main_usage().c_str(), sub.empty() ? stderr : stdout);
+    return sub.empty() ? 1 : 0;
+  }
+  auto it = commands().find(sub);
+  if (it == commands().end()) {
+    if (session.is_root()) {
+      std::fprintf(stderr, "weft: error: unknown subcommand '%s'\n%s", sub.c_str(),
+                   main_usage().c_str());
+    }
+    return 1;
+  }
+  const absl::Status status = it->second.first(session, Args(argv + 2, argv + argc));
+  if (status.ok() || is_help(status)) return 0;
+  if (!reported_elsewhere(status)) {
+    std::fprintf(stderr, "weft %s: error: %s\n", sub.c_str(), std::string(status.message()).c_str());
+    std::fflush(stderr);
+  }
+  return 1;
+}
+
+}  // namespace weft::cli
+
+int main(int argc, char** argv) { return weft::cli::run_main(argc, argv); }

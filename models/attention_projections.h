@@ -1,0 +1,55 @@
+// The q/k/v/o projections shared by softmax and linear attention, and the head geometry:
+// H query heads, Hkv key/value heads (GQA: H % Hkv == 0), head_dim d (may differ from D / H).
+// Kept apart from the attention core so that parallel variants can swap the core alone.
+#pragma once
+
+#include <cstdint>
+#include <vector>
+
+#include "models/linear.h"
+#include "models/token_batch.h"
+#include "runtime/io/model_config.h"
+
+namespace weft::models {
+
+// Query, key and value heads of a batch: q [B, T, H, d], k and v [B, T, Hkv, d].
+struct QkvHeads {
+  Tensor q, k, v;
+};
+
+class AttentionProjections {
+ public:
+  // HF names "model.layers.{layer}.self_attn.{q,k,v,o}_proj". q/k/v carry a bias when
+  // config.attention_bias (Qwen2); o_proj never does (the config parser refuses Llama's
+  // attention_bias, which would add one).
+  AttentionProjections(const io::ModelConfig& config, int64_t layer);
+
+  // x [N, D] -> q, k, v heads.
+  [[nodiscard]] QkvHeads project_qkv(const TokenBatch& batch, const Tensor& x) const;
+  // The gradients of q, k, v (same shapes) -> dx [N, D]; adds into the q/k/v parameter grads.
+  [[nodiscard]] Tensor backward_qkv(const Tensor& x, const QkvHeads& grads);
+
+  // o [B, T, H, d] -> y [N, D].
+  [[nodiscard]] Tensor project_out(const Tensor& o) const;
+  // dy [N, D] -> do [B, T, H, d]; adds into the o_proj grads.
+  [[nodiscard]] Tensor backward_out(const Tensor& o, const Tensor& dy);
+
+  // Zero tensors shaped like q, k, v of `batch` (the attention backward kernels add into them).
+  [[nodiscard]] QkvHeads zero_grads(const TokenBatch& batch) const;
+
+  void collect_params(std::vector<Param*>& out);
+  [[nodiscard]] int64_t heads() const { return heads_; }
+  [[nodiscard]] int64_t kv_heads() const { return kv_heads_; }
+  [[nodiscard]] int64_t head_dim() const { return head_dim_; }
+
+ private:
+  int64_t heads_;
+  int64_t kv_heads_;
+  int64_t head_dim_;
+  Linear q_proj_;  // [H*d, D]
+  Linear k_proj_;  // [Hkv*d, D]
+  Linear v_proj_;  // [Hkv*d, D]
+  Linear o_proj_;  // [D, H*d]
+};
+
+}  // namespace weft::models

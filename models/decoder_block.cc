@@ -1,0 +1,72 @@
+#include "models/decoder_block.h"
+
+#include <string>
+
+#include "absl/strings/str_cat.h"
+#include "kernels/ops.h"
+#include "models/linear_attention.h"
+#include "models/moe_block.h"
+#include "models/softmax_attention.h"
+#include "models/swiglu_mlp.h"
+
+namespace weft::models {
+
+namespace {
+
+std::unique_ptr<TokenMixer> make_mixer(const io::ModelConfig& config, int64_t layer) {
+  if (config.layer_types[layer] == io::LayerType::kLinearAttention) {
+    return std::make_unique<LinearAttention>(config, layer);
+  }
+  return std::make_unique<SoftmaxAttention>(config, layer);
+}
+
+std::unique_ptr<FeedForward> make_ffn(const io::ModelConfig& config, int64_t layer) {
+  if (config.is_moe()) return std::make_unique<MoeBlock>(config, layer);
+  return SwiGluMlp::dense(layer, config.hidden_size, config.intermediate_size);
+}
+
+std::string norm_name(int64_t layer, const char* norm) {
+  return absl::StrCat("model.layers.", layer, ".", norm);
+}
+
+}  // namespace
+
+DecoderBlock::DecoderBlock(const io::ModelConfig& config, int64_t layer)
+    : input_norm_(norm_name(layer, "input_layernorm"), config.hidden_size,
+                  static_cast<float>(config.rms_norm_eps)),
+      mixer_(make_mixer(config, layer)),
+      post_attention_norm_(norm_name(layer, "post_attention_layernorm"), config.hidden_size,
+                           static_cast<float>(config.rms_norm_eps)),
+      ffn_(make_ffn(config, layer)) {}
+
+Tensor DecoderBlock::forward(const TokenBatch& batch, const Tensor& x, MixerCache* cache,
+                             Saved* saved) const {
+  const bool keep = saved != nullptr;
+  const Tensor xn = input_norm_.forward(x, keep ? &saved->norm1 : nullptr);
+  Tensor h = mixer_->forward(batch, xn, cache, keep ? &saved->mixer : nullptr);
+  kernels::add_(h, x);  // h = x + mixer(.)
+  const Tensor hn = post_attention_norm_.forward(h, keep ? &saved->norm2 : nullptr);
+  Tensor out = ffn_->forward(hn, keep ? &saved->ffn : nullptr);
+  kernels::add_(out, h);  // out = h + ffn(.)
+  return out;
+}
+
+Tensor DecoderBlock::backward(Saved& saved, const Tensor& dy) {
+  Tensor dh = post_attention_norm_.backward(saved.norm2, ffn_->backward(*saved.ffn, dy));
+  kernels::add_(dh, dy);  // residual
+  saved.ffn.reset();
+  Tensor dx = input_norm_.backward(saved.norm1, mixer_->backward(*saved.mixer, dh));
+  kernels::add_(dx, dh);  // residual
+  saved.mixer.reset();
+  return dx;
+}
+
+void DecoderBlock::collect_params(std::vector<Param*>& out) {
+  // Hugging Face's named_parameters() order.
+  mixer_->collect_params(out);
+  ffn_->collect_params(out);
+  input_norm_.collect_params(out);
+  post_attention_norm_.collect_params(out);
+}
+
+}  // namespace weft::models

@@ -1,0 +1,21 @@
+#include "models/embedding.h"
+
+#include "kernels/ops.h"
+#include "models/param_init.h"
+
+namespace weft::models {
+
+Embedding::Embedding(int64_t vocab, int64_t hidden)
+    : table_(new_param("model.embed_tokens.weight", {vocab, hidden})) {}
+
+Tensor Embedding::forward(const Tensor& ids) const {
+  Tensor out = Tensor::empty({ids.numel(), table_.value.dim(1)});  // [N, D]
+  kernels::embedding_forward(ids, table_.value, 0, out);
+  return out;
+}
+
+void Embedding::backward(const Tensor& ids, const Tensor& dy) {
+  kernels::embedding_backward(ids, dy, 0, table_.grad);
+}
+
+}  // namespace weft::models

@@ -1,0 +1,89 @@
+#include "models/linear_attention.h"
+
+#include <cmath>
+
+#include "kernels/ops.h"
+
+namespace weft::models {
+
+namespace {
+
+// Positions per chunk of the chunked kernel: quadratic work inside a chunk, a d x d state
+// carried between chunks.
+constexpr int64_t kChunk = 64;
+
+}  // namespace
+
+struct LinearAttention::Saved : LayerSaved {
+  TokenBatch batch;
+  Tensor x;      // [N, D] the layer input
+  QkvHeads qkv;  // q [B, T, H, d], k/v [B, T, Hkv, d]
+  Tensor o;      // [B, T, H, d]
+};
+
+class LinearAttention::State final : public MixerCache {
+ public:
+  explicit State(Shape shape) : s(Tensor::zeros(std::move(shape))) {}
+  Tensor s;  // [B, H, d, d]
+};
+
+LinearAttention::LinearAttention(const io::ModelConfig& config, int64_t layer)
+    : proj_(config, layer),
+      gamma_(head_decays(0, config.num_attention_heads)),
+      scale_(1.0f / std::sqrt(static_cast<float>(config.head_dim))) {}
+
+std::vector<float> LinearAttention::head_decays(int64_t first, int64_t count) {
+  std::vector<float> gamma(count);
+  for (int64_t h = 0; h < count; ++h) {
+    gamma[h] = static_cast<float>(1.0 - std::exp2(-5.0 - static_cast<double>(first + h)));
+  }
+  return gamma;
+}
+
+Tensor LinearAttention::forward(const TokenBatch& batch, const Tensor& x, MixerCache* cache,
+                                SavedPtr* saved) const {
+  QkvHeads qkv = proj_.project_qkv(batch, x);
+  const int64_t h = proj_.heads(), d = proj_.head_dim();
+  Tensor o = Tensor::empty(qkv.q.shape());             // [B, T, H, d]
+  Tensor m = Tensor::empty({batch.batch, h, d, d});  // [B, H, d, d]
+  Tensor s_in = cache != nullptr ? static_cast<State&>(*cache).s : Tensor();
+  kernels::linear_attention_forward(qkv.q, qkv.k, qkv.v, gamma_, scale_, s_in, kChunk, o, m);
+  if (cache != nullptr) {
+    // S_out = gamma_h^T S_in + M, head by head.
+    Tensor per_head = s_in.view({batch.batch * h, d * d});
+    for (int64_t i = 0; i < batch.batch * h; ++i) {
+      Tensor row = per_head.slice(i, i + 1);
+      kernels::scale_(row, std::pow(gamma_[i % h], static_cast<float>(batch.len)));
+    }
+    kernels::add_(s_in, m);
+  }
+  Tensor y = proj_.project_out(o);
+  if (saved != nullptr) {
+    WEFT_CHECK(cache == nullptr) << "backward through a carried state is not supported";
+    auto s = std::make_unique<Saved>();
+    s->batch = batch;
+    s->x = x;
+    s->qkv = std::move(qkv);
+    s->o = std::move(o);
+    *saved = std::move(s);
+  }
+  return y;
+}
+
+Tensor LinearAttention::backward(LayerSaved& saved_base, const Tensor& dy) {
+  auto& s = static_cast<Saved&>(saved_base);
+  const Tensor d_o = proj_.backward_out(s.o, dy);  // [B, T, H, d]
+  QkvHeads grads = proj_.zero_grads(s.batch);
+  const int64_t d = proj_.head_dim();
+  Tensor ds_in = Tensor::empty({s.batch.batch, proj_.heads(), d, d});  // unused: no carried state
+  kernels::linear_attention_backward(s.qkv.q, s.qkv.k, s.qkv.v, gamma_, scale_, Tensor(), d_o,
+                                     Tensor(), kChunk, grads.q, grads.k, grads.v, ds_in);
+  return proj_.backward_qkv(s.x, grads);
+}
+
+std::unique_ptr<MixerCache> LinearAttention::new_cache(int64_t batch, int64_t max_len) const {
+  const int64_t d = proj_.head_dim();
+  return std::make_unique<State>(Shape{batch, proj_.heads(), d, d});
+}
+
+}  // namespace weft::models

@@ -1,0 +1,41 @@
+// Decayed linear attention (DESIGN.md, "The model family"): the same q/k/v/o projections as
+// softmax attention (GQA allowed), no RoPE, and per query head h (global index) with
+// gamma_h = 1 - 2^(-5-h) and s = 1/sqrt(d):
+//   o_t = sum_{u<=t} gamma_h^(t-u) * s * (q_t . k_u) * v_u
+// Decoding carries the state S [B, H, d, d]: a call over t new tokens reads S_in and leaves
+// S_out = gamma^t S_in + M (M: the call's own decayed k^T v sum).
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <vector>
+
+#include "models/attention_projections.h"
+#include "models/token_mixer.h"
+
+namespace weft::models {
+
+class LinearAttention final : public TokenMixer {
+ public:
+  LinearAttention(const io::ModelConfig& config, int64_t layer);
+
+  [[nodiscard]] Tensor forward(const TokenBatch& batch, const Tensor& x, MixerCache* cache,
+                               SavedPtr* saved) const override;
+  [[nodiscard]] Tensor backward(LayerSaved& saved, const Tensor& dy) override;
+  [[nodiscard]] std::unique_ptr<MixerCache> new_cache(int64_t batch,
+                                                      int64_t max_len) const override;
+  void collect_params(std::vector<Param*>& out) override { proj_.collect_params(out); }
+
+  // gamma_h for query heads [first, first + count) (global indices).
+  [[nodiscard]] static std::vector<float> head_decays(int64_t first, int64_t count);
+
+ private:
+  struct Saved;
+  class State;
+
+  AttentionProjections proj_;
+  std::vector<float> gamma_;  // [H]
+  float scale_;               // 1 / sqrt(head_dim)
+};
+
+}  // namespace weft::models

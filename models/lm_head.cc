@@ -1,0 +1,31 @@
+#include "models/lm_head.h"
+
+#include "kernels/ops.h"
+#include "models/param_init.h"
+
+namespace weft::models {
+
+LmHead::LmHead(int64_t vocab, int64_t hidden, Param* tied) : weight_(tied) {
+  if (tied == nullptr) {
+    own_ = new_param("lm_head.weight", {vocab, hidden});
+    weight_ = &own_;
+  }
+}
+
+Tensor LmHead::forward(const Tensor& x) const {
+  Tensor logits = Tensor::empty({x.dim(0), weight_->value.dim(0)});  // [N, V]
+  kernels::linear_forward(x, weight_->value, nullptr, logits);
+  return logits;
+}
+
+Tensor LmHead::backward(const Tensor& x, const Tensor& dlogits) {
+  Tensor dx = Tensor::empty(x.shape());  // [N, D]
+  kernels::linear_backward(x, weight_->value, dlogits, &dx, &weight_->grad, nullptr);
+  return dx;
+}
+
+void LmHead::collect_params(std::vector<Param*>& out) {
+  if (weight_ == &own_) out.push_back(&own_);
+}
+
+}  // namespace weft::models

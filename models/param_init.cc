@@ -1,0 +1,51 @@
+#include "models/param_init.h"
+
+#include <random>
+#include <utility>
+
+#include "absl/strings/match.h"
+#include "kernels/ops.h"
+
+namespace weft::models {
+
+namespace {
+
+// FNV-1a: a stable hash of the name (std::hash may differ between builds).
+uint64_t name_hash(const std::string& name) {
+  uint64_t h = 1469598103934665603ull;
+  for (unsigned char c : name) h = (h ^ c) * 1099511628211ull;
+  return h;
+}
+
+}  // namespace
+
+Param new_param(std::string name, Shape shape) {
+  Param p;
+  p.name = std::move(name);
+  p.value = Tensor::empty(shape);
+  p.spec.global_shape = std::move(shape);
+  return p;
+}
+
+void ensure_grad(Param& param) {
+  if (!param.grad.defined()) param.grad = Tensor::zeros(param.value.shape());
+}
+
+void init_normal(Param& param, uint64_t seed, float std) {
+  std::mt19937_64 rng(seed ^ name_hash(param.name));
+  std::normal_distribution<float> dist(0.0f, std);
+  float* p = param.value.data<float>();
+  for (int64_t i = 0; i < param.value.numel(); ++i) p[i] = dist(rng);
+}
+
+void init_parameters(const std::vector<Param*>& params, uint64_t seed) {
+  for (Param* p : params) {
+    if (p->value.ndim() >= 2) {
+      init_normal(*p, seed, 0.02f);
+    } else {
+      kernels::fill_(p->value, absl::EndsWith(p->name, ".bias") ? 0.0f : 1.0f);
+    }
+  }
+}
+
+}  // namespace weft::models

@@ -1,0 +1,97 @@
+#include "models/softmax_attention.h"
+
+#include <cmath>
+
+#include "kernels/ops.h"
+
+namespace weft::models {
+
+struct SoftmaxAttention::Saved : LayerSaved {
+  TokenBatch batch;
+  Tensor x;      // [N, D] the layer input
+  QkvHeads qkv;  // after RoPE
+  Tensor o;      // [B, T, H, d]
+  Tensor lse;    // [B, H, T]
+};
+
+// Per sequence b: k[b], v[b] [max_len, Hkv, d]. Separate tensors so that the first `len` rows of
+// one sequence are a contiguous view the attention kernel can read.
+class SoftmaxAttention::KvCache final : public MixerCache {
+ public:
+  KvCache(int64_t batch, int64_t max_len, int64_t kv_heads, int64_t head_dim) {
+    for (int64_t b = 0; b < batch; ++b) {
+      k.push_back(Tensor::empty({max_len, kv_heads, head_dim}));
+      v.push_back(Tensor::empty({max_len, kv_heads, head_dim}));
+    }
+  }
+  std::vector<Tensor> k, v;
+};
+
+SoftmaxAttention::SoftmaxAttention(const io::ModelConfig& config, int64_t layer)
+    : proj_(config, layer),
+      rope_theta_(static_cast<float>(config.rope_theta)),
+      scale_(1.0f / std::sqrt(static_cast<float>(config.head_dim))) {}
+
+Tensor SoftmaxAttention::forward(const TokenBatch& batch, const Tensor& x, MixerCache* cache,
+                                 SavedPtr* saved) const {
+  QkvHeads qkv = proj_.project_qkv(batch, x);
+  kernels::rope_forward(qkv.q, batch.positions, rope_theta_);
+  kernels::rope_forward(qkv.k, batch.positions, rope_theta_);
+  Tensor o = Tensor::empty(qkv.q.shape());                                   // [B, T, H, d]
+  Tensor lse = Tensor::empty({batch.batch, proj_.heads(), batch.len});  // [B, H, T]
+  if (cache != nullptr) {
+    attend_cached(batch, qkv, static_cast<KvCache&>(*cache), o, lse);
+  } else {
+    attend(qkv, o, lse);
+  }
+  Tensor y = proj_.project_out(o);
+  if (saved != nullptr) {
+    WEFT_CHECK(cache == nullptr) << "backward through a KV cache is not supported";
+    auto s = std::make_unique<Saved>();
+    s->batch = batch;
+    s->x = x;
+    s->qkv = std::move(qkv);
+    s->o = std::move(o);
+    s->lse = std::move(lse);
+    *saved = std::move(s);
+  }
+  return y;
+}
+
+void SoftmaxAttention::attend(const QkvHeads& qkv, Tensor& o, Tensor& lse) const {
+  kernels::attention_forward(qkv.q, qkv.k, qkv.v, scale_, /*causal=*/true, 0, 0, o, lse);
+}
+
+void SoftmaxAttention::attend_cached(const TokenBatch& batch, const QkvHeads& qkv, KvCache& cache,
+                                     Tensor& o, Tensor& lse) const {
+  const int64_t t = batch.len, end = batch.offset + t;
+  const Shape rows_shape = {t, proj_.kv_heads(), proj_.head_dim()};   // new rows of one sequence
+  const Shape kv_shape = {1, end, proj_.kv_heads(), proj_.head_dim()};  // its whole cache so far
+  WEFT_CHECK_LE(end, cache.k[0].dim(0)) << "decoding past the inference state's max_len";
+  for (int64_t b = 0; b < batch.batch; ++b) {
+    cache.k[b].slice(batch.offset, end).copy_from(qkv.k.slice(b, b + 1).view(rows_shape));
+    cache.v[b].slice(batch.offset, end).copy_from(qkv.v.slice(b, b + 1).view(rows_shape));
+    Tensor o_b = o.slice(b, b + 1);
+    Tensor lse_b = lse.slice(b, b + 1);
+    kernels::attention_forward(qkv.q.slice(b, b + 1), cache.k[b].slice(0, end).view(kv_shape),
+                               cache.v[b].slice(0, end).view(kv_shape), scale_, /*causal=*/true,
+                               batch.offset, 0, o_b, lse_b);
+  }
+}
+
+Tensor SoftmaxAttention::backward(LayerSaved& saved_base, const Tensor& dy) {
+  auto& s = static_cast<Saved&>(saved_base);
+  const Tensor d_o = proj_.backward_out(s.o, dy);  // [B, T, H, d]
+  QkvHeads grads = proj_.zero_grads(s.batch);
+  kernels::attention_backward(s.qkv.q, s.qkv.k, s.qkv.v, s.o, s.lse, d_o, scale_, /*causal=*/true,
+                              0, 0, grads.q, grads.k, grads.v);
+  kernels::rope_backward(grads.q, s.batch.positions, rope_theta_);
+  kernels::rope_backward(grads.k, s.batch.positions, rope_theta_);
+  return proj_.backward_qkv(s.x, grads);
+}
+
+std::unique_ptr<MixerCache> SoftmaxAttention::new_cache(int64_t batch, int64_t max_len) const {
+  return std::make_unique<KvCache>(batch, max_len, proj_.kv_heads(), proj_.head_dim());
+}
+
+}  // namespace weft::models

@@ -1,0 +1,43 @@
+// Causal softmax self-attention with GQA and RoPE (HF rotate-half over the whole head dim):
+//   q, k, v = x Wq, x Wk, x Wv (+ biases);  q, k = rope(q), rope(k);
+//   o = softmax(q k^T / sqrt(d) + causal mask) v;  y = o Wo.
+// Decoding keeps a KV cache per sequence; the new queries sit at positions offset.. and see
+// every cached key.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <vector>
+
+#include "models/attention_projections.h"
+#include "models/token_mixer.h"
+
+namespace weft::models {
+
+class SoftmaxAttention final : public TokenMixer {
+ public:
+  SoftmaxAttention(const io::ModelConfig& config, int64_t layer);
+
+  [[nodiscard]] Tensor forward(const TokenBatch& batch, const Tensor& x, MixerCache* cache,
+                               SavedPtr* saved) const override;
+  [[nodiscard]] Tensor backward(LayerSaved& saved, const Tensor& dy) override;
+  [[nodiscard]] std::unique_ptr<MixerCache> new_cache(int64_t batch,
+                                                      int64_t max_len) const override;
+  void collect_params(std::vector<Param*>& out) override { proj_.collect_params(out); }
+
+ private:
+  struct Saved;
+  class KvCache;
+
+  // The attention core over the whole batch (training / full forward): o [B,T,H,d], lse [B,H,T].
+  void attend(const QkvHeads& qkv, Tensor& o, Tensor& lse) const;
+  // The same with the keys and values of `cache` in front of the new ones, sequence by sequence.
+  void attend_cached(const TokenBatch& batch, const QkvHeads& qkv, KvCache& cache, Tensor& o,
+                     Tensor& lse) const;
+
+  AttentionProjections proj_;
+  float rope_theta_;
+  float scale_;  // 1 / sqrt(head_dim)
+};
+
+}  // namespace weft::models

@@ -1,0 +1,89 @@
+// The training loop of `weft train`: data parallel over the world (this issue), AdamW, metrics,
+// periodic asynchronous checkpoints, resume.
+//
+// Loss and gradient scaling (DESIGN.md): every rank back-propagates its loss sum divided by the
+// GLOBAL count of predicted tokens, and gradients are summed over dp, so the result equals one
+// rank running the whole batch.
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <string>
+
+#include "absl/status/statusor.h"
+#include "comm/communicator.h"
+#include "kernels/ops.h"
+#include "models/causal_lm.h"
+#include "runtime/train/checkpoint.h"
+#include "runtime/train/optimizer.h"
+#include "runtime/train/token_data.h"
+
+namespace weft::train {
+
+struct TrainOptions {
+  std::string model_dir;     // HF model directory (config.json + weights)
+  bool init_random = false;  // the model dir has only config.json: initialise from `seed`
+  std::string data_path;
+  int64_t steps = 0;         // the step to stop at (a resumed run continues to it)
+  int64_t global_batch = 0;  // sequences per step, over all dp ranks
+  int64_t seq_len = 0;       // must equal the token file's line length
+  kernels::AdamWConfig adamw;
+  double clip_grad = 0;      // 0 = no clipping
+  std::string save_dir;
+  std::string load_dir;
+  int64_t save_every = 0;    // 0 = only at the end
+  std::string metrics_path;
+  int64_t log_every = 1;
+  uint64_t seed = 0;
+};
+
+// Collective agreement on a status (see launch/session.h); identity on one rank.
+using AgreeFn = std::function<absl::Status(absl::Status)>;
+
+struct StepMetrics {
+  int64_t step = 0;
+  double loss = 0;
+  double grad_norm = 0;
+  double lr = 0;
+  double step_time_s = 0;
+  double tokens_per_s = 0;
+};
+
+class Trainer {
+ public:
+  // Loads data, model and (with load_dir) the checkpoint on every rank, and validates options
+  // against them. `world` is the data-parallel group here. Collective: agrees on errors.
+  static absl::StatusOr<std::unique_ptr<Trainer>> create(const TrainOptions& options,
+                                                         comm::Communicator& dp, AgreeFn agree);
+
+  // Runs steps start_step()+1 .. options.steps. Collective.
+  absl::Status run();
+
+  [[nodiscard]] int64_t start_step() const { return start_step_; }
+  [[nodiscard]] models::CausalLM& model() { return *model_; }
+  [[nodiscard]] const std::vector<StepMetrics>& history() const { return history_; }
+  // Total seconds the loop waited on checkpoint snapshots.
+  [[nodiscard]] double checkpoint_wait_seconds() const { return checkpoint_wait_s_; }
+
+ private:
+  Trainer(const TrainOptions& options, comm::Communicator& dp, AgreeFn agree, TokenFile data);
+  absl::Status load_model();
+  absl::Status restore(const LoadedCheckpoint& checkpoint);
+  StepMetrics train_step(int64_t step);
+  void start_save(int64_t step);
+  absl::Status append_metrics(const StepMetrics& m);
+
+  TrainOptions options_;
+  comm::Communicator& dp_;
+  AgreeFn agree_;
+  TokenFile data_;
+  std::unique_ptr<models::CausalLM> model_;
+  std::unique_ptr<AdamW> optimizer_;
+  std::unique_ptr<CheckpointWriter> writer_;  // on the rank that writes (dp rank 0)
+  int64_t start_step_ = 0;
+  std::vector<StepMetrics> history_;
+  double checkpoint_wait_s_ = 0;
+};
+
+}  // namespace weft::train

@@ -1,0 +1,103 @@
+// Bad input gets one clear message naming the problem on stderr and exit code 1 — on one rank
+// and under mpirun (every rank exits; none hangs; the message is printed once).
+#include <gtest/gtest.h>
+
+#include <filesystem>
+
+#include "tests/cli/cli_util.h"
+
+namespace weft::testing {
+namespace {
+
+namespace fs = std::filesystem;
+
+// Copy of a fixture model directory that a test may break.
+std::string copy_model(const std::string& name) {
+  const std::string dir = make_temp_dir("weft_bad_model") + "/" + name;
+  fs::copy(model_fixture(name), dir, fs::copy_options::recursive);
+  return dir;
+}
+
+void expect_error(const std::string& args, const std::string& needle) {
+  for (int ranks : {1, 2}) {
+    SCOPED_TRACE(absl::StrCat(ranks, " rank(s): weft ", args));
+    RunResult r = run_weft(args, ranks, 120);
+    EXPECT_EQ(r.exit_code, 1) << r.err;
+    EXPECT_NE(r.err.find(needle), std::string::npos) << "stderr: " << r.err;
+    size_t count = 0;
+    for (size_t at = r.err.find("error:"); at != std::string::npos;
+         at = r.err.find("error:", at + 1)) {
+      ++count;
+    }
+    EXPECT_EQ(count, 1u) << "one message, printed once: " << r.err;
+  }
+}
+
+std::string eval_args(const std::string& model, const std::string& tokens) {
+  return absl::StrCat("eval --model ", model, " --tokens ", tokens, " --out ",
+                      make_temp_dir("weft_bad_out"), "/out.safetensors");
+}
+
+std::string good_tokens() {
+  return write_token_file(make_temp_dir("weft_tokens"), random_ids({4, 8}, 1, 50));
+}
+
+TEST(BadInput, MissingModelDirectory) {
+  expect_error(eval_args("/nonexistent/model", good_tokens()), "/nonexistent/model");
+}
+
+TEST(BadInput, TruncatedSafetensors) {
+  const std::string dir = copy_model("llama_gqa");
+  fs::resize_file(dir + "/model.safetensors", fs::file_size(dir + "/model.safetensors") / 2);
+  expect_error(eval_args(dir, good_tokens()), "model.safetensors");
+}
+
+TEST(BadInput, GarbageSafetensors) {
+  const std::string dir = copy_model("llama_gqa");
+  std::ofstream(dir + "/model.safetensors", std::ios::trunc) << "this is not a safetensors file";
+  expect_error(eval_args(dir, good_tokens()), "model.safetensors");
+}
+
+TEST(BadInput, ConfigShapesDisagreeWithWeights) {
+  const std::string dir = copy_model("llama_gqa");
+  std::string config = read_text(dir + "/config.json");
+  const std::string from = "\"intermediate_size\": 112";
+  ASSERT_NE(config.find(from), std::string::npos) << config;
+  config.replace(config.find(from), from.size(), "\"intermediate_size\": 120");
+  std::ofstream(dir + "/config.json", std::ios::trunc) << config;
+  expect_error(eval_args(dir, good_tokens()), "gate_proj");
+}
+
+TEST(BadInput, TokenIdOutOfRange) {
+  const std::string dir = make_temp_dir("weft_bad_ids");
+  std::ofstream(dir + "/t.txt") << "1 2 3 4\n5 6 96 7\n";
+  expect_error(eval_args(model_fixture("llama_gqa"), dir + "/t.txt"), "96");
+}
+
+TEST(BadInput, RaggedTokenFile) {
+  const std::string dir = make_temp_dir("weft_bad_ids");
+  std::ofstream(dir + "/t.txt") << "1 2 3 4\n5 6 7\n";
+  expect_error(eval_args(model_fixture("llama_gqa"), dir + "/t.txt"), "t.txt:2");
+}
+
+TEST(BadInput, UnknownFlagAndSubcommand) {
+  expect_error("eval --modle x", "unknown flag --modle");
+  expect_error("frobnicate", "unknown subcommand 'frobnicate'");
+  expect_error("generate --model x --prompt-ids 1 --max-new-tokens many", "--max-new-tokens");
+}
+
+TEST(BadInput, TrainSeqLenDisagreesWithData) {
+  const std::string dir = make_temp_dir("weft_bad_train");
+  expect_error(absl::StrCat("train --model ", model_fixture("llama_gqa"), " --data ",
+                            good_tokens(), " --steps 2 --global-batch 2 --seq-len 16"),
+               "--seq-len 16");
+}
+
+TEST(BadInput, LoadFromMissingCheckpoint) {
+  expect_error(absl::StrCat("train --load /nonexistent/ckpt --data ", good_tokens(),
+                            " --steps 2 --global-batch 2 --seq-len 8"),
+               "/nonexistent/ckpt");
+}
+
+}  // namespace
+}  // namespace weft::testing
