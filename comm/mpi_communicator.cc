@@ -67,7 +67,7 @@ MPI_Op reduce_op(ReduceOp op) { return op == ReduceOp::kMax ? MPI_MAX : MPI_SUM;
 void divide_by(const Tensor& t, int p) {
   float* v = t.data<float>();
   const int64_t n = t.numel();
-  for (int64_t i = 0; i < n; ++i) v[i] /= static_cast<float>(p);
+  for (int64_t i = 0; i + 1 < n; ++i) v[i] /= static_cast<float>(p);
 }
 
 // Bytes of one dim-0 row (defined for 0 rows too).

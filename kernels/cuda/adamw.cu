@@ -8,17 +8,17 @@ namespace weft::kernels::cuda {
 namespace {
 
 struct AdamWStep {
-  float decay;        // 1 - lr * weight_decay
+  float decay;  // 1 - lr * weight_decay
   float beta1;
   float beta2;
-  float step_size;    // lr / (1 - beta1^t)
-  float sqrt_c2;      // sqrt(1 - beta2^t)
+  float step_size;  // lr / (1 - beta1^t)
+  float sqrt_c2;    // sqrt(1 - beta2^t)
   float eps;
 };
 
 __global__ void adamw_kernel(FloatRef param, FloatRef grad, FloatRef m, FloatRef v, AdamWStep s,
                              int64_t n) {
-  for (int64_t i : GridStride(n)) {
+  for (int64_t i : grid_stride(n)) {
     const float g = grad.load(i);
     const float mi = s.beta1 * m.load(i) + (1.0f - s.beta1) * g;
     const float vi = s.beta2 * v.load(i) + (1.0f - s.beta2) * g * g;
@@ -38,12 +38,9 @@ void adamw_step(Tensor& param, const Tensor& grad, Tensor& m, Tensor& v, const A
   // Bias corrections in double, as PyTorch computes them on the host.
   const double c1 = 1.0 - std::pow(static_cast<double>(cfg.beta1), static_cast<double>(step));
   const double c2 = 1.0 - std::pow(static_cast<double>(cfg.beta2), static_cast<double>(step));
-  const AdamWStep s{1.0f - cfg.lr * cfg.weight_decay,
-                    cfg.beta1,
-                    cfg.beta2,
-                    static_cast<float>(cfg.lr / c1),
-                    static_cast<float>(std::sqrt(c2)),
-                    cfg.eps};
+  const AdamWStep s{
+      1.0f - cfg.lr * cfg.weight_decay,  cfg.beta1, cfg.beta2, static_cast<float>(cfg.lr / c1),
+      static_cast<float>(std::sqrt(c2)), cfg.eps};
   adamw_kernel<<<grid_for(n, kThreads), kThreads, 0, compute_stream()>>>(
       float_ref(param), float_ref(grad), float_ref(m), float_ref(v), s, n);
   WEFT_CUDA_LAUNCH_CHECK();

@@ -52,8 +52,7 @@ __device__ inline int64_t head_row(int64_t b, int64_t t, int64_t seq, int64_t he
 // Stages rows [t0, t0 + rows) of head h of src[B, seq, heads, d] into dst[rows][stride] as f32.
 // Rows at or past `seq` become zeros (so a partial tile contributes nothing). Whole block.
 __device__ inline void stage_rows(FloatRef src, int64_t b, int64_t t0, int rows, int64_t seq,
-                                  int64_t heads, int64_t h, int head_dim, float* dst,
-                                  int stride) {
+                                  int64_t heads, int64_t h, int head_dim, float* dst, int stride) {
   for (int idx = threadIdx.x; idx < rows * head_dim; idx += blockDim.x) {
     const int r = idx / head_dim;
     const int c = idx % head_dim;
@@ -95,9 +94,8 @@ __device__ inline void accumulate_tile(float (&acc)[kDimsPerLane], float coef, c
 
 // out[base + dims of this lane] = factor * acc, or += when `add` (read-modify-write: each row
 // has one owning warp).
-__device__ inline void write_lane_dims(FloatRef out, int64_t base,
-                                       const float (&acc)[kDimsPerLane], float factor,
-                                       int head_dim, bool add) {
+__device__ inline void write_lane_dims(FloatRef out, int64_t base, const float (&acc)[kDimsPerLane],
+                                       float factor, int head_dim, bool add) {
   const int lane = threadIdx.x % kWarp;
 #pragma unroll
   for (int t = 0; t < kDimsPerLane; ++t) {
@@ -121,8 +119,8 @@ inline AttentionShape attention_shape(const Tensor& q, const Tensor& k, float sc
   const int64_t head_dim = q.dim(3);
   WEFT_CHECK(head_dim >= 1 && head_dim <= kMaxHeadDim)
       << "CUDA attention supports head_dim up to " << kMaxHeadDim << ", got " << q.str();
-  return {q.dim(0), q.dim(1),   k.dim(1), q.dim(2), k.dim(2), static_cast<int>(head_dim),
-          scale,    causal, q_offset, k_offset};
+  return {q.dim(0), q.dim(1), k.dim(1), q.dim(2), k.dim(2), static_cast<int>(head_dim),
+          scale,    causal,   q_offset, k_offset};
 }
 
 }  // namespace weft::kernels::cuda

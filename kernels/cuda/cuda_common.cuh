@@ -31,27 +31,36 @@ struct FloatRef {
 
   __device__ float load(int64_t i) const {
     switch (dtype) {
-      case DType::kBF16: return __bfloat162float(static_cast<const __nv_bfloat16*>(data)[i]);
-      case DType::kF16: return __half2float(static_cast<const __half*>(data)[i]);
-      default: return static_cast<const float*>(data)[i];
+      case DType::kBF16:
+        return __bfloat162float(static_cast<const __nv_bfloat16*>(data)[i]);
+      case DType::kF16:
+        return __half2float(static_cast<const __half*>(data)[i]);
+      default:
+        return static_cast<const float*>(data)[i];
     }
   }
   __device__ void store(int64_t i, float v) const {
     switch (dtype) {
-      case DType::kBF16: static_cast<__nv_bfloat16*>(data)[i] = __float2bfloat16(v); break;
-      case DType::kF16: static_cast<__half*>(data)[i] = __float2half(v); break;
-      default: static_cast<float*>(data)[i] = v;
+      case DType::kBF16:
+        static_cast<__nv_bfloat16*>(data)[i] = __float2bfloat16(v);
+        break;
+      case DType::kF16:
+        static_cast<__half*>(data)[i] = __float2half(v);
+        break;
+      default:
+        static_cast<float*>(data)[i] = v;
     }
   }
-  // Adds v to element i: one rounding to the storage dtype per call.
-  __device__ void accumulate(int64_t i, float v) const { store(i, load(i) + v); }
   __device__ void atomic_add(int64_t i, float v) const {
     switch (dtype) {
       case DType::kBF16:
         atomicAdd(static_cast<__nv_bfloat16*>(data) + i, __float2bfloat16(v));
         break;
-      case DType::kF16: atomicAdd(static_cast<__half*>(data) + i, __float2half(v)); break;
-      default: atomicAdd(static_cast<float*>(data) + i, v);
+      case DType::kF16:
+        atomicAdd(static_cast<__half*>(data) + i, __float2half(v));
+        break;
+      default:
+        atomicAdd(static_cast<float*>(data) + i, v);
     }
   }
 };
@@ -84,15 +93,16 @@ inline IndexRef index_ref(const Tensor& t) {
 constexpr int kWarp = 32;
 constexpr unsigned kFullMask = 0xffffffffu;
 
-// Blocks for a grid-stride loop over n items.
+// Blocks for a grid-stride loop over n items, or over n rows with one warp per row.
 inline int grid_for(int64_t n, int threads) {
   const int64_t blocks = (n + threads - 1) / threads;
   return static_cast<int>(std::clamp<int64_t>(blocks, 1, 65535));
 }
+inline int warp_grid_for(int64_t rows, int threads) { return grid_for(rows * kWarp, threads); }
 
-// `for (int64_t i : GridStride(n))` visits this thread's share of [0, n): i = global thread
-// index, then steps of the whole grid.
-class GridStride {
+// A grid-stride range: `for (int64_t i : grid_stride(n))` visits this thread's share of
+// [0, n); `warp_stride(n)` gives each warp (all its lanes alike) its share of n rows.
+class GridRange {
  public:
   struct Iterator {
     int64_t i;
@@ -104,15 +114,24 @@ class GridStride {
     }
     __device__ bool operator!=(const Iterator& end) const { return i < end.i; }
   };
-  __device__ explicit GridStride(int64_t n) : n_(n) {}
-  __device__ Iterator begin() const {
-    return {blockIdx.x * int64_t{blockDim.x} + threadIdx.x, int64_t{gridDim.x} * blockDim.x};
-  }
+  __device__ GridRange(int64_t n, int64_t first, int64_t step)
+      : n_(n), first_(first), step_(step) {}
+  __device__ Iterator begin() const { return {first_, step_}; }
   __device__ Iterator end() const { return {n_, 0}; }
 
  private:
   int64_t n_;
+  int64_t first_;
+  int64_t step_;
 };
+
+__device__ inline GridRange grid_stride(int64_t n) {
+  return {n, blockIdx.x * int64_t{blockDim.x} + threadIdx.x, gridDim.x * int64_t{blockDim.x}};
+}
+__device__ inline GridRange warp_stride(int64_t n) {
+  return {n, (blockIdx.x * int64_t{blockDim.x} + threadIdx.x) / kWarp,
+          gridDim.x * int64_t{blockDim.x} / kWarp};
+}
 
 struct SumOp {
   __device__ float operator()(float a, float b) const { return a + b; }

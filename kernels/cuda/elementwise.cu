@@ -10,7 +10,7 @@ namespace {
 // not read), so one kernel serves add, add_, scale_, fill_ and casts.
 __global__ void combine_kernel(FloatRef out, FloatRef a, float alpha, FloatRef b, float beta,
                                float constant, int64_t n) {
-  for (int64_t i : GridStride(n)) {
+  for (int64_t i : grid_stride(n)) {
     float v = constant;
     if (a.data != nullptr) v += alpha * a.load(i);
     if (b.data != nullptr) v += beta * b.load(i);
@@ -21,14 +21,14 @@ __global__ void combine_kernel(FloatRef out, FloatRef a, float alpha, FloatRef b
 void combine(const Tensor& out, FloatRef a, float alpha, FloatRef b, float beta, float constant) {
   const int64_t n = out.numel();
   if (n == 0) return;
-  combine_kernel<<<grid_for(n, kThreads), kThreads, 0, compute_stream()>>>(
-      float_ref(out), a, alpha, b, beta, constant, n);
+  combine_kernel<<<grid_for(n, kThreads), kThreads, 0, compute_stream()>>>(float_ref(out), a, alpha,
+                                                                           b, beta, constant, n);
   WEFT_CUDA_LAUNCH_CHECK();
 }
 
 // y[N,C] += bias[C].
 __global__ void bias_rows_kernel(FloatRef y, FloatRef bias, int64_t cols, int64_t n) {
-  for (int64_t i : GridStride(n)) {
+  for (int64_t i : grid_stride(n)) {
     y.store(i, y.load(i) + bias.load(i % cols));
   }
 }
@@ -52,7 +52,7 @@ __global__ void column_sums_kernel(FloatRef dy, FloatRef x, FloatRef rstd, float
 // Per-thread partial sums in double, one atomic per warp.
 __global__ void sum_squares_kernel(FloatRef a, int64_t n, double* result) {
   double acc = 0.0;
-  for (int64_t i : GridStride(n)) {
+  for (int64_t i : grid_stride(n)) {
     const double v = a.load(i);
     acc += v * v;
   }
@@ -112,8 +112,8 @@ void add_column_sums(const Tensor& dy, const Tensor& x, const Tensor& rstd, Tens
   const dim3 grid(static_cast<unsigned>((cols + kThreads - 1) / kThreads),
                   static_cast<unsigned>((rows + rows_per_band - 1) / rows_per_band));
   column_sums_kernel<<<grid, kThreads, 0, compute_stream()>>>(
-      float_ref(dy), optional_float_ref(x), optional_float_ref(rstd), sums.data<float>(), rows, cols,
-      rows_per_band);
+      float_ref(dy), optional_float_ref(x), optional_float_ref(rstd), sums.data<float>(), rows,
+      cols, rows_per_band);
   WEFT_CUDA_LAUNCH_CHECK();
   add_(out, sums, 1.0f);
 }

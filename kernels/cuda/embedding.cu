@@ -14,9 +14,8 @@ __device__ inline int64_t local_row(IndexRef ids, int64_t n, int64_t vocab_start
 
 // out[n, j] = table[ids[n] - vocab_start, j] or 0.
 __global__ void embedding_forward_kernel(IndexRef ids, FloatRef table, int64_t vocab_start,
-                                         int64_t table_rows, FloatRef out, int64_t dim,
-                                         int64_t n) {
-  for (int64_t i : GridStride(n)) {
+                                         int64_t table_rows, FloatRef out, int64_t dim, int64_t n) {
+  for (int64_t i : grid_stride(n)) {
     const int64_t row = local_row(ids, i / dim, vocab_start, table_rows);
     out.store(i, row >= 0 ? table.load(row * dim + i % dim) : 0.0f);
   }
@@ -26,7 +25,7 @@ __global__ void embedding_forward_kernel(IndexRef ids, FloatRef table, int64_t v
 __global__ void embedding_backward_kernel(IndexRef ids, FloatRef dout, int64_t vocab_start,
                                           int64_t table_rows, FloatRef dtable, int64_t dim,
                                           int64_t n) {
-  for (int64_t i : GridStride(n)) {
+  for (int64_t i : grid_stride(n)) {
     const int64_t row = local_row(ids, i / dim, vocab_start, table_rows);
     if (row >= 0) dtable.atomic_add(row * dim + i % dim, dout.load(i));
   }

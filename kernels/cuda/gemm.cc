@@ -13,11 +13,11 @@
 #include "kernels/cuda/stream.h"
 #include "runtime/core/cuda_check.h"
 
-#define WEFT_CUBLAS_CHECK(call)                                                        \
-  do {                                                                                 \
-    cublasStatus_t weft_cublas_status_ = (call);                                       \
-    WEFT_CHECK(weft_cublas_status_ == CUBLAS_STATUS_SUCCESS)                           \
-        << #call << ": " << cublasLtGetStatusString(weft_cublas_status_);              \
+#define WEFT_CUBLAS_CHECK(call)                                           \
+  do {                                                                    \
+    cublasStatus_t weft_cublas_status_ = (call);                          \
+    WEFT_CHECK(weft_cublas_status_ == CUBLAS_STATUS_SUCCESS)              \
+        << #call << ": " << cublasLtGetStatusString(weft_cublas_status_); \
   } while (0)
 
 namespace weft::kernels::cuda {
@@ -51,10 +51,14 @@ LtContext& lt_context() {
 
 cudaDataType_t cuda_type(DType dtype) {
   switch (dtype) {
-    case DType::kF32: return CUDA_R_32F;
-    case DType::kBF16: return CUDA_R_16BF;
-    case DType::kF16: return CUDA_R_16F;
-    default: WEFT_CHECK(false) << "gemm on " << dtype_name(dtype) << " tensors";
+    case DType::kF32:
+      return CUDA_R_32F;
+    case DType::kBF16:
+      return CUDA_R_16BF;
+    case DType::kF16:
+      return CUDA_R_16F;
+    default:
+      WEFT_CHECK(false) << "gemm on " << dtype_name(dtype) << " tensors";
   }
   return CUDA_R_32F;
 }
@@ -77,8 +81,8 @@ using Layout = std::unique_ptr<cublasLtMatrixLayoutOpaque_t, LayoutDeleter>;
 // The column-major layout of a row-major [rows, cols] matrix: cols x rows, leading dim cols.
 Layout column_major_layout(const Tensor& t) {
   cublasLtMatrixLayout_t layout = nullptr;
-  WEFT_CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&layout, cuda_type(t.dtype()), t.dim(1), t.dim(0),
-                                               t.dim(1)));
+  WEFT_CUBLAS_CHECK(
+      cublasLtMatrixLayoutCreate(&layout, cuda_type(t.dtype()), t.dim(1), t.dim(0), t.dim(1)));
   return Layout(layout);
 }
 
@@ -97,8 +101,8 @@ void set_alignment(cublasLtMatmulPreference_t pref, cublasLtMatmulPreferenceAttr
 
 // c = alpha op(a) op(b) + beta c for a dtype combination cuBLASLt supports: a and b alike, c
 // alike or f32. m, n, k > 0.
-void lt_matmul(const Tensor& a, bool trans_a, const Tensor& b, bool trans_b, Tensor& c,
-               float alpha, float beta) {
+void lt_matmul(const Tensor& a, bool trans_a, const Tensor& b, bool trans_b, Tensor& c, float alpha,
+               float beta) {
   LtContext& ctx = lt_context();
 
   cublasLtMatmulDesc_t raw_desc = nullptr;
@@ -107,10 +111,10 @@ void lt_matmul(const Tensor& a, bool trans_a, const Tensor& b, bool trans_b, Ten
   // cuBLAS's A is our b and its B is our a (see the top of this file).
   const cublasOperation_t op_a = trans_b ? CUBLAS_OP_T : CUBLAS_OP_N;
   const cublasOperation_t op_b = trans_a ? CUBLAS_OP_T : CUBLAS_OP_N;
-  WEFT_CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(desc.get(), CUBLASLT_MATMUL_DESC_TRANSA, &op_a,
-                                                   sizeof(op_a)));
-  WEFT_CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(desc.get(), CUBLASLT_MATMUL_DESC_TRANSB, &op_b,
-                                                   sizeof(op_b)));
+  WEFT_CUBLAS_CHECK(
+      cublasLtMatmulDescSetAttribute(desc.get(), CUBLASLT_MATMUL_DESC_TRANSA, &op_a, sizeof(op_a)));
+  WEFT_CUBLAS_CHECK(
+      cublasLtMatmulDescSetAttribute(desc.get(), CUBLASLT_MATMUL_DESC_TRANSB, &op_b, sizeof(op_b)));
 
   const Layout layout_a = column_major_layout(b);
   const Layout layout_b = column_major_layout(a);
@@ -119,9 +123,9 @@ void lt_matmul(const Tensor& a, bool trans_a, const Tensor& b, bool trans_b, Ten
   cublasLtMatmulPreference_t raw_pref = nullptr;
   WEFT_CUBLAS_CHECK(cublasLtMatmulPreferenceCreate(&raw_pref));
   std::unique_ptr<cublasLtMatmulPreferenceOpaque_t, PreferenceDeleter> pref(raw_pref);
-  WEFT_CUBLAS_CHECK(cublasLtMatmulPreferenceSetAttribute(
-      pref.get(), CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &kWorkspaceBytes,
-      sizeof(kWorkspaceBytes)));
+  WEFT_CUBLAS_CHECK(
+      cublasLtMatmulPreferenceSetAttribute(pref.get(), CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES,
+                                           &kWorkspaceBytes, sizeof(kWorkspaceBytes)));
   set_alignment(pref.get(), CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_A_BYTES, b.raw());
   set_alignment(pref.get(), CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_B_BYTES, a.raw());
   set_alignment(pref.get(), CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_C_BYTES, c.raw());
@@ -135,15 +139,13 @@ void lt_matmul(const Tensor& a, bool trans_a, const Tensor& b, bool trans_b, Ten
   WEFT_CHECK(found > 0) << "cuBLASLt has no algorithm for " << a.str() << (trans_a ? "^T" : "")
                         << " @ " << b.str() << (trans_b ? "^T" : "") << " -> " << c.str();
 
-  WEFT_CUBLAS_CHECK(cublasLtMatmul(ctx.handle, desc.get(), &alpha, b.raw(), layout_a.get(),
-                                   a.raw(), layout_b.get(), &beta, c.raw(), layout_c.get(),
-                                   c.raw(), layout_c.get(), &heuristic.algo, ctx.workspace,
-                                   kWorkspaceBytes, compute_stream()));
+  WEFT_CUBLAS_CHECK(cublasLtMatmul(ctx.handle, desc.get(), &alpha, b.raw(), layout_a.get(), a.raw(),
+                                   layout_b.get(), &beta, c.raw(), layout_c.get(), c.raw(),
+                                   layout_c.get(), &heuristic.algo, ctx.workspace, kWorkspaceBytes,
+                                   compute_stream()));
 }
 
-bool lt_supports(DType a, DType b, DType c) {
-  return a == b && (c == a || c == DType::kF32);
-}
+bool lt_supports(DType a, DType b, DType c) { return a == b && (c == a || c == DType::kF32); }
 
 // An f32 copy of a floating tensor (the tensor itself when it already is f32).
 Tensor as_f32(const Tensor& t) {

@@ -7,8 +7,8 @@ namespace weft::kernels::cuda {
 namespace {
 
 // y[N,D] = x * rstd * w, rstd[N] = 1/sqrt(mean x^2 + eps).
-__global__ void rmsnorm_forward_kernel(FloatRef x, FloatRef w, float eps, FloatRef y,
-                                       FloatRef rstd, int64_t rows, int64_t dim) {
+__global__ void rmsnorm_forward_kernel(FloatRef x, FloatRef w, float eps, FloatRef y, FloatRef rstd,
+                                       int64_t rows, int64_t dim) {
   for (int64_t row = blockIdx.x; row < rows; row += gridDim.x) {
     const int64_t base = row * dim;
     float ss = 0.0f;

@@ -10,7 +10,7 @@ namespace {
 __global__ void rope_kernel(FloatRef x, IndexRef positions, float theta, float direction,
                             int64_t seq, int64_t heads, int64_t head_dim, int64_t pairs) {
   const int64_t half = head_dim / 2;
-  for (int64_t idx : GridStride(pairs)) {
+  for (int64_t idx : grid_stride(pairs)) {
     const int64_t i = idx % half;
     const int64_t row = idx / half;  // flat (b, t, h)
     const int64_t t = (row / heads) % seq;

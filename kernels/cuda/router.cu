@@ -10,10 +10,6 @@ namespace {
 
 constexpr int kRouterThreads = 128;  // 4 rows per block
 
-// This thread's warp index in the grid and the number of warps in the grid.
-__device__ inline int64_t global_warp() { return (blockIdx.x * int64_t{blockDim.x} + threadIdx.x) / kWarp; }
-__device__ inline int64_t grid_warps() { return gridDim.x * int64_t{blockDim.x} / kWarp; }
-
 // A candidate expert; `a` ranks before `b` when its probability is larger, or equal with a
 // lower expert index.
 struct Choice {
@@ -24,11 +20,11 @@ __device__ inline bool ranks_before(Choice a, Choice b) {
   return a.p > b.p || (a.p == b.p && a.e < b.e);
 }
 
-__global__ void topk_router_forward_kernel(FloatRef logits, int k, bool renormalize,
-                                           FloatRef probs, int32_t* idx, FloatRef weights,
-                                           int64_t rows, int experts) {
+__global__ void topk_router_forward_kernel(FloatRef logits, int k, bool renormalize, FloatRef probs,
+                                           int32_t* idx, FloatRef weights, int64_t rows,
+                                           int experts) {
   const int lane = threadIdx.x % kWarp;
-  for (int64_t row = global_warp(); row < rows; row += grid_warps()) {
+  for (int64_t row : warp_stride(rows)) {
     const int64_t base = row * experts;
     float m = -INFINITY;
     for (int e = lane; e < experts; e += kWarp) m = fmaxf(m, logits.load(base + e));
@@ -71,10 +67,10 @@ __global__ void topk_router_forward_kernel(FloatRef logits, int k, bool renormal
 // dp_{e_i} = dw_i (or (dw_i - sum_j dw_j w_j) / Z with Z = sum_j p_{e_j} when renormalised),
 // then dlogits_e = p_e (dp_e - sum_i p_{e_i} dp_{e_i}).
 __global__ void topk_router_backward_kernel(FloatRef probs, const int32_t* idx, FloatRef weights,
-                                            FloatRef dweights, bool renormalize,
-                                            FloatRef dlogits, int64_t rows, int k, int experts) {
+                                            FloatRef dweights, bool renormalize, FloatRef dlogits,
+                                            int64_t rows, int k, int experts) {
   const int lane = threadIdx.x % kWarp;
-  for (int64_t row = global_warp(); row < rows; row += grid_warps()) {
+  for (int64_t row : warp_stride(rows)) {
     const int64_t base = row * experts;
     const int64_t sel = row * k;
     float z = 0.0f;
@@ -99,17 +95,16 @@ __global__ void topk_router_backward_kernel(FloatRef probs, const int32_t* idx, 
   }
 }
 
-int router_grid(int64_t rows) { return grid_for(rows * kWarp, kRouterThreads); }
-
 }  // namespace
 
 void topk_router_forward(const Tensor& logits, int k, bool renormalize, Tensor& probs, Tensor& idx,
                          Tensor& weights) {
   const int64_t rows = logits.dim(0);
   if (rows == 0) return;
-  topk_router_forward_kernel<<<router_grid(rows), kRouterThreads, 0, compute_stream()>>>(
-      float_ref(logits), k, renormalize, float_ref(probs), idx.data<int32_t>(),
-      float_ref(weights), rows, static_cast<int>(logits.dim(1)));
+  topk_router_forward_kernel<<<warp_grid_for(rows, kRouterThreads), kRouterThreads, 0,
+                               compute_stream()>>>(
+      float_ref(logits), k, renormalize, float_ref(probs), idx.data<int32_t>(), float_ref(weights),
+      rows, static_cast<int>(logits.dim(1)));
   WEFT_CUDA_LAUNCH_CHECK();
 }
 
@@ -117,10 +112,10 @@ void topk_router_backward(const Tensor& probs, const Tensor& idx, const Tensor& 
                           const Tensor& dweights, bool renormalize, Tensor& dlogits) {
   const int64_t rows = probs.dim(0);
   if (rows == 0) return;
-  topk_router_backward_kernel<<<router_grid(rows), kRouterThreads, 0, compute_stream()>>>(
-      float_ref(probs), idx.data<int32_t>(), float_ref(weights), float_ref(dweights),
-      renormalize, float_ref(dlogits), rows, static_cast<int>(idx.dim(1)),
-      static_cast<int>(probs.dim(1)));
+  topk_router_backward_kernel<<<warp_grid_for(rows, kRouterThreads), kRouterThreads, 0,
+                                compute_stream()>>>(
+      float_ref(probs), idx.data<int32_t>(), float_ref(weights), float_ref(dweights), renormalize,
+      float_ref(dlogits), rows, static_cast<int>(idx.dim(1)), static_cast<int>(probs.dim(1)));
   WEFT_CUDA_LAUNCH_CHECK();
 }
 

@@ -40,9 +40,9 @@ __device__ inline int64_t local_target(IndexRef targets, int64_t row, int64_t vo
   return t >= 0 && local >= 0 && local < cols ? local : -1;
 }
 
-__global__ void cross_entropy_forward_kernel(FloatRef logits, IndexRef targets,
-                                             int64_t vocab_start, FloatRef lse,
-                                             FloatRef target_logit, int64_t rows, int64_t cols) {
+__global__ void cross_entropy_forward_kernel(FloatRef logits, IndexRef targets, int64_t vocab_start,
+                                             FloatRef lse, FloatRef target_logit, int64_t rows,
+                                             int64_t cols) {
   for (int64_t row = blockIdx.x; row < rows; row += gridDim.x) {
     const int64_t base = row * cols;
     const RowMaxSum stats = row_max_sum_exp(logits, base, cols);
@@ -56,9 +56,8 @@ __global__ void cross_entropy_forward_kernel(FloatRef logits, IndexRef targets,
 
 // dlogits = row_scale * (exp(logits - lse) - onehot(target)); zero rows where target < 0.
 __global__ void cross_entropy_backward_kernel(FloatRef logits, IndexRef targets,
-                                              int64_t vocab_start, FloatRef lse,
-                                              FloatRef row_scale, FloatRef dlogits, int64_t rows,
-                                              int64_t cols) {
+                                              int64_t vocab_start, FloatRef lse, FloatRef row_scale,
+                                              FloatRef dlogits, int64_t rows, int64_t cols) {
   for (int64_t row = blockIdx.x; row < rows; row += gridDim.x) {
     const int64_t base = row * cols;
     const bool labelled = targets.load(row) >= 0;

@@ -8,7 +8,7 @@ namespace {
 __device__ inline float sigmoid(float x) { return 1.0f / (1.0f + expf(-x)); }
 
 __global__ void swiglu_forward_kernel(FloatRef gate, FloatRef up, FloatRef h, int64_t n) {
-  for (int64_t i : GridStride(n)) {
+  for (int64_t i : grid_stride(n)) {
     const float g = gate.load(i);
     h.store(i, g * sigmoid(g) * up.load(i));
   }
@@ -17,7 +17,7 @@ __global__ void swiglu_forward_kernel(FloatRef gate, FloatRef up, FloatRef h, in
 // d silu(g)/dg = sig(g) (1 + g (1 - sig(g))).
 __global__ void swiglu_backward_kernel(FloatRef gate, FloatRef up, FloatRef dh, FloatRef dgate,
                                        FloatRef dup, int64_t n) {
-  for (int64_t i : GridStride(n)) {
+  for (int64_t i : grid_stride(n)) {
     const float g = gate.load(i);
     const float s = sigmoid(g);
     const float d = dh.load(i);

@@ -62,9 +62,17 @@ TEST(Train, AdamWStepsMatchPyTorch) {
   EXPECT_GT(checked, 10);
 }
 
+// With eps 1e-8, AdamW's first steps move every weight by about lr * sign(grad), so a gradient
+// entry that is zero up to f32 rounding flips its update with the summation order (one rank
+// sums a GEMM, two ranks add two halves): trajectories then part by ~lr per such entry. The
+// parallel mechanics are tested with eps 1e-3, where that amplification is gone; the PyTorch
+// match above keeps the default eps.
+constexpr char kStableAdam[] = "--eps 1e-3";
+
 TEST(Train, DataParallelEqualsOneRank) {
-  const std::string one = train("--steps 4 --global-batch 4", 1, make_temp_dir("weft_train1"));
-  const std::string two = train("--steps 4 --global-batch 4", 2, make_temp_dir("weft_train2"));
+  const std::string args = absl::StrCat("--steps 4 --global-batch 4 ", kStableAdam);
+  const std::string one = train(args, 1, make_temp_dir("weft_train1"));
+  const std::string two = train(args, 2, make_temp_dir("weft_train2"));
   const std::vector<double> a = metric_losses(one + "/metrics.jsonl");
   const std::vector<double> b = metric_losses(two + "/metrics.jsonl");
   ASSERT_EQ(a.size(), 4u);
@@ -78,26 +86,35 @@ TEST(Train, DataParallelEqualsOneRank) {
   }
 }
 
-TEST(Train, ResumeContinuesAsIfNeverInterrupted) {
-  const std::string straight = train("--steps 4", 1, make_temp_dir("weft_straight"));
+// Steps 1-2 on `first_ranks`, saved; steps 3-4 resumed from the checkpoint on `second_ranks`;
+// compared with steps 1-4 straight through on one rank, within `tol`.
+void expect_resume_matches(int first_ranks, int second_ranks, double tol) {
+  const std::string straight =
+      train(absl::StrCat("--steps 4 ", kStableAdam), 1, make_temp_dir("weft_straight"));
   const std::string dir = make_temp_dir("weft_resume");
-  train("--steps 2", 2, dir);  // the first half on 2 ranks ...
-  RunResult r = run_weft(absl::StrCat(
-      "train --load ", dir, "/ckpt --data ", kTrainDir, "/tokens.txt --steps 4 --global-batch 2 ",
-      "--seq-len 12 --lr 1e-2 --weight-decay 0.1 --metrics ", dir, "/metrics.jsonl --save ", dir,
-      "/ckpt"));  // ... the rest on one
+  train(absl::StrCat("--steps 2 ", kStableAdam), first_ranks, dir);
+  RunResult r = run_weft(
+      absl::StrCat("train --load ", dir, "/ckpt --data ", kTrainDir,
+                   "/tokens.txt --steps 4 --global-batch 2 --seq-len 12 --lr 1e-2 ",
+                   "--weight-decay 0.1 --metrics ", dir, "/metrics.jsonl --save ", dir, "/ckpt ",
+                   kStableAdam),
+      second_ranks);
   ASSERT_EQ(r.exit_code, 0) << r.err;
   const std::vector<double> a = metric_losses(straight + "/metrics.jsonl");
   const std::vector<double> b = metric_losses(dir + "/metrics.jsonl");
-  ASSERT_EQ(b.size(), 4u);
-  for (size_t i = 0; i < 4; ++i) EXPECT_NEAR(a[i], b[i], 1e-5 * a[i]) << "step " << i + 1;
+  ASSERT_EQ(b.size(), 4u);  // the resumed run appended steps 3 and 4
+  for (size_t i = 0; i < 4; ++i) EXPECT_NEAR(a[i], b[i], tol * a[i]) << "step " << i + 1;
   const std::string wa = export_weights(straight);
   const std::string wb = export_weights(dir);
   for (const std::string& name : io::SafetensorsFile::open(wa).value()->names()) {
     SCOPED_TRACE(name);
-    EXPECT_TENSORS_CLOSE(load_tensor(wb, name), load_tensor(wa, name), 1e-5);
+    EXPECT_TENSORS_CLOSE(load_tensor(wb, name), load_tensor(wa, name), tol);
   }
 }
+
+TEST(Train, ResumeOnTheSameMeshIsExact) { expect_resume_matches(1, 1, 0.0); }
+
+TEST(Train, ResumeOnAnotherDataParallelSizeContinues) { expect_resume_matches(2, 1, 1e-5); }
 
 TEST(Train, ConfigFileIsOverriddenByFlags) {
   const std::string dir = make_temp_dir("weft_config");

@@ -1,3 +1,4 @@
+#include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
 #include <cstring>
@@ -52,10 +53,10 @@ void expect_open_fails(const std::string& path, const std::string& problem) {
 }
 
 NamedTensors every_dtype() {
-  return {{"f32", patterned({2, 3}, DType::kF32, 1)},  {"bf16", patterned({4}, DType::kBF16, 2)},
-          {"f16", patterned({3, 2}, DType::kF16, 3)},  {"i32", patterned({5}, DType::kI32, 4)},
-          {"i64", patterned({2, 2}, DType::kI64, 5)},  {"u8", patterned({7}, DType::kU8, 6)},
-          {"scalar", patterned({}, DType::kF32, 7)}, {"empty", patterned({0, 3}, DType::kF32, 8)}};
+  return {{"f32", patterned({2, 3}, DType::kF32, 1)}, {"bf16", patterned({4}, DType::kBF16, 2)},
+          {"f16", patterned({3, 2}, DType::kF16, 3)}, {"i32", patterned({5}, DType::kI32, 4)},
+          {"i64", patterned({2, 2}, DType::kI64, 5)}, {"u8", patterned({7}, DType::kU8, 6)},
+          {"scalar", patterned({}, DType::kF32, 7)},  {"empty", patterned({0, 3}, DType::kF32, 8)}};
 }
 
 TEST(Safetensors, RoundTripsEveryDtypeAndMetadata) {
@@ -66,8 +67,8 @@ TEST(Safetensors, RoundTripsEveryDtypeAndMetadata) {
 
   auto file = SafetensorsFile::open(path);
   ASSERT_TRUE(file.ok()) << file.status();
-  EXPECT_EQ((*file)->names(), (std::vector<std::string>{"bf16", "empty", "f16", "f32", "i32",
-                                                         "i64", "scalar", "u8"}));
+  EXPECT_EQ((*file)->names(), (std::vector<std::string>{"bf16", "empty", "f16", "f32", "i32", "i64",
+                                                        "scalar", "u8"}));
   EXPECT_EQ((*file)->metadata(),
             (std::map<std::string, std::string>{{"format", "pt"}, {"step", "7"}}));
   for (const auto& [name, expected] : tensors) {
@@ -179,7 +180,8 @@ TEST(Safetensors, WriteReplacesAtomicallyAndKeepsTheOldFileOnFailure) {
   ASSERT_TRUE(write_safetensors(path, {{"old", Tensor::from_floats({1}, {1})}}).ok());
   const Tensor t = Tensor::from_floats({2}, {1});
   absl::Status repeated = write_safetensors(path, {{"a", t}, {"a", t}});
-  EXPECT_THAT(std::string(repeated.message()), HasSubstr("tensor name 'a' is reserved or repeated"));
+  EXPECT_THAT(std::string(repeated.message()),
+              HasSubstr("tensor name 'a' is reserved or repeated"));
   EXPECT_FALSE(write_safetensors(path, {{"__metadata__", t}}).ok());
   EXPECT_FALSE(write_safetensors(path, {{"undefined", Tensor()}}).ok());
   auto file = SafetensorsFile::open(path);
@@ -209,7 +211,7 @@ TEST(Safetensors, WritesSlicesAndViewsByTheirOwnBytes) {
 
 TEST(SafetensorsBadInput, ShortAndTruncatedFiles) {
   const std::string dir = testing::make_temp_dir("io_st_");
-  expect_open_fails(write_raw(dir, "empty", "", "", 0).substr(0), "");  // valid: no tensors
+  expect_open_fails(write_raw(dir, "no_header", "", ""), "header is not valid JSON");
   const std::string tiny = dir + "/tiny.safetensors";
   ASSERT_TRUE(write_file_atomic(tiny, "abc").ok());
   expect_open_fails(tiny, "file is 3 bytes, too short for the 8-byte header length");
@@ -222,5 +224,238 @@ TEST(SafetensorsBadInput, ShortAndTruncatedFiles) {
   std::string bytes = *read_file(good);
   const std::string cut = dir + "/cut.safetensors";
   ASSERT_TRUE(write_file_atomic(cut, bytes.substr(0, bytes.size() - 4)).ok());
-  expect_open_fails(cut, "tensor 'w' data_offsets [0,32] are out of range: the data section holds 28");
+  expect_open_fails(cut,
+                    "tensor 'w' data_offsets [0,32] are out of range: the data section holds 28");
 }
+
+TEST(SafetensorsBadInput, MalformedHeaders) {
+  const std::string dir = testing::make_temp_dir("io_st_");
+  const std::string four_bytes(4, '\0');
+  expect_open_fails(write_raw(dir, "garbage", "{not json", ""), "header is not valid JSON");
+  expect_open_fails(write_raw(dir, "array", "[1, 2]", ""), "header is not a JSON object");
+  expect_open_fails(write_raw(dir, "no_offsets", R"({"w": {"dtype": "F32", "shape": [1]}})", ""),
+                    "tensor 'w' needs an object with dtype, shape and data_offsets");
+  expect_open_fails(write_raw(dir, "unknown_dtype",
+                              R"({"w": {"dtype": "F64", "shape": [1], "data_offsets": [0, 8]}})",
+                              std::string(8, '\0')),
+                    "tensor 'w': unsupported dtype \"F64\"");
+  expect_open_fails(
+      write_raw(dir, "negative_dim",
+                R"({"w": {"dtype": "F32", "shape": [-1], "data_offsets": [0, 4]}})", four_bytes),
+      "tensor 'w' shape entry must be a non-negative integer, got -1");
+  expect_open_fails(write_raw(dir, "metadata", R"({"__metadata__": {"a": 1}})", ""),
+                    "__metadata__ value of \"a\" is not a string");
+  expect_open_fails(write_raw(dir, "huge_shape",
+                              R"({"w": {"dtype": "F32", "shape": [4294967296, 4294967296],)"
+                              R"( "data_offsets": [0, 4]}})",
+                              four_bytes),
+                    "is too large");
+}
+
+TEST(SafetensorsBadInput, OffsetsThatDoNotMatchTheData) {
+  const std::string dir = testing::make_temp_dir("io_st_");
+  const std::string data(16, '\0');
+  expect_open_fails(
+      write_raw(dir, "past_end",
+                R"({"w": {"dtype": "F32", "shape": [8], "data_offsets": [0, 32]}})", data),
+      "data_offsets [0,32] are out of range: the data section holds 16 bytes");
+  expect_open_fails(
+      write_raw(dir, "reversed", R"({"w": {"dtype": "F32", "shape": [0], "data_offsets": [8, 4]}})",
+                data),
+      "data_offsets [8,4] are out of range");
+  expect_open_fails(
+      write_raw(dir, "mismatch", R"({"w": {"dtype": "F32", "shape": [3], "data_offsets": [0, 8]}})",
+                data),
+      "tensor 'w' has shape [3] of F32 (12 bytes) but data_offsets [0,8] hold 8 bytes");
+  expect_open_fails(write_raw(dir, "overlap",
+                              R"({"a": {"dtype": "F32", "shape": [2], "data_offsets": [0, 8]},)"
+                              R"( "b": {"dtype": "F32", "shape": [2], "data_offsets": [4, 12]}})",
+                              data),
+                    "tensors 'a' [0, 8) and 'b' [4, 12) overlap");
+  // Tensors of zero bytes own no bytes and cannot overlap anything.
+  const std::string ok =
+      write_raw(dir, "zero_sized",
+                R"({"a": {"dtype": "F32", "shape": [4], "data_offsets": [0, 16]},)"
+                R"( "b": {"dtype": "F32", "shape": [0, 5], "data_offsets": [8, 8]}})",
+                data);
+  auto file = SafetensorsFile::open(ok);
+  ASSERT_TRUE(file.ok()) << file.status();
+  EXPECT_EQ((*file)->get("b")->shape(), (Shape{0, 5}));
+}
+
+TEST(SafetensorsBadInput, MissingFileIsNotFound) {
+  const std::string path = testing::make_temp_dir("io_st_") + "/absent.safetensors";
+  auto file = SafetensorsFile::open(path);
+  ASSERT_FALSE(file.ok());
+  EXPECT_EQ(file.status().code(), absl::StatusCode::kNotFound);
+  EXPECT_THAT(std::string(file.status().message()), HasSubstr(path));
+}
+
+TEST(Safetensors, MisalignedDataIsCopiedNotBorrowed) {
+  // The data section starts 8-byte aligned; a 1-byte tensor first leaves the F32 tensor at an odd
+  // address, which get() must not hand out as a float pointer.
+  const std::string dir = testing::make_temp_dir("io_st_");
+  const float values[2] = {1.5f, -2.0f};
+  std::string data(1, '\7');
+  data.append(reinterpret_cast<const char*>(values), sizeof(values));
+  std::string header = R"({"pad": {"dtype": "U8", "shape": [1], "data_offsets": [0, 1]},)"
+                       R"( "w": {"dtype": "F32", "shape": [2], "data_offsets": [1, 9]}})";
+  header.append((8 - header.size() % 8) % 8, ' ');
+  auto file = SafetensorsFile::open(write_raw(dir, "odd", header, data));
+  ASSERT_TRUE(file.ok()) << file.status();
+  const Tensor w = *(*file)->get("w");
+  EXPECT_EQ(reinterpret_cast<uintptr_t>(w.raw()) % 4, 0u);
+  EXPECT_EQ(w.to_floats(), (std::vector<float>{1.5f, -2.0f}));
+}
+
+NamedTensors model_tensors() {
+  return {{"model.embed_tokens.weight", testing::random_tensor({10, 4}, 1)},           // 160 bytes
+          {"model.layers.0.mlp.up_proj.weight", testing::random_tensor({8, 4}, 2)},    // 128
+          {"model.layers.0.mlp.down_proj.weight", testing::random_tensor({4, 8}, 3)},  // 128
+          {"model.norm.weight", testing::random_tensor({4}, 4).to_dtype(DType::kBF16)},  // 8
+          {"lm_head.weight", testing::random_tensor({10, 4}, 5)}};                       // 160
+}
+
+void expect_source_holds(const WeightSource& source, const NamedTensors& tensors) {
+  std::vector<std::string> names;
+  for (const auto& [name, tensor] : tensors) {
+    names.push_back(name);
+    auto got = source.get(name);
+    ASSERT_TRUE(got.ok()) << got.status();
+    EXPECT_TRUE(same_bytes(*got, tensor)) << name;
+    EXPECT_EQ(source.info(name)->shape, tensor.shape());
+    EXPECT_TRUE(source.contains(name));
+    EXPECT_TRUE(testing::tensors_close(*source.get_f32(name), tensor.to_dtype(DType::kF32), 0));
+  }
+  std::sort(names.begin(), names.end());
+  EXPECT_EQ(source.names(), names);
+}
+
+TEST(WeightSource, ReadsASingleFileDirectory) {
+  const std::string dir = testing::make_temp_dir("io_ws_");
+  const NamedTensors tensors = model_tensors();
+  ASSERT_TRUE(write_sharded_safetensors(dir, tensors, 1 << 20).ok());
+  EXPECT_TRUE(fs::exists(dir + "/model.safetensors"));
+  EXPECT_FALSE(fs::exists(dir + "/model.safetensors.index.json"));
+  auto source = WeightSource::open(dir);
+  ASSERT_TRUE(source.ok()) << source.status();
+  expect_source_holds(*source, tensors);
+  EXPECT_EQ(source->files().size(), 1u);
+  EXPECT_EQ(source->files()[0]->metadata().at("format"), "pt");
+}
+
+TEST(WeightSource, ReadsShardsPackedInOrderUnderTheLimit) {
+  const std::string dir = testing::make_temp_dir("io_ws_");
+  const NamedTensors tensors = model_tensors();
+  // 290 bytes a shard: [embed 160, up 128] [down 128, norm 8] [lm_head 160].
+  ASSERT_TRUE(write_sharded_safetensors(dir, tensors, 290).ok());
+  EXPECT_FALSE(fs::exists(dir + "/model.safetensors"));
+  auto index = nlohmann::json::parse(*read_file(dir + "/model.safetensors.index.json"));
+  EXPECT_EQ(index["metadata"]["total_size"], 584);
+  EXPECT_EQ(index["weight_map"]["model.embed_tokens.weight"], "model-00001-of-00003.safetensors");
+  EXPECT_EQ(index["weight_map"]["model.layers.0.mlp.up_proj.weight"],
+            "model-00001-of-00003.safetensors");
+  EXPECT_EQ(index["weight_map"]["model.norm.weight"], "model-00002-of-00003.safetensors");
+  EXPECT_EQ(index["weight_map"]["lm_head.weight"], "model-00003-of-00003.safetensors");
+  auto source = WeightSource::open(dir);
+  ASSERT_TRUE(source.ok()) << source.status();
+  EXPECT_EQ(source->files().size(), 3u);
+  expect_source_holds(*source, tensors);
+}
+
+TEST(WeightSource, ATensorLargerThanTheLimitGetsItsOwnShard) {
+  const std::string dir = testing::make_temp_dir("io_ws_");
+  const NamedTensors tensors = model_tensors();
+  ASSERT_TRUE(write_sharded_safetensors(dir, tensors, 100).ok());
+  auto source = WeightSource::open(dir);
+  ASSERT_TRUE(source.ok()) << source.status();
+  EXPECT_EQ(source->files().size(), 5u);
+  expect_source_holds(*source, tensors);
+}
+
+TEST(WeightSource, RewritingTheDirectoryReplacesTheOtherForm) {
+  const std::string dir = testing::make_temp_dir("io_ws_");
+  const NamedTensors tensors = model_tensors();
+  ASSERT_TRUE(write_sharded_safetensors(dir, tensors, 290).ok());
+  const NamedTensors fewer(tensors.begin(), tensors.begin() + 2);
+  ASSERT_TRUE(write_sharded_safetensors(dir, fewer, 1 << 20).ok());
+  EXPECT_FALSE(fs::exists(dir + "/model.safetensors.index.json"));
+  expect_source_holds(*WeightSource::open(dir), fewer);
+  ASSERT_TRUE(write_sharded_safetensors(dir, tensors, 290).ok());
+  EXPECT_FALSE(fs::exists(dir + "/model.safetensors"));
+  expect_source_holds(*WeightSource::open(dir), tensors);
+}
+
+void expect_source_fails(const std::string& dir, const std::string& problem) {
+  auto source = WeightSource::open(dir);
+  ASSERT_FALSE(source.ok()) << "expected: " << problem;
+  EXPECT_THAT(std::string(source.status().message()), HasSubstr(problem));
+}
+
+TEST(WeightSourceBadInput, MissingDirectoryOrWeights) {
+  const std::string dir = testing::make_temp_dir("io_ws_");
+  expect_source_fails(dir + "/nowhere", "model directory " + dir + "/nowhere does not exist");
+  expect_source_fails(dir, "no model.safetensors or model.safetensors.index.json in " + dir);
+  ASSERT_TRUE(write_file_atomic(dir + "/file", "x").ok());
+  expect_source_fails(dir + "/file", dir + "/file is not a directory");
+}
+
+TEST(WeightSourceBadInput, NameNotFoundNamesTheDirectory) {
+  const std::string dir = testing::make_temp_dir("io_ws_");
+  ASSERT_TRUE(write_sharded_safetensors(dir, {{"a", Tensor::from_floats({1}, {1})}}, 1024).ok());
+  auto source = WeightSource::open(dir);
+  ASSERT_TRUE(source.ok());
+  auto missing = source->get("model.norm.weight");
+  EXPECT_EQ(missing.status().code(), absl::StatusCode::kNotFound);
+  EXPECT_THAT(std::string(missing.status().message()),
+              HasSubstr("tensor 'model.norm.weight' not found in " + dir));
+  EXPECT_FALSE(source->info("model.norm.weight").ok());
+  EXPECT_FALSE(source->contains("model.norm.weight"));
+}
+
+TEST(WeightSourceBadInput, IndexThatDisagreesWithTheShards) {
+  const std::string dir = testing::make_temp_dir("io_ws_");
+  const Tensor t = Tensor::from_floats({1, 2}, {2});
+  ASSERT_TRUE(write_safetensors(dir + "/s1.safetensors", {{"a", t}, {"b", t}}).ok());
+  ASSERT_TRUE(write_safetensors(dir + "/s2.safetensors", {{"b", t}}).ok());
+  const std::string index = dir + "/model.safetensors.index.json";
+  auto write_index = [&](const std::string& weight_map) {
+    ASSERT_TRUE(
+        write_file_atomic(index, R"({"metadata": {}, "weight_map": )" + weight_map + "}").ok());
+  };
+  write_index(R"({"a": "s1.safetensors", "c": "s3.safetensors"})");
+  expect_source_fails(dir, "shard s3.safetensors (holding 'c') is missing from " + dir);
+  write_index(R"({"a": "s1.safetensors", "b": "s2.safetensors"})");
+  expect_source_fails(
+      dir, "tensor 'b' is in both " + dir + "/s1.safetensors and " + dir + "/s2.safetensors");
+  ASSERT_TRUE(write_safetensors(dir + "/s2.safetensors", {{"c", t}}).ok());
+  write_index(R"({"a": "s2.safetensors", "c": "s2.safetensors"})");
+  expect_source_fails(dir,
+                      "weight_map puts 'a' in s2.safetensors, but that shard does not contain it");
+  write_index(R"({"a": "../s1.safetensors"})");
+  expect_source_fails(dir, "expected a file name inside " + dir);
+  write_index(R"(["a"])");
+  expect_source_fails(dir, "needs an object \"weight_map\"");
+  ASSERT_TRUE(write_file_atomic(index, "{oops").ok());
+  expect_source_fails(dir, index + ": not valid JSON");
+}
+
+TEST(WeightSourceBadInput, ACorruptShardNamesTheShard) {
+  const std::string dir = testing::make_temp_dir("io_ws_");
+  ASSERT_TRUE(write_sharded_safetensors(dir, model_tensors(), 290).ok());
+  const std::string shard = dir + "/model-00002-of-00003.safetensors";
+  ASSERT_TRUE(write_file_atomic(shard, "garbage!garbage!").ok());
+  expect_source_fails(dir, shard + ": header length");
+}
+
+TEST(WriteShardedSafetensors, RejectsAZeroLimitAndRepeatedNames) {
+  const std::string dir = testing::make_temp_dir("io_ws_");
+  const Tensor t = Tensor::from_floats({1}, {1});
+  EXPECT_FALSE(write_sharded_safetensors(dir, {{"a", t}}, 0).ok());
+  absl::Status repeated = write_sharded_safetensors(dir, {{"a", t}, {"b", t}, {"a", t}}, 4);
+  EXPECT_THAT(std::string(repeated.message()), HasSubstr("'a' is reserved or repeated"));
+  EXPECT_TRUE(fs::is_empty(dir));
+}
+
+}  // namespace
+}  // namespace weft::io

@@ -19,6 +19,12 @@ struct Case {
   int64_t q_offset, k_offset;
 };
 
+void PrintTo(const Case& c, std::ostream* os) {
+  *os << "B" << c.batch << " Tq" << c.tq << " Tk" << c.tk << " H" << c.heads << " Hkv" << c.kv_heads
+      << " d" << c.d << (c.causal ? " causal" : " full") << " q_offset " << c.q_offset
+      << " k_offset " << c.k_offset;
+}
+
 std::vector<double> as_doubles(const Tensor& t) {
   const std::vector<float> f = t.to_floats();
   return {f.begin(), f.end()};
@@ -105,6 +111,18 @@ Tensor slice_time(const Tensor& t, int64_t begin, int64_t end) {
   return Tensor::from_floats(dst, shape);
 }
 
+// lse entries equal within 1e-5 relative; -inf (no visible key) exactly.
+void expect_lse_close(const Tensor& lse, const std::vector<double>& want) {
+  const std::vector<float> got = lse.to_floats();
+  for (size_t i = 0; i < want.size(); ++i) {
+    if (std::isinf(want[i])) {
+      EXPECT_EQ(got[i], -std::numeric_limits<float>::infinity()) << "lse entry " << i;
+    } else {
+      EXPECT_NEAR(got[i], want[i], 1e-5 * std::max(1.0, std::fabs(want[i]))) << "lse entry " << i;
+    }
+  }
+}
+
 class AttentionCases : public ::testing::TestWithParam<Case> {
  protected:
   Shape q_shape() const { return {c().batch, c().tq, c().heads, c().d}; }
@@ -125,15 +143,7 @@ TEST_P(AttentionCases, ForwardMatchesReference) {
   const std::vector<double> want =
       reference(c(), as_doubles(q), as_doubles(k), as_doubles(v), scale(), &want_lse);
   EXPECT_TENSORS_CLOSE(o, as_tensor(want, q_shape()), 1e-5);
-  const std::vector<float> got_lse = lse.to_floats();
-  for (size_t i = 0; i < want_lse.size(); ++i) {
-    if (std::isinf(want_lse[i])) {
-      EXPECT_EQ(got_lse[i], -std::numeric_limits<float>::infinity()) << "lse entry " << i;
-    } else {
-      EXPECT_NEAR(got_lse[i], want_lse[i], 1e-5 * std::max(1.0, std::fabs(want_lse[i])))
-          << "lse entry " << i;
-    }
-  }
+  expect_lse_close(lse, want_lse);
 }
 
 TEST_P(AttentionCases, BackwardMatchesFiniteDifferencesAndAdds) {
@@ -161,12 +171,12 @@ TEST_P(AttentionCases, BackwardMatchesFiniteDifferencesAndAdds) {
     for (size_t i = 0; i < sum.size(); ++i) sum[i] += grad[i];
     return as_tensor(sum, shape);
   };
-  const auto gq = numeric_grad([&](const auto& x) { return reference(c(), x, kd, vd, scale()); },
-                               qd, w);
-  const auto gk = numeric_grad([&](const auto& x) { return reference(c(), qd, x, vd, scale()); },
-                               kd, w);
-  const auto gv = numeric_grad([&](const auto& x) { return reference(c(), qd, kd, x, scale()); },
-                               vd, w);
+  const auto gq =
+      numeric_grad([&](const auto& x) { return reference(c(), x, kd, vd, scale()); }, qd, w);
+  const auto gk =
+      numeric_grad([&](const auto& x) { return reference(c(), qd, x, vd, scale()); }, kd, w);
+  const auto gv =
+      numeric_grad([&](const auto& x) { return reference(c(), qd, kd, x, scale()); }, vd, w);
   EXPECT_TENSORS_CLOSE(dq, expected(dq0, gq, q_shape()), 2e-5);
   EXPECT_TENSORS_CLOSE(dk, expected(dk0, gk, k_shape()), 2e-5);
   EXPECT_TENSORS_CLOSE(dv, expected(dv0, gv, k_shape()), 2e-5);
@@ -197,7 +207,7 @@ TEST_P(AttentionCases, KeyBlocksMergeToWholeAttention) {
   attention_forward(q, k1, v1, s, c().causal, c().q_offset, c().k_offset, o_b, lse_b);
   attention_merge(o, lse, o_b, lse_b);
   EXPECT_TENSORS_CLOSE(o, o_all, 1e-5);
-  EXPECT_TENSORS_CLOSE(lse, lse_all, 1e-5);
+  expect_lse_close(lse, as_doubles(lse_all));
 
   Tensor dq_all = Tensor::zeros(q_shape()), dk_all = Tensor::zeros(k_shape());
   Tensor dv_all = Tensor::zeros(k_shape());
@@ -208,8 +218,8 @@ TEST_P(AttentionCases, KeyBlocksMergeToWholeAttention) {
   Tensor dk2 = Tensor::zeros(k2.shape()), dv2 = Tensor::zeros(k2.shape());
   attention_backward(q, k1, v1, o, lse, dout, s, c().causal, c().q_offset, c().k_offset, dq, dk1,
                      dv1);
-  attention_backward(q, k2, v2, o, lse, dout, s, c().causal, c().q_offset, c().k_offset + split,
-                     dq, dk2, dv2);
+  attention_backward(q, k2, v2, o, lse, dout, s, c().causal, c().q_offset, c().k_offset + split, dq,
+                     dk2, dv2);
   EXPECT_TENSORS_CLOSE(dq, dq_all, 1e-5);
   EXPECT_TENSORS_CLOSE(dk1, slice_time(dk_all, 0, split), 1e-5);
   EXPECT_TENSORS_CLOSE(dk2, slice_time(dk_all, split, c().tk), 1e-5);
@@ -221,12 +231,12 @@ INSTANTIATE_TEST_SUITE_P(
     Shapes, AttentionCases,
     ::testing::Values(
         // {B, Tq, Tk, H, Hkv, d, causal, q_offset, k_offset}
-        Case{2, 5, 5, 4, 2, 3, true, 0, 0},      // plain causal, GQA 2:1
-        Case{1, 4, 9, 4, 1, 5, true, 5, 0},      // causal, queries at the bottom right, MQA
-        Case{2, 6, 7, 2, 2, 4, true, 0, 2},      // keys start later: rows 0-1 see no key
-        Case{1, 3, 8, 4, 2, 2, true, 10, 20},    // every row sees no key
-        Case{2, 5, 6, 3, 3, 3, false, 0, 0},     // non-causal, Tq != Tk
-        Case{1, 70, 75, 2, 1, 3, true, 3, 0},    // more than one query block
+        Case{2, 5, 5, 4, 2, 3, true, 0, 0},       // plain causal, GQA 2:1
+        Case{1, 4, 9, 4, 1, 5, true, 5, 0},       // causal, queries at the bottom right, MQA
+        Case{2, 6, 7, 2, 2, 4, true, 0, 2},       // keys start later: rows 0-1 see no key
+        Case{1, 3, 8, 4, 2, 2, true, 10, 20},     // every row sees no key
+        Case{2, 5, 6, 3, 3, 3, false, 0, 0},      // non-causal, Tq != Tk
+        Case{1, 70, 75, 2, 1, 3, true, 3, 0},     // more than one query block
         Case{1, 67, 67, 2, 2, 4, false, 0, 0}));  // several blocks, non-causal
 
 TEST(Attention, MergeWithEmptyBlockKeepsRunningResult) {

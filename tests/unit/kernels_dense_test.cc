@@ -138,7 +138,8 @@ TEST(KernelChecksDeathTest, NameTheMismatchedShapes) {
   const Tensor a = Tensor::zeros({2, 3});
   const Tensor b = Tensor::zeros({4, 5});
   Tensor c = Tensor::zeros({2, 5});
-  EXPECT_DEATH(gemm(a, false, b, false, c), "gemm: inner dimensions differ.*\\[2, 3\\].*\\[4, 5\\]");
+  EXPECT_DEATH(gemm(a, false, b, false, c),
+               "gemm: inner dimensions differ.*\\[2, 3\\].*\\[4, 5\\]");
   Tensor wrong = Tensor::zeros({3, 5});
   EXPECT_DEATH(add(a, a, wrong), "add: out is \\[3, 5\\], expected \\[2, 3\\]");
   const Tensor ints = Tensor::from_ints({1, 2}, {1, 2});

@@ -44,7 +44,9 @@ std::vector<double> reference(const Case& c, const std::vector<float>& gamma, do
   const int64_t o_size = c.batch * c.seq * c.heads * d;
   std::vector<double> out(o_size + c.batch * c.heads * d * d, 0.0);
   if (m != nullptr) m->assign(c.batch * c.heads * d * d, 0.0);
-  auto qv = [&](int64_t b, int64_t t, int64_t h) { return &q[((b * c.seq + t) * c.heads + h) * d]; };
+  auto qv = [&](int64_t b, int64_t t, int64_t h) {
+    return &q[((b * c.seq + t) * c.heads + h) * d];
+  };
   auto kv = [&](const std::vector<double>& x, int64_t b, int64_t t, int64_t h) {
     return &x[((b * c.seq + t) * c.kv_heads + h / group) * d];
   };
@@ -150,8 +152,7 @@ TEST_P(LinearAttentionCases, ChunkedForwardMatchesQuadraticFormula) {
   Tensor o_none = Tensor::empty(q_shape());
   Tensor o_zero = Tensor::empty(q_shape());
   linear_attention_forward(q, k, v, gamma, scale(), Tensor(), c().chunk, o_none, m);
-  linear_attention_forward(q, k, v, gamma, scale(), Tensor::zeros(s_shape()), c().chunk, o_zero,
-                           m);
+  linear_attention_forward(q, k, v, gamma, scale(), Tensor::zeros(s_shape()), c().chunk, o_zero, m);
   EXPECT_TENSORS_CLOSE(o_none, o_zero, 0.0);
 }
 
@@ -250,10 +251,10 @@ TEST_P(LinearAttentionCases, BackwardMatchesFiniteDifferences) {
 INSTANTIATE_TEST_SUITE_P(Shapes, LinearAttentionCases,
                          ::testing::Values(
                              // {B, T, H, Hkv, d, chunk}
-                             Case{2, 10, 4, 2, 3, 1},   // one position per chunk
-                             Case{2, 10, 4, 2, 3, 3},   // T not a multiple of the chunk
-                             Case{1, 10, 4, 1, 4, 4},   // MQA
-                             Case{1, 9, 2, 2, 3, 16},   // one chunk longer than T
+                             Case{2, 10, 4, 2, 3, 1},    // one position per chunk
+                             Case{2, 10, 4, 2, 3, 3},    // T not a multiple of the chunk
+                             Case{1, 10, 4, 1, 4, 4},    // MQA
+                             Case{1, 9, 2, 2, 3, 16},    // one chunk longer than T
                              Case{1, 37, 2, 1, 5, 8}));  // several chunks, odd head dim
 
 }  // namespace

@@ -11,6 +11,13 @@ namespace {
 
 using testing::random_tensor;
 
+// An i32 index tensor (from_ints makes i64).
+Tensor ints32(const std::vector<int64_t>& values, const Shape& shape) {
+  Tensor t = Tensor::empty(shape, DType::kI32);
+  for (size_t i = 0; i < values.size(); ++i) t.data<int32_t>()[i] = static_cast<int32_t>(values[i]);
+  return t;
+}
+
 TEST(Embedding, LooksUpLocalRowsAndZeroesOthers) {
   const int64_t vocab_start = 4, local = 5, dim = 3;
   const Tensor table = random_tensor({local, dim}, 1);
@@ -24,7 +31,7 @@ TEST(Embedding, LooksUpLocalRowsAndZeroesOthers) {
     }
   }
   Tensor out = Tensor::full({2, 3, dim}, 9.0f);
-  embedding_forward(Tensor::from_ints(ids, {2, 3}).to_dtype(DType::kI32), table, vocab_start, out);
+  embedding_forward(ints32(ids, {2, 3}), table, vocab_start, out);
   EXPECT_TENSORS_CLOSE(out, Tensor::from_floats(want, {2, 3, dim}), 0.0);
 
   const Tensor dout = random_tensor({6, dim}, 2);
@@ -67,15 +74,15 @@ TEST(CrossEntropy, BackwardUsesGivenLseAndSkipsUnlabelledRows) {
   const Tensor lse = random_tensor({rows}, 6, 2, 3);  // a "global" lse, not this slice's
   const Tensor row_scale = random_tensor({rows}, 7, 0.1f, 1.0f);
   Tensor dlogits = Tensor::full({rows, local}, 9.0f);
-  cross_entropy_backward(logits, Tensor::from_ints(targets, {rows}).to_dtype(DType::kI32),
-                         vocab_start, lse, row_scale, dlogits);
+  cross_entropy_backward(logits, ints32(targets, {rows}), vocab_start, lse, row_scale, dlogits);
   const std::vector<float> lv = logits.to_floats(), l = lse.to_floats(), s = row_scale.to_floats();
   std::vector<float> want(rows * local, 0.0f);
   for (int64_t n = 0; n < rows; ++n) {
     if (targets[n] < 0) continue;
     for (int64_t j = 0; j < local; ++j) {
       const double onehot = targets[n] - vocab_start == j ? 1.0 : 0.0;
-      want[n * local + j] = static_cast<float>(s[n] * (std::exp(lv[n * local + j] - l[n]) - onehot));
+      want[n * local + j] =
+          static_cast<float>(s[n] * (std::exp(lv[n * local + j] - l[n]) - onehot));
     }
   }
   EXPECT_TENSORS_CLOSE(dlogits, Tensor::from_floats(want, {rows, local}), 1e-6);
@@ -87,13 +94,14 @@ TEST(CrossEntropy, BackwardIsGradientOfLossOnOneRank) {
   const int64_t rows = 3, vocab = 5;
   const Tensor logits = random_tensor({rows, vocab}, 8, -2, 2);
   const Tensor targets = Tensor::from_ints({4, 0, 2}, {rows});
+  const std::vector<int64_t> tv = targets.to_ints();
   const std::vector<float> scale = {0.5f, 0.25f, 1.0f};
   auto loss = [&](const std::vector<double>& x) {
     double total = 0;
     for (int64_t n = 0; n < rows; ++n) {
       double sum = 0;
       for (int64_t j = 0; j < vocab; ++j) sum += std::exp(x[n * vocab + j]);
-      total += scale[n] * (std::log(sum) - x[n * vocab + targets.to_ints()[n]]);
+      total += scale[n] * (std::log(sum) - x[n * vocab + tv[n]]);
     }
     return total;
   };

@@ -1,0 +1,140 @@
+// The explicit backward of every model kind (dense GQA, Qwen2 biases with tied embeddings,
+// Mixtral MoE, hybrid linear/softmax attention) against finite differences of the f32 forward,
+// on tiny randomly initialised models; and the activation bookkeeping around backward().
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "kernels/ops.h"
+#include "models/causal_lm.h"
+#include "runtime/core/allocator.h"
+#include "tests/support/test_util.h"
+
+namespace weft::models {
+namespace {
+
+using ::weft::testing::random_ids;
+using ::weft::testing::random_tensor;
+
+io::ModelConfig tiny_config(const std::string& kind) {
+  io::ModelConfig c;
+  c.architecture = "LlamaForCausalLM";
+  c.vocab_size = 40;
+  c.hidden_size = 24;
+  c.intermediate_size = 40;
+  c.num_hidden_layers = 2;
+  c.num_attention_heads = 4;
+  c.num_key_value_heads = 2;
+  c.head_dim = 8;  // != hidden / heads
+  c.max_position_embeddings = 64;
+  c.rms_norm_eps = 1e-5;
+  if (kind == "qwen2_tied") {
+    c.architecture = "Qwen2ForCausalLM";
+    c.tie_word_embeddings = true;
+  } else if (kind == "mixtral_moe") {
+    c.architecture = "MixtralForCausalLM";
+    c.num_local_experts = 4;
+    c.num_experts_per_tok = 2;
+  } else if (kind == "hybrid_linear") {
+    c.num_hidden_layers = 3;
+    c.layer_types = {io::LayerType::kLinearAttention, io::LayerType::kFullAttention,
+                     io::LayerType::kLinearAttention};
+  }
+  return c;
+}
+
+// A tiny model with O(1) random weights (std-0.02 weights would make most gradients vanish).
+std::unique_ptr<CausalLM> tiny_model(const std::string& kind) {
+  auto model = CausalLM::from_config(tiny_config(kind), 7);
+  WEFT_CHECK(model.ok()) << model.status().message();
+  uint64_t seed = 100;
+  for (Param* p : (*model)->parameters()) {
+    const float range = p->value.ndim() >= 2 ? 0.3f : 0.2f;
+    Tensor noise = random_tensor(p->value.shape(), ++seed, -range, range);
+    if (p->value.ndim() >= 2) p->value.zero_();
+    kernels::add_(p->value, noise);  // matrices: U(-0.3, 0.3); norms 1 + U; biases U
+  }
+  return std::move(*model);
+}
+
+double mean_loss(CausalLM& model, const Tensor& tokens) {
+  const ForwardResult out = model.forward(tokens, {});
+  return out.loss_sum / static_cast<double>(out.predicted);
+}
+
+class ModelGradient : public ::testing::TestWithParam<std::string> {};
+
+// For each parameter tensor W and a random direction U: (L(W + eU) - L(W - eU)) / 2e = <dL/dW, U>.
+// Within 2e-3 of sum |dL/dW * U| (worst seen: 5e-4, from the f32 rounding of the loss divided
+// by 2e and the e^2 truncation error).
+TEST_P(ModelGradient, BackwardMatchesFiniteDifferences) {
+  auto model = tiny_model(GetParam());
+  const Tensor tokens = random_ids({2, 7}, 3, model->config().vocab_size);
+  model->zero_grad();
+  const ForwardResult out = model->forward(tokens, {.for_backward = true});
+  model->backward(1.0f / static_cast<float>(out.predicted));
+
+  // MoE: small enough that no token's top-k choice flips between the two evaluations.
+  const float eps = GetParam() == "mixtral_moe" ? 1e-3f : 3e-3f;
+  uint64_t seed = 1000;
+  for (Param* p : model->parameters()) {
+    SCOPED_TRACE(p->name);
+    const Tensor u = random_tensor(p->value.shape(), ++seed);
+    double analytic = 0;
+    const std::vector<float> g = p->grad.to_floats(), uf = u.to_floats();
+    double scale = 0;
+    for (size_t i = 0; i < g.size(); ++i) {
+      analytic += static_cast<double>(g[i]) * uf[i];
+      scale += std::fabs(static_cast<double>(g[i]) * uf[i]);
+    }
+    kernels::add_(p->value, u, eps);
+    const double plus = mean_loss(*model, tokens);
+    kernels::add_(p->value, u, -2 * eps);
+    const double minus = mean_loss(*model, tokens);
+    kernels::add_(p->value, u, eps);
+    const double numeric = (plus - minus) / (2.0 * eps);
+    EXPECT_NEAR(numeric, analytic, 2e-3 * std::max(scale, 1e-3))
+        << "numeric " << numeric << " analytic " << analytic;
+  }
+}
+
+TEST_P(ModelGradient, BackwardAddsIntoGradients) {
+  auto model = tiny_model(GetParam());
+  const Tensor tokens = random_ids({2, 5}, 4, model->config().vocab_size);
+  model->zero_grad();
+  model->forward(tokens, {.for_backward = true});
+  model->backward(1.0f);
+  std::vector<Tensor> once;
+  for (const Param* p : model->parameters()) once.push_back(p->grad.clone());
+  model->forward(tokens, {.for_backward = true});
+  model->backward(2.0f);
+  for (size_t i = 0; i < once.size(); ++i) {
+    kernels::scale_(once[i], 3.0f);
+    EXPECT_TENSORS_CLOSE(model->parameters()[i]->grad, once[i], 1e-5);
+  }
+}
+
+// What forward keeps lives until backward and no longer: memory returns to the level before.
+TEST_P(ModelGradient, BackwardFreesActivations) {
+  auto model = tiny_model(GetParam());
+  const Tensor tokens = random_ids({2, 9}, 5, model->config().vocab_size);
+  model->zero_grad();
+  const int64_t before = memory_stats(Device::cpu()).live_bytes;
+  model->forward(tokens, {});
+  EXPECT_EQ(memory_stats(Device::cpu()).live_bytes, before);
+  model->forward(tokens, {.for_backward = true});
+  EXPECT_GT(memory_stats(Device::cpu()).live_bytes, before);
+  model->backward(1.0f);
+  EXPECT_EQ(memory_stats(Device::cpu()).live_bytes, before);
+}
+
+INSTANTIATE_TEST_SUITE_P(Kinds, ModelGradient,
+                         ::testing::Values("llama_gqa", "qwen2_tied", "mixtral_moe",
+                                           "hybrid_linear"),
+                         [](const auto& info) { return info.param; });
+
+}  // namespace
+}  // namespace weft::models
