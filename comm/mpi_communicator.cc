@@ -67,7 +67,7 @@ MPI_Op reduce_op(ReduceOp op) { return op == ReduceOp::kMax ? MPI_MAX : MPI_SUM;
 void divide_by(const Tensor& t, int p) {
   float* v = t.data<float>();
   const int64_t n = t.numel();
-  for (int64_t i = 0; i + 1 < n; ++i) v[i] /= static_cast<float>(p);
+  for (int64_t i = 0; i < n; ++i) v[i] /= static_cast<float>(p);
 }
 
 // Bytes of one dim-0 row (defined for 0 rows too).
@@ -91,23 +91,6 @@ void check_disjoint(const Tensor& a, const Tensor& b, const char* op) {
   const bool overlap = pa < pb + b.nbytes() && pb < pa + a.nbytes() && a.nbytes() && b.nbytes();
   WEFT_CHECK(!overlap) << op << ": in and out overlap in memory";
 }
-
-// One dim-0 row as an MPI type: gathers and all-to-alls count rows, so that buffers past 2 GiB
-// keep their counts within int.
-class RowType {
- public:
-  explicit RowType(int64_t bytes) {
-    WEFT_MPI_CHECK(MPI_Type_contiguous(as_count(bytes, "row bytes"), MPI_BYTE, &type_));
-    WEFT_MPI_CHECK(MPI_Type_commit(&type_));
-  }
-  ~RowType() { MPI_Type_free(&type_); }
-  RowType(const RowType&) = delete;
-  RowType& operator=(const RowType&) = delete;
-  [[nodiscard]] MPI_Datatype get() const { return type_; }
-
- private:
-  MPI_Datatype type_ = MPI_DATATYPE_NULL;
-};
 
 // Per-rank row counts and their offsets, as MPI_Alltoallv takes them.
 struct RowCounts {
@@ -148,7 +131,19 @@ MpiCommunicator::~MpiCommunicator() {
   worker_.reset();
   int finalized = 0;
   MPI_Finalized(&finalized);
-  if (!finalized) MPI_Comm_free(&comm_);
+  if (finalized) return;
+  for (auto& [bytes, type] : row_types_) MPI_Type_free(&type);
+  MPI_Comm_free(&comm_);
+}
+
+MPI_Datatype MpiCommunicator::row_type(int64_t bytes) {
+  auto found = row_types_.find(bytes);
+  if (found != row_types_.end()) return found->second;
+  MPI_Datatype type = MPI_DATATYPE_NULL;
+  WEFT_MPI_CHECK(MPI_Type_contiguous(as_count(bytes, "row bytes"), MPI_BYTE, &type));
+  WEFT_MPI_CHECK(MPI_Type_commit(&type));
+  row_types_.emplace(bytes, type);
+  return type;
 }
 
 WorkPtr MpiCommunicator::all_reduce_async(Tensor& t, ReduceOp op) {
@@ -181,10 +176,10 @@ WorkPtr MpiCommunicator::all_gather_async(const Tensor& in, Tensor& out) {
   return worker_->submit([this, in, out, n, in_place] {
     const int64_t bytes = row_bytes(in);
     if (bytes == 0) return InFlight{};
-    const RowType row(bytes);
+    const MPI_Datatype row = row_type(bytes);
     const int count = as_count(n, "all_gather rows");
-    WEFT_MPI_CHECK(MPI_Allgather(in_place ? MPI_IN_PLACE : in.raw(), count, row.get(), out.raw(),
-                                 count, row.get(), comm_));
+    WEFT_MPI_CHECK(MPI_Allgather(in_place ? MPI_IN_PLACE : in.raw(), count, row, out.raw(), count,
+                                 row, comm_));
     return InFlight{};
   });
 }
@@ -220,9 +215,9 @@ WorkPtr MpiCommunicator::all_to_all_async(const Tensor& in, Tensor& out) {
   return worker_->submit([this, in, out] {
     const int64_t bytes = row_bytes(in);
     if (bytes == 0) return InFlight{};
-    const RowType row(bytes);
+    const MPI_Datatype row = row_type(bytes);
     const int count = as_count(in.dim(0) / size_, "all_to_all rows");
-    WEFT_MPI_CHECK(MPI_Alltoall(in.raw(), count, row.get(), out.raw(), count, row.get(), comm_));
+    WEFT_MPI_CHECK(MPI_Alltoall(in.raw(), count, row, out.raw(), count, row, comm_));
     return InFlight{};
   });
 }
@@ -239,10 +234,9 @@ WorkPtr MpiCommunicator::all_to_all_v_async(const Tensor& in, const std::vector<
   counters_.record("all_to_all_v", (in.dim(0) - send_rows[rank_]) * bytes, size_);
   return worker_->submit([this, in, out, bytes, send = std::move(send), recv = std::move(recv)] {
     if (bytes == 0) return InFlight{};
-    const RowType row(bytes);
-    WEFT_MPI_CHECK(MPI_Alltoallv(in.raw(), send.counts.data(), send.displs.data(), row.get(),
-                                 out.raw(), recv.counts.data(), recv.displs.data(), row.get(),
-                                 comm_));
+    const MPI_Datatype row = row_type(bytes);
+    WEFT_MPI_CHECK(MPI_Alltoallv(in.raw(), send.counts.data(), send.displs.data(), row, out.raw(),
+                                 recv.counts.data(), recv.displs.data(), row, comm_));
     return InFlight{};
   });
 }

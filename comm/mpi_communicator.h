@@ -5,6 +5,7 @@
 
 #include <mpi.h>
 
+#include <map>
 #include <memory>
 #include <string>
 
@@ -49,12 +50,18 @@ class MpiCommunicator final : public Communicator {
   [[nodiscard]] MPI_Comm mpi_comm() const { return comm_; }
 
  private:
+  // One dim-0 row of `bytes` as a committed MPI type: gathers and all-to-alls count rows, so that
+  // buffers past 2 GiB keep their counts within int. Cached (creating one costs microseconds);
+  // used on the comm thread only.
+  MPI_Datatype row_type(int64_t bytes);
+
   MPI_Comm comm_;
   int rank_ = 0;
   int size_ = 1;
   int max_tag_ = 32767;  // MPI_TAG_UB of comm_
   std::string name_;
   TrafficCounters counters_;
+  std::map<int64_t, MPI_Datatype> row_types_;  // the comm thread's
   std::unique_ptr<MpiWorker> worker_;  // declared last: its thread stops before the rest goes
 };
 

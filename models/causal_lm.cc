@@ -14,12 +14,12 @@ namespace {
 
 // Replaces every parameter's value with its tensor from `weights` (converted to f32), after
 // checking that it is there and has the shape config.json implies.
-absl::Status load_parameters(const io::WeightSource& weights,
-                             const std::vector<Param*>& params) {
+absl::Status load_parameters(const io::WeightSource& weights, const std::vector<Param*>& params) {
   for (Param* p : params) {
     if (!weights.contains(p->name)) {
-      return absl::NotFoundError(absl::StrCat("tensor ", p->name, " is missing from the weights in ",
-                                              weights.dir(), " (config.json needs it)"));
+      return absl::NotFoundError(absl::StrCat("tensor ", p->name,
+                                              " is missing from the weights in ", weights.dir(),
+                                              " (config.json needs it)"));
     }
     WEFT_ASSIGN_OR_RETURN(const io::TensorInfo info, weights.info(p->name));
     if (info.shape != p->spec.global_shape) {

@@ -44,7 +44,7 @@ Tensor LinearAttention::forward(const TokenBatch& batch, const Tensor& x, MixerC
                                 SavedPtr* saved) const {
   QkvHeads qkv = proj_.project_qkv(batch, x);
   const int64_t h = proj_.heads(), d = proj_.head_dim();
-  Tensor o = Tensor::empty(qkv.q.shape());             // [B, T, H, d]
+  Tensor o = Tensor::empty(qkv.q.shape());           // [B, T, H, d]
   Tensor m = Tensor::empty({batch.batch, h, d, d});  // [B, H, d, d]
   Tensor s_in = cache != nullptr ? static_cast<State&>(*cache).s : Tensor();
   kernels::linear_attention_forward(qkv.q, qkv.k, qkv.v, gamma_, scale_, s_in, kChunk, o, m);

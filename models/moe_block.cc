@@ -32,8 +32,8 @@ MoeBlock::MoeBlock(const io::ModelConfig& config, int64_t layer)
               config.num_local_experts, false),
       top_k_(static_cast<int>(config.num_experts_per_tok)) {
   for (int64_t e = 0; e < config.num_local_experts; ++e) {
-    const std::string prefix = absl::StrCat("model.layers.", layer, ".block_sparse_moe.experts.",
-                                            e, ".");
+    const std::string prefix =
+        absl::StrCat("model.layers.", layer, ".block_sparse_moe.experts.", e, ".");
     experts_.push_back(std::make_unique<SwiGluMlp>(prefix + "w1", prefix + "w3", prefix + "w2",
                                                    config.hidden_size, config.intermediate_size));
   }
@@ -92,7 +92,7 @@ Tensor MoeBlock::backward(LayerSaved& saved_base, const Tensor& dy) {
   const std::vector<float> w = s.weights.to_floats();
 
   // dw_{n,j} = dy_n . y_sorted[row]; dy_sorted[row] = w_{n,j} dy_n.
-  Tensor dweights = Tensor::empty({n * k, 1});         // [N*k, 1] = [N, k]
+  Tensor dweights = Tensor::empty({n * k, 1});           // [N*k, 1] = [N, k]
   Tensor dy_sorted = Tensor::empty(s.y_sorted.shape());  // [N*k, D]
   for (int64_t i = 0; i < n * k; ++i) {
     const Tensor dy_n = dy.slice(i / k, i / k + 1);  // [1, D]

@@ -9,7 +9,7 @@ RmsNorm::RmsNorm(const std::string& name, int64_t dim, float eps)
     : weight_(new_param(name + ".weight", {dim})), eps_(eps) {}
 
 Tensor RmsNorm::forward(const Tensor& x, Saved* saved) const {
-  Tensor y = Tensor::empty(x.shape());        // [N, D]
+  Tensor y = Tensor::empty(x.shape());      // [N, D]
   Tensor rstd = Tensor::empty({x.dim(0)});  // [N]
   kernels::rmsnorm_forward(x, weight_.value, eps_, y, rstd);
   if (saved != nullptr) *saved = {x, rstd};

@@ -37,7 +37,7 @@ Tensor SoftmaxAttention::forward(const TokenBatch& batch, const Tensor& x, Mixer
   QkvHeads qkv = proj_.project_qkv(batch, x);
   kernels::rope_forward(qkv.q, batch.positions, rope_theta_);
   kernels::rope_forward(qkv.k, batch.positions, rope_theta_);
-  Tensor o = Tensor::empty(qkv.q.shape());                                   // [B, T, H, d]
+  Tensor o = Tensor::empty(qkv.q.shape());                              // [B, T, H, d]
   Tensor lse = Tensor::empty({batch.batch, proj_.heads(), batch.len});  // [B, H, T]
   if (cache != nullptr) {
     attend_cached(batch, qkv, static_cast<KvCache&>(*cache), o, lse);
@@ -65,7 +65,7 @@ void SoftmaxAttention::attend(const QkvHeads& qkv, Tensor& o, Tensor& lse) const
 void SoftmaxAttention::attend_cached(const TokenBatch& batch, const QkvHeads& qkv, KvCache& cache,
                                      Tensor& o, Tensor& lse) const {
   const int64_t t = batch.len, end = batch.offset + t;
-  const Shape rows_shape = {t, proj_.kv_heads(), proj_.head_dim()};   // new rows of one sequence
+  const Shape rows_shape = {t, proj_.kv_heads(), proj_.head_dim()};     // new rows of one sequence
   const Shape kv_shape = {1, end, proj_.kv_heads(), proj_.head_dim()};  // its whole cache so far
   WEFT_CHECK_LE(end, cache.k[0].dim(0)) << "decoding past the inference state's max_len";
   for (int64_t b = 0; b < batch.batch; ++b) {

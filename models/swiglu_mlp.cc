@@ -15,8 +15,8 @@ SwiGluMlp::SwiGluMlp(const std::string& gate_name, const std::string& up_name,
 
 std::unique_ptr<SwiGluMlp> SwiGluMlp::dense(int64_t layer, int64_t hidden, int64_t intermediate) {
   const std::string prefix = absl::StrCat("model.layers.", layer, ".mlp.");
-  return std::make_unique<SwiGluMlp>(prefix + "gate_proj", prefix + "up_proj",
-                                     prefix + "down_proj", hidden, intermediate);
+  return std::make_unique<SwiGluMlp>(prefix + "gate_proj", prefix + "up_proj", prefix + "down_proj",
+                                     hidden, intermediate);
 }
 
 Tensor SwiGluMlp::forward(const Tensor& x, SavedPtr* saved) const {
@@ -32,8 +32,8 @@ Tensor SwiGluMlp::forward(const Tensor& x, SavedPtr* saved) const {
 }
 
 void SwiGluMlp::forward_into(const Tensor& x, Tensor& y, Saved* saved) const {
-  Tensor gate = gate_.forward(x);      // [n, F]
-  Tensor up = up_.forward(x);          // [n, F]
+  Tensor gate = gate_.forward(x);          // [n, F]
+  Tensor up = up_.forward(x);              // [n, F]
   Tensor h = Tensor::empty(gate.shape());  // [n, F]
   kernels::swiglu_forward(gate, up, h);
   kernels::linear_forward(h, down_.weight().value, nullptr, y);

@@ -21,8 +21,8 @@ class SwiGluMlp final : public FeedForward {
   };
 
   // Module names without ".weight"; no biases.
-  SwiGluMlp(const std::string& gate_name, const std::string& up_name,
-            const std::string& down_name, int64_t hidden, int64_t intermediate);
+  SwiGluMlp(const std::string& gate_name, const std::string& up_name, const std::string& down_name,
+            int64_t hidden, int64_t intermediate);
   // The dense MLP of decoder layer `layer`: "model.layers.{layer}.mlp.{gate,up,down}_proj".
   static std::unique_ptr<SwiGluMlp> dense(int64_t layer, int64_t hidden, int64_t intermediate);
 

@@ -12,11 +12,11 @@ namespace weft::models {
 class Transformer::DecodingState final : public InferenceState {
  public:
   DecodingState(int64_t batch, int64_t max_len) : batch(batch), max_len(max_len) {}
-  [[nodiscard]] int64_t length() const override { return length_; }
+  [[nodiscard]] int64_t length() const override { return consumed; }
 
   const int64_t batch;
   const int64_t max_len;
-  int64_t length_ = 0;
+  int64_t consumed = 0;                             // tokens per sequence already in the caches
   std::vector<std::unique_ptr<MixerCache>> layers;  // one per decoder layer
 };
 
@@ -52,8 +52,8 @@ absl::Status Transformer::check_tokens(const Tensor& tokens) const {
   return absl::OkStatus();
 }
 
-Tensor Transformer::hidden_states(const TokenBatch& batch, const Tensor& ids,
-                                  DecodingState* state, Saved* saved) const {
+Tensor Transformer::hidden_states(const TokenBatch& batch, const Tensor& ids, DecodingState* state,
+                                  Saved* saved) const {
   Tensor x = embedding_.forward(ids);  // [N, D]
   for (size_t i = 0; i < blocks_.size(); ++i) {
     x = blocks_[i]->forward(batch, x, state != nullptr ? state->layers[i].get() : nullptr,
@@ -75,8 +75,8 @@ ForwardResult Transformer::forward(const Tensor& tokens, const ForwardOptions& o
   Saved* keep = options.for_backward ? &saved : nullptr;
 
   const Tensor normed = hidden_states(batch, saved.ids, nullptr, keep);  // [N, D]
-  Tensor logits = head_.forward(normed);                                  // [N, V]
-  Tensor lse = Tensor::empty({b * t});                                    // [N]
+  Tensor logits = head_.forward(normed);                                 // [N, V]
+  Tensor lse = Tensor::empty({b * t});                                   // [N]
   ForwardResult result;
   result.loss_sum = cross_entropy_sum(logits, saved.targets, lse);
   result.predicted = b * (t - 1);
@@ -131,10 +131,10 @@ Tensor Transformer::forward_incremental(InferenceState& state_base, const Tensor
   WEFT_CHECK(valid.ok()) << valid.message();
   const int64_t b = tokens.dim(0), t = tokens.dim(1);
   WEFT_CHECK_EQ(b, state.batch) << "tokens' batch differs from the inference state's";
-  WEFT_CHECK_LE(state.length_ + t, state.max_len) << "decoding past the state's max_len";
-  const TokenBatch batch = TokenBatch::make(b, t, state.length_);
+  WEFT_CHECK_LE(state.consumed + t, state.max_len) << "decoding past the state's max_len";
+  const TokenBatch batch = TokenBatch::make(b, t, state.consumed);
   const Tensor normed = hidden_states(batch, tokens.view({b * t}), &state, nullptr);
-  state.length_ += t;
+  state.consumed += t;
   return head_.forward(normed).view({b, t, config_.vocab_size});
 }
 

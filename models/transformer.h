@@ -41,13 +41,13 @@ class Transformer final : public CausalLM {
     Tensor targets;  // [N] i64, -1 where nothing is predicted
     std::vector<DecoderBlock::Saved> blocks;
     RmsNorm::Saved final_norm;
-    Tensor normed;          // [N, D] input of the LM head
-    Tensor logits;          // [N, V]
-    Tensor lse;             // [N]
+    Tensor normed;                 // [N, D] input of the LM head
+    Tensor logits;                 // [N, V]
+    Tensor lse;                    // [N]
     bool logits_returned = false;  // returned to the caller: backward must not overwrite them
   };
 
-  // ids [N] -> final-normed hidden states [N, D]. caches: one per layer when decoding.
+  // ids [N] -> final-normed hidden states [N, D]. state: the decoding caches, or null.
   [[nodiscard]] Tensor hidden_states(const TokenBatch& batch, const Tensor& ids,
                                      DecodingState* state, Saved* saved) const;
 

@@ -109,11 +109,10 @@ void attention_backward(const Tensor& q, const Tensor& k, const Tensor& v, const
           float* dsr = ds.data() + r * nk;
           const float* o_i = oh + i * ldq;
           const float* do_i = doh + i * ldq;
-          float dot = 0.0f;
-          for (int64_t c = 0; c < g.d; ++c) dot += o_i[c] * do_i[c];
-          exp_shifted(pr, lh[i], n, pr);
+          const float od = dot(o_i, do_i, g.d);
+          exp_shifted(pr, lh[i], 1.0f, n, pr);
           std::fill(pr + n, pr + nk, 0.0f);
-          for (int64_t j = 0; j < nk; ++j) dsr[j] = pr[j] * (dsr[j] - dot);
+          for (int64_t j = 0; j < nk; ++j) dsr[j] = pr[j] * (dsr[j] - od);
         }
         sgemm(false, false, rows, g.d, nk, scale, ds.data(), nk, kh, ldk, 1.0f, dqh + i0 * ldq,
               ldq);

@@ -22,9 +22,7 @@ int64_t local_column(const IndexReader& targets, int64_t n, int64_t vocab_start,
 float log_sum_exp(const float* x, int64_t n) {
   const float m = max_of(x, n);
   if (m == kNegInf) return kNegInf;
-  float sum = 0.0f;
-  for (int64_t j = 0; j < n; ++j) sum += std::exp(x[j] - m);
-  return m + std::log(sum);
+  return m + std::log(sum_exp(x, m, n));
 }
 
 }  // namespace
@@ -61,11 +59,9 @@ void cross_entropy_backward(const Tensor& logits, const Tensor& targets, int64_t
       continue;
     }
     const float* row = lp + n * vocab;
-    const float s = sp[n];
-    const float l = lsep[n];
-    for (int64_t j = 0; j < vocab; ++j) drow[j] = s * std::exp(row[j] - l);
+    exp_shifted(row, lsep[n], sp[n], vocab, drow);
     const int64_t col = local_column(tg, n, vocab_start, vocab);
-    if (col >= 0) drow[col] -= s;
+    if (col >= 0) drow[col] -= sp[n];
   }
 }
 

@@ -2,6 +2,7 @@
 #include <cmath>
 
 #include "kernels/cpu/cpu_ops.h"
+#include "kernels/cpu/cpu_util.h"
 
 namespace weft::kernels::cpu {
 
@@ -15,8 +16,7 @@ void rmsnorm_forward(const Tensor& x, const Tensor& w, float eps, Tensor& y, Ten
   for (int64_t i = 0; i < rows; ++i) {
     const float* xr = xp + i * dim;
     float* yr = yp + i * dim;
-    float ss = 0.0f;
-    for (int64_t j = 0; j < dim; ++j) ss += xr[j] * xr[j];
+    const float ss = dot(xr, xr, dim);
     const float r = 1.0f / std::sqrt(ss / static_cast<float>(dim) + eps);
     rp[i] = r;
     for (int64_t j = 0; j < dim; ++j) yr[j] = xr[j] * r * wp[j];
@@ -39,11 +39,10 @@ void rmsnorm_backward(const Tensor& x, const Tensor& w, const Tensor& rstd, cons
     const float* dyr = dyp + i * dim;
     float* dxr = dxp + i * dim;
     const float r = rp[i];
-    float dot = 0.0f;
-    for (int64_t j = 0; j < dim; ++j) dot += wp[j] * dyr[j] * xr[j];
-    const float c = dot * r * r * r / static_cast<float>(dim);
+    for (int64_t j = 0; j < dim; ++j) dxr[j] = wp[j] * dyr[j];
+    const float c = dot(dxr, xr, dim) * r * r * r / static_cast<float>(dim);
     for (int64_t j = 0; j < dim; ++j) {
-      dxr[j] = r * wp[j] * dyr[j] - c * xr[j];
+      dxr[j] = r * dxr[j] - c * xr[j];
       dwp[j] += dyr[j] * xr[j] * r;
     }
   }

@@ -89,8 +89,8 @@ __global__ void attention_merge_kernel(FloatRef o, float* lse, FloatRef o_b, con
     const int64_t li = (b * heads + h) * seq + t;
     const float la = lse[li];
     const float lb = lse_b[li];
+    if (lb == -INFINITY) continue;  // the block saw no key: keep (o, lse)
     const float mx = fmaxf(la, lb);
-    if (mx == -INFINITY) continue;  // neither part saw a key: keep (o, lse)
     const float merged = mx + logf(expf(la - mx) + expf(lb - mx));
     const float wa = expf(la - merged);
     const float wb = expf(lb - merged);

@@ -152,7 +152,10 @@ absl::Status set_run_config_field(RunConfig& config, const std::string& field,
     message->GetReflection()->SetString(message, leaf, value);
     return absl::OkStatus();
   }
-  if (!pb::TextFormat::ParseFieldValueFromString(value, leaf, message)) {
+  FirstErrorCollector errors;  // recorded, not logged: the message below says it all
+  pb::TextFormat::Parser parser;
+  parser.RecordErrorsTo(&errors);
+  if (!parser.ParseFieldValueFromString(value, leaf, message)) {
     return invalid_argument(field, ": \"", value, "\" is not a valid ", leaf->type_name(),
                             " for RunConfig.", leaf->name());
   }

@@ -18,6 +18,7 @@ namespace {
 static_assert(std::endian::native == std::endian::little,
               "safetensors stores little-endian data; weft reads it in place");
 
+namespace fs = std::filesystem;
 using nlohmann::json;
 
 // The reference implementation refuses headers above 100 MB; so do we, before parsing.
@@ -36,6 +37,39 @@ absl::StatusOr<uint64_t> non_negative_integer(const json& value, const std::stri
 }
 
 std::string range_str(size_t begin, size_t end) { return absl::StrCat("[", begin, ", ", end, ")"); }
+
+// DIR/model.safetensors.index.json -> {tensor name: shard file}, each shard present in DIR.
+absl::StatusOr<std::map<std::string, std::string>> read_weight_map(const std::string& index_path,
+                                                                   const std::string& model_dir) {
+  std::error_code ec;
+  std::map<std::string, std::string> weight_map;
+  WEFT_ASSIGN_OR_RETURN(std::string text, read_file(index_path));
+  json index;
+  try {
+    index = json::parse(text);
+  } catch (const json::exception& e) {
+    return file_error(index_path, "not valid JSON: ", e.what());
+  }
+  if (!index.is_object() || !index.contains("weight_map") || !index["weight_map"].is_object()) {
+    return file_error(index_path, "needs an object \"weight_map\" {tensor name: shard file}");
+  }
+  for (const auto& [name, file] : index["weight_map"].items()) {
+    if (!file.is_string()) {
+      return file_error(index_path, "weight_map entry '", name, "' is not a file name");
+    }
+    const std::string shard = file.get<std::string>();
+    if (shard.empty() || shard.find('/') != std::string::npos || shard == "." || shard == "..") {
+      return file_error(index_path, "weight_map entry '", name, "' names \"", shard,
+                        "\", expected a file name inside ", model_dir);
+    }
+    if (!fs::exists(fs::path(model_dir) / shard, ec)) {
+      return absl::NotFoundError(absl::StrCat(index_path, ": shard ", shard, " (holding '", name,
+                                              "') is missing from ", model_dir));
+    }
+    weight_map[name] = shard;
+  }
+  return weight_map;
+}
 
 }  // namespace
 
@@ -190,7 +224,6 @@ absl::StatusOr<Tensor> SafetensorsFile::get_f32(const std::string& name) const {
 }
 
 absl::StatusOr<WeightSource> WeightSource::open(const std::string& model_dir) {
-  namespace fs = std::filesystem;
   std::error_code ec;
   if (!fs::exists(model_dir, ec)) {
     return absl::NotFoundError(absl::StrCat("model directory ", model_dir, " does not exist"));
@@ -205,35 +238,11 @@ absl::StatusOr<WeightSource> WeightSource::open(const std::string& model_dir) {
 
   std::map<std::string, std::string> weight_map;  // tensor name -> shard file name
   std::set<std::string> shard_names;
-  if (fs::exists(index_path, ec)) {
-    WEFT_ASSIGN_OR_RETURN(std::string text, read_file(index_path));
-    json index;
-    try {
-      index = json::parse(text);
-    } catch (const json::exception& e) {
-      return file_error(index_path, "not valid JSON: ", e.what());
-    }
-    if (!index.is_object() || !index.contains("weight_map") || !index["weight_map"].is_object()) {
-      return file_error(index_path, "needs an object \"weight_map\" {tensor name: shard file}");
-    }
-    for (const auto& [name, file] : index["weight_map"].items()) {
-      if (!file.is_string()) {
-        return file_error(index_path, "weight_map entry '", name, "' is not a file name");
-      }
-      const std::string shard = file.get<std::string>();
-      if (shard.empty() || shard.find('/') != std::string::npos || shard == "." || shard == "..") {
-        return file_error(index_path, "weight_map entry '", name, "' names \"", shard,
-                          "\", expected a file name inside ", model_dir);
-      }
-      if (!fs::exists(fs::path(model_dir) / shard, ec)) {
-        return absl::NotFoundError(absl::StrCat(index_path, ": shard ", shard, " (holding '", name,
-                                                "') is missing from ", model_dir));
-      }
-      weight_map[name] = shard;
-      shard_names.insert(shard);
-    }
-  } else if (fs::exists(single_path, ec)) {
+  if (fs::exists(single_path, ec)) {  // transformers, too, prefers it over an index
     shard_names.insert("model.safetensors");
+  } else if (fs::exists(index_path, ec)) {
+    WEFT_ASSIGN_OR_RETURN(weight_map, read_weight_map(index_path, model_dir));
+    for (const auto& [name, shard] : weight_map) shard_names.insert(shard);
   } else {
     return absl::NotFoundError(
         absl::StrCat("no model.safetensors or model.safetensors.index.json in ", model_dir));

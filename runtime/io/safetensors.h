@@ -58,9 +58,9 @@ class SafetensorsFile {
   std::map<std::string, std::string> metadata_;
 };
 
-// The weights of a Hugging Face model directory: DIR/model.safetensors, or the shards named by
-// DIR/model.safetensors.index.json ({"weight_map": {tensor name: shard file}}). Every tensor
-// name is in exactly one shard, and the index must agree with the shards.
+// The weights of a Hugging Face model directory: DIR/model.safetensors if present, else the shards
+// named by DIR/model.safetensors.index.json ({"weight_map": {tensor name: shard file}}). Every
+// tensor name is in exactly one shard, and the index must agree with the shards.
 class WeightSource {
  public:
   static absl::StatusOr<WeightSource> open(const std::string& model_dir);

@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "comm/mpi_communicator.h"
+#include "comm/mpi_runtime.h"
 #include "runtime/core/tensor.h"
 
 namespace weft::comm {
@@ -412,6 +413,25 @@ TEST_F(MpiComm, TrafficCountersFollowTheFormulas) {
   EXPECT_TRUE(world_->stats().empty());
   world_->barrier();
   EXPECT_EQ(world_->stats().at("barrier").calls, 1);
+}
+
+// The test main initialised MPI: a runtime accepts it, reports the world, and leaves MPI running.
+TEST(MpiRuntime, AcceptsInitialisedMpiAndLeavesItRunning) {
+  int rank = -1;
+  int size = -1;
+  MPI_Comm_rank(MPI_COMM_WORLD, &rank);
+  MPI_Comm_size(MPI_COMM_WORLD, &size);
+  {
+    MpiRuntime runtime(nullptr, nullptr);
+    EXPECT_EQ(runtime.world_rank(), rank);
+    EXPECT_EQ(runtime.world_size(), size);
+  }
+  int finalized = 1;
+  MPI_Finalized(&finalized);
+  EXPECT_FALSE(finalized);
+  Tensor t = Tensor::from_ints({1}, {1});
+  mpi_world_communicator()->all_reduce(t);
+  EXPECT_EQ(t.to_ints()[0], size);
 }
 
 }  // namespace

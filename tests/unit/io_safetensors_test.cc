@@ -7,6 +7,7 @@
 #include <nlohmann/json.hpp>
 
 #include "runtime/io/file_util.h"
+#include "runtime/io/model_config.h"
 #include "runtime/io/safetensors.h"
 #include "tests/support/test_util.h"
 
@@ -384,6 +385,45 @@ TEST(WeightSource, RewritingTheDirectoryReplacesTheOtherForm) {
   ASSERT_TRUE(write_sharded_safetensors(dir, tensors, 290).ok());
   EXPECT_FALSE(fs::exists(dir + "/model.safetensors"));
   expect_source_holds(*WeightSource::open(dir), tensors);
+}
+
+// The fixture models were written by tests/fixtures (Python), independently of this writer.
+TEST(WeightSource, OpensEveryFixtureModelWithTheShapesItsConfigImplies) {
+  int models = 0;
+  for (const auto& entry : fs::directory_iterator(testing::fixtures_dir() + "/models")) {
+    const std::string dir = entry.path().string();
+    if (!fs::exists(entry.path() / "config.json")) continue;
+    ++models;
+    auto config = load_model_config(dir);
+    ASSERT_TRUE(config.ok()) << config.status();
+    auto source = WeightSource::open(dir);
+    ASSERT_TRUE(source.ok()) << source.status();
+    const ModelConfig& c = *config;
+    EXPECT_EQ(source->info("model.embed_tokens.weight")->shape,
+              (Shape{c.vocab_size, c.hidden_size}))
+        << dir;
+    EXPECT_EQ(source->info("model.layers.0.self_attn.q_proj.weight")->shape,
+              (Shape{c.num_attention_heads * c.head_dim, c.hidden_size}))
+        << dir;
+    EXPECT_EQ(source->contains("model.layers.0.self_attn.q_proj.bias"), c.attention_bias) << dir;
+    EXPECT_EQ(source->contains("lm_head.weight"), !c.tie_word_embeddings) << dir;
+    for (const std::string& name : source->names()) {
+      auto value = source->get_f32(name);
+      ASSERT_TRUE(value.ok()) << value.status();
+      for (float v : value->to_floats()) ASSERT_TRUE(std::isfinite(v)) << dir << " " << name;
+    }
+  }
+  EXPECT_GE(models, 1);
+}
+
+TEST(WeightSource, PrefersModelSafetensorsOverAnIndexLikeTransformers) {
+  const std::string dir = testing::make_temp_dir("io_ws_");
+  ASSERT_TRUE(write_sharded_safetensors(dir, model_tensors(), 290).ok());
+  const Tensor t = Tensor::from_floats({1}, {1});
+  ASSERT_TRUE(write_safetensors(dir + "/model.safetensors", {{"single", t}}).ok());
+  auto source = WeightSource::open(dir);
+  ASSERT_TRUE(source.ok()) << source.status();
+  EXPECT_EQ(source->names(), std::vector<std::string>{"single"});
 }
 
 void expect_source_fails(const std::string& dir, const std::string& problem) {

@@ -46,8 +46,8 @@ TEST(ModelLoading, LoadsSingleAndShardedDirectories) {
 }
 
 TEST(ModelLoading, ShapeThatDisagreesWithConfigNamesTensorAndBothShapes) {
-  const std::string dir =
-      copy_with_config_edit("llama_gqa", "\"intermediate_size\": 112", "\"intermediate_size\": 100");
+  const std::string dir = copy_with_config_edit("llama_gqa", "\"intermediate_size\": 112",
+                                                "\"intermediate_size\": 100");
   auto model = CausalLM::from_pretrained(dir);
   ASSERT_FALSE(model.ok());
   const std::string message(model.status().message());

@@ -1,9 +1,11 @@
-// The explicit backward of every model kind (dense GQA, Qwen2 biases with tied embeddings,
-// Mixtral MoE, hybrid linear/softmax attention) against finite differences of the f32 forward,
-// on tiny randomly initialised models; and the activation bookkeeping around backward().
+// Tiny randomly initialised models of every kind (dense GQA, Qwen2 biases with tied embeddings,
+// Mixtral MoE, hybrid linear/softmax attention): the explicit backward against finite
+// differences of the f32 forward, the activation bookkeeping around backward(), and incremental
+// decoding over sequences longer than the kernels' blocks (64 positions).
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <iterator>
 #include <memory>
 #include <string>
 #include <vector>
@@ -65,12 +67,12 @@ double mean_loss(CausalLM& model, const Tensor& tokens) {
   return out.loss_sum / static_cast<double>(out.predicted);
 }
 
-class ModelGradient : public ::testing::TestWithParam<std::string> {};
+class TinyModel : public ::testing::TestWithParam<std::string> {};
 
 // For each parameter tensor W and a random direction U: (L(W + eU) - L(W - eU)) / 2e = <dL/dW, U>.
 // Within 2e-3 of sum |dL/dW * U| (worst seen: 5e-4, from the f32 rounding of the loss divided
 // by 2e and the e^2 truncation error).
-TEST_P(ModelGradient, BackwardMatchesFiniteDifferences) {
+TEST_P(TinyModel, BackwardMatchesFiniteDifferences) {
   auto model = tiny_model(GetParam());
   const Tensor tokens = random_ids({2, 7}, 3, model->config().vocab_size);
   model->zero_grad();
@@ -101,7 +103,7 @@ TEST_P(ModelGradient, BackwardMatchesFiniteDifferences) {
   }
 }
 
-TEST_P(ModelGradient, BackwardAddsIntoGradients) {
+TEST_P(TinyModel, BackwardAddsIntoGradients) {
   auto model = tiny_model(GetParam());
   const Tensor tokens = random_ids({2, 5}, 4, model->config().vocab_size);
   model->zero_grad();
@@ -118,7 +120,7 @@ TEST_P(ModelGradient, BackwardAddsIntoGradients) {
 }
 
 // What forward keeps lives until backward and no longer: memory returns to the level before.
-TEST_P(ModelGradient, BackwardFreesActivations) {
+TEST_P(TinyModel, BackwardFreesActivations) {
   auto model = tiny_model(GetParam());
   const Tensor tokens = random_ids({2, 9}, 5, model->config().vocab_size);
   model->zero_grad();
@@ -131,7 +133,34 @@ TEST_P(ModelGradient, BackwardFreesActivations) {
   EXPECT_EQ(memory_stats(Device::cpu()).live_bytes, before);
 }
 
-INSTANTIATE_TEST_SUITE_P(Kinds, ModelGradient,
+// Prefill, single tokens and chunks that straddle the kernels' 64-position blocks: the logits of
+// every call equal the matching positions of one full forward.
+TEST_P(TinyModel, LongIncrementalDecodingEqualsFullForward) {
+  auto model = tiny_model(GetParam());
+  const int64_t b = 2, t = 150;
+  const Tensor tokens = random_ids({b, t}, 6, model->config().vocab_size);
+  const std::vector<float> full = model->forward(tokens, {.keep_logits = true}).logits.to_floats();
+  const std::vector<int64_t> ids = tokens.to_ints();
+  const int64_t v = model->config().vocab_size;
+  auto state = model->new_inference_state(b, t);
+  const int64_t cuts[] = {0, 70, 71, 72, 140, 150};
+  for (size_t c = 0; c + 1 < std::size(cuts); ++c) {
+    const int64_t begin = cuts[c], end = cuts[c + 1];
+    SCOPED_TRACE(begin);
+    std::vector<int64_t> part;
+    std::vector<float> expected;
+    for (int64_t i = 0; i < b; ++i) {
+      part.insert(part.end(), ids.begin() + i * t + begin, ids.begin() + i * t + end);
+      expected.insert(expected.end(), full.begin() + (i * t + begin) * v,
+                      full.begin() + (i * t + end) * v);
+    }
+    const Tensor logits =
+        model->forward_incremental(*state, Tensor::from_ints(part, {b, end - begin}));
+    EXPECT_TENSORS_CLOSE(logits, Tensor::from_floats(expected, {b, end - begin, v}), 1e-5);
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(Kinds, TinyModel,
                          ::testing::Values("llama_gqa", "qwen2_tied", "mixtral_moe",
                                            "hybrid_linear"),
                          [](const auto& info) { return info.param; });

@@ -1,0 +1,364 @@
+#include "comm/nccl/nccl_communicator.h"
+
+#include <cuda_runtime.h>
+#include <nccl.h>
+
+#include <functional>
+#include <mutex>
+#include <utility>
+#include <vector>
+
+#include "comm/mpi_check.h"
+#include "comm/traffic.h"
+#include "kernels/cuda/stream.h"
+#include "runtime/core/cuda_check.h"
+
+#define WEFT_NCCL_CHECK(call)                                  \
+  do {                                                         \
+    const ncclResult_t weft_nccl_rc_ = (call);                 \
+    WEFT_CHECK(weft_nccl_rc_ == ncclSuccess)                   \
+        << #call << ": " << ncclGetErrorString(weft_nccl_rc_); \
+  } while (0)
+
+namespace weft::comm {
+namespace {
+
+using kernels::cuda::compute_stream;
+
+// Makes `device` current for the scope and restores the previous device after.
+class DeviceScope {
+ public:
+  explicit DeviceScope(int device) {
+    WEFT_CUDA_CHECK(cudaGetDevice(&previous_));
+    if (previous_ != device) WEFT_CUDA_CHECK(cudaSetDevice(device));
+    device_ = device;
+  }
+  ~DeviceScope() {
+    if (previous_ != device_) cudaSetDevice(previous_);
+  }
+  DeviceScope(const DeviceScope&) = delete;
+  DeviceScope& operator=(const DeviceScope&) = delete;
+
+ private:
+  int previous_ = 0;
+  int device_ = 0;
+};
+
+ncclDataType_t nccl_type(DType dtype) {
+  switch (dtype) {
+    case DType::kF32:
+      return ncclFloat32;
+    case DType::kBF16:
+      return ncclBfloat16;
+    case DType::kF16:
+      return ncclFloat16;
+    case DType::kI32:
+      return ncclInt32;
+    case DType::kI64:
+      return ncclInt64;
+    case DType::kU8:
+      return ncclUint8;
+  }
+  return ncclUint8;
+}
+
+ncclRedOp_t nccl_op(ReduceOp op) {
+  switch (op) {
+    case ReduceOp::kSum:
+      return ncclSum;
+    case ReduceOp::kAvg:
+      return ncclAvg;
+    case ReduceOp::kMax:
+      return ncclMax;
+  }
+  return ncclSum;
+}
+
+void check_cuda_tensor(const Tensor& t, int device, const char* op) {
+  WEFT_CHECK(t.defined() && t.device() == Device::cuda(device))
+      << op << " on the NCCL backend needs a tensor on cuda:" << device << ", got "
+      << (t.defined() ? t.str() : "an undefined tensor");
+}
+
+// Same dtype, rank >= 1 and the same shape after dim 0.
+void check_rows_match(const Tensor& in, const Tensor& out, const char* op) {
+  bool same = in.dtype() == out.dtype() && in.ndim() >= 1 && in.ndim() == out.ndim();
+  for (int i = 1; same && i < in.ndim(); ++i) same = in.dim(i) == out.dim(i);
+  WEFT_CHECK(same) << op << ": in " << in.str() << " and out " << out.str()
+                   << " need the same dtype and the same shape after dim 0";
+}
+
+// Bytes of one dim-0 row (defined for 0 rows too).
+int64_t row_bytes(const Tensor& t) {
+  int64_t n = static_cast<int64_t>(dtype_size(t.dtype()));
+  for (int i = 1; i < t.ndim(); ++i) n *= t.dim(i);
+  return n;
+}
+
+// Byte offsets of each rank's rows, checked against the tensor's row count.
+std::vector<int64_t> row_offsets(const std::vector<int64_t>& rows, int p, int64_t total,
+                                 const char* what) {
+  WEFT_CHECK_EQ(static_cast<int64_t>(rows.size()), p) << what << " needs one entry per rank";
+  std::vector<int64_t> offsets;
+  int64_t offset = 0;
+  for (int64_t r : rows) {
+    WEFT_CHECK(r >= 0) << what << " has a negative count " << r;
+    offsets.push_back(offset);
+    offset += r;
+  }
+  WEFT_CHECK_EQ(offset, total) << what << " must sum to the tensor's rows";
+  return offsets;
+}
+
+char* bytes_at(const Tensor& t, int64_t offset) { return static_cast<char*>(t.raw()) + offset; }
+
+// An event recorded on the comm stream after one call (see nccl_communicator.h for wait()).
+class NcclWork final : public Work {
+ public:
+  NcclWork(cudaEvent_t event, int device, bool blocks_host, std::vector<Tensor> buffers)
+      : event_(event), device_(device), blocks_host_(blocks_host), buffers_(std::move(buffers)) {}
+  ~NcclWork() override { cudaEventDestroy(event_); }
+  NcclWork(const NcclWork&) = delete;
+  NcclWork& operator=(const NcclWork&) = delete;
+
+  void wait() override {
+    const DeviceScope scope(device_);
+    WEFT_CUDA_CHECK(cudaStreamWaitEvent(compute_stream(), event_, 0));
+    if (blocks_host_) WEFT_CUDA_CHECK(cudaEventSynchronize(event_));
+  }
+
+  [[nodiscard]] bool done() override {
+    const cudaError_t status = cudaEventQuery(event_);
+    if (status == cudaErrorNotReady) return false;
+    WEFT_CUDA_CHECK(status);
+    return true;
+  }
+
+ private:
+  cudaEvent_t event_;
+  int device_;
+  bool blocks_host_;
+  std::vector<Tensor> buffers_;  // kept alive until the Work goes
+};
+
+class NcclCommunicator final : public Communicator {
+ public:
+  // Takes ownership of `mpi_comm` (freed on destruction, if MPI is still running).
+  NcclCommunicator(MPI_Comm mpi_comm, int device, std::string name)
+      : mpi_comm_(mpi_comm), device_(device), name_(std::move(name)) {
+    WEFT_MPI_CHECK(MPI_Comm_set_errhandler(mpi_comm_, MPI_ERRORS_RETURN));
+    WEFT_MPI_CHECK(MPI_Comm_rank(mpi_comm_, &rank_));
+    WEFT_MPI_CHECK(MPI_Comm_size(mpi_comm_, &size_));
+    ncclUniqueId id;
+    if (rank_ == 0) WEFT_NCCL_CHECK(ncclGetUniqueId(&id));
+    WEFT_MPI_CHECK(MPI_Bcast(&id, sizeof(id), MPI_BYTE, 0, mpi_comm_));
+    const DeviceScope scope(device_);
+    WEFT_NCCL_CHECK(ncclCommInitRank(&comm_, size_, id, rank_));
+    WEFT_CUDA_CHECK(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking));
+    WEFT_CUDA_CHECK(cudaEventCreateWithFlags(&inputs_ready_, cudaEventDisableTiming));
+    barrier_buffer_ = Tensor::zeros({1}, DType::kI32, Device::cuda(device_));
+  }
+
+  ~NcclCommunicator() override {
+    {
+      const DeviceScope scope(device_);
+      cudaStreamSynchronize(stream_);
+      ncclCommDestroy(comm_);
+      cudaEventDestroy(inputs_ready_);
+      cudaStreamDestroy(stream_);
+    }
+    int finalized = 0;
+    MPI_Finalized(&finalized);
+    if (!finalized) MPI_Comm_free(&mpi_comm_);
+  }
+
+  NcclCommunicator(const NcclCommunicator&) = delete;
+  NcclCommunicator& operator=(const NcclCommunicator&) = delete;
+
+  [[nodiscard]] int rank() const override { return rank_; }
+  [[nodiscard]] int size() const override { return size_; }
+  [[nodiscard]] const std::string& name() const override { return name_; }
+
+  WorkPtr all_reduce_async(Tensor& t, ReduceOp op) override {
+    check_cuda_tensor(t, device_, "all_reduce");
+    return issue("all_reduce", static_cast<int64_t>(t.nbytes()), {t}, [&](cudaStream_t s) {
+      WEFT_NCCL_CHECK(
+          ncclAllReduce(t.raw(), t.raw(), t.numel(), nccl_type(t.dtype()), nccl_op(op), comm_, s));
+    });
+  }
+
+  // In place when `in` is this rank's slot of `out` (NCCL supports that layout).
+  WorkPtr all_gather_async(const Tensor& in, Tensor& out) override {
+    check_cuda_tensor(in, device_, "all_gather");
+    check_cuda_tensor(out, device_, "all_gather");
+    check_rows_match(in, out, "all_gather");
+    WEFT_CHECK_EQ(out.dim(0), size_ * in.dim(0)) << "all_gather: out " << out.str() << " needs "
+                                                 << size_ << " x the rows of in " << in.str();
+    return issue("all_gather", static_cast<int64_t>(out.nbytes()), {in, out}, [&](cudaStream_t s) {
+      WEFT_NCCL_CHECK(
+          ncclAllGather(in.raw(), out.raw(), in.numel(), nccl_type(in.dtype()), comm_, s));
+    });
+  }
+
+  WorkPtr reduce_scatter_async(const Tensor& in, Tensor& out, ReduceOp op) override {
+    check_cuda_tensor(in, device_, "reduce_scatter");
+    check_cuda_tensor(out, device_, "reduce_scatter");
+    check_rows_match(in, out, "reduce_scatter");
+    WEFT_CHECK_EQ(in.dim(0), size_ * out.dim(0)) << "reduce_scatter: in " << in.str() << " needs "
+                                                 << size_ << " x the rows of out " << out.str();
+    return issue("reduce_scatter", static_cast<int64_t>(in.nbytes()), {in, out},
+                 [&](cudaStream_t s) {
+                   WEFT_NCCL_CHECK(ncclReduceScatter(in.raw(), out.raw(), out.numel(),
+                                                     nccl_type(in.dtype()), nccl_op(op), comm_, s));
+                 });
+  }
+
+  WorkPtr all_to_all_async(const Tensor& in, Tensor& out) override {
+    check_cuda_tensor(in, device_, "all_to_all");
+    check_cuda_tensor(out, device_, "all_to_all");
+    check_rows_match(in, out, "all_to_all");
+    WEFT_CHECK(in.dim(0) == out.dim(0) && in.dim(0) % size_ == 0)
+        << "all_to_all: in " << in.str() << " and out " << out.str()
+        << " need the same rows, a multiple of " << size_;
+    const std::vector<int64_t> rows(size_, in.dim(0) / size_);
+    return issue("all_to_all", static_cast<int64_t>(in.nbytes()), {in, out},
+                 [&](cudaStream_t s) { exchange_rows(in, rows, out, rows, s); });
+  }
+
+  WorkPtr all_to_all_v_async(const Tensor& in, const std::vector<int64_t>& send_rows, Tensor& out,
+                             const std::vector<int64_t>& recv_rows) override {
+    check_cuda_tensor(in, device_, "all_to_all_v");
+    check_cuda_tensor(out, device_, "all_to_all_v");
+    check_rows_match(in, out, "all_to_all_v");
+    row_offsets(send_rows, size_, in.dim(0), "all_to_all_v send_rows");
+    row_offsets(recv_rows, size_, out.dim(0), "all_to_all_v recv_rows");
+    int64_t sent = 0;
+    for (int j = 0; j < size_; ++j) {
+      if (j != rank_) sent += send_rows[j] * row_bytes(in);
+    }
+    return issue("all_to_all_v", sent, {in, out},
+                 [&](cudaStream_t s) { exchange_rows(in, send_rows, out, recv_rows, s); });
+  }
+
+  WorkPtr send_async(const Tensor& t, int dst, int /*tag*/) override {
+    check_cuda_tensor(t, device_, "send");
+    check_peer(dst, "send");
+    return issue("send", static_cast<int64_t>(t.nbytes()), {t}, [&](cudaStream_t s) {
+      WEFT_NCCL_CHECK(ncclSend(t.raw(), t.nbytes(), ncclUint8, dst, comm_, s));
+    });
+  }
+
+  WorkPtr recv_async(Tensor& t, int src, int /*tag*/) override {
+    check_cuda_tensor(t, device_, "recv");
+    check_peer(src, "recv");
+    return issue("recv", static_cast<int64_t>(t.nbytes()), {t}, [&](cudaStream_t s) {
+      WEFT_NCCL_CHECK(ncclRecv(t.raw(), t.nbytes(), ncclUint8, src, comm_, s));
+    });
+  }
+
+  WorkPtr broadcast_async(Tensor& t, int root) override {
+    check_cuda_tensor(t, device_, "broadcast");
+    WEFT_CHECK(root >= 0 && root < size_) << "broadcast root " << root << " of " << size_;
+    return issue("broadcast", static_cast<int64_t>(t.nbytes()), {t}, [&](cudaStream_t s) {
+      WEFT_NCCL_CHECK(
+          ncclBroadcast(t.raw(), t.raw(), t.numel(), nccl_type(t.dtype()), root, comm_, s));
+    });
+  }
+
+  // NCCL has no barrier: an all-reduce of one int stands in, and its Work blocks the host.
+  WorkPtr barrier_async() override {
+    return issue(
+        "barrier", 0, {},
+        [&](cudaStream_t s) {
+          WEFT_NCCL_CHECK(ncclAllReduce(barrier_buffer_.raw(), barrier_buffer_.raw(), 1, ncclInt32,
+                                        ncclSum, comm_, s));
+        },
+        /*blocks_host=*/true);
+  }
+
+  [[nodiscard]] std::unique_ptr<Communicator> split(int color, int key, std::string name) override {
+    const std::lock_guard<std::mutex> lock(mutex_);
+    MPI_Comm sub = MPI_COMM_NULL;
+    WEFT_MPI_CHECK(MPI_Comm_split(mpi_comm_, color, key, &sub));
+    return std::make_unique<NcclCommunicator>(sub, device_, std::move(name));
+  }
+
+  [[nodiscard]] std::map<std::string, CallStats> stats() const override {
+    return counters_.snapshot();
+  }
+  void reset_stats() override { counters_.reset(); }
+
+ private:
+  // Issues one call on the comm stream after the compute stream's pending work, counts it, and
+  // returns a Work on its completion. `buffers` stay alive as long as the Work.
+  WorkPtr issue(const char* kind, int64_t bytes, std::vector<Tensor> buffers,
+                const std::function<void(cudaStream_t)>& call, bool blocks_host = false) {
+    const std::lock_guard<std::mutex> lock(mutex_);
+    const DeviceScope scope(device_);
+    WEFT_CUDA_CHECK(cudaEventRecord(inputs_ready_, compute_stream()));
+    WEFT_CUDA_CHECK(cudaStreamWaitEvent(stream_, inputs_ready_, 0));
+    call(stream_);
+    cudaEvent_t finished = nullptr;
+    WEFT_CUDA_CHECK(cudaEventCreateWithFlags(&finished, cudaEventDisableTiming));
+    WEFT_CUDA_CHECK(cudaEventRecord(finished, stream_));
+    counters_.record(kind, bytes, size_);
+    return std::make_shared<NcclWork>(finished, device_, blocks_host, std::move(buffers));
+  }
+
+  // Rows [send offset of j, + send_rows[j]) of `in` go to rank j; recv_rows[i] rows of `out`
+  // come from rank i. This rank's own rows are a device copy; the rest one NCCL group.
+  void exchange_rows(const Tensor& in, const std::vector<int64_t>& send_rows, const Tensor& out,
+                     const std::vector<int64_t>& recv_rows, cudaStream_t s) {
+    const int64_t row = row_bytes(in);
+    const std::vector<int64_t> send_at = row_offsets(send_rows, size_, in.dim(0), "send_rows");
+    const std::vector<int64_t> recv_at = row_offsets(recv_rows, size_, out.dim(0), "recv_rows");
+    WEFT_CHECK_EQ(send_rows[rank_], recv_rows[rank_]) << "rows a rank sends itself";
+    if (send_rows[rank_] > 0) {
+      WEFT_CUDA_CHECK(cudaMemcpyAsync(bytes_at(out, recv_at[rank_] * row),
+                                      bytes_at(in, send_at[rank_] * row), send_rows[rank_] * row,
+                                      cudaMemcpyDeviceToDevice, s));
+    }
+    WEFT_NCCL_CHECK(ncclGroupStart());
+    for (int peer = 0; peer < size_; ++peer) {
+      if (peer == rank_) continue;
+      if (send_rows[peer] > 0) {
+        WEFT_NCCL_CHECK(ncclSend(bytes_at(in, send_at[peer] * row), send_rows[peer] * row,
+                                 ncclUint8, peer, comm_, s));
+      }
+      if (recv_rows[peer] > 0) {
+        WEFT_NCCL_CHECK(ncclRecv(bytes_at(out, recv_at[peer] * row), recv_rows[peer] * row,
+                                 ncclUint8, peer, comm_, s));
+      }
+    }
+    WEFT_NCCL_CHECK(ncclGroupEnd());
+  }
+
+  void check_peer(int peer, const char* op) const {
+    WEFT_CHECK(peer >= 0 && peer < size_ && peer != rank_)
+        << op << " peer " << peer << " from rank " << rank_ << " of " << size_;
+  }
+
+  MPI_Comm mpi_comm_;
+  int device_;
+  std::string name_;
+  int rank_ = 0;
+  int size_ = 1;
+  ncclComm_t comm_ = nullptr;
+  cudaStream_t stream_ = nullptr;
+  cudaEvent_t inputs_ready_ = nullptr;  // re-recorded on the compute stream by every call
+  Tensor barrier_buffer_;               // i32[1] on the device
+  std::mutex mutex_;                    // one call at a time: NCCL calls on a comm must not race
+  TrafficCounters counters_;
+};
+
+}  // namespace
+
+std::unique_ptr<Communicator> make_nccl_communicator(MPI_Comm mpi_comm, int cuda_device,
+                                                     std::string name) {
+  WEFT_CHECK(mpi_comm != MPI_COMM_NULL) << "NCCL communicator " << name << " from MPI_COMM_NULL";
+  MPI_Comm own = MPI_COMM_NULL;
+  WEFT_MPI_CHECK(MPI_Comm_dup(mpi_comm, &own));
+  return std::make_unique<NcclCommunicator>(own, cuda_device, std::move(name));
+}
+
+}  // namespace weft::comm
