@@ -25,7 +25,7 @@ MpiRuntime::MpiRuntime(int* argc, char*** argv) {
       << MPI_THREAD_MULTIPLE << "); use an MPI built with thread support";
   WEFT_MPI_CHECK(MPI_Comm_rank(MPI_COMM_WORLD, &world_rank_));
   WEFT_MPI_CHECK(MPI_Comm_size(MPI_COMM_WORLD, &world_size_));
-  set_log_rank(world_rank_);
+  if (world_size_ > 1) set_log_rank(world_rank_);
 }
 
 MpiRuntime::~MpiRuntime() {

@@ -2,7 +2,9 @@
 // order, so computation on the caller's thread overlaps communication. An operation either runs
 // to completion on the thread (the blocking MPI collectives) or leaves MPI requests in flight
 // (point-to-point: a blocking send would stall the matching receive queued behind it on the
-// peer); the thread polls those between operations. Works are marked done in submission order.
+// peer); the thread polls those between operations. Works are marked done in submission order,
+// as communicator.h promises: a send issued after a recv_async reports done only once that
+// receive has, although both are posted to MPI at once.
 #pragma once
 
 #include <mpi.h>

@@ -39,39 +39,21 @@ const std::vector<FlagSpec>& train_flags() {
   return specs;
 }
 
-// RunConfig from --config (if any) with every flag given on the command line applied over it.
+// Flags that are not RunConfig fields.
+bool is_cli_only(const std::string& flag) {
+  return flag == "config" || flag == "init-random" || flag == "help";
+}
+
+// RunConfig from --config (if any) with every flag given on the command line laid over it (a
+// flag's name is its field's name with dashes).
 absl::StatusOr<io::RunConfig> run_config_from(const Flags& flags) {
   io::RunConfig cfg;
   if (flags.has("config")) {
     WEFT_ASSIGN_OR_RETURN(cfg, io::load_run_config(flags.str("config")));
   }
-  auto set_str = [&](const char* flag, void (io::RunConfig::*setter)(const std::string&)) {
-    if (flags.has(flag)) (cfg.*setter)(flags.str(flag));
-  };
-  auto set_int = [&](const char* flag, auto setter) {
-    if (flags.has(flag)) (cfg.*setter)(flags.integer(flag));
-  };
-  auto set_num = [&](const char* flag, void (io::RunConfig::*setter)(double)) {
-    if (flags.has(flag)) (cfg.*setter)(flags.number(flag));
-  };
-  set_str("model", &io::RunConfig::set_model);
-  set_str("data", &io::RunConfig::set_data);
-  set_str("save", &io::RunConfig::set_save);
-  set_str("load", &io::RunConfig::set_load);
-  set_str("metrics", &io::RunConfig::set_metrics);
-  set_str("comm-report", &io::RunConfig::set_comm_report);
-  set_int("steps", &io::RunConfig::set_steps);
-  set_int("global-batch", &io::RunConfig::set_global_batch);
-  set_int("seq-len", &io::RunConfig::set_seq_len);
-  set_int("save-every", &io::RunConfig::set_save_every);
-  set_int("log-every", &io::RunConfig::set_log_every);
-  set_int("seed", &io::RunConfig::set_seed);
-  set_num("lr", &io::RunConfig::set_lr);
-  set_num("weight-decay", &io::RunConfig::set_weight_decay);
-  set_num("beta1", &io::RunConfig::set_beta1);
-  set_num("beta2", &io::RunConfig::set_beta2);
-  set_num("eps", &io::RunConfig::set_eps);
-  set_num("clip-grad", &io::RunConfig::set_clip_grad);
+  for (const std::string& flag : flags.given()) {
+    if (!is_cli_only(flag)) WEFT_RETURN_IF_ERROR(io::set_run_config_field(cfg, flag, flags.str(flag)));
+  }
   return cfg;
 }
 

@@ -119,6 +119,9 @@ inline AttentionShape attention_shape(const Tensor& q, const Tensor& k, float sc
   const int64_t head_dim = q.dim(3);
   WEFT_CHECK(head_dim >= 1 && head_dim <= kMaxHeadDim)
       << "CUDA attention supports head_dim up to " << kMaxHeadDim << ", got " << q.str();
+  // Grids put batch x heads on their y dimension.
+  WEFT_CHECK(q.dim(0) * q.dim(2) <= 65535)
+      << "CUDA attention supports batch x heads up to 65535, got " << q.str();
   return {q.dim(0), q.dim(1), k.dim(1), q.dim(2), k.dim(2), static_cast<int>(head_dim),
           scale,    causal,   q_offset, k_offset};
 }

@@ -51,12 +51,12 @@ std::ostream& operator<<(std::ostream& os, const AttentionCase& c) {
 }
 
 const AttentionCase kAttentionCases[] = {
-    {2, 37, 37, 4, 2, 64, true, 0, 0},     // GQA, partial tiles
-    {1, 16, 70, 2, 2, 32, false, 0, 0},    // more keys than queries
-    {1, 20, 45, 4, 1, 128, true, 40, 0},   // a later query block against earlier keys
-    {1, 12, 12, 2, 1, 8, true, 0, 6},      // the first six queries see no key
-    {1, 9, 33, 1, 1, 256, true, 20, 0},    // the largest head dim
-    {1, 40, 10, 2, 1, 16, true, 10, 30},   // keys after most queries
+    {2, 37, 37, 4, 2, 64, true, 0, 0},    // GQA, partial tiles
+    {1, 16, 70, 2, 2, 32, false, 0, 0},   // more keys than queries
+    {1, 20, 45, 4, 1, 128, true, 40, 0},  // a later query block against earlier keys
+    {1, 12, 12, 2, 1, 8, true, 0, 6},     // the first six queries see no key
+    {1, 9, 33, 1, 1, 256, true, 20, 0},   // the largest head dim
+    {1, 40, 10, 2, 1, 16, true, 10, 30},  // keys after most queries
 };
 
 using CudaAttention = GpuPrecisionTest;
@@ -156,9 +156,9 @@ std::ostream& operator<<(std::ostream& os, const LinearCase& c) {
 }
 
 const LinearCase kLinearCases[] = {
-    {2, 37, 4, 2, 16, 8, true},     // GQA, a partial last chunk
-    {1, 50, 2, 2, 64, 64, false},   // a chunk longer than the GPU's cap (32)
-    {1, 5, 1, 1, 128, 3, true},     // short sequence, large head dim
+    {2, 37, 4, 2, 16, 8, true},    // GQA, a partial last chunk
+    {1, 50, 2, 2, 64, 64, false},  // a chunk longer than the GPU's cap (32)
+    {1, 5, 1, 1, 128, 3, true},    // short sequence, large head dim
 };
 
 std::vector<float> decays(int64_t heads) {

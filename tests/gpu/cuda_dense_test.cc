@@ -157,8 +157,8 @@ TEST_F(CudaDenseF32, GemmWithEmptyInnerDimensionScalesOrZeroesC) {
 
 TEST_F(CudaDenseF32, AdamWThreeStepsMatchCpu) {
   const Shape shape = {33, 17};
-  const AdamWConfig cfg{.lr = 1e-2f, .beta1 = 0.9f, .beta2 = 0.95f, .eps = 1e-8f,
-                        .weight_decay = 0.1f};
+  const AdamWConfig cfg{
+      .lr = 1e-2f, .beta1 = 0.9f, .beta2 = 0.95f, .eps = 1e-8f, .weight_decay = 0.1f};
   Tensor p = random_in(shape, 23, DType::kF32);
   Tensor m = Tensor::zeros(shape);
   Tensor v = Tensor::zeros(shape);
