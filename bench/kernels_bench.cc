@@ -1,9 +1,11 @@
-// Micro-benchmarks of the CPU kernels at small-model sizes (hidden 512, 8 heads of 64, 4 KV
-// heads, FFN 1408, vocabulary 32000). GEMM-bound kernels report FLOP/s as items/s; memory-bound
-// ones report bytes/s. Run single-threaded to compare with PyTorch at one thread:
+// Micro-benchmarks of the CPU kernels at small-model sizes (hidden 512, 8 heads of 32 or 64,
+// 4 KV heads, FFN 1408, vocabulary 32000, 2048 tokens). GEMM-bound kernels report FLOP/s as
+// items/s; memory-bound ones report bytes/s. Run single-threaded to compare with PyTorch at one
+// thread:
 //   OPENBLAS_NUM_THREADS=1 build/bench/kernels_bench
 #include <benchmark/benchmark.h>
 
+#include <algorithm>
 #include <cmath>
 #include <vector>
 
@@ -14,7 +16,6 @@ namespace {
 
 constexpr int64_t kHeads = 8;
 constexpr int64_t kKvHeads = 4;
-constexpr int64_t kHeadDim = 64;
 
 Tensor uniform(const Shape& shape, float lo = -1.0f, float hi = 1.0f) {
   Tensor t = Tensor::empty(shape);
@@ -41,46 +42,57 @@ BENCHMARK(BM_Gemm)
     ->Args({1024, 8000, 512})
     ->Unit(benchmark::kMillisecond);
 
-// Causal self-attention over [1, T, 8, 64] queries and [1, T, 4, 64] keys/values.
+// Causal self-attention over [B, T, 8, d] queries and [B, T, 4, d] keys/values with
+// B = max(1, 2048 / T): state.range(0) = T, state.range(1) = d.
 struct AttentionInputs {
+  int64_t b, t, d;
   Tensor q, k, v, o, lse, dout, dq, dk, dv;
-  explicit AttentionInputs(int64_t t)
-      : q(uniform({1, t, kHeads, kHeadDim})),
-        k(uniform({1, t, kKvHeads, kHeadDim})),
-        v(uniform({1, t, kKvHeads, kHeadDim})),
-        o(Tensor::empty({1, t, kHeads, kHeadDim})),
-        lse(Tensor::empty({1, kHeads, t})),
-        dout(uniform({1, t, kHeads, kHeadDim})),
+  explicit AttentionInputs(const benchmark::State& state)
+      : b(std::max<int64_t>(1, 2048 / state.range(0))),
+        t(state.range(0)),
+        d(state.range(1)),
+        q(uniform({b, t, kHeads, d})),
+        k(uniform({b, t, kKvHeads, d})),
+        v(uniform({b, t, kKvHeads, d})),
+        o(Tensor::empty(q.shape())),
+        lse(Tensor::empty({b, kHeads, t})),
+        dout(uniform(q.shape())),
         dq(Tensor::zeros(q.shape())),
         dk(Tensor::zeros(k.shape())),
         dv(Tensor::zeros(k.shape())) {}
-  static float scale() { return 1.0f / std::sqrt(static_cast<float>(kHeadDim)); }
+  float scale() const { return 1.0f / std::sqrt(static_cast<float>(d)); }
   // FLOPs of one causal S = QK^T (or P V): half of T x T x d multiply-adds per head.
-  static int64_t half_gemm_flops(int64_t t) { return kHeads * t * t * kHeadDim; }
+  int64_t half_gemm_flops() const { return b * kHeads * t * t * d; }
 };
 
 void BM_AttentionForward(benchmark::State& state) {
-  const int64_t t = state.range(0);
-  AttentionInputs in(t);
+  AttentionInputs in(state);
   for (auto _ : state) {
     attention_forward(in.q, in.k, in.v, in.scale(), true, 0, 0, in.o, in.lse);
   }
-  state.SetItemsProcessed(state.iterations() * 2 * AttentionInputs::half_gemm_flops(t));
+  state.SetItemsProcessed(state.iterations() * 2 * in.half_gemm_flops());
 }
-BENCHMARK(BM_AttentionForward)->Arg(512)->Arg(2048)->Unit(benchmark::kMillisecond);
+BENCHMARK(BM_AttentionForward)
+    ->Args({256, 32})
+    ->Args({512, 64})
+    ->Args({2048, 64})
+    ->Unit(benchmark::kMillisecond);
 
 void BM_AttentionBackward(benchmark::State& state) {
-  const int64_t t = state.range(0);
-  AttentionInputs in(t);
+  AttentionInputs in(state);
   attention_forward(in.q, in.k, in.v, in.scale(), true, 0, 0, in.o, in.lse);
   for (auto _ : state) {
     attention_backward(in.q, in.k, in.v, in.o, in.lse, in.dout, in.scale(), true, 0, 0, in.dq,
                        in.dk, in.dv);
   }
   // Recomputed S, then dP, dQ, dK, dV.
-  state.SetItemsProcessed(state.iterations() * 5 * AttentionInputs::half_gemm_flops(t));
+  state.SetItemsProcessed(state.iterations() * 5 * in.half_gemm_flops());
 }
-BENCHMARK(BM_AttentionBackward)->Arg(512)->Arg(2048)->Unit(benchmark::kMillisecond);
+BENCHMARK(BM_AttentionBackward)
+    ->Args({256, 32})
+    ->Args({512, 64})
+    ->Args({2048, 64})
+    ->Unit(benchmark::kMillisecond);
 
 std::vector<float> decays() {
   std::vector<float> g(kHeads);
@@ -89,29 +101,33 @@ std::vector<float> decays() {
 }
 
 void BM_LinearAttentionForward(benchmark::State& state) {
-  const int64_t t = state.range(0);
-  AttentionInputs in(t);
-  Tensor m = Tensor::empty({1, kHeads, kHeadDim, kHeadDim});
+  AttentionInputs in(state);
+  Tensor m = Tensor::empty({in.b, kHeads, in.d, in.d});
   const std::vector<float> gamma = decays();
   for (auto _ : state) {
     linear_attention_forward(in.q, in.k, in.v, gamma, in.scale(), Tensor(), 64, in.o, m);
   }
-  state.SetItemsProcessed(state.iterations() * t * kHeads);  // token-heads
+  state.SetItemsProcessed(state.iterations() * in.b * in.t * kHeads);  // token-heads
 }
-BENCHMARK(BM_LinearAttentionForward)->Arg(512)->Arg(2048)->Unit(benchmark::kMillisecond);
+BENCHMARK(BM_LinearAttentionForward)
+    ->Args({256, 32})
+    ->Args({2048, 64})
+    ->Unit(benchmark::kMillisecond);
 
 void BM_LinearAttentionBackward(benchmark::State& state) {
-  const int64_t t = state.range(0);
-  AttentionInputs in(t);
-  Tensor ds_in = Tensor::empty({1, kHeads, kHeadDim, kHeadDim});
+  AttentionInputs in(state);
+  Tensor ds_in = Tensor::empty({in.b, kHeads, in.d, in.d});
   const std::vector<float> gamma = decays();
   for (auto _ : state) {
     linear_attention_backward(in.q, in.k, in.v, gamma, in.scale(), Tensor(), in.dout, Tensor(), 64,
                               in.dq, in.dk, in.dv, ds_in);
   }
-  state.SetItemsProcessed(state.iterations() * t * kHeads);  // token-heads
+  state.SetItemsProcessed(state.iterations() * in.b * in.t * kHeads);  // token-heads
 }
-BENCHMARK(BM_LinearAttentionBackward)->Arg(512)->Arg(2048)->Unit(benchmark::kMillisecond);
+BENCHMARK(BM_LinearAttentionBackward)
+    ->Args({256, 32})
+    ->Args({2048, 64})
+    ->Unit(benchmark::kMillisecond);
 
 constexpr int64_t kTokens = 4096;
 constexpr int64_t kHidden = 512;

@@ -50,7 +50,7 @@ class IndexReader {
 
 // Hot loops are compiled for AVX-512 and AVX2+FMA next to the baseline and picked at load time
 // (the build targets plain x86-64).
-#if defined(__x86_64__) && defined(__GNUC__)
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
 #define WEFT_CPU_CLONES \
   __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
 #else
@@ -84,6 +84,8 @@ float dot(const float* a, const float* b, int64_t n);
 float exp_shifted(const float* x, float shift, float scale, int64_t n, float* y);
 // sum_j exp(x[j] - shift) without storing the terms.
 float sum_exp(const float* x, float shift, int64_t n);
+// sum_j x[j]^2 accumulated in double.
+double sum_squares_f64(const float* x, int64_t n);
 
 // In place on row[0, width): softmax over the first n entries, zero after them. Returns the
 // log-sum-exp of the first n entries (-inf when n == 0).

@@ -2,6 +2,7 @@
 #include <algorithm>
 
 #include "kernels/cpu/cpu_ops.h"
+#include "kernels/cpu/cpu_util.h"
 
 namespace weft::kernels::cpu {
 
@@ -31,12 +32,6 @@ void fill_(Tensor& a, float value) {
   std::fill(ap, ap + a.numel(), value);
 }
 
-double sum_squares(const Tensor& a) {
-  const float* ap = a.data<float>();
-  const int64_t n = a.numel();
-  double sum = 0.0;
-  for (int64_t i = 0; i < n; ++i) sum += static_cast<double>(ap[i]) * ap[i];
-  return sum;
-}
+double sum_squares(const Tensor& a) { return sum_squares_f64(a.data<float>(), a.numel()); }
 
 }  // namespace weft::kernels::cpu

@@ -65,4 +65,16 @@ WEFT_CPU_CLONES float sum_exp(const float* x, float shift, int64_t n) {
   return total(acc, tail);
 }
 
+WEFT_CPU_CLONES double sum_squares_f64(const float* x, int64_t n) {
+  double acc[kLanes] = {};
+  int64_t j = 0;
+  for (; j + kLanes <= n; j += kLanes) {
+    for (int64_t l = 0; l < kLanes; ++l) acc[l] += static_cast<double>(x[j + l]) * x[j + l];
+  }
+  double sum = 0.0;
+  for (; j < n; ++j) sum += static_cast<double>(x[j]) * x[j];
+  for (int64_t l = 0; l < kLanes; ++l) sum += acc[l];
+  return sum;
+}
+
 }  // namespace weft::kernels::cpu

@@ -65,8 +65,8 @@ __global__ void __launch_bounds__(kWarps* kWarp)
       m[r] = m_new;
     }
   }
-#pragma unroll
 
+#pragma unroll
   for (int r = 0; r < kRowsPerWarp; ++r) {
     const int64_t i = q0 + warp * kRowsPerWarp + r;
     if (i >= s.tq) break;

@@ -91,8 +91,8 @@ __global__ void __launch_bounds__(kWarps* kWarp)
       accumulate_tile(acc[r], pg.ds, k_tile, stride, d);
     }
   }
-#pragma unroll
 
+#pragma unroll
   for (int r = 0; r < kRowsPerWarp; ++r) {
     const int64_t i = q0 + warp * kRowsPerWarp + r;
     if (i >= s.tq) break;
@@ -150,8 +150,8 @@ __global__ void __launch_bounds__(kWarps* kWarp)
       }
     }
   }
-#pragma unroll
 
+#pragma unroll
   for (int r = 0; r < kRowsPerWarp; ++r) {
     const int64_t j = j0 + warp * kRowsPerWarp + r;
     if (j >= s.tk) break;

@@ -1,4 +1,5 @@
-// Building blocks of the flash-attention-style kernels (attention.cu, attention_backward.cu).
+// Building blocks of the flash-attention-style kernels (attention.cu, attention_backward.cu);
+// linear_attention.cu shares the staging and dot helpers.
 //
 // Work split: a block owns kBlockRows "own" rows of one head (query rows in the forward and in
 // dQ, key rows in dK/dV); each of its kWarps warps owns kRowsPerWarp of them. The block walks

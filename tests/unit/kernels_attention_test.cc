@@ -253,6 +253,7 @@ TEST(Attention, MergeWithEmptyBlockKeepsRunningResult) {
 }
 
 TEST(AttentionDeathTest, RejectsHeadsNotDivisibleByKvHeads) {
+  GTEST_FLAG_SET(death_test_style, "threadsafe");  // OpenBLAS has started threads
   const Tensor q = Tensor::zeros({1, 2, 3, 4});
   const Tensor k = Tensor::zeros({1, 2, 2, 4});
   Tensor o = Tensor::zeros({1, 2, 3, 4});

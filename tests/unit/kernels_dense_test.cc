@@ -135,6 +135,7 @@ TEST(Elementwise, AddScaleFillAndSumSquares) {
 }
 
 TEST(KernelChecksDeathTest, NameTheMismatchedShapes) {
+  GTEST_FLAG_SET(death_test_style, "threadsafe");  // OpenBLAS has started threads
   const Tensor a = Tensor::zeros({2, 3});
   const Tensor b = Tensor::zeros({4, 5});
   Tensor c = Tensor::zeros({2, 5});
