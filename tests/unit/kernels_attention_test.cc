@@ -6,11 +6,13 @@
 #include <vector>
 
 #include "kernels/ops.h"
+#include "tests/support/numeric_grad.h"
 #include "tests/support/test_util.h"
 
 namespace weft::kernels {
 namespace {
 
+using testing::numeric_grad;
 using testing::random_tensor;
 
 struct Case {
@@ -72,29 +74,6 @@ std::vector<double> reference(const Case& c, const std::vector<double>& q,
     }
   }
   return o;
-}
-
-double dot(const std::vector<double>& a, const std::vector<double>& b) {
-  double s = 0;
-  for (size_t i = 0; i < a.size(); ++i) s += a[i] * b[i];
-  return s;
-}
-
-// d/dx of sum(f(x) * w) by central differences in double.
-template <typename F>
-std::vector<double> numeric_grad(F f, std::vector<double> x, const std::vector<double>& w) {
-  constexpr double kStep = 1e-6;
-  std::vector<double> g(x.size());
-  for (size_t i = 0; i < x.size(); ++i) {
-    const double saved = x[i];
-    x[i] = saved + kStep;
-    const double plus = dot(f(x), w);
-    x[i] = saved - kStep;
-    const double minus = dot(f(x), w);
-    x[i] = saved;
-    g[i] = (plus - minus) / (2 * kStep);
-  }
-  return g;
 }
 
 // [B, T, ...] -> [B, end-begin, ...]: positions [begin, end) of dim 1.
