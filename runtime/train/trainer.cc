@@ -8,6 +8,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "parallel/grad_sync.h"
+#include "runtime/core/allocator.h"
 #include "runtime/core/logging.h"
 #include "runtime/core/status.h"
 #include "runtime/io/model_config.h"
@@ -133,6 +134,7 @@ absl::Status Trainer::restore(const LoadedCheckpoint& checkpoint) {
 
 StepMetrics Trainer::train_step(int64_t step) {
   const auto start = std::chrono::steady_clock::now();
+  reset_peak_memory(Device::cpu());
   const std::vector<models::Param*>& params = model_->parameters();
   const Range mine = split_evenly(options_.global_batch, dp_.size(), dp_.rank());
   const int64_t first = (step - 1) * options_.global_batch;
@@ -161,6 +163,7 @@ StepMetrics Trainer::train_step(int64_t step) {
   optimizer_->step(step);
   m.step_time_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
   m.tokens_per_s = static_cast<double>(options_.global_batch * options_.seq_len) / m.step_time_s;
+  m.peak_bytes = memory_stats(Device::cpu()).peak_bytes;
   return m;
 }
 
@@ -199,8 +202,8 @@ absl::Status Trainer::append_metrics(const StepMetrics& m) {
   }
   out << absl::StrFormat(
       "{\"step\": %d, \"loss\": %.9g, \"grad_norm\": %.9g, \"lr\": %.9g, \"step_time_s\": %.6f, "
-      "\"tokens_per_s\": %.3f}\n",
-      m.step, m.loss, m.grad_norm, m.lr, m.step_time_s, m.tokens_per_s);
+      "\"tokens_per_s\": %.3f, \"peak_bytes\": %d}\n",
+      m.step, m.loss, m.grad_norm, m.lr, m.step_time_s, m.tokens_per_s, m.peak_bytes);
   return out ? absl::OkStatus()
              : absl::InternalError(absl::StrCat("write to '", options_.metrics_path, "' failed"));
 }

@@ -48,6 +48,7 @@ struct StepMetrics {
   double lr = 0;
   double step_time_s = 0;
   double tokens_per_s = 0;
+  int64_t peak_bytes = 0;  // highest live tensor bytes on this rank during the step
 };
 
 class Trainer {
