@@ -134,7 +134,10 @@ __device__ inline GridRange warp_stride(int64_t n) {
 }
 
 struct SumOp {
-  __device__ float operator()(float a, float b) const { return a + b; }
+  template <typename T>
+  __device__ T operator()(T a, T b) const {
+    return a + b;
+  }
   static constexpr float kIdentity = 0.0f;
 };
 struct MaxOp {
@@ -142,8 +145,8 @@ struct MaxOp {
   static constexpr float kIdentity = -INFINITY;
 };
 
-template <typename Op>
-__device__ inline float warp_reduce(float v, Op op) {
+template <typename T, typename Op>
+__device__ inline T warp_reduce(T v, Op op) {
   for (int offset = kWarp / 2; offset > 0; offset /= 2) {
     v = op(v, __shfl_xor_sync(kFullMask, v, offset));
   }

@@ -56,9 +56,7 @@ __global__ void sum_squares_kernel(FloatRef a, int64_t n, double* result) {
     const double v = a.load(i);
     acc += v * v;
   }
-  for (int offset = kWarp / 2; offset > 0; offset /= 2) {
-    acc += __shfl_xor_sync(kFullMask, acc, offset);
-  }
+  acc = warp_reduce(acc, SumOp());
   if (threadIdx.x % kWarp == 0) atomicAdd(result, acc);
 }
 
