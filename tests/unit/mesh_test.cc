@@ -110,9 +110,9 @@ namespace weft::parallel {
 namespace {
 
 std::vector<std::pair<int, int>> ranges(int layers, int pp, int v, int rank) {
+  const std::vector<LayerRange> chunks = stage_layers(layers, pp, v, rank).value();
   std::vector<std::pair<int, int>> out;
-  for (const LayerRange& r : stage_layers(layers, pp, v, rank).value())
-    out.push_back({r.first, r.last});
+  for (const LayerRange& r : chunks) out.push_back({r.first, r.last});
   return out;
 }
 
