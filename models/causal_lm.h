@@ -7,12 +7,14 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <string>
 #include <vector>
 
 #include "absl/status/statusor.h"
 #include "models/param.h"
+#include "parallel/mesh.h"
 #include "runtime/core/tensor.h"
 #include "runtime/io/model_config.h"
 
@@ -37,16 +39,33 @@ class InferenceState {
   [[nodiscard]] virtual int64_t length() const = 0;  // tokens already consumed
 };
 
+// How a model is split over a Mesh (null mesh = one rank holds everything).
+struct ParallelOptions {
+  const parallel::Mesh* mesh = nullptr;
+  bool sequence_parallel = false;  // Megatron SP over the tp group
+  int pp_virtual = 1;              // interleaved pipeline chunks per pp rank
+};
+
+// What one (micro-batch, pipeline chunk) keeps between forward_chunk and backward_chunk.
+class ChunkState {
+ public:
+  virtual ~ChunkState() = default;
+};
+
 class CausalLM {
  public:
   virtual ~CausalLM() = default;
 
   // Loads config.json and the weights (single or sharded safetensors; bf16/f16/f32 converted
   // to f32). Errors name the problem: missing tensor, shape that disagrees with config.json.
-  static absl::StatusOr<std::unique_ptr<CausalLM>> from_pretrained(const std::string& model_dir);
-  // Random initialisation (normal, std 0.02; norm weights 1), reproducible from `seed`.
-  static absl::StatusOr<std::unique_ptr<CausalLM>> from_config(const io::ModelConfig& config,
-                                                               uint64_t seed);
+  // Under a mesh each rank loads only its shard; errors name a degree that does not divide the
+  // model ("--tp 3 does not divide num_attention_heads 8").
+  static absl::StatusOr<std::unique_ptr<CausalLM>> from_pretrained(
+      const std::string& model_dir, const ParallelOptions& parallel = {});
+  // Random initialisation (normal, std 0.02; norm weights 1), reproducible from `seed`; the
+  // same global weights whatever the mesh.
+  static absl::StatusOr<std::unique_ptr<CausalLM>> from_config(
+      const io::ModelConfig& config, uint64_t seed, const ParallelOptions& parallel = {});
 
   [[nodiscard]] virtual const io::ModelConfig& config() const = 0;
   // Every parameter once, in a fixed order (embedding, layers in order, final norm, head).
@@ -61,6 +80,36 @@ class CausalLM {
   // into every Param::grad.
   virtual void backward(float loss_scale) = 0;
   virtual void zero_grad() = 0;
+
+  // ---- pipeline chunks (parallel/pipeline_layout.h) ---------------------------------------
+  // This rank holds chunks 0..num_chunks()-1; chunk c is virtual stage c*pp + pp_rank. Without
+  // a pipeline there is one chunk: the whole model. forward()/backward() above are one chunk,
+  // one micro-batch.
+  [[nodiscard]] virtual int num_chunks() const = 0;
+  [[nodiscard]] virtual bool is_first_stage(int chunk) const = 0;  // holds the embedding
+  [[nodiscard]] virtual bool is_last_stage(int chunk) const = 0;   // holds the head and loss
+  [[nodiscard]] virtual std::unique_ptr<ChunkState> new_chunk_state() = 0;
+  // tokens [b, T] of the micro-batch (every stage gets them; the last needs the targets).
+  // input: the previous virtual stage's output (undefined on the first stage). Returns the
+  // activation for the next virtual stage ([b, T, hidden], or [b, T/tp, hidden] under sequence
+  // parallelism), or on the last stage an undefined tensor, with *loss_sum = the micro-batch's
+  // summed next-token loss.
+  virtual Tensor forward_chunk(int chunk, const Tensor& tokens, const Tensor& input,
+                               ChunkState& state, double* loss_sum) = 0;
+  // dout: gradient of the chunk's output (undefined on the last stage, where backward starts
+  // from loss_sum * loss_scale). Returns the gradient of its input (undefined on the first
+  // stage). ADDS into parameter grads. `last_microbatch`: no later backward of this chunk in
+  // this step, so its parameters' grads become final (see set_grad_ready_hook).
+  virtual Tensor backward_chunk(int chunk, ChunkState& state, const Tensor& dout,
+                                float loss_scale, bool last_microbatch) = 0;
+  // Reductions the model owes after the step's last backward: norm grads over tp under sequence
+  // parallelism, replicated KV-head grads, tied embedding grads between the first and last
+  // pipeline stage. Collective over the model-parallel groups.
+  virtual void finish_grads() = 0;
+  // Called once per parameter per step when its grad is final on this rank (after the last
+  // micro-batch's backward of its chunk, or after finish_grads for the parameters that
+  // reduces): data-parallel reduction hooks in here to overlap with the rest of the backward.
+  virtual void set_grad_ready_hook(std::function<void(Param&)> hook) = 0;
 
   // Incremental decoding: consumes tokens [B, t] after the state's current length and returns
   // their logits [B, t, V]. Equals the matching rows of a full forward.

@@ -14,6 +14,9 @@ struct ShardSpec {
   int split_dim = -1;       // dimension split across `group`, or -1 when replicated
   std::string group;        // mesh group the split runs over ("tp", "ep", ...), empty if none
   int64_t offset = 0;       // start of this shard along split_dim
+  // Several ranks of `group` may hold the same slice (KV heads replicated when tp exceeds
+  // them): replica numbers them 0, 1, ...; their gradients are summed, replica 0 is saved.
+  int replica = 0;
 };
 
 struct Param {
