@@ -1,7 +1,8 @@
-// weft ckpt inspect|verify|export --from CKPT [--to DIR]
-//   inspect  what a checkpoint holds: step, data position, mesh, tensors and their chunks
+// weft ckpt inspect|verify|export|reshard --from CKPT [--to DIR] [--to-mesh tp=2,pp=1,dp=2]
+//   inspect  what a checkpoint holds: step, data position, mesh, files, tensors and their chunks
 //   verify   file sizes and SHA-256 checksums, and that every tensor is fully covered
 //   export   a Hugging Face model directory (config.json + safetensors) of the weights
+//   reshard  an offline rewrite into DIR/step-N whose shard files follow another mesh
 // CKPT may be a checkpoint directory or a parent holding several: the newest complete one is
 // used. Runs on rank 0.
 #include <cstdio>
@@ -16,29 +17,43 @@
 #include "runtime/io/file_util.h"
 #include "runtime/io/safetensors.h"
 #include "runtime/train/checkpoint.h"
+#include "runtime/train/checkpoint_chunks.h"
+#include "runtime/train/checkpoint_reshard.h"
 
 namespace weft::cli {
 namespace {
 
+std::string shape_of(const google::protobuf::RepeatedField<int64_t>& dims) {
+  return shape_str({dims.begin(), dims.end()});
+}
+
 absl::Status inspect(const std::string& from) {
-  WEFT_ASSIGN_OR_RETURN(train::LoadedCheckpoint ckpt, train::load_checkpoint(from));
-  const io::CheckpointManifest& m = ckpt.manifest;
+  WEFT_ASSIGN_OR_RETURN(std::unique_ptr<train::CheckpointReader> reader,
+                        train::CheckpointReader::open(from));
+  const io::CheckpointManifest& m = reader->manifest();
   const io::MeshRecord& mesh = m.mesh();
   std::printf("checkpoint %s\n  step %lld, data position %lld sequences, format %d\n",
-              ckpt.path.c_str(), static_cast<long long>(m.step()),
+              reader->path().c_str(), static_cast<long long>(m.step()),
               static_cast<long long>(m.data_position()), m.format_version());
   std::printf("  saved on mesh dp=%d pp=%d tp=%d sp=%d ep=%d etp=%d\n", mesh.dp(), mesh.pp(),
               mesh.tp(), mesh.sp(), mesh.ep(), mesh.etp());
   for (const io::ShardFile& f : m.files()) {
-    std::printf("  file %s  %llu bytes  sha256 %s\n", f.file().c_str(),
+    std::printf("  file %s (rank %d)  %llu bytes  sha256 %s\n", f.file().c_str(), f.rank(),
                 static_cast<unsigned long long>(f.bytes()), f.sha256().c_str());
   }
   int64_t weights = 0;
   for (const io::TensorEntry& e : m.tensors()) {
-    if (!train::is_optimizer_state(e.name())) weights += shape_numel({e.global_shape().begin(), e.global_shape().end()});
-    std::printf("  %-60s %s %s  %d chunk%s\n", e.name().c_str(), e.dtype().c_str(),
-                shape_str({e.global_shape().begin(), e.global_shape().end()}).c_str(),
-                e.chunks_size(), e.chunks_size() == 1 ? "" : "s");
+    const std::string split = e.group().empty()
+                                  ? "replicated"
+                                  : absl::StrCat("split dim ", e.split_dim(), " over ", e.group());
+    if (!train::is_optimizer_state(e.name())) weights += train::box_volume(train::whole_box(e));
+    std::printf("  %-60s %s %s  %s, %d chunk%s\n", e.name().c_str(), e.dtype().c_str(),
+                shape_of(e.global_shape()).c_str(), split.c_str(), e.chunks_size(),
+                e.chunks_size() == 1 ? "" : "s");
+    for (const io::TensorChunk& c : e.chunks()) {
+      std::printf("      %s  offsets [%s] lengths [%s]\n", c.file().c_str(),
+                  absl::StrJoin(c.offsets(), ",").c_str(), absl::StrJoin(c.lengths(), ",").c_str());
+    }
   }
   std::printf("  %d tensors, %lld model parameters\n", m.tensors_size(),
               static_cast<long long>(weights));
@@ -79,25 +94,40 @@ absl::Status export_hf(const std::string& from, const std::string& to, const std
   return absl::OkStatus();
 }
 
+absl::Status reshard(const std::string& from, const std::string& to, const std::string& mesh) {
+  if (to.empty() || mesh.empty()) return invalid_argument("reshard needs --to DIR and --to-mesh");
+  WEFT_ASSIGN_OR_RETURN(parallel::ParallelDims dims, train::parse_mesh_spec(mesh));
+  WEFT_ASSIGN_OR_RETURN(std::string written, train::reshard_checkpoint(from, to, dims));
+  std::printf("resharded %s to %s (mesh %s, %d ranks)\n", from.c_str(), written.c_str(),
+              mesh.c_str(), dims.world_size());
+  return absl::OkStatus();
+}
+
 }  // namespace
 
 absl::Status run_ckpt(Session& session, const Args& args) {
   const std::string action = args.empty() ? "" : args[0];
-  if (action != "inspect" && action != "verify" && action != "export") {
+  if (action != "inspect" && action != "verify" && action != "export" && action != "reshard") {
     return session.agree(invalid_argument(
-        "ckpt needs an action: inspect, verify or export (weft ckpt ACTION --from CKPT)"));
+        "ckpt needs an action: inspect, verify, export or reshard (weft ckpt ACTION --from CKPT)"));
   }
   WEFT_ASSIGN_OR_RETURN(
       Flags flags,
-      parse_flags(session, "ckpt " + action, "checkpoint tools", Args(args.begin() + 1, args.end()),
-                  {{"from", FlagKind::kString, "checkpoint directory (or its parent)", true},
-                   {"to", FlagKind::kString, "export: the Hugging Face model directory to write"},
-                   {"dtype", FlagKind::kString, "export: f32 (default), bf16 or f16"}}));
+      parse_flags(
+          session, "ckpt " + action, "checkpoint tools", Args(args.begin() + 1, args.end()),
+          {{"from", FlagKind::kString, "checkpoint directory (or its parent)", true},
+           {"to", FlagKind::kString,
+            "export: the Hugging Face model directory; reshard: the new checkpoint's parent"},
+           {"to-mesh", FlagKind::kString, "reshard: the target mesh, e.g. tp=2,pp=1,dp=2"},
+           {"dtype", FlagKind::kString, "export: f32 (default), bf16 or f16"}}));
   absl::Status status;
   if (session.is_root()) {
     if (action == "inspect") status = inspect(flags.str("from"));
     if (action == "verify") status = verify(flags.str("from"));
-    if (action == "export") status = export_hf(flags.str("from"), flags.str("to"), flags.str("dtype"));
+    if (action == "export")
+      status = export_hf(flags.str("from"), flags.str("to"), flags.str("dtype"));
+    if (action == "reshard")
+      status = reshard(flags.str("from"), flags.str("to"), flags.str("to-mesh"));
   }
   return session.agree(status);
 }

@@ -35,6 +35,12 @@ const std::vector<FlagSpec>& train_flags() {
       {"log-every", FlagKind::kInt, "print a progress line every N steps (default 1)"},
       {"seed", FlagKind::kInt, "seed for --init-random (default 0)"},
       {"comm-report", FlagKind::kString, "write per-rank traffic counters (JSON)"},
+      {"tp", FlagKind::kInt, "tensor-parallel degree (default 1)"},
+      {"pp", FlagKind::kInt, "pipeline stages (default 1)"},
+      {"pp-virtual", FlagKind::kInt, "interleaved chunks per pipeline rank (default 1)"},
+      {"micro-batch", FlagKind::kInt, "sequences per micro-batch (default: all of a rank's)"},
+      {"sequence-parallel", FlagKind::kBool, "Megatron sequence parallelism over the tp group"},
+      {"zero", FlagKind::kInt, "1: shard the AdamW state over data-parallel ranks (ZeRO-1)"},
   };
   return specs;
 }
@@ -83,6 +89,20 @@ absl::StatusOr<train::TrainOptions> options_from(const io::RunConfig& cfg, bool 
   o.metrics_path = cfg.metrics();
   o.log_every = cfg.has_log_every() ? cfg.log_every() : 1;
   o.seed = cfg.seed();
+  const io::ParallelConfig& par = cfg.parallel();
+  o.tp = par.tp() > 0 ? par.tp() : 1;
+  o.pp = par.pp() > 0 ? par.pp() : 1;
+  o.pp_virtual = par.pp_virtual() > 0 ? par.pp_virtual() : 1;
+  o.micro_batch = par.micro_batch();
+  o.sequence_parallel = par.sequence_parallel();
+  if (par.zero() != 0 && par.zero() != 1) {
+    return invalid_argument("--zero ", par.zero(), " is not supported (0 or 1)");
+  }
+  o.zero1 = par.zero() == 1;
+  if (par.sp() > 1 || par.ep() > 1 || par.etp() > 1) {
+    return invalid_argument("--sp, --ep and --etp above 1 are not available yet (sequence and "
+                            "expert parallelism); use --tp, --pp and data parallelism");
+  }
   if (o.model_dir.empty() && o.load_dir.empty()) {
     return invalid_argument("missing required flag --model (or --load)");
   }
@@ -100,14 +120,13 @@ absl::Status run_train(Session& session, const Args& args) {
   absl::StatusOr<train::TrainOptions> options = options_from(*cfg, flags.boolean("init-random"));
   WEFT_RETURN_IF_ERROR(session.agree(options.status()));
 
-  std::unique_ptr<comm::Communicator> dp = session.world().split(0, session.rank(), "dp");
   auto agree = [&](absl::Status s) { return session.agree(std::move(s)); };
   WEFT_ASSIGN_OR_RETURN(std::unique_ptr<train::Trainer> trainer,
-                        train::Trainer::create(*options, *dp, agree));
+                        train::Trainer::create(*options, session.world(), agree));
   WEFT_RETURN_IF_ERROR(trainer->run());
   if (!cfg->comm_report().empty()) {
-    WEFT_RETURN_IF_ERROR(
-        session.agree(comm::write_comm_report(session.world(), {dp.get()}, cfg->comm_report())));
+    WEFT_RETURN_IF_ERROR(session.agree(comm::write_comm_report(
+        session.world(), trainer->mesh().all_groups(), cfg->comm_report())));
   }
   return absl::OkStatus();
 }

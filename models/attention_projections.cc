@@ -14,17 +14,23 @@ std::string proj_name(int64_t layer, const char* proj) {
 
 }  // namespace
 
-AttentionProjections::AttentionProjections(const io::ModelConfig& config, int64_t layer)
-    : heads_(config.num_attention_heads),
-      kv_heads_(config.num_key_value_heads),
+AttentionProjections::AttentionProjections(const io::ModelConfig& config, int64_t layer,
+                                           const TpContext& tp)
+    : heads_(config.num_attention_heads / tp.size),
+      kv_heads_(config.num_key_value_heads / tp.kv(config.num_key_value_heads).parts),
       head_dim_(config.head_dim),
-      q_proj_(proj_name(layer, "q_proj"), config.hidden_size, heads_ * head_dim_,
-              config.attention_bias),
-      k_proj_(proj_name(layer, "k_proj"), config.hidden_size, kv_heads_ * head_dim_,
-              config.attention_bias),
-      v_proj_(proj_name(layer, "v_proj"), config.hidden_size, kv_heads_ * head_dim_,
-              config.attention_bias),
-      o_proj_(proj_name(layer, "o_proj"), heads_ * head_dim_, config.hidden_size, false) {}
+      first_head_(tp.rank * heads_),
+      q_proj_(proj_name(layer, "q_proj"), config.hidden_size,
+              config.num_attention_heads * head_dim_, config.attention_bias, LinearSplit::kColumn,
+              tp.even()),
+      k_proj_(proj_name(layer, "k_proj"), config.hidden_size,
+              config.num_key_value_heads * head_dim_, config.attention_bias, LinearSplit::kColumn,
+              tp.kv(config.num_key_value_heads)),
+      v_proj_(proj_name(layer, "v_proj"), config.hidden_size,
+              config.num_key_value_heads * head_dim_, config.attention_bias, LinearSplit::kColumn,
+              tp.kv(config.num_key_value_heads)),
+      o_proj_(proj_name(layer, "o_proj"), config.num_attention_heads * head_dim_,
+              config.hidden_size, false, LinearSplit::kRow, tp.even()) {}
 
 QkvHeads AttentionProjections::project_qkv(const TokenBatch& batch, const Tensor& x) const {
   const int64_t b = batch.batch, t = batch.len, d = head_dim_;

@@ -1,6 +1,9 @@
 // The q/k/v/o projections shared by softmax and linear attention, and the head geometry:
 // H query heads, Hkv key/value heads (GQA: H % Hkv == 0), head_dim d (may differ from D / H).
 // Kept apart from the attention core so that parallel variants can swap the core alone.
+// Under tensor parallelism q/k/v are column-parallel by heads (H/tp query heads from head
+// first_head(); Hkv/tp KV heads, or one replicated KV head when tp > Hkv) and o is row-parallel:
+// project_out returns partial sums that the caller's tp region reduces.
 #pragma once
 
 #include <cstdint>
@@ -8,6 +11,7 @@
 
 #include "models/linear.h"
 #include "models/token_batch.h"
+#include "models/tp_context.h"
 #include "runtime/io/model_config.h"
 
 namespace weft::models {
@@ -22,7 +26,7 @@ class AttentionProjections {
   // HF names "model.layers.{layer}.self_attn.{q,k,v,o}_proj". q/k/v carry a bias when
   // config.attention_bias (Qwen2); o_proj never does (the config parser refuses Llama's
   // attention_bias, which would add one).
-  AttentionProjections(const io::ModelConfig& config, int64_t layer);
+  AttentionProjections(const io::ModelConfig& config, int64_t layer, const TpContext& tp);
 
   // x [N, D] -> q, k, v heads.
   [[nodiscard]] QkvHeads project_qkv(const TokenBatch& batch, const Tensor& x) const;
@@ -38,7 +42,9 @@ class AttentionProjections {
   [[nodiscard]] QkvHeads zero_grads(const TokenBatch& batch) const;
 
   void collect_params(std::vector<Param*>& out);
+  // This rank's heads (local counts) and the global index of its first query head.
   [[nodiscard]] int64_t heads() const { return heads_; }
+  [[nodiscard]] int64_t first_head() const { return first_head_; }
   [[nodiscard]] int64_t kv_heads() const { return kv_heads_; }
   [[nodiscard]] int64_t head_dim() const { return head_dim_; }
 
@@ -46,10 +52,11 @@ class AttentionProjections {
   int64_t heads_;
   int64_t kv_heads_;
   int64_t head_dim_;
-  Linear q_proj_;  // [H*d, D]
-  Linear k_proj_;  // [Hkv*d, D]
-  Linear v_proj_;  // [Hkv*d, D]
-  Linear o_proj_;  // [D, H*d]
+  int64_t first_head_;
+  Linear q_proj_;  // [H*d, D] local
+  Linear k_proj_;  // [Hkv*d, D] local
+  Linear v_proj_;  // [Hkv*d, D] local
+  Linear o_proj_;  // [D, H*d] local
 };
 
 }  // namespace weft::models

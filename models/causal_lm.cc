@@ -1,8 +1,10 @@
-// The CausalLM factories: a model from a Hugging Face directory, or randomly initialised.
+// The CausalLM factories: a model from a Hugging Face directory, or randomly initialised, laid
+// over the mesh of ParallelOptions.
 #include "models/causal_lm.h"
 
 #include <utility>
 
+#include "models/model_layout.h"
 #include "models/param_init.h"
 #include "models/transformer.h"
 #include "runtime/core/status.h"
@@ -12,8 +14,9 @@ namespace weft::models {
 
 namespace {
 
-// Replaces every parameter's value with its tensor from `weights` (converted to f32), after
-// checking that it is there and has the shape config.json implies.
+// Replaces every parameter's value with its shard of the tensor in `weights` (converted to f32),
+// after checking that it is there and has the shape config.json implies. Only the shard is
+// copied out of the (memory-mapped) file.
 absl::Status load_parameters(const io::WeightSource& weights, const std::vector<Param*>& params) {
   for (Param* p : params) {
     if (!weights.contains(p->name)) {
@@ -27,27 +30,36 @@ absl::Status load_parameters(const io::WeightSource& weights, const std::vector<
                               weights.dir(), " but config.json implies ",
                               shape_str(p->spec.global_shape));
     }
-    WEFT_ASSIGN_OR_RETURN(p->value, weights.get_f32(p->name));
+    if (!is_floating(info.dtype)) {
+      return invalid_argument("tensor ", p->name, " in ", weights.dir(), " is ",
+                              std::string(dtype_name(info.dtype)), ", expected F32, BF16 or F16");
+    }
+    WEFT_ASSIGN_OR_RETURN(const Tensor whole, weights.get(p->name));  // zero-copy view
+    p->value = take_shard(whole, p->spec, p->value.shape());
   }
   return absl::OkStatus();
 }
 
 }  // namespace
 
-absl::StatusOr<std::unique_ptr<CausalLM>> CausalLM::from_pretrained(const std::string& model_dir) {
+absl::StatusOr<std::unique_ptr<CausalLM>> CausalLM::from_pretrained(
+    const std::string& model_dir, const ParallelOptions& parallel) {
   WEFT_ASSIGN_OR_RETURN(io::ModelConfig config, io::load_model_config(model_dir));
+  WEFT_ASSIGN_OR_RETURN(ModelLayout layout, plan_layout(config, parallel));
   WEFT_ASSIGN_OR_RETURN(const io::WeightSource weights, io::WeightSource::open(model_dir));
-  auto model = std::make_unique<Transformer>(std::move(config));
+  auto model = std::make_unique<Transformer>(std::move(config), std::move(layout));
   WEFT_RETURN_IF_ERROR(load_parameters(weights, model->parameters()));
   return model;
 }
 
 absl::StatusOr<std::unique_ptr<CausalLM>> CausalLM::from_config(const io::ModelConfig& config,
-                                                                uint64_t seed) {
+                                                                uint64_t seed,
+                                                                const ParallelOptions& parallel) {
   // Round-trip through config.json: the same validation and defaults as a model directory.
   WEFT_ASSIGN_OR_RETURN(io::ModelConfig checked,
                         io::parse_model_config(io::model_config_to_json(config)));
-  auto model = std::make_unique<Transformer>(std::move(checked));
+  WEFT_ASSIGN_OR_RETURN(ModelLayout layout, plan_layout(checked, parallel));
+  auto model = std::make_unique<Transformer>(std::move(checked), std::move(layout));
   init_parameters(model->parameters(), seed);
   return model;
 }

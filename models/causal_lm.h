@@ -26,9 +26,12 @@ struct ForwardOptions {
 };
 
 struct ForwardResult {
-  Tensor logits;           // [B, T, V] f32 when keep_logits, else undefined
-  double loss_sum = 0;     // sum of next-token cross-entropy over predicted positions
-  int64_t predicted = 0;   // number of predicted positions: B * (T - 1)
+  // [B, T, V] f32 when keep_logits, else undefined. Under tensor parallelism this rank's
+  // vocabulary block [B, T, V/tp] (columns from tp_rank * V/tp; parallel::gather_shards over
+  // the tp group along dim 2 gives the whole logits).
+  Tensor logits;
+  double loss_sum = 0;    // sum of next-token cross-entropy over predicted positions
+  int64_t predicted = 0;  // number of predicted positions: B * (T - 1)
 };
 
 // Per-request decoding state: the KV cache of softmax-attention layers and the carried state
@@ -73,11 +76,16 @@ class CausalLM {
 
   // Ids in [0, vocab_size): an error naming the first bad id and its position otherwise.
   [[nodiscard]] virtual absl::Status check_tokens(const Tensor& tokens) const = 0;
+  // check_tokens, plus what the mesh needs of the batch's shape: under sequence parallelism the
+  // length T divisible by tp ("sequence length 10 is not divisible by --tp 4 ..."). forward()
+  // and forward_chunk() CHECK it: call this first on user input.
+  [[nodiscard]] virtual absl::Status check_batch(const Tensor& tokens) const = 0;
 
   // tokens [B, T] (i64). Position t predicts tokens[:, t+1]; the last position predicts nothing.
   virtual ForwardResult forward(const Tensor& tokens, const ForwardOptions& options) = 0;
   // Back-propagates loss_sum * loss_scale from the last forward(for_backward = true) and ADDS
-  // into every Param::grad.
+  // into every Param::grad. Under a mesh, finish_grads() completes the grads after the step's
+  // last backward (a no-op on one rank).
   virtual void backward(float loss_scale) = 0;
   virtual void zero_grad() = 0;
 
@@ -92,16 +100,17 @@ class CausalLM {
   // tokens [b, T] of the micro-batch (every stage gets them; the last needs the targets).
   // input: the previous virtual stage's output (undefined on the first stage). Returns the
   // activation for the next virtual stage ([b, T, hidden], or [b, T/tp, hidden] under sequence
-  // parallelism), or on the last stage an undefined tensor, with *loss_sum = the micro-batch's
-  // summed next-token loss.
+  // parallelism: tp rank r's block r of the b*T rows in (sequence, position) order), or on the
+  // last stage an undefined tensor, with *loss_sum = the micro-batch's summed next-token loss
+  // (the same on every tp rank).
   virtual Tensor forward_chunk(int chunk, const Tensor& tokens, const Tensor& input,
                                ChunkState& state, double* loss_sum) = 0;
   // dout: gradient of the chunk's output (undefined on the last stage, where backward starts
   // from loss_sum * loss_scale). Returns the gradient of its input (undefined on the first
   // stage). ADDS into parameter grads. `last_microbatch`: no later backward of this chunk in
   // this step, so its parameters' grads become final (see set_grad_ready_hook).
-  virtual Tensor backward_chunk(int chunk, ChunkState& state, const Tensor& dout,
-                                float loss_scale, bool last_microbatch) = 0;
+  virtual Tensor backward_chunk(int chunk, ChunkState& state, const Tensor& dout, float loss_scale,
+                                bool last_microbatch) = 0;
   // Reductions the model owes after the step's last backward: norm grads over tp under sequence
   // parallelism, replicated KV-head grads, tied embedding grads between the first and last
   // pipeline stage. Collective over the model-parallel groups.

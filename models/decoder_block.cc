@@ -13,16 +13,18 @@ namespace weft::models {
 
 namespace {
 
-std::unique_ptr<TokenMixer> make_mixer(const io::ModelConfig& config, int64_t layer) {
+std::unique_ptr<TokenMixer> make_mixer(const io::ModelConfig& config, int64_t layer,
+                                       const TpContext& tp) {
   if (config.layer_types[layer] == io::LayerType::kLinearAttention) {
-    return std::make_unique<LinearAttention>(config, layer);
+    return std::make_unique<LinearAttention>(config, layer, tp);
   }
-  return std::make_unique<SoftmaxAttention>(config, layer);
+  return std::make_unique<SoftmaxAttention>(config, layer, tp);
 }
 
-std::unique_ptr<FeedForward> make_ffn(const io::ModelConfig& config, int64_t layer) {
-  if (config.is_moe()) return std::make_unique<MoeBlock>(config, layer);
-  return SwiGluMlp::dense(layer, config.hidden_size, config.intermediate_size);
+std::unique_ptr<FeedForward> make_ffn(const io::ModelConfig& config, int64_t layer,
+                                      const TpContext& tp) {
+  if (config.is_moe()) return std::make_unique<MoeBlock>(config, layer, tp);
+  return SwiGluMlp::dense(layer, config.hidden_size, config.intermediate_size, tp.even());
 }
 
 std::string norm_name(int64_t layer, const char* norm) {
@@ -31,33 +33,39 @@ std::string norm_name(int64_t layer, const char* norm) {
 
 }  // namespace
 
-DecoderBlock::DecoderBlock(const io::ModelConfig& config, int64_t layer)
+DecoderBlock::DecoderBlock(const io::ModelConfig& config, int64_t layer, const TpContext& tp)
     : input_norm_(norm_name(layer, "input_layernorm"), config.hidden_size,
                   static_cast<float>(config.rms_norm_eps)),
-      mixer_(make_mixer(config, layer)),
+      mixer_(make_mixer(config, layer, tp)),
       post_attention_norm_(norm_name(layer, "post_attention_layernorm"), config.hidden_size,
                            static_cast<float>(config.rms_norm_eps)),
-      ffn_(make_ffn(config, layer)) {}
+      ffn_(make_ffn(config, layer, tp)) {}
 
-Tensor DecoderBlock::forward(const TokenBatch& batch, const Tensor& x, MixerCache* cache,
+Tensor DecoderBlock::forward(const TokenBatch& batch, const Tensor& x,
+                             const parallel::TensorParallelRegion& region, MixerCache* cache,
                              Saved* saved) const {
   const bool keep = saved != nullptr;
-  const Tensor xn = input_norm_.forward(x, keep ? &saved->norm1 : nullptr);
-  Tensor h = mixer_->forward(batch, xn, cache, keep ? &saved->mixer : nullptr);
+  const Tensor xn = input_norm_.forward(x, keep ? &saved->norm1 : nullptr);  // [n, D]
+  Tensor h =
+      region.leave(mixer_->forward(batch, region.enter(xn), cache, keep ? &saved->mixer : nullptr));
   kernels::add_(h, x);  // h = x + mixer(.)
   const Tensor hn = post_attention_norm_.forward(h, keep ? &saved->norm2 : nullptr);
-  Tensor out = ffn_->forward(hn, keep ? &saved->ffn : nullptr);
+  Tensor out = region.leave(ffn_->forward(region.enter(hn), keep ? &saved->ffn : nullptr));
   kernels::add_(out, h);  // out = h + ffn(.)
   return out;
 }
 
-Tensor DecoderBlock::backward(Saved& saved, const Tensor& dy) {
-  Tensor dh = post_attention_norm_.backward(saved.norm2, ffn_->backward(*saved.ffn, dy));
-  kernels::add_(dh, dy);  // residual
+Tensor DecoderBlock::backward(Saved& saved, const Tensor& dy,
+                              const parallel::TensorParallelRegion& region) {
+  const Tensor dhn = region.enter_backward(ffn_->backward(*saved.ffn, region.leave_backward(dy)));
   saved.ffn.reset();
-  Tensor dx = input_norm_.backward(saved.norm1, mixer_->backward(*saved.mixer, dh));
-  kernels::add_(dx, dh);  // residual
+  Tensor dh = post_attention_norm_.backward(saved.norm2, dhn);
+  kernels::add_(dh, dy);  // residual
+  const Tensor dxn =
+      region.enter_backward(mixer_->backward(*saved.mixer, region.leave_backward(dh)));
   saved.mixer.reset();
+  Tensor dx = input_norm_.backward(saved.norm1, dxn);
+  kernels::add_(dx, dh);  // residual
   return dx;
 }
 

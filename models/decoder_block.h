@@ -2,6 +2,9 @@
 //   h = x + mixer(input_layernorm(x));   out = h + ffn(post_attention_layernorm(h))
 // The mixer is softmax or linear attention (config.layer_types), the ffn a SwiGLU MLP or an
 // MoE block (config.num_local_experts > 0).
+// Under tensor parallelism the mixer and the ffn each run inside a tp region (their inputs
+// entered, their partial outputs left, parallel/tensor_parallel.h); the norms and residuals run
+// outside on this rank's rows: all of them, or its sequence block under sequence parallelism.
 #pragma once
 
 #include <cstdint>
@@ -11,6 +14,8 @@
 #include "models/feed_forward.h"
 #include "models/rmsnorm.h"
 #include "models/token_mixer.h"
+#include "models/tp_context.h"
+#include "parallel/tensor_parallel.h"
 #include "runtime/io/model_config.h"
 
 namespace weft::models {
@@ -22,13 +27,16 @@ class DecoderBlock {
     SavedPtr mixer, ffn;
   };
 
-  DecoderBlock(const io::ModelConfig& config, int64_t layer);
+  DecoderBlock(const io::ModelConfig& config, int64_t layer, const TpContext& tp);
 
-  // x [N, D] -> [N, D]. cache: decoding state of this layer (or null); saved: fill for backward.
-  [[nodiscard]] Tensor forward(const TokenBatch& batch, const Tensor& x, MixerCache* cache,
+  // x [n, D] -> [n, D] with n = region.local_rows(N). cache: decoding state of this layer (or
+  // null); saved: fill for backward.
+  [[nodiscard]] Tensor forward(const TokenBatch& batch, const Tensor& x,
+                               const parallel::TensorParallelRegion& region, MixerCache* cache,
                                Saved* saved) const;
-  // dy [N, D] -> dx [N, D]; adds into the parameter gradients.
-  [[nodiscard]] Tensor backward(Saved& saved, const Tensor& dy);
+  // dy [n, D] -> dx [n, D]; adds into the parameter gradients. `region` as in the forward.
+  [[nodiscard]] Tensor backward(Saved& saved, const Tensor& dy,
+                                const parallel::TensorParallelRegion& region);
 
   [[nodiscard]] std::unique_ptr<MixerCache> new_cache(int64_t batch, int64_t max_len) const {
     return mixer_->new_cache(batch, max_len);

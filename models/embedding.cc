@@ -5,17 +5,17 @@
 
 namespace weft::models {
 
-Embedding::Embedding(int64_t vocab, int64_t hidden)
-    : table_(new_param("model.embed_tokens.weight", {vocab, hidden})) {}
+Embedding::Embedding(int64_t vocab, int64_t hidden, const TpShard& shard)
+    : table_(new_sharded_param("model.embed_tokens.weight", {vocab, hidden}, 0, shard)) {}
 
 Tensor Embedding::forward(const Tensor& ids) const {
   Tensor out = Tensor::empty({ids.numel(), table_.value.dim(1)});  // [N, D]
-  kernels::embedding_forward(ids, table_.value, 0, out);
+  kernels::embedding_forward(ids, table_.value, table_.spec.offset, out);
   return out;
 }
 
 void Embedding::backward(const Tensor& ids, const Tensor& dy) {
-  kernels::embedding_backward(ids, dy, 0, table_.grad);
+  kernels::embedding_backward(ids, dy, table_.spec.offset, table_.grad);
 }
 
 }  // namespace weft::models

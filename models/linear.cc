@@ -2,12 +2,35 @@
 
 #include "kernels/ops.h"
 #include "models/param_init.h"
+#include "runtime/core/check.h"
 
 namespace weft::models {
 
-Linear::Linear(const std::string& name, int64_t in, int64_t out, bool bias)
-    : weight_(new_param(name + ".weight", {out, in})) {
-  if (bias) bias_ = new_param(name + ".bias", {out});
+namespace {
+
+// W [out, in]: column-parallel splits the output features (dim 0), row-parallel the input (1).
+int weight_split_dim(LinearSplit split) {
+  switch (split) {
+    case LinearSplit::kColumn:
+      return 0;
+    case LinearSplit::kRow:
+      return 1;
+    case LinearSplit::kNone:
+      break;
+  }
+  return -1;
+}
+
+}  // namespace
+
+Linear::Linear(const std::string& name, int64_t in, int64_t out, bool bias, LinearSplit split,
+               const TpShard& shard)
+    : weight_(new_sharded_param(name + ".weight", {out, in}, weight_split_dim(split), shard)) {
+  // A row-parallel bias would be added once per rank into the partial sums.
+  WEFT_CHECK(!(bias && split == LinearSplit::kRow)) << name << ": row-parallel with a bias";
+  if (bias) {
+    bias_ = new_sharded_param(name + ".bias", {out}, split == LinearSplit::kColumn ? 0 : -1, shard);
+  }
 }
 
 Tensor Linear::forward(const Tensor& x) const {

@@ -27,9 +27,9 @@ class LinearAttention::State final : public MixerCache {
   Tensor s;  // [B, H, d, d]
 };
 
-LinearAttention::LinearAttention(const io::ModelConfig& config, int64_t layer)
-    : proj_(config, layer),
-      gamma_(head_decays(0, config.num_attention_heads)),
+LinearAttention::LinearAttention(const io::ModelConfig& config, int64_t layer, const TpContext& tp)
+    : proj_(config, layer, tp),
+      gamma_(head_decays(proj_.first_head(), proj_.heads())),
       scale_(1.0f / std::sqrt(static_cast<float>(config.head_dim))) {}
 
 std::vector<float> LinearAttention::head_decays(int64_t first, int64_t count) {

@@ -17,7 +17,8 @@ namespace weft::models {
 
 class LinearAttention final : public TokenMixer {
  public:
-  LinearAttention(const io::ModelConfig& config, int64_t layer);
+  // Under tp this rank's heads keep their global gamma_h (h from proj_.first_head()).
+  LinearAttention(const io::ModelConfig& config, int64_t layer, const TpContext& tp);
 
   [[nodiscard]] Tensor forward(const TokenBatch& batch, const Tensor& x, MixerCache* cache,
                                SavedPtr* saved) const override;
@@ -34,7 +35,7 @@ class LinearAttention final : public TokenMixer {
   class State;
 
   AttentionProjections proj_;
-  std::vector<float> gamma_;  // [H]
+  std::vector<float> gamma_;  // [H local]
   float scale_;               // 1 / sqrt(head_dim)
 };
 

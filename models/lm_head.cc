@@ -5,11 +5,14 @@
 
 namespace weft::models {
 
-LmHead::LmHead(int64_t vocab, int64_t hidden, Param* tied) : weight_(tied) {
-  if (tied == nullptr) {
-    own_ = new_param("lm_head.weight", {vocab, hidden});
-    weight_ = &own_;
-  }
+LmHead::LmHead(int64_t vocab, int64_t hidden, const TpShard& shard, Weight weight, Param* tied)
+    : weight_(tied) {
+  if (weight == Weight::kTied) return;
+  const bool copy = weight == Weight::kTiedCopy;
+  own_ = new_sharded_param(copy ? "model.embed_tokens.weight" : "lm_head.weight", {vocab, hidden},
+                           0, shard);
+  if (copy) own_.spec.replica = 1;
+  weight_ = &own_;
 }
 
 Tensor LmHead::forward(const Tensor& x) const {

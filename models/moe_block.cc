@@ -27,15 +27,17 @@ ExpertRouting ExpertRouting::from_choices(const Tensor& idx, int64_t num_experts
   return r;
 }
 
-MoeBlock::MoeBlock(const io::ModelConfig& config, int64_t layer)
+MoeBlock::MoeBlock(const io::ModelConfig& config, int64_t layer, const TpContext& tp)
     : router_(absl::StrCat("model.layers.", layer, ".block_sparse_moe.gate"), config.hidden_size,
               config.num_local_experts, false),
-      top_k_(static_cast<int>(config.num_experts_per_tok)) {
+      top_k_(static_cast<int>(config.num_experts_per_tok)),
+      tp_(tp) {
   for (int64_t e = 0; e < config.num_local_experts; ++e) {
     const std::string prefix =
         absl::StrCat("model.layers.", layer, ".block_sparse_moe.experts.", e, ".");
     experts_.push_back(std::make_unique<SwiGluMlp>(prefix + "w1", prefix + "w3", prefix + "w2",
-                                                   config.hidden_size, config.intermediate_size));
+                                                   config.hidden_size, config.intermediate_size,
+                                                   tp.even()));
   }
 }
 
@@ -111,10 +113,13 @@ Tensor MoeBlock::backward(LayerSaved& saved_base, const Tensor& dy) {
     experts_[e]->backward_into(s.experts[e], dy_sorted.slice(begin, end), dx_e);
   }
 
+  // Each tp rank's y_sorted holds its features' share: the whole dweights is their sum.
+  if (tp_.size > 1) tp_.group->all_reduce(dweights);
   Tensor dlogits = Tensor::empty(s.probs.shape());  // [N, E]
   kernels::topk_router_backward(s.probs, s.idx, s.weights, dweights.view({n, k}), true, dlogits);
-  Tensor dx = Tensor::empty(s.x.shape());  // [N, D]
-  router_.backward(s.x, dlogits, &dx, false);
+  // The router's dx is whole on every tp rank: one rank adds it, so the tp sum counts it once.
+  Tensor dx = Tensor::zeros(s.x.shape());  // [N, D]
+  router_.backward(s.x, dlogits, tp_.rank == 0 ? &dx : nullptr, false);
   for (int64_t i = 0; i < n * k; ++i) {
     Tensor dx_n = dx.slice(i / k, i / k + 1);
     kernels::add_(dx_n, dx_sorted.slice(row_of[i], row_of[i] + 1));

@@ -4,6 +4,10 @@
 // are summed back per token with the router weights:
 //   y_n = sum_j w_{n,j} expert_{idx_{n,j}}(x_n)
 // Dropless; the load-balancing loss is not computed (coefficient 0 by default, DESIGN.md).
+// Under tensor parallelism every expert is split by features over tp (its output a partial sum
+// for the caller's tp region to reduce); the router is replicated and sees the same tokens on
+// every rank, so its choices agree; the router weights' gradient needs the whole expert outputs
+// (an all-reduce of [N, k] over tp).
 #pragma once
 
 #include <cstdint>
@@ -13,6 +17,7 @@
 #include "models/feed_forward.h"
 #include "models/linear.h"
 #include "models/swiglu_mlp.h"
+#include "models/tp_context.h"
 #include "runtime/io/model_config.h"
 
 namespace weft::models {
@@ -28,7 +33,7 @@ struct ExpertRouting {
 
 class MoeBlock final : public FeedForward {
  public:
-  MoeBlock(const io::ModelConfig& config, int64_t layer);
+  MoeBlock(const io::ModelConfig& config, int64_t layer, const TpContext& tp);
 
   [[nodiscard]] Tensor forward(const Tensor& x, SavedPtr* saved) const override;
   [[nodiscard]] Tensor backward(LayerSaved& saved, const Tensor& dy) override;
@@ -40,6 +45,7 @@ class MoeBlock final : public FeedForward {
   Linear router_;  // [E, D], no bias
   std::vector<std::unique_ptr<SwiGluMlp>> experts_;
   int top_k_;
+  TpContext tp_;
 };
 
 }  // namespace weft::models

@@ -1,10 +1,27 @@
 #include "models/next_token_loss.h"
 
+#include <cmath>
 #include <vector>
 
 #include "kernels/ops.h"
 
 namespace weft::models {
+
+namespace {
+
+// Local row lse [N] -> the log-sum-exp over the whole vocabulary, in place.
+void combine_lse(comm::Communicator& tp, Tensor& lse) {
+  Tensor row_max = lse.clone();  // [N]
+  tp.all_reduce(row_max, comm::ReduceOp::kMax);
+  const int64_t n = lse.numel();
+  float* l = lse.data<float>();
+  const float* m = row_max.data<float>();
+  for (int64_t i = 0; i < n; ++i) l[i] = std::exp(l[i] - m[i]);  // sum_r exp(lse_r - max)
+  tp.all_reduce(lse);
+  for (int64_t i = 0; i < n; ++i) l[i] = m[i] + std::log(l[i]);
+}
+
+}  // namespace
 
 Tensor next_token_targets(const Tensor& tokens) {
   const int64_t b = tokens.dim(0), t = tokens.dim(1);
@@ -15,10 +32,15 @@ Tensor next_token_targets(const Tensor& tokens) {
   return targets;
 }
 
-double cross_entropy_sum(const Tensor& logits, const Tensor& targets, Tensor& lse) {
+double cross_entropy_sum(const Tensor& logits, const Tensor& targets, int64_t vocab_start,
+                         comm::Communicator* tp, Tensor& lse) {
   const int64_t n = logits.dim(0);
-  Tensor target_logit = Tensor::empty({n});  // [N]
-  kernels::cross_entropy_forward(logits, targets, 0, lse, target_logit);
+  Tensor target_logit = Tensor::empty({n});  // [N]; 0 where the target is another rank's
+  kernels::cross_entropy_forward(logits, targets, vocab_start, lse, target_logit);
+  if (tp != nullptr && tp->size() > 1) {
+    combine_lse(*tp, lse);
+    tp->all_reduce(target_logit);
+  }
   const std::vector<int64_t> label = targets.to_ints();
   const std::vector<float> l = lse.to_floats(), tl = target_logit.to_floats();
   double sum = 0;
@@ -28,10 +50,10 @@ double cross_entropy_sum(const Tensor& logits, const Tensor& targets, Tensor& ls
   return sum;
 }
 
-void cross_entropy_grad(const Tensor& logits, const Tensor& targets, const Tensor& lse,
-                        float loss_scale, Tensor& dlogits) {
+void cross_entropy_grad(const Tensor& logits, const Tensor& targets, int64_t vocab_start,
+                        const Tensor& lse, float loss_scale, Tensor& dlogits) {
   Tensor row_scale = Tensor::full({logits.dim(0)}, loss_scale);  // [N]; unlabelled rows get 0
-  kernels::cross_entropy_backward(logits, targets, 0, lse, row_scale, dlogits);
+  kernels::cross_entropy_backward(logits, targets, vocab_start, lse, row_scale, dlogits);
 }
 
 }  // namespace weft::models

@@ -5,6 +5,7 @@
 
 #include "absl/strings/match.h"
 #include "kernels/ops.h"
+#include "runtime/core/check.h"
 
 namespace weft::models {
 
@@ -27,6 +28,20 @@ Param new_param(std::string name, Shape shape) {
   return p;
 }
 
+Param new_sharded_param(std::string name, Shape global_shape, int split_dim, const TpShard& shard) {
+  if (split_dim < 0 || shard.parts == 1) return new_param(std::move(name), std::move(global_shape));
+  WEFT_CHECK_EQ(global_shape[split_dim] % shard.parts, 0)
+      << name << ": dimension " << split_dim << " does not split into " << shard.parts;
+  Shape local = global_shape;
+  local[split_dim] /= shard.parts;
+  Param p;
+  p.name = std::move(name);
+  p.value = Tensor::empty(local);
+  p.spec = {std::move(global_shape), split_dim, "tp", shard.index * local[split_dim],
+            shard.replica};
+  return p;
+}
+
 void ensure_grad(Param& param) {
   if (!param.grad.defined()) param.grad = Tensor::zeros(param.value.shape());
 }
@@ -34,8 +49,10 @@ void ensure_grad(Param& param) {
 void init_normal(Param& param, uint64_t seed, float std) {
   std::mt19937_64 rng(seed ^ name_hash(param.name));
   std::normal_distribution<float> dist(0.0f, std);
-  float* p = param.value.data<float>();
-  for (int64_t i = 0; i < param.value.numel(); ++i) p[i] = dist(rng);
+  Tensor whole = Tensor::empty(param.spec.global_shape);
+  float* p = whole.data<float>();
+  for (int64_t i = 0; i < whole.numel(); ++i) p[i] = dist(rng);
+  param.value = take_shard(whole, param.spec, param.value.shape());
 }
 
 void init_parameters(const std::vector<Param*>& params, uint64_t seed) {

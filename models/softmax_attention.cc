@@ -27,8 +27,9 @@ class SoftmaxAttention::KvCache final : public MixerCache {
   std::vector<Tensor> k, v;
 };
 
-SoftmaxAttention::SoftmaxAttention(const io::ModelConfig& config, int64_t layer)
-    : proj_(config, layer),
+SoftmaxAttention::SoftmaxAttention(const io::ModelConfig& config, int64_t layer,
+                                   const TpContext& tp)
+    : proj_(config, layer, tp),
       rope_theta_(static_cast<float>(config.rope_theta)),
       scale_(1.0f / std::sqrt(static_cast<float>(config.head_dim))) {}
 

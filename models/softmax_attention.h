@@ -16,7 +16,7 @@ namespace weft::models {
 
 class SoftmaxAttention final : public TokenMixer {
  public:
-  SoftmaxAttention(const io::ModelConfig& config, int64_t layer);
+  SoftmaxAttention(const io::ModelConfig& config, int64_t layer, const TpContext& tp);
 
   [[nodiscard]] Tensor forward(const TokenBatch& batch, const Tensor& x, MixerCache* cache,
                                SavedPtr* saved) const override;

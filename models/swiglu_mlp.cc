@@ -8,15 +8,17 @@
 namespace weft::models {
 
 SwiGluMlp::SwiGluMlp(const std::string& gate_name, const std::string& up_name,
-                     const std::string& down_name, int64_t hidden, int64_t intermediate)
-    : gate_(gate_name, hidden, intermediate, false),
-      up_(up_name, hidden, intermediate, false),
-      down_(down_name, intermediate, hidden, false) {}
+                     const std::string& down_name, int64_t hidden, int64_t intermediate,
+                     const TpShard& shard)
+    : gate_(gate_name, hidden, intermediate, false, LinearSplit::kColumn, shard),
+      up_(up_name, hidden, intermediate, false, LinearSplit::kColumn, shard),
+      down_(down_name, intermediate, hidden, false, LinearSplit::kRow, shard) {}
 
-std::unique_ptr<SwiGluMlp> SwiGluMlp::dense(int64_t layer, int64_t hidden, int64_t intermediate) {
+std::unique_ptr<SwiGluMlp> SwiGluMlp::dense(int64_t layer, int64_t hidden, int64_t intermediate,
+                                            const TpShard& shard) {
   const std::string prefix = absl::StrCat("model.layers.", layer, ".mlp.");
   return std::make_unique<SwiGluMlp>(prefix + "gate_proj", prefix + "up_proj", prefix + "down_proj",
-                                     hidden, intermediate);
+                                     hidden, intermediate, shard);
 }
 
 Tensor SwiGluMlp::forward(const Tensor& x, SavedPtr* saved) const {

@@ -1,5 +1,7 @@
 // SwiGLU MLP: y = down(silu(gate(x)) * up(x)). The dense MLP of Llama/Qwen2 (mlp.gate_proj,
 // mlp.up_proj, mlp.down_proj) and each Mixtral expert (w1 = gate, w3 = up, w2 = down).
+// Under tensor parallelism split by features: gate/up column-parallel, down row-parallel; the
+// output is then a partial sum that the caller's tp region reduces.
 #pragma once
 
 #include <cstdint>
@@ -15,16 +17,18 @@ class SwiGluMlp final : public FeedForward {
  public:
   struct Saved : LayerSaved {
     Tensor x;     // [N, D] the input
-    Tensor gate;  // [N, F]
-    Tensor up;    // [N, F]
-    Tensor h;     // [N, F] silu(gate) * up
+    Tensor gate;  // [N, F/tp]
+    Tensor up;    // [N, F/tp]
+    Tensor h;     // [N, F/tp] silu(gate) * up
   };
 
-  // Module names without ".weight"; no biases.
+  // Module names without ".weight"; no biases. `intermediate` is the global F; `shard` this
+  // rank's block of the features.
   SwiGluMlp(const std::string& gate_name, const std::string& up_name, const std::string& down_name,
-            int64_t hidden, int64_t intermediate);
+            int64_t hidden, int64_t intermediate, const TpShard& shard);
   // The dense MLP of decoder layer `layer`: "model.layers.{layer}.mlp.{gate,up,down}_proj".
-  static std::unique_ptr<SwiGluMlp> dense(int64_t layer, int64_t hidden, int64_t intermediate);
+  static std::unique_ptr<SwiGluMlp> dense(int64_t layer, int64_t hidden, int64_t intermediate,
+                                          const TpShard& shard);
 
   [[nodiscard]] Tensor forward(const Tensor& x, SavedPtr* saved) const override;
   [[nodiscard]] Tensor backward(LayerSaved& saved, const Tensor& dy) override;
@@ -36,9 +40,9 @@ class SwiGluMlp final : public FeedForward {
   void backward_into(const Saved& saved, const Tensor& dy, Tensor& dx);
 
  private:
-  Linear gate_;  // [F, D]
-  Linear up_;    // [F, D]
-  Linear down_;  // [D, F]
+  Linear gate_;  // [F/tp, D]
+  Linear up_;    // [F/tp, D]
+  Linear down_;  // [D, F/tp]
 };
 
 }  // namespace weft::models

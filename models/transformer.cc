@@ -1,10 +1,13 @@
 #include "models/transformer.h"
 
+#include <algorithm>
 #include <utility>
 
+#include "absl/strings/match.h"
 #include "kernels/ops.h"
 #include "models/next_token_loss.h"
 #include "models/param_init.h"
+#include "parallel/shard_gather.h"
 #include "runtime/core/status.h"
 
 namespace weft::models {
@@ -20,19 +23,125 @@ class Transformer::DecodingState final : public InferenceState {
   std::vector<std::unique_ptr<MixerCache>> layers;  // one per decoder layer
 };
 
-Transformer::Transformer(io::ModelConfig config)
-    : config_(std::move(config)),
-      embedding_(config_.vocab_size, config_.hidden_size),
-      final_norm_("model.norm", config_.hidden_size, static_cast<float>(config_.rms_norm_eps)),
-      head_(config_.vocab_size, config_.hidden_size,
-            config_.tie_word_embeddings ? &embedding_.table() : nullptr) {
-  for (int64_t i = 0; i < config_.num_hidden_layers; ++i) {
-    blocks_.push_back(std::make_unique<DecoderBlock>(config_, i));
+// What one (micro-batch, chunk) keeps between its forward and its backward.
+struct Transformer::ChunkSaved final : ChunkState {
+  TokenBatch batch;
+  Tensor ids;      // [N]
+  Tensor targets;  // [N] i64, -1 where nothing is predicted (last stage)
+  std::vector<DecoderBlock::Saved> blocks;
+  RmsNorm::Saved final_norm;
+  Tensor normed;                 // [N, D] input of the LM head (all rows)
+  Tensor logits;                 // [N, V/tp]
+  Tensor lse;                    // [N] over the whole vocabulary
+  bool logits_returned = false;  // returned to the caller: backward must not overwrite them
+};
+
+namespace {
+
+// Sums the gradients of `params` over `group` in one packed all-reduce.
+void all_reduce_grads(comm::Communicator& group, const std::vector<Param*>& params) {
+  int64_t total = 0;
+  for (const Param* p : params) total += p->grad.numel();
+  Tensor packed = Tensor::empty({total});  // [sum of sizes]
+  int64_t at = 0;
+  for (const Param* p : params) {
+    packed.slice(at, at + p->grad.numel()).copy_from(p->grad.view({p->grad.numel()}));
+    at += p->grad.numel();
   }
-  embedding_.collect_params(params_);
-  for (auto& block : blocks_) block->collect_params(params_);
-  final_norm_.collect_params(params_);
-  head_.collect_params(params_);
+  group.all_reduce(packed);
+  at = 0;
+  for (Param* p : params) {
+    p->grad.view({p->grad.numel()}).copy_from(packed.slice(at, at + p->grad.numel()));
+    at += p->grad.numel();
+  }
+}
+
+bool is_kv_projection(const Param& p) {
+  return absl::StrContains(p.name, ".self_attn.k_proj.") ||
+         absl::StrContains(p.name, ".self_attn.v_proj.");
+}
+
+}  // namespace
+
+Transformer::Transformer(io::ModelConfig config, ModelLayout layout)
+    : config_(std::move(config)),
+      layout_(std::move(layout)),
+      region_(layout_.tp.group, layout_.sequence_parallel) {
+  const TpContext& tp = layout_.tp;
+  const int chunks = static_cast<int>(layout_.chunks.size());  // chunks_ is not built yet
+  const bool first = is_first_stage(0), last = is_last_stage(chunks - 1);
+  if (first) {
+    embedding_ = std::make_unique<Embedding>(config_.vocab_size, config_.hidden_size, tp.even());
+  }
+  chunks_.resize(chunks);
+  for (int c = 0; c < chunks; ++c) {
+    Chunk& chunk = chunks_[c];
+    chunk.range = layout_.chunks[c];
+    if (c == 0 && first) embedding_->collect_params(chunk.params);
+    for (int layer = chunk.range.first; layer < chunk.range.last; ++layer) {
+      chunk.blocks.push_back(std::make_unique<DecoderBlock>(config_, layer, tp));
+      chunk.blocks.back()->collect_params(chunk.params);
+    }
+  }
+  if (last) {
+    final_norm_ = std::make_unique<RmsNorm>("model.norm", config_.hidden_size,
+                                            static_cast<float>(config_.rms_norm_eps));
+    LmHead::Weight weight = LmHead::Weight::kOwn;
+    if (config_.tie_word_embeddings) {
+      weight = first ? LmHead::Weight::kTied : LmHead::Weight::kTiedCopy;
+    }
+    head_ = std::make_unique<LmHead>(config_.vocab_size, config_.hidden_size, tp.even(), weight,
+                                     first ? &embedding_->table() : nullptr);
+    final_norm_->collect_params(chunks_.back().params);
+    head_->collect_params(chunks_.back().params);
+  }
+  for (Chunk& chunk : chunks_) {
+    params_.insert(params_.end(), chunk.params.begin(), chunk.params.end());
+  }
+  plan_grad_reductions();
+}
+
+void Transformer::plan_grad_reductions() {
+  const TpContext& tp = layout_.tp;
+  for (Param* p : params_) {
+    // Norms see only this rank's rows under sequence parallelism.
+    if (region_.sequence_parallel() && absl::EndsWith(p->name, "norm.weight")) {
+      sp_norms_.push_back(p);
+    }
+  }
+  const TpShard kv = tp.kv(config_.num_key_value_heads);
+  if (kv.parts < tp.size) {
+    // Each copy of a KV head saw only its own query heads: the copies' grads sum to the whole.
+    kv_copies_group_ = tp.group->split(kv.index, tp.rank, "tp_kv_copies");
+    for (Param* p : params_) {
+      if (is_kv_projection(*p)) kv_copies_.push_back(p);
+    }
+  }
+  if (config_.tie_word_embeddings && layout_.pp > 1) {
+    const bool holds = layout_.pp_rank == 0 || layout_.pp_rank == layout_.pp - 1;
+    tied_group_ = layout_.mesh->pp().split(holds ? 0 : 1, layout_.pp_rank, "pp_tied_embedding");
+    if (embedding_ != nullptr) tied_copies_.push_back(&embedding_->table());
+    if (head_ != nullptr) tied_copies_.push_back(&head_->weight());
+  }
+}
+
+bool Transformer::reduced_by_finish_grads(const Param* p) const {
+  for (const auto* group : {&sp_norms_, &kv_copies_, &tied_copies_}) {
+    if (std::find(group->begin(), group->end(), p) != group->end()) return true;
+  }
+  return false;
+}
+
+bool Transformer::is_first_stage(int chunk) const {
+  return layout_.chunks[chunk].virtual_stage == 0;
+}
+
+bool Transformer::is_last_stage(int chunk) const {
+  return layout_.chunks[chunk].virtual_stage == layout_.stages - 1;
+}
+
+bool Transformer::single_chunk() const {
+  return num_chunks() == 1 && is_first_stage(0) && is_last_stage(0);
 }
 
 absl::Status Transformer::check_tokens(const Tensor& tokens) const {
@@ -52,60 +161,129 @@ absl::Status Transformer::check_tokens(const Tensor& tokens) const {
   return absl::OkStatus();
 }
 
-Tensor Transformer::hidden_states(const TokenBatch& batch, const Tensor& ids, DecodingState* state,
-                                  Saved* saved) const {
-  Tensor x = embedding_.forward(ids);  // [N, D]
-  for (size_t i = 0; i < blocks_.size(); ++i) {
-    x = blocks_[i]->forward(batch, x, state != nullptr ? state->layers[i].get() : nullptr,
-                            saved != nullptr ? &saved->blocks[i] : nullptr);
+absl::Status Transformer::check_batch(const Tensor& tokens) const {
+  WEFT_RETURN_IF_ERROR(check_tokens(tokens));
+  if (region_.sequence_parallel() && tokens.dim(1) % region_.size() != 0) {
+    return invalid_argument("sequence length ", tokens.dim(1), " is not divisible by --tp ",
+                            region_.size(), " (--sequence-parallel splits each sequence over tp)");
   }
-  return final_norm_.forward(x, saved != nullptr ? &saved->final_norm : nullptr);
+  return absl::OkStatus();
+}
+
+std::unique_ptr<ChunkState> Transformer::new_chunk_state() {
+  return std::make_unique<ChunkSaved>();
+}
+
+Tensor Transformer::chunk_forward(int c, const Tensor& tokens, const Tensor& input, ChunkSaved& s,
+                                  bool keep, Tensor* logits, double* loss_sum) {
+  const absl::Status valid = check_batch(tokens);
+  WEFT_CHECK(valid.ok()) << valid.message();
+  const Chunk& chunk = chunks_[c];
+  const int64_t b = tokens.dim(0), t = tokens.dim(1), d = config_.hidden_size;
+  const int64_t rows = region_.local_rows(b * t);  // this rank's rows between layers
+  s.batch = TokenBatch::make(b, t, 0);
+  s.ids = tokens.view({b * t});
+  s.blocks.resize(chunk.blocks.size());
+  Tensor x;  // [rows, D]
+  if (is_first_stage(c)) {
+    x = region_.leave(embedding_->forward(s.ids));
+  } else {
+    WEFT_CHECK_EQ(input.numel(), rows * d) << "chunk " << c << " got input " << input.str();
+    x = input.view({rows, d});
+  }
+  for (size_t i = 0; i < chunk.blocks.size(); ++i) {
+    x = chunk.blocks[i]->forward(s.batch, x, region_, nullptr, keep ? &s.blocks[i] : nullptr);
+  }
+  if (!is_last_stage(c)) return x.view({b, rows / b, d});
+
+  Tensor normed = region_.enter(final_norm_->forward(x, keep ? &s.final_norm : nullptr));  // [N, D]
+  Tensor chunk_logits = head_->forward(normed);  // [N, V/tp]
+  Tensor targets = next_token_targets(tokens);   // [N]
+  Tensor lse = Tensor::empty({b * t});           // [N]
+  *loss_sum = cross_entropy_sum(chunk_logits, targets, head_->vocab_start(), layout_.tp.group, lse);
+  if (logits != nullptr) *logits = chunk_logits.view({b, t, chunk_logits.dim(1)});
+  if (keep) {
+    s.targets = std::move(targets);
+    s.normed = std::move(normed);
+    s.logits = std::move(chunk_logits);
+    s.lse = std::move(lse);
+    s.logits_returned = logits != nullptr;
+  }
+  return Tensor();
+}
+
+Tensor Transformer::forward_chunk(int chunk, const Tensor& tokens, const Tensor& input,
+                                  ChunkState& state, double* loss_sum) {
+  return chunk_forward(chunk, tokens, input, static_cast<ChunkSaved&>(state), true, nullptr,
+                       loss_sum);
+}
+
+Tensor Transformer::backward_chunk(int c, ChunkState& state, const Tensor& dout, float loss_scale,
+                                   bool last_microbatch) {
+  auto& s = static_cast<ChunkSaved&>(state);
+  Chunk& chunk = chunks_[c];
+  for (Param* p : chunk.params) ensure_grad(*p);
+  const int64_t b = s.batch.batch, d = config_.hidden_size;
+  const int64_t rows = region_.local_rows(s.batch.tokens());
+  Tensor dx;  // [rows, D]
+  if (is_last_stage(c)) {
+    ensure_grad(head_->weight());  // the embedding table of an earlier chunk when tied
+    // The [N, V/tp] gradient overwrites the logits in place unless the caller holds them.
+    Tensor dlogits = s.logits_returned ? Tensor::empty(s.logits.shape()) : s.logits;
+    cross_entropy_grad(s.logits, s.targets, head_->vocab_start(), s.lse, loss_scale, dlogits);
+    s.logits = Tensor();
+    dx = final_norm_->backward(s.final_norm,
+                               region_.enter_backward(head_->backward(s.normed, dlogits)));
+    s.normed = Tensor();
+  } else {
+    WEFT_CHECK_EQ(dout.numel(), rows * d) << "chunk " << c << " got dout " << dout.str();
+    dx = dout.view({rows, d});
+  }
+  for (size_t i = chunk.blocks.size(); i-- > 0;) {
+    dx = chunk.blocks[i]->backward(s.blocks[i], dx, region_);
+    s.blocks[i] = DecoderBlock::Saved();
+  }
+  Tensor dinput;  // [b, rows/b, D], or none on the first stage
+  if (is_first_stage(c)) {
+    embedding_->backward(s.ids, region_.leave_backward(dx));
+  } else {
+    dinput = dx.view({b, rows / b, d});
+  }
+  // Only now is every grad of the chunk (the embedding's too) complete.
+  if (last_microbatch && grad_ready_) {
+    for (Param* p : chunk.params) {
+      if (!reduced_by_finish_grads(p)) grad_ready_(*p);
+    }
+  }
+  return dinput;
+}
+
+void Transformer::finish_grads() {
+  for (Param* p : params_) ensure_grad(*p);
+  if (!sp_norms_.empty()) all_reduce_grads(*layout_.tp.group, sp_norms_);
+  if (!kv_copies_.empty()) all_reduce_grads(*kv_copies_group_, kv_copies_);
+  if (!tied_copies_.empty()) all_reduce_grads(*tied_group_, tied_copies_);
+  if (!grad_ready_) return;
+  for (const auto* group : {&sp_norms_, &kv_copies_, &tied_copies_}) {
+    for (Param* p : *group) grad_ready_(*p);
+  }
 }
 
 ForwardResult Transformer::forward(const Tensor& tokens, const ForwardOptions& options) {
-  const absl::Status valid = check_tokens(tokens);
-  WEFT_CHECK(valid.ok()) << valid.message();
+  WEFT_CHECK(single_chunk()) << "forward() runs the whole model: use forward_chunk under --pp";
   saved_.reset();  // frees the activations of an earlier forward that had no backward
-  const int64_t b = tokens.dim(0), t = tokens.dim(1);
-  const TokenBatch batch = TokenBatch::make(b, t, 0);
-  Saved saved;
-  saved.ids = tokens.view({b * t});
-  saved.targets = next_token_targets(tokens);
-  saved.blocks.resize(blocks_.size());
-  Saved* keep = options.for_backward ? &saved : nullptr;
-
-  const Tensor normed = hidden_states(batch, saved.ids, nullptr, keep);  // [N, D]
-  Tensor logits = head_.forward(normed);                                 // [N, V]
-  Tensor lse = Tensor::empty({b * t});                                   // [N]
+  auto state = std::make_unique<ChunkSaved>();
   ForwardResult result;
-  result.loss_sum = cross_entropy_sum(logits, saved.targets, lse);
-  result.predicted = b * (t - 1);
-  if (options.keep_logits) result.logits = logits.view({b, t, config_.vocab_size});
-  if (options.for_backward) {
-    saved.normed = normed;
-    saved.logits = std::move(logits);
-    saved.lse = std::move(lse);
-    saved.logits_returned = options.keep_logits;
-    saved_ = std::move(saved);
-  }
+  chunk_forward(0, tokens, Tensor(), *state, options.for_backward,
+                options.keep_logits ? &result.logits : nullptr, &result.loss_sum);
+  result.predicted = tokens.dim(0) * (tokens.dim(1) - 1);
+  if (options.for_backward) saved_ = std::move(state);
   return result;
 }
 
 void Transformer::backward(float loss_scale) {
-  WEFT_CHECK(saved_.has_value()) << "backward() needs a forward(for_backward = true) before it";
-  for (Param* p : params_) ensure_grad(*p);
-  Saved& s = *saved_;
-  // The [N, V] gradient overwrites the logits in place unless the caller holds them.
-  Tensor dlogits = s.logits_returned ? Tensor::empty(s.logits.shape()) : s.logits;
-  cross_entropy_grad(s.logits, s.targets, s.lse, loss_scale, dlogits);
-  s.logits = Tensor();
-  Tensor dx = final_norm_.backward(s.final_norm, head_.backward(s.normed, dlogits));
-  s.normed = Tensor();
-  for (size_t i = blocks_.size(); i-- > 0;) {
-    dx = blocks_[i]->backward(s.blocks[i], dx);
-    s.blocks[i] = DecoderBlock::Saved();
-  }
-  embedding_.backward(s.ids, dx);
+  WEFT_CHECK(saved_ != nullptr) << "backward() needs a forward(for_backward = true) before it";
+  backward_chunk(0, *saved_, Tensor(), loss_scale, /*last_microbatch=*/true);
   saved_.reset();
 }
 
@@ -120,8 +298,9 @@ void Transformer::zero_grad() {
 }
 
 std::unique_ptr<InferenceState> Transformer::new_inference_state(int64_t batch, int64_t max_len) {
+  WEFT_CHECK(single_chunk()) << "incremental decoding runs the whole model on one pipeline stage";
   auto state = std::make_unique<DecodingState>(batch, max_len);
-  for (auto& block : blocks_) state->layers.push_back(block->new_cache(batch, max_len));
+  for (auto& block : chunks_[0].blocks) state->layers.push_back(block->new_cache(batch, max_len));
   return state;
 }
 
@@ -133,9 +312,19 @@ Tensor Transformer::forward_incremental(InferenceState& state_base, const Tensor
   WEFT_CHECK_EQ(b, state.batch) << "tokens' batch differs from the inference state's";
   WEFT_CHECK_LE(state.consumed + t, state.max_len) << "decoding past the state's max_len";
   const TokenBatch batch = TokenBatch::make(b, t, state.consumed);
-  const Tensor normed = hidden_states(batch, tokens.view({b * t}), &state, nullptr);
+  // Decoding steps are a few rows: plain tensor parallelism, all rows on every rank.
+  const parallel::TensorParallelRegion region = region_.without_sequence_parallel();
+  Tensor x = region.leave(embedding_->forward(tokens.view({b * t})));  // [N, D]
+  const std::vector<std::unique_ptr<DecoderBlock>>& blocks = chunks_[0].blocks;
+  for (size_t i = 0; i < blocks.size(); ++i) {
+    x = blocks[i]->forward(batch, x, region, state.layers[i].get(), nullptr);
+  }
   state.consumed += t;
-  return head_.forward(normed).view({b, t, config_.vocab_size});
+  const Tensor logits = head_->forward(final_norm_->forward(x, nullptr));  // [N, V/tp]
+  if (region.size() == 1) return logits.view({b, t, config_.vocab_size});
+  return parallel::gather_shards(*layout_.tp.group, logits, 1, head_->vocab_start(),
+                                 {b * t, config_.vocab_size})
+      .view({b, t, config_.vocab_size});
 }
 
 }  // namespace weft::models

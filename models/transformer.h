@@ -1,33 +1,53 @@
-// The CausalLM of DESIGN.md on one rank: embedding -> decoder blocks -> final norm -> LM head ->
-// next-token cross-entropy, with explicit forward and backward.
+// The CausalLM of DESIGN.md: embedding -> decoder blocks -> final norm -> LM head -> next-token
+// cross-entropy, with explicit forward and backward, laid over a mesh (models/model_layout.h):
+// every layer tensor-parallel over tp (optionally with Megatron sequence parallelism) and the
+// layers cut into pipeline chunks, the embedding on the first virtual stage, the final norm, head
+// and loss on the last.
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <memory>
-#include <optional>
 #include <vector>
 
 #include "models/causal_lm.h"
 #include "models/decoder_block.h"
 #include "models/embedding.h"
 #include "models/lm_head.h"
+#include "models/model_layout.h"
 #include "models/rmsnorm.h"
+#include "parallel/tensor_parallel.h"
 
 namespace weft::models {
 
 class Transformer final : public CausalLM {
  public:
-  // `config` must be valid (io::parse_model_config checked it). Parameter values are
-  // uninitialised: the factories load or initialise them.
-  explicit Transformer(io::ModelConfig config);
+  // `config` must be valid (io::parse_model_config checked it) and `layout` planned for it.
+  // Collective over the mesh's tp and pp groups (it splits helper communicators). Parameter
+  // values are uninitialised: the factories load or initialise them.
+  Transformer(io::ModelConfig config, ModelLayout layout);
 
   [[nodiscard]] const io::ModelConfig& config() const override { return config_; }
   [[nodiscard]] const std::vector<Param*>& parameters() override { return params_; }
   [[nodiscard]] absl::Status check_tokens(const Tensor& tokens) const override;
+  [[nodiscard]] absl::Status check_batch(const Tensor& tokens) const override;
 
   ForwardResult forward(const Tensor& tokens, const ForwardOptions& options) override;
   void backward(float loss_scale) override;
   void zero_grad() override;
+
+  [[nodiscard]] int num_chunks() const override { return static_cast<int>(chunks_.size()); }
+  [[nodiscard]] bool is_first_stage(int chunk) const override;
+  [[nodiscard]] bool is_last_stage(int chunk) const override;
+  [[nodiscard]] std::unique_ptr<ChunkState> new_chunk_state() override;
+  Tensor forward_chunk(int chunk, const Tensor& tokens, const Tensor& input, ChunkState& state,
+                       double* loss_sum) override;
+  Tensor backward_chunk(int chunk, ChunkState& state, const Tensor& dout, float loss_scale,
+                        bool last_microbatch) override;
+  void finish_grads() override;
+  void set_grad_ready_hook(std::function<void(Param&)> hook) override {
+    grad_ready_ = std::move(hook);
+  }
 
   [[nodiscard]] std::unique_ptr<InferenceState> new_inference_state(int64_t batch,
                                                                     int64_t max_len) override;
@@ -35,29 +55,36 @@ class Transformer final : public CausalLM {
 
  private:
   class DecodingState;
-  // What forward(for_backward) keeps for backward().
-  struct Saved {
-    Tensor ids;      // [N]
-    Tensor targets;  // [N] i64, -1 where nothing is predicted
-    std::vector<DecoderBlock::Saved> blocks;
-    RmsNorm::Saved final_norm;
-    Tensor normed;                 // [N, D] input of the LM head
-    Tensor logits;                 // [N, V]
-    Tensor lse;                    // [N]
-    bool logits_returned = false;  // returned to the caller: backward must not overwrite them
+  struct ChunkSaved;
+  struct Chunk {
+    parallel::LayerRange range;
+    std::vector<std::unique_ptr<DecoderBlock>> blocks;
+    std::vector<Param*> params;  // the chunk's own, including the embedding / norm / head
   };
 
-  // ids [N] -> final-normed hidden states [N, D]. state: the decoding caches, or null.
-  [[nodiscard]] Tensor hidden_states(const TokenBatch& batch, const Tensor& ids,
-                                     DecodingState* state, Saved* saved) const;
+  // One chunk's forward of one micro-batch. keep: fill `s` for the backward. logits: where to
+  // return the last stage's [N, V/tp] logits (or null).
+  Tensor chunk_forward(int chunk, const Tensor& tokens, const Tensor& input, ChunkSaved& s,
+                       bool keep, Tensor* logits, double* loss_sum);
+  // The groups finish_grads reduces over: norm weights (sequence parallelism), replicated KV
+  // projections (tp > Hkv), the tied embedding's two copies (pp > 1).
+  void plan_grad_reductions();
+  [[nodiscard]] bool single_chunk() const;
+  [[nodiscard]] bool reduced_by_finish_grads(const Param* p) const;
 
   io::ModelConfig config_;
-  Embedding embedding_;
-  std::vector<std::unique_ptr<DecoderBlock>> blocks_;
-  RmsNorm final_norm_;
-  LmHead head_;
+  ModelLayout layout_;
+  parallel::TensorParallelRegion region_;
+  std::unique_ptr<comm::Communicator> kv_copies_group_;  // ranks sharing one KV head
+  std::unique_ptr<comm::Communicator> tied_group_;       // first and last pp stage (tied)
+  std::unique_ptr<Embedding> embedding_;                 // first stage only
+  std::vector<Chunk> chunks_;
+  std::unique_ptr<RmsNorm> final_norm_;  // last stage only
+  std::unique_ptr<LmHead> head_;         // last stage only
   std::vector<Param*> params_;
-  std::optional<Saved> saved_;
+  std::vector<Param*> sp_norms_, kv_copies_, tied_copies_;  // reduced by finish_grads
+  std::function<void(Param&)> grad_ready_;
+  std::unique_ptr<ChunkState> saved_;  // forward()/backward()'s micro-batch
 };
 
 }  // namespace weft::models

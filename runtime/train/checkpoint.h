@@ -1,64 +1,74 @@
-// weft checkpoints (DESIGN.md, ALGORITHMS.md "Asynchronous checkpoints"):
+// weft checkpoints: asynchronous, sharded saving (DESIGN.md, ALGORITHMS.md "Asynchronous
+// checkpoints"). Layout and naming: runtime/train/checkpoint_files.h; reading under any mesh:
+// runtime/train/checkpoint_reader.h.
 //
-//   CKPT/step-00000040/manifest.pb            CheckpointManifest (runtime/io/checkpoint.proto)
-//   CKPT/step-00000040/shard-00000.safetensors tensors (weights under HF names, AdamW moments as
-//                                              "<name>.exp_avg" / "<name>.exp_avg_sq")
-//
-// A checkpoint is written into "step-N.tmp" and renamed when complete, so a crash never leaves
-// a half-written checkpoint under a final name and never touches older ones. The newest
-// complete checkpoint of a directory is the highest step-N that has a manifest.
-//
-// Saving is asynchronous: save_async() returns at once; a background thread first copies the
-// tensors to host buffers (the snapshot), then writes and renames. The training loop calls
-// wait_snapshot() before the next optimizer step changes the tensors — its only wait.
+// Every rank passes the tensors IT writes (the caller dedupes replicas: one dp rank writes a
+// replicated weight, replica 0 a KV-replicated one, each ZeRO-1 rank its own moment rows).
+// save_async() returns at once; a background thread
+//   1. snapshots: copies every tensor to a host buffer (device -> host), then releases
+//      wait_snapshot() — the training loop's only wait, before its next optimizer step;
+//   2. rank 0 creates CKPT/step-N.tmp; the ranks agree it exists;
+//   3. every rank writes shard-<rank>.safetensors and its SHA-256; the manifest parts are
+//      gathered to rank 0, which merges them (one entry per tensor with every chunk, checked
+//      to tile the tensor), writes manifest.pb and renames step-N.tmp -> step-N;
+//   4. every rank learns the outcome: a failure on any rank fails wait() on every rank.
+// The collective steps run on a communicator split from `world` when the writer is built, so
+// they never mix with the training loop's collectives.
 #pragma once
 
 #include <condition_variable>
-#include <cstdint>
-#include <map>
 #include <memory>
 #include <mutex>
 #include <string>
 #include <thread>
 #include <vector>
 
-#include "absl/status/statusor.h"
-#include "runtime/core/tensor.h"
+#include "absl/status/status.h"
+#include "comm/communicator.h"
 #include "runtime/io/checkpoint.pb.h"
+#include "runtime/train/checkpoint_files.h"
+#include "runtime/train/checkpoint_reader.h"
 
 namespace weft::train {
 
-// One tensor as this rank holds it: the slice [offsets, offsets + value.shape) of a tensor of
-// `global_shape`.
-struct CheckpointTensor {
-  std::string name;
-  Tensor value;
-  Shape global_shape;
-  std::vector<int64_t> offsets;  // empty = whole tensor
-};
-
 class CheckpointWriter {
  public:
+  // One writer per rank; collective over `world` (splits the checkpoint communicator).
+  explicit CheckpointWriter(comm::Communicator& world);
+  // A writer for one process alone (rank 0 of 1).
   CheckpointWriter();
   ~CheckpointWriter();  // finishes the save in flight
   CheckpointWriter(const CheckpointWriter&) = delete;
   CheckpointWriter& operator=(const CheckpointWriter&) = delete;
 
-  // Starts saving `tensors` as checkpoint `manifest.step()` under `dir`. Waits first for the
-  // previous save to finish. The tensors must not change until wait_snapshot() returns.
+  // Starts saving this rank's `tensors` into checkpoint `manifest.step()` under `dir`
+  // (rank 0's manifest supplies step, data position, mesh, config). Every rank of the writer
+  // calls it, with the same dir and step. Waits first for the previous save to finish. The
+  // tensors must not change until wait_snapshot() returns.
   void save_async(const std::string& dir, io::CheckpointManifest manifest,
                   std::vector<CheckpointTensor> tensors);
-  // Blocks until the save in flight has copied its tensors.
+  // Blocks until the save in flight has copied its tensors to host memory.
   void wait_snapshot();
-  // Blocks until the save in flight is on disk; returns its status (OK when none).
+  // Blocks until the save in flight is complete on every rank; its status (OK when none), the
+  // same on every rank.
   absl::Status wait();
-  // Seconds the last save spent copying and writing (in the background).
+  // Seconds the last save spent copying, and writing + agreeing (in the background).
   [[nodiscard]] double last_snapshot_seconds() const { return snapshot_seconds_; }
   [[nodiscard]] double last_write_seconds() const { return write_seconds_; }
 
  private:
-  void run(std::string dir, io::CheckpointManifest manifest, std::vector<CheckpointTensor> tensors);
+  void run(const std::string& dir, io::CheckpointManifest manifest,
+           std::vector<CheckpointTensor> tensors);
+  absl::Status write(const std::string& dir, const io::CheckpointManifest& manifest,
+                     const std::vector<CheckpointTensor>& host);
+  // Every rank's status; the first failure (naming its rank) on every rank.
+  absl::Status agree(const absl::Status& mine);
+  // Every rank's `bytes`, in rank order.
+  std::vector<std::string> all_gather_bytes(const std::string& bytes);
+  [[nodiscard]] int rank() const { return comm_ ? comm_->rank() : 0; }
 
+  std::unique_ptr<comm::Communicator> comm_;  // null: a single process
+  std::vector<Tensor> host_buffers_;          // the snapshot, reused by the next save
   std::thread thread_;
   std::mutex mutex_;
   std::condition_variable cv_;
@@ -68,30 +78,8 @@ class CheckpointWriter {
   double write_seconds_ = 0;
 };
 
-// Saves synchronously (save_async + wait).
+// Saves synchronously on one process (save_async + wait).
 absl::Status save_checkpoint(const std::string& dir, io::CheckpointManifest manifest,
                              std::vector<CheckpointTensor> tensors);
-
-// "DIR/step-00000040" for the newest complete checkpoint in `dir`; `dir` itself when it is a
-// checkpoint (has manifest.pb). NotFound when there is none.
-absl::StatusOr<std::string> find_latest_checkpoint(const std::string& dir);
-
-struct LoadedCheckpoint {
-  std::string path;
-  io::CheckpointManifest manifest;
-  std::map<std::string, Tensor> tensors;  // whole (global) f32 tensors by name
-};
-
-// Reads a checkpoint directory (or the newest under a parent) and assembles every tensor from
-// its chunks. Errors name the file: missing manifest, missing or truncated shard, a chunk that
-// does not fit its tensor.
-absl::StatusOr<LoadedCheckpoint> load_checkpoint(const std::string& path);
-
-// Checks every shard file's size and SHA-256 against the manifest and that every tensor is
-// fully covered by its chunks. OK, or an error listing what is wrong.
-absl::Status verify_checkpoint(const std::string& path);
-
-// True for optimizer-state entries ("<name>.exp_avg", "<name>.exp_avg_sq").
-bool is_optimizer_state(const std::string& name);
 
 }  // namespace weft::train

@@ -2,33 +2,169 @@
 
 #include <cmath>
 
-namespace weft::train {
+#include "absl/strings/str_cat.h"
+#include "runtime/core/check.h"
 
-AdamW::AdamW(std::vector<models::Param*> params, kernels::AdamWConfig config)
+namespace weft::train {
+namespace {
+
+// torch.nn.utils.clip_grad_norm_: scale by clip / (norm + 1e-6) when the norm exceeds `clip`.
+void clip_to(const std::vector<Tensor>& grads, double norm, double clip) {
+  if (!(clip > 0 && norm > clip)) return;
+  const float factor = static_cast<float>(clip / (norm + 1e-6));
+  for (Tensor g : grads) kernels::scale_(g, factor);
+}
+
+// Whether this rank's copy of `p` adds to the global norm (see AdamW::clip_grad_norm).
+bool counts_once(const models::Param& p, const comm::Communicator* tp_group) {
+  if (p.spec.replica > 0) return false;
+  return p.spec.split_dim >= 0 || tp_group == nullptr || tp_group->rank() == 0;
+}
+
+}  // namespace
+
+AdamW::AdamW(std::vector<models::Param*> params, kernels::AdamWConfig config,
+             DataParallelOptions data_parallel)
     : params_(std::move(params)), config_(config) {
-  for (models::Param* p : params_) {
-    m_.push_back(Tensor::zeros(p->value.shape()));
-    v_.push_back(Tensor::zeros(p->value.shape()));
+  std::vector<Tensor> grads;
+  for (size_t i = 0; i < params_.size(); ++i) {
+    index_[params_[i]] = i;
+    grads.push_back(params_[i]->grad);
+  }
+  if (data_parallel.dp != nullptr && data_parallel.dp->size() > 1) {
+    reducer_ = std::make_unique<parallel::GradReducer>(
+        *data_parallel.dp, std::move(grads),
+        parallel::GradReducerOptions{.bucket_bytes = data_parallel.bucket_bytes,
+                                     .shard_rows = data_parallel.zero1});
+  }
+  for (size_t i = 0; i < params_.size(); ++i) {
+    const Tensor& value = params_[i]->value;
+    Shape shape = value.shape();  // [own rows, ...]
+    WEFT_CHECK(!shape.empty()) << "AdamW needs parameters of rank >= 1: " << params_[i]->name;
+    shape[0] = own_rows(i).size();
+    m_.push_back(Tensor::zeros(shape, DType::kF32, value.device()));
+    v_.push_back(Tensor::zeros(shape, DType::kF32, value.device()));
   }
 }
 
-void AdamW::step(int64_t step) {
+parallel::RowRange AdamW::own_rows(size_t i) const {
+  if (reducer_) return reducer_->own_rows(i);
+  return {0, params_[i]->value.dim(0)};
+}
+
+void AdamW::grad_ready(models::Param& p) {
+  if (!reducer_) return;
+  auto found = index_.find(&p);
+  WEFT_CHECK(found != index_.end()) << "grad_ready for " << p.name << ", not in the optimizer";
+  reducer_->grad_ready(found->second);
+}
+
+void AdamW::finish_grads() {
+  if (reducer_) reducer_->finish();
+}
+
+double AdamW::local_grad_squares(const comm::Communicator* tp_group) const {
+  double sum = 0;
   for (size_t i = 0; i < params_.size(); ++i) {
-    models::Param& p = *params_[i];
-    kernels::AdamWConfig cfg = config_;
-    if (!p.decays()) cfg.weight_decay = 0.0f;
-    kernels::adamw_step(p.value, p.grad, m_[i], v_[i], cfg, step);
+    const parallel::RowRange rows = own_rows(i);
+    if (rows.size() == 0 || !counts_once(*params_[i], tp_group)) continue;
+    sum += kernels::sum_squares(params_[i]->grad.slice(rows.begin, rows.end));
   }
+  return sum;
+}
+
+double AdamW::clip_grad_norm(double clip, comm::Communicator* tp_group,
+                             comm::Communicator* pp_group) {
+  double squares = local_grad_squares(tp_group);
+  std::vector<comm::Communicator*> sum_over = {zero1() ? &reducer_->group() : nullptr, tp_group,
+                                               pp_group};
+  std::erase_if(sum_over,
+                [](const comm::Communicator* g) { return g == nullptr || g->size() == 1; });
+  if (!sum_over.empty() && !params_.empty()) {
+    Tensor sum =
+        Tensor::from_floats({static_cast<float>(squares)}, {1}).to(params_.front()->grad.device());
+    for (comm::Communicator* group : sum_over) group->all_reduce(sum);
+    squares = sum.to_floats()[0];
+  }
+  const double norm = std::sqrt(squares);
+  std::vector<Tensor> own;
+  for (size_t i = 0; i < params_.size(); ++i) {
+    const parallel::RowRange rows = own_rows(i);
+    if (rows.size() > 0) own.push_back(params_[i]->grad.slice(rows.begin, rows.end));
+  }
+  clip_to(own, norm, clip);
+  return norm;
+}
+
+void AdamW::update(size_t i, int64_t step) {
+  const parallel::RowRange rows = own_rows(i);
+  if (rows.size() == 0) return;
+  models::Param& p = *params_[i];
+  kernels::AdamWConfig cfg = config_;
+  if (!p.decays()) cfg.weight_decay = 0.0f;
+  Tensor value = p.value.slice(rows.begin, rows.end);  // [own rows, ...]
+  const Tensor grad = p.grad.slice(rows.begin, rows.end);
+  kernels::adamw_step(value, grad, m_[i], v_[i], cfg, step);
+}
+
+void AdamW::step(int64_t step) {
+  WEFT_CHECK(!reducer_ || !reducer_->pending())
+      << "AdamW::step before finish_grads(): the gradient reduction is still in flight";
+  if (zero1()) {
+    std::vector<Tensor> values;
+    for (models::Param* p : params_) values.push_back(p->value);
+    reducer_->all_gather_rows(values, [&](size_t i) { update(i, step); });
+    return;
+  }
+  for (size_t i = 0; i < params_.size(); ++i) update(i, step);
+}
+
+std::vector<OptimizerStateTensor> AdamW::state_of(size_t i) const {
+  const parallel::RowRange rows = own_rows(i);
+  if (rows.size() == 0) return {};
+  const models::Param& p = *params_[i];
+  const Shape global_shape = p.spec.global_shape.empty() ? p.value.shape() : p.spec.global_shape;
+  std::vector<int64_t> offsets(global_shape.size(), 0);
+  if (p.spec.split_dim >= 0) offsets[p.spec.split_dim] += p.spec.offset;
+  offsets[0] += rows.begin;
+  return {{p.name + ".exp_avg", m_[i], global_shape, offsets},
+          {p.name + ".exp_avg_sq", v_[i], global_shape, offsets}};
+}
+
+std::vector<OptimizerStateTensor> AdamW::state_tensors() const {
+  std::vector<OptimizerStateTensor> out;
+  for (size_t i = 0; i < params_.size(); ++i) {
+    if (params_[i]->spec.replica > 0) continue;
+    for (OptimizerStateTensor& t : state_of(i)) out.push_back(std::move(t));
+  }
+  return out;
+}
+
+absl::Status AdamW::load_state(const ReadSlice& read_slice) {
+  for (size_t i = 0; i < params_.size(); ++i) {
+    for (OptimizerStateTensor& t : state_of(i)) {
+      absl::StatusOr<Tensor> read = read_slice(t.name, t.offsets, t.value.shape());
+      if (!read.ok()) return read.status();
+      if (read->shape() != t.value.shape()) {
+        return absl::InvalidArgumentError(
+            absl::StrCat("optimizer state '", t.name, "': read shape ", shape_str(read->shape()),
+                         ", this rank holds ", shape_str(t.value.shape())));
+      }
+      t.value.copy_from(*read);
+    }
+  }
+  return absl::OkStatus();
 }
 
 double clip_grad_norm(const std::vector<models::Param*>& params, double clip) {
   double sum = 0;
-  for (const models::Param* p : params) sum += kernels::sum_squares(p->grad);
-  const double norm = std::sqrt(sum);
-  if (clip > 0 && norm > clip) {
-    const float factor = static_cast<float>(clip / (norm + 1e-6));
-    for (models::Param* p : params) kernels::scale_(p->grad, factor);
+  std::vector<Tensor> grads;
+  for (const models::Param* p : params) {
+    sum += kernels::sum_squares(p->grad);
+    grads.push_back(p->grad);
   }
+  const double norm = std::sqrt(sum);
+  clip_to(grads, norm, clip);
   return norm;
 }
 

@@ -4,10 +4,10 @@
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
+#include <map>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
-#include "parallel/grad_sync.h"
 #include "runtime/core/allocator.h"
 #include "runtime/core/logging.h"
 #include "runtime/core/status.h"
@@ -16,21 +16,10 @@
 namespace weft::train {
 namespace {
 
-std::vector<Tensor> grads_of(const std::vector<models::Param*>& params) {
-  std::vector<Tensor> grads;
-  grads.reserve(params.size());
-  for (models::Param* p : params) grads.push_back(p->grad);
-  return grads;
-}
-
-absl::Status validate(const TrainOptions& o, const TokenFile& data, int dp) {
+absl::Status validate(const TrainOptions& o, const TokenFile& data) {
   if (o.steps <= 0) return invalid_argument("--steps ", o.steps, " must be positive");
   if (o.global_batch <= 0) {
     return invalid_argument("--global-batch ", o.global_batch, " must be positive");
-  }
-  if (o.global_batch < dp) {
-    return invalid_argument("--global-batch ", o.global_batch, " is smaller than the ", dp,
-                            " data-parallel ranks (every rank needs at least one sequence)");
   }
   if (o.seq_len != data.seq_len()) {
     return invalid_argument("--seq-len ", o.seq_len, " does not match the token file ",
@@ -40,33 +29,55 @@ absl::Status validate(const TrainOptions& o, const TokenFile& data, int dp) {
   if (!(o.adamw.lr >= 0)) return invalid_argument("--lr ", o.adamw.lr, " must be >= 0");
   if (o.save_every < 0) return invalid_argument("--save-every ", o.save_every, " must be >= 0");
   if (o.log_every <= 0) return invalid_argument("--log-every ", o.log_every, " must be positive");
+  if (o.micro_batch < 0) return invalid_argument("--micro-batch ", o.micro_batch, " must be >= 0");
   return absl::OkStatus();
+}
+
+// Where this rank's slice of a parameter sits in the whole tensor.
+std::vector<int64_t> shard_offsets(const models::ShardSpec& spec) {
+  std::vector<int64_t> offsets(spec.global_shape.size(), 0);
+  if (spec.split_dim >= 0) offsets[spec.split_dim] = spec.offset;
+  return offsets;
 }
 
 }  // namespace
 
-Trainer::Trainer(const TrainOptions& options, comm::Communicator& dp, AgreeFn agree, TokenFile data)
-    : options_(options), dp_(dp), agree_(std::move(agree)), data_(std::move(data)) {}
+Trainer::Trainer(const TrainOptions& options, std::unique_ptr<parallel::Mesh> mesh,
+                 AgreeFn agree, TokenFile data)
+    : options_(options), mesh_(std::move(mesh)), agree_(std::move(agree)), data_(std::move(data)) {}
 
 absl::StatusOr<std::unique_ptr<Trainer>> Trainer::create(const TrainOptions& options,
-                                                         comm::Communicator& dp, AgreeFn agree) {
+                                                         comm::Communicator& world,
+                                                         AgreeFn agree) {
+  absl::StatusOr<parallel::ParallelDims> dims =
+      parallel::resolve_dims(world.size(), options.tp, options.pp, 1, 1, 1);
+  WEFT_RETURN_IF_ERROR(agree(dims.status()));
   absl::StatusOr<TokenFile> data = TokenFile::load(options.data_path);
   WEFT_RETURN_IF_ERROR(agree(data.status()));
-  WEFT_RETURN_IF_ERROR(agree(validate(options, *data, dp.size())));
-  std::unique_ptr<Trainer> trainer(new Trainer(options, dp, agree, std::move(*data)));
+  WEFT_RETURN_IF_ERROR(agree(validate(options, *data)));
+  std::unique_ptr<Trainer> trainer(
+      new Trainer(options, parallel::Mesh::create(world, *dims), agree, std::move(*data)));
+  WEFT_RETURN_IF_ERROR(agree(trainer->validate_batch()));
   WEFT_RETURN_IF_ERROR(agree(trainer->load_model()));
-  const int64_t vocab = trainer->model_->config().vocab_size;
+  models::CausalLM& model = *trainer->model_;
+  const int64_t vocab = model.config().vocab_size;
   if (trainer->data_.max_id() >= vocab) {
     WEFT_RETURN_IF_ERROR(agree(invalid_argument("token file ", options.data_path, " has id ",
-                                                trainer->data_.max_id(), ", outside the vocabulary [0, ",
-                                                vocab, ")")));
+                                                trainer->data_.max_id(),
+                                                ", outside the vocabulary [0, ", vocab, ")")));
   }
-  std::vector<models::Param*> params = trainer->model_->parameters();
-  trainer->optimizer_ = std::make_unique<AdamW>(params, options.adamw);
+  WEFT_RETURN_IF_ERROR(agree(model.check_batch(trainer->data_.sequences(0, 1))));
+  model.zero_grad();  // the optimizer's reducer packs the grad tensors: they must exist
+  trainer->optimizer_ = std::make_unique<AdamW>(
+      model.parameters(), options.adamw,
+      DataParallelOptions{.dp = &trainer->mesh_->dp(), .zero1 = options.zero1});
+  AdamW* optimizer = trainer->optimizer_.get();
+  model.set_grad_ready_hook([optimizer](models::Param& p) { optimizer->grad_ready(p); });
   if (!options.load_dir.empty()) {
-    absl::StatusOr<LoadedCheckpoint> checkpoint = load_checkpoint(options.load_dir);
-    absl::Status status = checkpoint.status();
-    if (status.ok()) status = trainer->restore(*checkpoint);
+    absl::StatusOr<std::unique_ptr<CheckpointReader>> reader =
+        CheckpointReader::open(options.load_dir);
+    absl::Status status = reader.status();
+    if (status.ok()) status = trainer->restore(**reader);
     WEFT_RETURN_IF_ERROR(agree(status));
   }
   if (trainer->start_step_ >= options.steps) {
@@ -74,13 +85,30 @@ absl::StatusOr<std::unique_ptr<Trainer>> Trainer::create(const TrainOptions& opt
                                                 ", --steps ", options.steps,
                                                 " leaves nothing to do")));
   }
-  if (!options.save_dir.empty() && dp.rank() == 0) {
-    trainer->writer_ = std::make_unique<CheckpointWriter>();
-  }
+  if (!options.save_dir.empty()) trainer->writer_ = std::make_unique<CheckpointWriter>(world);
   return trainer;
 }
 
+absl::Status Trainer::validate_batch() const {
+  const int dp = mesh_->dims().dp;
+  if (options_.global_batch % dp != 0) {
+    return invalid_argument("--global-batch ", options_.global_batch, " is not divisible by the ",
+                            dp, " data-parallel ranks (", mesh_->dims().str(), ")");
+  }
+  const int64_t per_rank = options_.global_batch / dp;
+  const int64_t micro = options_.micro_batch > 0 ? options_.micro_batch : per_rank;
+  if (per_rank % micro != 0) {
+    return invalid_argument("--micro-batch ", micro, " does not divide the ", per_rank,
+                            " sequences per data-parallel rank (--global-batch ",
+                            options_.global_batch, " / dp ", dp, ")");
+  }
+  return absl::OkStatus();
+}
+
 absl::Status Trainer::load_model() {
+  const models::ParallelOptions parallel{.mesh = mesh_.get(),
+                                         .sequence_parallel = options_.sequence_parallel,
+                                         .pp_virtual = options_.pp_virtual};
   if (!options_.load_dir.empty() || options_.init_random) {
     // Weights come from the checkpoint (or the seed); the config from the model dir, or else
     // from the checkpoint's manifest.
@@ -88,70 +116,76 @@ absl::Status Trainer::load_model() {
     if (!options_.model_dir.empty()) {
       WEFT_ASSIGN_OR_RETURN(config, io::load_model_config(options_.model_dir));
     } else {
-      WEFT_ASSIGN_OR_RETURN(std::string path, find_latest_checkpoint(options_.load_dir));
-      WEFT_ASSIGN_OR_RETURN(LoadedCheckpoint ckpt, load_checkpoint(path));
-      WEFT_ASSIGN_OR_RETURN(config, io::parse_model_config(ckpt.manifest.model_config_json()));
+      WEFT_ASSIGN_OR_RETURN(auto reader, CheckpointReader::open(options_.load_dir));
+      WEFT_ASSIGN_OR_RETURN(config, io::parse_model_config(reader->model_config_json()));
     }
-    WEFT_ASSIGN_OR_RETURN(model_, models::CausalLM::from_config(config, options_.seed));
+    WEFT_ASSIGN_OR_RETURN(model_, models::CausalLM::from_config(config, options_.seed, parallel));
     return absl::OkStatus();
   }
   if (options_.model_dir.empty()) return invalid_argument("missing --model (or --load)");
-  WEFT_ASSIGN_OR_RETURN(model_, models::CausalLM::from_pretrained(options_.model_dir));
+  WEFT_ASSIGN_OR_RETURN(model_, models::CausalLM::from_pretrained(options_.model_dir, parallel));
   return absl::OkStatus();
 }
 
-absl::Status Trainer::restore(const LoadedCheckpoint& checkpoint) {
-  std::vector<models::Param*> params = model_->parameters();
-  auto take = [&](const std::string& name, Tensor& into) -> absl::Status {
-    auto it = checkpoint.tensors.find(name);
-    if (it == checkpoint.tensors.end()) {
-      return absl::NotFoundError(
-          absl::StrCat("checkpoint ", checkpoint.path, " has no tensor '", name, "'"));
-    }
-    if (it->second.shape() != into.shape()) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          "checkpoint ", checkpoint.path, ": tensor '", name, "' has shape ",
-          shape_str(it->second.shape()), ", the model expects ", shape_str(into.shape())));
-    }
-    into.copy_from(it->second);
-    return absl::OkStatus();
-  };
-  for (size_t i = 0; i < params.size(); ++i) {
-    WEFT_RETURN_IF_ERROR(take(params[i]->name, params[i]->value));
-    WEFT_RETURN_IF_ERROR(take(params[i]->name + ".exp_avg", optimizer_->exp_avg()[i]));
-    WEFT_RETURN_IF_ERROR(take(params[i]->name + ".exp_avg_sq", optimizer_->exp_avg_sq()[i]));
+absl::Status Trainer::restore(const CheckpointReader& checkpoint) {
+  for (models::Param* p : model_->parameters()) {
+    const int64_t length = p->spec.split_dim >= 0 ? p->value.dim(p->spec.split_dim) : 0;
+    WEFT_ASSIGN_OR_RETURN(Tensor value,
+                          checkpoint.read_shard(p->name, p->spec.global_shape, p->spec.split_dim,
+                                                p->spec.offset, length));
+    p->value.copy_from(value);
   }
-  start_step_ = checkpoint.manifest.step();
-  if (checkpoint.manifest.data_position() != start_step_ * options_.global_batch) {
-    return invalid_argument("checkpoint ", checkpoint.path, " consumed ",
-                            checkpoint.manifest.data_position(), " sequences in ", start_step_,
+  WEFT_RETURN_IF_ERROR(optimizer_->load_state(
+      [&](const std::string& name, const std::vector<int64_t>& offsets,
+          const std::vector<int64_t>& lengths) { return checkpoint.read_slice(name, offsets, lengths); }));
+  start_step_ = checkpoint.step();
+  if (checkpoint.data_position() != start_step_ * options_.global_batch) {
+    return invalid_argument("checkpoint ", checkpoint.path(), " consumed ",
+                            checkpoint.data_position(), " sequences in ", start_step_,
                             " steps; --global-batch ", options_.global_batch,
                             " would not continue the same data order");
   }
-  WEFT_LOG(INFO) << "resumed from " << checkpoint.path << " at step " << start_step_;
+  WEFT_LOG(INFO) << "resumed from " << checkpoint.path() << " at step " << start_step_
+                 << " (saved on mesh dp=" << checkpoint.mesh().dp() << " pp="
+                 << checkpoint.mesh().pp() << " tp=" << checkpoint.mesh().tp() << ")";
   return absl::OkStatus();
+}
+
+double Trainer::run_microbatches(const Tensor& tokens, float loss_scale) {
+  const int64_t rows = tokens.dim(0);
+  const int64_t micro = options_.micro_batch > 0 ? options_.micro_batch : rows;
+  double loss = 0;
+  for (int64_t first = 0; first < rows; first += micro) {
+    Tensor batch = tokens.slice(first, first + micro);  // [micro, T]
+    std::unique_ptr<models::ChunkState> state = model_->new_chunk_state();
+    double batch_loss = 0;
+    model_->forward_chunk(0, batch, Tensor(), *state, &batch_loss);
+    model_->backward_chunk(0, *state, Tensor(), loss_scale, first + micro >= rows);
+    loss += batch_loss;
+  }
+  model_->finish_grads();
+  return loss;
 }
 
 StepMetrics Trainer::train_step(int64_t step) {
   const auto start = std::chrono::steady_clock::now();
   reset_peak_memory(Device::cpu());
-  const std::vector<models::Param*>& params = model_->parameters();
-  const Range mine = split_evenly(options_.global_batch, dp_.size(), dp_.rank());
-  const int64_t first = (step - 1) * options_.global_batch;
-  Tensor tokens = data_.sequences(first + mine.begin, mine.size());  // [b, T]
+  comm::Communicator& dp = mesh_->dp();
+  const int64_t per_rank = options_.global_batch / dp.size();
+  const int64_t first = (step - 1) * options_.global_batch + dp.rank() * per_rank;
+  Tensor tokens = data_.sequences(first, per_rank);  // [per_rank, T]
   const int64_t global_predicted = options_.global_batch * (options_.seq_len - 1);
 
   model_->zero_grad();
-  models::ForwardResult out = model_->forward(tokens, {.keep_logits = false, .for_backward = true});
-  model_->backward(1.0f / static_cast<float>(global_predicted));
-  parallel::all_reduce_grads(dp_, grads_of(params));
-  Tensor loss = Tensor::from_floats({static_cast<float>(out.loss_sum)}, {1});
-  dp_.all_reduce(loss);
+  const double loss_sum = run_microbatches(tokens, 1.0f / static_cast<float>(global_predicted));
+  optimizer_->finish_grads();
+  Tensor loss = Tensor::from_floats({static_cast<float>(loss_sum)}, {1});
+  dp.all_reduce(loss);
 
   StepMetrics m;
   m.step = step;
   m.loss = loss.item() / static_cast<double>(global_predicted);
-  m.grad_norm = clip_grad_norm(params, options_.clip_grad);
+  m.grad_norm = optimizer_->clip_grad_norm(options_.clip_grad, &mesh_->tp(), &mesh_->pp());
   m.lr = optimizer_->config().lr;
   if (writer_) {
     // The save in flight reads these tensors: the optimizer may change them only once copied.
@@ -168,30 +202,44 @@ StepMetrics Trainer::train_step(int64_t step) {
 }
 
 void Trainer::start_save(int64_t step) {
-  io::CheckpointManifest manifest;
-  manifest.set_format_version(1);
-  manifest.set_step(step);
-  manifest.set_data_position(step * options_.global_batch);
-  io::MeshRecord& mesh = *manifest.mutable_mesh();
-  mesh.set_dp(dp_.size());
-  mesh.set_pp(1);
-  mesh.set_tp(1);
-  mesh.set_sp(1);
-  mesh.set_ep(1);
-  mesh.set_etp(1);
-  manifest.set_model_config_json(model_->config().json);
-  manifest.set_seed(options_.seed);
+  const parallel::ParallelDims& dims = mesh_->dims();
+  io::CheckpointManifest header;
+  header.set_format_version(2);
+  header.set_step(step);
+  header.set_data_position(step * options_.global_batch);
+  io::MeshRecord& mesh = *header.mutable_mesh();
+  mesh.set_dp(dims.dp);
+  mesh.set_pp(dims.pp);
+  mesh.set_tp(dims.tp);
+  mesh.set_sp(dims.sp);
+  mesh.set_ep(dims.ep);
+  mesh.set_etp(dims.etp);
+  header.set_model_config_json(model_->config().json);
+  header.set_seed(options_.seed);
+
+  // Each stored slice is written by exactly one rank: dp rank 0 (every dp rank for its own
+  // ZeRO-1 moment rows), and among tp ranks holding the same slice only the first.
+  const parallel::Coord& c = mesh_->coord();
+  auto writes = [&](const models::Param& p) {
+    return p.spec.replica == 0 && c.sp == 0 && (c.tp == 0 || p.spec.group == "tp");
+  };
+  std::map<std::string, const models::Param*> by_name;
   std::vector<CheckpointTensor> tensors;
-  const std::vector<models::Param*>& params = model_->parameters();
-  for (size_t i = 0; i < params.size(); ++i) {
-    const models::Param& p = *params[i];
-    const std::vector<int64_t> offsets(p.spec.global_shape.size(), 0);
-    tensors.push_back({p.name, p.value, p.spec.global_shape, offsets});
-    tensors.push_back({p.name + ".exp_avg", optimizer_->exp_avg()[i], p.spec.global_shape, offsets});
-    tensors.push_back(
-        {p.name + ".exp_avg_sq", optimizer_->exp_avg_sq()[i], p.spec.global_shape, offsets});
+  for (const models::Param* p : model_->parameters()) {
+    by_name[p->name] = p;
+    if (c.dp == 0 && writes(*p)) {
+      tensors.push_back({p->name, p->value, p->spec.global_shape, shard_offsets(p->spec),
+                         p->spec.split_dim, p->spec.group});
+    }
   }
-  writer_->save_async(options_.save_dir, std::move(manifest), std::move(tensors));
+  for (const OptimizerStateTensor& s : optimizer_->state_tensors()) {
+    const models::Param& p = *by_name.at(s.name.substr(0, s.name.rfind(".exp_avg")));
+    if ((options_.zero1 || c.dp == 0) && writes(p)) {
+      tensors.push_back(
+          {s.name, s.value, s.global_shape, s.offsets, p.spec.split_dim, p.spec.group});
+    }
+  }
+  writer_->save_async(options_.save_dir, std::move(header), std::move(tensors));
 }
 
 absl::Status Trainer::append_metrics(const StepMetrics& m) {
@@ -209,7 +257,7 @@ absl::Status Trainer::append_metrics(const StepMetrics& m) {
 }
 
 absl::Status Trainer::run() {
-  const bool root = dp_.rank() == 0;
+  const bool root = mesh_->rank() == 0;
   if (root && !options_.metrics_path.empty() && start_step_ == 0) {
     std::ofstream truncate(options_.metrics_path, std::ios::trunc);
   }
@@ -231,7 +279,7 @@ absl::Status Trainer::run() {
     // the previous save must be on disk before the next starts.
     if (save_now && writer_ && status.ok()) status = writer_->wait();
     WEFT_RETURN_IF_ERROR(agree_(status));
-    if (save_now && writer_) start_save(step);
+    if (save_now) start_save(step);
   }
   absl::Status final_status = writer_ ? writer_->wait() : absl::OkStatus();
   if (writer_ && final_status.ok() && root) {

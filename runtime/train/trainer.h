@@ -1,5 +1,7 @@
-// The training loop of `weft train`: data parallel over the world (this issue), AdamW, metrics,
-// periodic asynchronous checkpoints, resume.
+// The training loop of `weft train` over a Mesh: tensor parallelism (optionally with Megatron
+// sequence parallelism), pipeline parallelism (1F1B or interleaved, over micro-batches), data
+// parallelism with the gradient all-reduce overlapped with the backward (or ZeRO-1), AdamW,
+// metrics, asynchronous sharded checkpoints, and resume under any mesh.
 //
 // Loss and gradient scaling (DESIGN.md): every rank back-propagates its loss sum divided by the
 // GLOBAL count of predicted tokens, and gradients are summed over dp, so the result equals one
@@ -15,6 +17,7 @@
 #include "comm/communicator.h"
 #include "kernels/ops.h"
 #include "models/causal_lm.h"
+#include "parallel/mesh.h"
 #include "runtime/train/checkpoint.h"
 #include "runtime/train/optimizer.h"
 #include "runtime/train/token_data.h"
@@ -36,6 +39,13 @@ struct TrainOptions {
   std::string metrics_path;
   int64_t log_every = 1;
   uint64_t seed = 0;
+  // Parallelism: dp = world / (tp * pp).
+  int tp = 1;
+  int pp = 1;
+  int pp_virtual = 1;         // interleaved chunks per pipeline rank
+  int64_t micro_batch = 0;    // sequences per micro-batch (0: the whole per-rank batch)
+  bool sequence_parallel = false;
+  bool zero1 = false;         // shard AdamW state over dp
 };
 
 // Collective agreement on a status (see launch/session.h); identity on one rank.
@@ -53,35 +63,40 @@ struct StepMetrics {
 
 class Trainer {
  public:
-  // Loads data, model and (with load_dir) the checkpoint on every rank, and validates options
-  // against them. `world` is the data-parallel group here. Collective: agrees on errors.
+  // Builds the mesh, loads data, model and (with load_dir) the checkpoint on every rank, and
+  // validates options against them before any work. Collective over `world`: agrees on errors.
   static absl::StatusOr<std::unique_ptr<Trainer>> create(const TrainOptions& options,
-                                                         comm::Communicator& dp, AgreeFn agree);
+                                                         comm::Communicator& world, AgreeFn agree);
 
   // Runs steps start_step()+1 .. options.steps. Collective.
   absl::Status run();
 
   [[nodiscard]] int64_t start_step() const { return start_step_; }
+  [[nodiscard]] const parallel::Mesh& mesh() const { return *mesh_; }
   [[nodiscard]] models::CausalLM& model() { return *model_; }
   [[nodiscard]] const std::vector<StepMetrics>& history() const { return history_; }
   // Total seconds the loop waited on checkpoint snapshots.
   [[nodiscard]] double checkpoint_wait_seconds() const { return checkpoint_wait_s_; }
 
  private:
-  Trainer(const TrainOptions& options, comm::Communicator& dp, AgreeFn agree, TokenFile data);
+  Trainer(const TrainOptions& options, std::unique_ptr<parallel::Mesh> mesh, AgreeFn agree,
+          TokenFile data);
+  absl::Status validate_batch() const;
   absl::Status load_model();
-  absl::Status restore(const LoadedCheckpoint& checkpoint);
+  absl::Status restore(const CheckpointReader& checkpoint);
+  // This step's summed loss over this rank's micro-batches (every rank of a pipeline gets it).
+  double run_microbatches(const Tensor& tokens, float loss_scale);
   StepMetrics train_step(int64_t step);
   void start_save(int64_t step);
   absl::Status append_metrics(const StepMetrics& m);
 
   TrainOptions options_;
-  comm::Communicator& dp_;
+  std::unique_ptr<parallel::Mesh> mesh_;
   AgreeFn agree_;
   TokenFile data_;
   std::unique_ptr<models::CausalLM> model_;
   std::unique_ptr<AdamW> optimizer_;
-  std::unique_ptr<CheckpointWriter> writer_;  // on the rank that writes (dp rank 0)
+  std::unique_ptr<CheckpointWriter> writer_;  // every rank (saves are collective)
   int64_t start_step_ = 0;
   std::vector<StepMetrics> history_;
   double checkpoint_wait_s_ = 0;

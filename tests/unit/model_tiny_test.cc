@@ -4,6 +4,8 @@
 // decoding over sequences longer than the kernels' blocks (64 positions).
 #include <gtest/gtest.h>
 
+#include <map>
+
 #include <cmath>
 #include <iterator>
 #include <memory>
@@ -164,6 +166,34 @@ INSTANTIATE_TEST_SUITE_P(Kinds, TinyModel,
                          ::testing::Values("llama_gqa", "qwen2_tied", "mixtral_moe",
                                            "hybrid_linear"),
                          [](const auto& info) { return info.param; });
+
+
+// Data parallelism starts reducing a parameter's grad when the hook fires: by then the grad must
+// be final. Two micro-batches; the hook (on the last) sees exactly the grads backward leaves.
+TEST(ModelGradReadyHook, FiresOncePerParameterWithItsFinalGrad) {
+  for (const char* kind : {"llama_gqa", "qwen2_tied", "mixtral_moe", "hybrid_linear"}) {
+    SCOPED_TRACE(kind);
+    auto model = tiny_model(kind);
+    std::map<std::string, std::vector<float>> at_hook;
+    model->set_grad_ready_hook([&](Param& p) {
+      EXPECT_EQ(at_hook.count(p.name), 0u) << p.name << " fired twice";
+      at_hook[p.name] = p.grad.to_floats();
+    });
+    model->zero_grad();
+    const Tensor tokens = random_ids({4, 6}, 3, 40);
+    for (int64_t first : {0, 2}) {
+      auto state = model->new_chunk_state();
+      double loss = 0;
+      model->forward_chunk(0, tokens.slice(first, first + 2), Tensor(), *state, &loss);
+      model->backward_chunk(0, *state, Tensor(), 0.1f, /*last_microbatch=*/first == 2);
+    }
+    model->finish_grads();
+    for (Param* p : model->parameters()) {
+      ASSERT_EQ(at_hook.count(p->name), 1u) << p->name << " never fired";
+      EXPECT_EQ(at_hook[p->name], p->grad.to_floats()) << p->name << " changed after its hook";
+    }
+  }
+}
 
 }  // namespace
 }  // namespace weft::models

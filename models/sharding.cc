@@ -1,0 +1,36 @@
+#include "models/sharding.h"
+
+#include "parallel/shard_gather.h"
+#include "runtime/core/check.h"
+
+namespace weft::models {
+
+Tensor take_shard(const Tensor& whole, const ShardSpec& spec, const Shape& local) {
+  if (spec.split_dim < 0) return whole.to_dtype(DType::kF32);
+  const int dim = spec.split_dim;
+  const int64_t n = local[dim];
+  if (dim == 0) return whole.slice(spec.offset, spec.offset + n).to_dtype(DType::kF32);
+  // As [outer, len, inner]: rows o*len + offset .. + n of [outer*len, inner] are block o.
+  int64_t outer = 1, inner = 1;
+  for (int i = 0; i < dim; ++i) outer *= whole.dim(i);
+  for (int i = dim + 1; i < whole.ndim(); ++i) inner *= whole.dim(i);
+  const int64_t len = whole.dim(dim);
+  const Tensor rows = whole.view({outer * len, inner});
+  Tensor out = Tensor::empty(local);  // f32
+  Tensor out_rows = out.view({outer * n, inner});
+  for (int64_t o = 0; o < outer; ++o) {
+    const int64_t first = o * len + spec.offset;
+    out_rows.slice(o * n, (o + 1) * n)
+        .copy_from(rows.slice(first, first + n).to_dtype(DType::kF32));
+  }
+  return out;
+}
+
+Tensor gather_whole(const Tensor& local, const ShardSpec& spec, const parallel::Mesh* mesh) {
+  if (spec.split_dim < 0 || local.shape() == spec.global_shape) return local;
+  WEFT_CHECK(mesh != nullptr) << "a sharded tensor needs its mesh to be gathered";
+  WEFT_CHECK(spec.group == "tp") << "gather_whole knows the tp group only, got " << spec.group;
+  return parallel::gather_shards(mesh->tp(), local, spec.split_dim, spec.offset, spec.global_shape);
+}
+
+}  // namespace weft::models
