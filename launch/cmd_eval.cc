@@ -1,108 +1,141 @@
 // weft eval --model DIR --tokens FILE --out OUT.safetensors [--grads] [--comm-report FILE]
+//           [--tp N] [--pp N] [--pp-virtual V] [--micro-batch M] [--sequence-parallel]
 //
-// Data parallel over the world: the batch (the file's lines) is split over ranks; the loss is the
-// mean over every predicted position of the whole batch, and gradients are summed over ranks,
-// so the output equals one rank's.
+// Runs over any valid mesh: the batch (the file's lines) is split over dp ranks, the model over
+// tp and pp. The loss is the mean over every predicted position of the whole batch, gradients
+// are summed over dp, and logits and gradients are gathered to whole tensors on rank 0 — the
+// output equals one rank's.
 #include <cstdio>
 
 #include "absl/strings/str_cat.h"
 #include "comm/report.h"
 #include "launch/commands.h"
 #include "launch/flags.h"
+#include "launch/mesh_outputs.h"
 #include "models/causal_lm.h"
 #include "parallel/grad_sync.h"
 #include "runtime/core/status.h"
 #include "runtime/io/safetensors.h"
+#include "runtime/train/pipeline_executor.h"
+#include "runtime/train/pipeline_schedule.h"
 #include "runtime/train/token_data.h"
 
 namespace weft::cli {
 namespace {
 
-// Rank 0 receives every rank's rows of `local` [b_r, ...] into one [total, ...] tensor.
-Tensor gather_rows_to_root(comm::Communicator& world, const Tensor& local, int64_t total) {
-  if (world.size() == 1) return local;
-  if (world.rank() != 0) {
-    world.send(local, 0);
-    return Tensor();
+struct EvalPlan {
+  std::vector<int64_t> rows_of_dp;    // sequences per dp rank
+  std::vector<Tensor> micro_batches;  // this rank's, [m, T] each
+};
+
+absl::StatusOr<EvalPlan> plan_batches(const Tensor& all_tokens, const parallel::Mesh& mesh,
+                                      int64_t micro_batch, int pp_virtual) {
+  const int64_t batch = all_tokens.dim(0);
+  const parallel::ParallelDims& d = mesh.dims();
+  if (batch < d.dp) {
+    return invalid_argument("--tokens has ", batch, " sequences, fewer than the ", d.dp,
+                            " data-parallel ranks");
   }
-  Shape shape = local.shape();
-  shape[0] = total;
-  Tensor all = Tensor::empty(shape, local.dtype());
-  for (int r = 0; r < world.size(); ++r) {
-    const train::Range rows = train::split_evenly(total, world.size(), r);
-    Tensor part = all.slice(rows.begin, rows.end);
-    if (r == 0) {
-      part.copy_from(local);
-    } else {
-      world.recv(part, r);
+  EvalPlan plan;
+  for (int r = 0; r < d.dp; ++r)
+    plan.rows_of_dp.push_back(train::split_evenly(batch, d.dp, r).size());
+  const train::Range mine = train::split_evenly(batch, d.dp, mesh.coord().dp);
+  // Without --micro-batch each rank runs its rows as one micro-batch (dp ranks may differ by
+  // one row when the batch does not split evenly).
+  const int64_t micro = micro_batch > 0 ? micro_batch : mine.size();
+  for (int64_t rows : plan.rows_of_dp) {
+    if (micro_batch > 0 && rows % micro != 0) {
+      return invalid_argument("--micro-batch ", micro, " does not divide the ", rows,
+                              " sequences of a data-parallel rank");
     }
   }
-  return all;
+  for (int64_t first = mine.begin; first < mine.end; first += micro) {
+    plan.micro_batches.push_back(all_tokens.slice(first, first + micro));
+  }
+  WEFT_RETURN_IF_ERROR(
+      train::pipeline_schedule({.pp = d.pp,
+                                .pp_rank = mesh.coord().pp,
+                                .virtual_chunks = pp_virtual,
+                                .micro_batches = static_cast<int>(plan.micro_batches.size())})
+          .status());
+  return plan;
 }
 
 }  // namespace
 
 absl::Status run_eval(Session& session, const Args& args) {
+  std::vector<FlagSpec> specs = {
+      {"model", FlagKind::kString, "Hugging Face model directory", true},
+      {"tokens", FlagKind::kString, "token file: one sequence per line", true},
+      {"out", FlagKind::kString, "output .safetensors (logits, loss, grads)", true},
+      {"grads", FlagKind::kBool, "also write d loss / d parameter, by HF name"},
+      {"comm-report", FlagKind::kString, "write per-rank traffic counters (JSON)"}};
+  for (const FlagSpec& s : model_parallel_flags()) specs.push_back(s);
   WEFT_ASSIGN_OR_RETURN(
       Flags flags,
-      parse_flags(session, "eval", "logits, loss and (with --grads) the gradient of every parameter",
-                  args,
-                  {{"model", FlagKind::kString, "Hugging Face model directory", true},
-                   {"tokens", FlagKind::kString, "token file: one sequence per line", true},
-                   {"out", FlagKind::kString, "output .safetensors (logits, loss, grads)", true},
-                   {"grads", FlagKind::kBool, "also write d loss / d parameter, by HF name"},
-                   {"comm-report", FlagKind::kString, "write per-rank traffic counters (JSON)"}}));
+      parse_flags(session, "eval",
+                  "logits, loss and (with --grads) the gradient of every parameter", args, specs));
+  absl::StatusOr<parallel::ParallelDims> dims = parallel::resolve_dims(
+      session.size(), flags.integer("tp", 1), flags.integer("pp", 1), 1, 1, 1);
+  WEFT_RETURN_IF_ERROR(session.agree(dims.status()));
   absl::StatusOr<train::TokenFile> data = train::TokenFile::load(flags.str("tokens"));
   WEFT_RETURN_IF_ERROR(session.agree(data.status()));
-  absl::StatusOr<std::unique_ptr<models::CausalLM>> loaded =
-      models::CausalLM::from_pretrained(flags.str("model"));
+  std::unique_ptr<parallel::Mesh> mesh = parallel::Mesh::create(session.world(), *dims);
+  const bool sequence_parallel = flags.boolean("sequence-parallel");
+  const int pp_virtual = static_cast<int>(flags.integer("pp-virtual", 1));
+  absl::StatusOr<std::unique_ptr<models::CausalLM>> loaded = models::CausalLM::from_pretrained(
+      flags.str("model"),
+      {.mesh = mesh.get(), .sequence_parallel = sequence_parallel, .pp_virtual = pp_virtual});
   WEFT_RETURN_IF_ERROR(session.agree(loaded.status()));
   models::CausalLM& model = **loaded;
   const int64_t batch = data->num_sequences();
   const int64_t seq = data->seq_len();
   Tensor all_tokens = data->sequences(0, batch);  // [B, T]
-  absl::Status valid = model.check_tokens(all_tokens);
-  if (valid.ok() && seq < 2) valid = invalid_argument("sequences of ", seq, " token cannot predict");
-  if (valid.ok() && batch < session.size()) {
-    valid = invalid_argument("--tokens has ", batch, " sequences, fewer than the ", session.size(),
-                             " data-parallel ranks");
-  }
-  WEFT_RETURN_IF_ERROR(session.agree(valid));
+  absl::Status valid = model.check_batch(all_tokens);
+  if (valid.ok() && seq < 2)
+    valid = invalid_argument("sequences of ", seq, " token cannot predict");
+  absl::StatusOr<EvalPlan> plan =
+      valid.ok() ? plan_batches(all_tokens, *mesh, flags.integer("micro-batch", 0), pp_virtual)
+                 : absl::StatusOr<EvalPlan>(valid);
+  WEFT_RETURN_IF_ERROR(session.agree(plan.status()));
 
-  std::unique_ptr<comm::Communicator> dp = session.world().split(0, session.rank(), "dp");
-  const train::Range mine = train::split_evenly(batch, dp->size(), dp->rank());
-  Tensor tokens = all_tokens.slice(mine.begin, mine.end);  // [b, T]
   const bool grads = flags.boolean("grads");
-  models::ForwardResult out = model.forward(tokens, {.keep_logits = true, .for_backward = grads});
   const int64_t global_predicted = batch * (seq - 1);
+  std::vector<Tensor> logits_blocks;  // [m, T, V/tp] per micro-batch, on the last stage
+  model.set_logits_sink([&](Tensor logits) { logits_blocks.push_back(std::move(logits)); });
+  if (grads) model.zero_grad();
+  absl::StatusOr<train::PipelineStepResult> step =
+      train::run_pipeline_step(model, mesh.get(), plan->micro_batches,
+                               {.loss_scale = 1.0f / static_cast<float>(global_predicted),
+                                .sequence_parallel = sequence_parallel,
+                                .forward_only = !grads});
+  WEFT_RETURN_IF_ERROR(session.agree(step.status()));
   if (grads) {
-    model.zero_grad();
-    model.backward(1.0f / static_cast<float>(global_predicted));
     std::vector<Tensor> g;
     for (models::Param* p : model.parameters()) g.push_back(p->grad);
-    parallel::all_reduce_grads(*dp, g);
+    parallel::all_reduce_grads(mesh->dp(), g);
   }
-  Tensor loss = Tensor::from_floats({static_cast<float>(out.loss_sum)}, {1});
-  dp->all_reduce(loss);
+  Tensor loss = Tensor::from_floats({static_cast<float>(step->loss_sum)}, {1});
+  mesh->dp().all_reduce(loss);
   const float mean_loss = loss.item() / static_cast<float>(global_predicted);
   if (flags.has("comm-report")) {
     WEFT_RETURN_IF_ERROR(session.agree(
-        comm::write_comm_report(session.world(), {dp.get()}, flags.str("comm-report"))));
+        comm::write_comm_report(session.world(), mesh->all_groups(), flags.str("comm-report"))));
   }
 
-  Tensor logits = gather_rows_to_root(session.world(), out.logits, batch);  // [B, T, V] on rank 0
+  Tensor logits = gather_logits(*mesh, logits_blocks, seq, model.config().vocab_size,
+                                plan->rows_of_dp);  // [B, T, V] on rank 0
+  std::map<std::string, Tensor> grad_of;
+  if (grads) grad_of = gather_parameters(*mesh, model.parameters(), &models::Param::grad);
   if (!session.is_root()) return absl::OkStatus();
-  std::vector<std::pair<std::string, Tensor>> tensors;
+  io::NamedTensors tensors;
   tensors.emplace_back("logits", logits);
   tensors.emplace_back("loss", Tensor::from_floats({mean_loss}, {}));
-  if (grads) {
-    for (models::Param* p : model.parameters()) tensors.emplace_back(p->name, p->grad);
-  }
+  for (auto& [name, g] : grad_of) tensors.emplace_back(name, g);
   WEFT_RETURN_IF_ERROR(io::write_safetensors(flags.str("out"), tensors));
-  std::printf("loss %.6f over %lld predicted tokens (%lld sequences x %lld, %d rank%s); wrote %s\n",
+  std::printf("loss %.6f over %lld predicted tokens (%lld sequences x %lld, %s); wrote %s\n",
               mean_loss, static_cast<long long>(global_predicted), static_cast<long long>(batch),
-              static_cast<long long>(seq), session.size(), session.size() > 1 ? "s" : "",
-              flags.str("out").c_str());
+              static_cast<long long>(seq), dims->str().c_str(), flags.str("out").c_str());
   return absl::OkStatus();
 }
 

@@ -35,14 +35,14 @@ const std::vector<FlagSpec>& train_flags() {
       {"log-every", FlagKind::kInt, "print a progress line every N steps (default 1)"},
       {"seed", FlagKind::kInt, "seed for --init-random (default 0)"},
       {"comm-report", FlagKind::kString, "write per-rank traffic counters (JSON)"},
-      {"tp", FlagKind::kInt, "tensor-parallel degree (default 1)"},
-      {"pp", FlagKind::kInt, "pipeline stages (default 1)"},
-      {"pp-virtual", FlagKind::kInt, "interleaved chunks per pipeline rank (default 1)"},
-      {"micro-batch", FlagKind::kInt, "sequences per micro-batch (default: all of a rank's)"},
-      {"sequence-parallel", FlagKind::kBool, "Megatron sequence parallelism over the tp group"},
       {"zero", FlagKind::kInt, "1: shard the AdamW state over data-parallel ranks (ZeRO-1)"},
   };
-  return specs;
+  static const std::vector<FlagSpec> all = [] {
+    std::vector<FlagSpec> v = specs;
+    for (const FlagSpec& s : model_parallel_flags()) v.push_back(s);
+    return v;
+  }();
+  return all;
 }
 
 // Flags that are not RunConfig fields.
@@ -58,16 +58,17 @@ absl::StatusOr<io::RunConfig> run_config_from(const Flags& flags) {
     WEFT_ASSIGN_OR_RETURN(cfg, io::load_run_config(flags.str("config")));
   }
   for (const std::string& flag : flags.given()) {
-    if (!is_cli_only(flag)) WEFT_RETURN_IF_ERROR(io::set_run_config_field(cfg, flag, flags.str(flag)));
+    if (!is_cli_only(flag))
+      WEFT_RETURN_IF_ERROR(io::set_run_config_field(cfg, flag, flags.str(flag)));
   }
   return cfg;
 }
 
 absl::StatusOr<train::TrainOptions> options_from(const io::RunConfig& cfg, bool init_random) {
-  for (auto [value, name] : {std::pair{cfg.data().empty(), "--data"},
-                             std::pair{cfg.steps() == 0, "--steps"},
-                             std::pair{cfg.global_batch() == 0, "--global-batch"},
-                             std::pair{cfg.seq_len() == 0, "--seq-len"}}) {
+  for (auto [value, name] :
+       {std::pair{cfg.data().empty(), "--data"}, std::pair{cfg.steps() == 0, "--steps"},
+        std::pair{cfg.global_batch() == 0, "--global-batch"},
+        std::pair{cfg.seq_len() == 0, "--seq-len"}}) {
     if (value) return invalid_argument("missing required flag ", name, " (or its --config field)");
   }
   train::TrainOptions o;
@@ -100,8 +101,9 @@ absl::StatusOr<train::TrainOptions> options_from(const io::RunConfig& cfg, bool 
   }
   o.zero1 = par.zero() == 1;
   if (par.sp() > 1 || par.ep() > 1 || par.etp() > 1) {
-    return invalid_argument("--sp, --ep and --etp above 1 are not available yet (sequence and "
-                            "expert parallelism); use --tp, --pp and data parallelism");
+    return invalid_argument(
+        "--sp, --ep and --etp above 1 are not available yet (sequence and "
+        "expert parallelism); use --tp, --pp and data parallelism");
   }
   if (o.model_dir.empty() && o.load_dir.empty()) {
     return invalid_argument("missing required flag --model (or --load)");
@@ -112,9 +114,9 @@ absl::StatusOr<train::TrainOptions> options_from(const io::RunConfig& cfg, bool 
 }  // namespace
 
 absl::Status run_train(Session& session, const Args& args) {
-  WEFT_ASSIGN_OR_RETURN(Flags flags, parse_flags(session, "train",
-                                                 "train with AdamW (data parallel over the ranks)",
-                                                 args, train_flags()));
+  WEFT_ASSIGN_OR_RETURN(
+      Flags flags, parse_flags(session, "train", "train with AdamW (data parallel over the ranks)",
+                               args, train_flags()));
   absl::StatusOr<io::RunConfig> cfg = run_config_from(flags);
   WEFT_RETURN_IF_ERROR(session.agree(cfg.status()));
   absl::StatusOr<train::TrainOptions> options = options_from(*cfg, flags.boolean("init-random"));

@@ -23,4 +23,7 @@ absl::StatusOr<class Flags> parse_flags(Session& session, const std::string& sub
                                         std::vector<struct FlagSpec> specs);
 bool is_help(const absl::Status& status);
 
+// --tp, --pp, --pp-virtual, --micro-batch, --sequence-parallel: shared by eval and train.
+std::vector<struct FlagSpec> model_parallel_flags();
+
 }  // namespace weft::cli

@@ -69,6 +69,14 @@ absl::StatusOr<Flags> parse_flags(Session& session, const std::string& subcomman
 
 bool is_help(const absl::Status& status) { return status.GetPayload(kHelpShown).has_value(); }
 
+std::vector<FlagSpec> model_parallel_flags() {
+  return {{"tp", FlagKind::kInt, "tensor-parallel degree (default 1)"},
+          {"pp", FlagKind::kInt, "pipeline stages (default 1)"},
+          {"pp-virtual", FlagKind::kInt, "interleaved chunks per pipeline rank (default 1)"},
+          {"micro-batch", FlagKind::kInt, "sequences per micro-batch (default: all of a rank's)"},
+          {"sequence-parallel", FlagKind::kBool, "Megatron sequence parallelism over tp"}};
+}
+
 int run_main(int argc, char** argv) {
   comm::MpiRuntime mpi(&argc, &argv);
   Session session(comm::mpi_world_communicator("world"));
@@ -91,7 +99,8 @@ int run_main(int argc, char** argv) {
   const absl::Status status = it->second.first(session, Args(argv + 2, argv + argc));
   if (status.ok() || is_help(status)) return 0;
   if (!reported_elsewhere(status)) {
-    std::fprintf(stderr, "weft %s: error: %s\n", sub.c_str(), std::string(status.message()).c_str());
+    std::fprintf(stderr, "weft %s: error: %s\n", sub.c_str(),
+                 std::string(status.message()).c_str());
     std::fflush(stderr);
   }
   return 1;

@@ -119,6 +119,9 @@ class CausalLM {
   // micro-batch's backward of its chunk, or after finish_grads for the parameters that
   // reduces): data-parallel reduction hooks in here to overlap with the rest of the backward.
   virtual void set_grad_ready_hook(std::function<void(Param&)> hook) = 0;
+  // For eval: the last pipeline stage hands each micro-batch's logits [b, T, V/tp] (this rank's
+  // vocabulary block) to `sink` from forward_chunk, in micro-batch order. Null: none kept.
+  virtual void set_logits_sink(std::function<void(Tensor)> sink) = 0;
 
   // Incremental decoding: consumes tokens [B, t] after the state's current length and returns
   // their logits [B, t, V]. Equals the matching rows of a full forward.

@@ -214,8 +214,11 @@ Tensor Transformer::chunk_forward(int c, const Tensor& tokens, const Tensor& inp
 
 Tensor Transformer::forward_chunk(int chunk, const Tensor& tokens, const Tensor& input,
                                   ChunkState& state, double* loss_sum) {
-  return chunk_forward(chunk, tokens, input, static_cast<ChunkSaved&>(state), true, nullptr,
-                       loss_sum);
+  Tensor logits;  // [b, T, V/tp] on the last stage, when a sink wants it
+  Tensor out = chunk_forward(chunk, tokens, input, static_cast<ChunkSaved&>(state), true,
+                             logits_sink_ ? &logits : nullptr, loss_sum);
+  if (logits.defined()) logits_sink_(logits);
+  return out;
 }
 
 Tensor Transformer::backward_chunk(int c, ChunkState& state, const Tensor& dout, float loss_scale,

@@ -48,6 +48,9 @@ class Transformer final : public CausalLM {
   void set_grad_ready_hook(std::function<void(Param&)> hook) override {
     grad_ready_ = std::move(hook);
   }
+  void set_logits_sink(std::function<void(Tensor)> sink) override {
+    logits_sink_ = std::move(sink);
+  }
 
   [[nodiscard]] std::unique_ptr<InferenceState> new_inference_state(int64_t batch,
                                                                     int64_t max_len) override;
@@ -84,6 +87,7 @@ class Transformer final : public CausalLM {
   std::vector<Param*> params_;
   std::vector<Param*> sp_norms_, kv_copies_, tied_copies_;  // reduced by finish_grads
   std::function<void(Param&)> grad_ready_;
+  std::function<void(Tensor)> logits_sink_;
   std::unique_ptr<ChunkState> saved_;  // forward()/backward()'s micro-batch
 };
 

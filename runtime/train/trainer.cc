@@ -12,6 +12,8 @@
 #include "runtime/core/logging.h"
 #include "runtime/core/status.h"
 #include "runtime/io/model_config.h"
+#include "runtime/train/pipeline_executor.h"
+#include "runtime/train/pipeline_schedule.h"
 
 namespace weft::train {
 namespace {
@@ -22,8 +24,8 @@ absl::Status validate(const TrainOptions& o, const TokenFile& data) {
     return invalid_argument("--global-batch ", o.global_batch, " must be positive");
   }
   if (o.seq_len != data.seq_len()) {
-    return invalid_argument("--seq-len ", o.seq_len, " does not match the token file ",
-                            data.path(), ", whose lines have ", data.seq_len(), " tokens");
+    return invalid_argument("--seq-len ", o.seq_len, " does not match the token file ", data.path(),
+                            ", whose lines have ", data.seq_len(), " tokens");
   }
   if (o.seq_len < 2) return invalid_argument("--seq-len ", o.seq_len, " must be at least 2");
   if (!(o.adamw.lr >= 0)) return invalid_argument("--lr ", o.adamw.lr, " must be >= 0");
@@ -42,13 +44,12 @@ std::vector<int64_t> shard_offsets(const models::ShardSpec& spec) {
 
 }  // namespace
 
-Trainer::Trainer(const TrainOptions& options, std::unique_ptr<parallel::Mesh> mesh,
-                 AgreeFn agree, TokenFile data)
+Trainer::Trainer(const TrainOptions& options, std::unique_ptr<parallel::Mesh> mesh, AgreeFn agree,
+                 TokenFile data)
     : options_(options), mesh_(std::move(mesh)), agree_(std::move(agree)), data_(std::move(data)) {}
 
 absl::StatusOr<std::unique_ptr<Trainer>> Trainer::create(const TrainOptions& options,
-                                                         comm::Communicator& world,
-                                                         AgreeFn agree) {
+                                                         comm::Communicator& world, AgreeFn agree) {
   absl::StatusOr<parallel::ParallelDims> dims =
       parallel::resolve_dims(world.size(), options.tp, options.pp, 1, 1, 1);
   WEFT_RETURN_IF_ERROR(agree(dims.status()));
@@ -81,9 +82,9 @@ absl::StatusOr<std::unique_ptr<Trainer>> Trainer::create(const TrainOptions& opt
     WEFT_RETURN_IF_ERROR(agree(status));
   }
   if (trainer->start_step_ >= options.steps) {
-    WEFT_RETURN_IF_ERROR(agree(invalid_argument("the checkpoint is at step ", trainer->start_step_,
-                                                ", --steps ", options.steps,
-                                                " leaves nothing to do")));
+    WEFT_RETURN_IF_ERROR(
+        agree(invalid_argument("the checkpoint is at step ", trainer->start_step_, ", --steps ",
+                               options.steps, " leaves nothing to do")));
   }
   if (!options.save_dir.empty()) trainer->writer_ = std::make_unique<CheckpointWriter>(world);
   return trainer;
@@ -102,7 +103,12 @@ absl::Status Trainer::validate_batch() const {
                             " sequences per data-parallel rank (--global-batch ",
                             options_.global_batch, " / dp ", dp, ")");
   }
-  return absl::OkStatus();
+  // The schedule's own constraints (interleaving needs micro-batches % pp == 0, ...).
+  return pipeline_schedule({.pp = mesh_->dims().pp,
+                            .pp_rank = mesh_->coord().pp,
+                            .virtual_chunks = options_.pp_virtual,
+                            .micro_batches = static_cast<int>(per_rank / micro)})
+      .status();
 }
 
 absl::Status Trainer::load_model() {
@@ -135,9 +141,11 @@ absl::Status Trainer::restore(const CheckpointReader& checkpoint) {
                                                 p->spec.offset, length));
     p->value.copy_from(value);
   }
-  WEFT_RETURN_IF_ERROR(optimizer_->load_state(
-      [&](const std::string& name, const std::vector<int64_t>& offsets,
-          const std::vector<int64_t>& lengths) { return checkpoint.read_slice(name, offsets, lengths); }));
+  WEFT_RETURN_IF_ERROR(
+      optimizer_->load_state([&](const std::string& name, const std::vector<int64_t>& offsets,
+                                 const std::vector<int64_t>& lengths) {
+        return checkpoint.read_slice(name, offsets, lengths);
+      }));
   start_step_ = checkpoint.step();
   if (checkpoint.data_position() != start_step_ * options_.global_batch) {
     return invalid_argument("checkpoint ", checkpoint.path(), " consumed ",
@@ -146,25 +154,24 @@ absl::Status Trainer::restore(const CheckpointReader& checkpoint) {
                             " would not continue the same data order");
   }
   WEFT_LOG(INFO) << "resumed from " << checkpoint.path() << " at step " << start_step_
-                 << " (saved on mesh dp=" << checkpoint.mesh().dp() << " pp="
-                 << checkpoint.mesh().pp() << " tp=" << checkpoint.mesh().tp() << ")";
+                 << " (saved on mesh dp=" << checkpoint.mesh().dp()
+                 << " pp=" << checkpoint.mesh().pp() << " tp=" << checkpoint.mesh().tp() << ")";
   return absl::OkStatus();
 }
 
 double Trainer::run_microbatches(const Tensor& tokens, float loss_scale) {
   const int64_t rows = tokens.dim(0);
   const int64_t micro = options_.micro_batch > 0 ? options_.micro_batch : rows;
-  double loss = 0;
+  std::vector<Tensor> batches;  // [micro, T] each; every pp rank of a dp group gets the same
   for (int64_t first = 0; first < rows; first += micro) {
-    Tensor batch = tokens.slice(first, first + micro);  // [micro, T]
-    std::unique_ptr<models::ChunkState> state = model_->new_chunk_state();
-    double batch_loss = 0;
-    model_->forward_chunk(0, batch, Tensor(), *state, &batch_loss);
-    model_->backward_chunk(0, *state, Tensor(), loss_scale, first + micro >= rows);
-    loss += batch_loss;
+    batches.push_back(tokens.slice(first, first + micro));
   }
-  model_->finish_grads();
-  return loss;
+  absl::StatusOr<PipelineStepResult> result = run_pipeline_step(
+      *model_, mesh_.get(), batches,
+      {.loss_scale = loss_scale, .sequence_parallel = options_.sequence_parallel});
+  // validate_batch() checked every schedule constraint before the first step.
+  WEFT_CHECK(result.ok()) << result.status().message();
+  return result->loss_sum;
 }
 
 StepMetrics Trainer::train_step(int64_t step) {
@@ -272,9 +279,9 @@ absl::Status Trainer::run() {
                   m.grad_norm, m.lr, m.step_time_s, m.tokens_per_s);
       std::fflush(stdout);
     }
-    const bool save_now = !options_.save_dir.empty() &&
-                          ((options_.save_every > 0 && step % options_.save_every == 0) ||
-                           step == options_.steps);
+    const bool save_now =
+        !options_.save_dir.empty() &&
+        ((options_.save_every > 0 && step % options_.save_every == 0) || step == options_.steps);
     // A failed save or metrics write stops every rank (none is left waiting in a collective);
     // the previous save must be on disk before the next starts.
     if (save_now && writer_ && status.ok()) status = writer_->wait();

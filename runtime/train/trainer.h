@@ -32,20 +32,20 @@ struct TrainOptions {
   int64_t global_batch = 0;  // sequences per step, over all dp ranks
   int64_t seq_len = 0;       // must equal the token file's line length
   kernels::AdamWConfig adamw;
-  double clip_grad = 0;      // 0 = no clipping
+  double clip_grad = 0;  // 0 = no clipping
   std::string save_dir;
   std::string load_dir;
-  int64_t save_every = 0;    // 0 = only at the end
+  int64_t save_every = 0;  // 0 = only at the end
   std::string metrics_path;
   int64_t log_every = 1;
   uint64_t seed = 0;
   // Parallelism: dp = world / (tp * pp).
   int tp = 1;
   int pp = 1;
-  int pp_virtual = 1;         // interleaved chunks per pipeline rank
-  int64_t micro_batch = 0;    // sequences per micro-batch (0: the whole per-rank batch)
+  int pp_virtual = 1;       // interleaved chunks per pipeline rank
+  int64_t micro_batch = 0;  // sequences per micro-batch (0: the whole per-rank batch)
   bool sequence_parallel = false;
-  bool zero1 = false;         // shard AdamW state over dp
+  bool zero1 = false;  // shard AdamW state over dp
 };
 
 // Collective agreement on a status (see launch/session.h); identity on one rank.

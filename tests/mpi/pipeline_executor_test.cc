@@ -169,6 +169,7 @@ class ChainModel : public models::CausalLM {
 
   void finish_grads() override { ++finish_grads_calls_; }
   void set_grad_ready_hook(std::function<void(models::Param&)>) override {}
+  void set_logits_sink(std::function<void(Tensor)>) override {}
   std::unique_ptr<models::InferenceState> new_inference_state(int64_t, int64_t) override {
     return nullptr;
   }

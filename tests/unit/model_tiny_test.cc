@@ -4,10 +4,9 @@
 // decoding over sequences longer than the kernels' blocks (64 positions).
 #include <gtest/gtest.h>
 
-#include <map>
-
 #include <cmath>
 #include <iterator>
+#include <map>
 #include <memory>
 #include <string>
 #include <vector>
@@ -166,7 +165,6 @@ INSTANTIATE_TEST_SUITE_P(Kinds, TinyModel,
                          ::testing::Values("llama_gqa", "qwen2_tied", "mixtral_moe",
                                            "hybrid_linear"),
                          [](const auto& info) { return info.param; });
-
 
 // Data parallelism starts reducing a parameter's grad when the hook fires: by then the grad must
 // be final. Two micro-batches; the hook (on the last) sees exactly the grads backward leaves.

@@ -1,0 +1,117 @@
+#include "launch/mesh_outputs.h"
+
+#include <cstring>
+
+#include "models/sharding.h"
+#include "parallel/shard_gather.h"
+
+namespace weft::cli {
+namespace {
+
+// World rank of the given coordinates (sp = 0).
+int rank_at(const parallel::ParallelDims& d, int tp, int dp, int pp) {
+  return tp + d.tp * d.sp * (dp + d.dp * pp);
+}
+
+Tensor concat_rows(const std::vector<Tensor>& parts) {
+  int64_t rows = 0;
+  for (const Tensor& p : parts) rows += p.dim(0);
+  Shape shape = parts.front().shape();
+  shape[0] = rows;
+  Tensor out = Tensor::empty(shape, parts.front().dtype());
+  int64_t at = 0;
+  for (const Tensor& p : parts) {
+    out.slice(at, at + p.dim(0)).copy_from(p);
+    at += p.dim(0);
+  }
+  return out;
+}
+
+// Sends a named tensor as three messages: name bytes (with its length first), shape, data.
+void send_named(comm::Communicator& world, const std::string& name, const Tensor& t, int dst) {
+  Tensor header = Tensor::from_ints({static_cast<int64_t>(name.size()), t.ndim()}, {2});
+  world.send(header, dst);
+  Tensor bytes = Tensor::empty({static_cast<int64_t>(name.size())}, DType::kU8);
+  std::memcpy(bytes.raw(), name.data(), name.size());
+  world.send(bytes, dst);
+  world.send(Tensor::from_ints(std::vector<int64_t>(t.shape()), {t.ndim()}), dst);
+  world.send(t, dst);
+}
+
+std::pair<std::string, Tensor> recv_named(comm::Communicator& world, int src) {
+  Tensor header = Tensor::empty({2}, DType::kI64);
+  world.recv(header, src);
+  const std::vector<int64_t> h = header.to_ints();
+  Tensor bytes = Tensor::empty({h[0]}, DType::kU8);
+  world.recv(bytes, src);
+  Tensor shape = Tensor::empty({h[1]}, DType::kI64);
+  world.recv(shape, src);
+  Tensor t = Tensor::empty(shape.to_ints());
+  world.recv(t, src);
+  return {std::string(static_cast<const char*>(bytes.raw()), h[0]), t};
+}
+
+}  // namespace
+
+Tensor gather_logits(const parallel::Mesh& mesh, const std::vector<Tensor>& local_blocks,
+                     int64_t seq_len, int64_t vocab, const std::vector<int64_t>& rows_of_dp) {
+  const parallel::ParallelDims& d = mesh.dims();
+  const parallel::Coord& c = mesh.coord();
+  const int last = d.pp - 1;
+  comm::Communicator& world = mesh.world();
+  Tensor whole;  // [b, T, V] on this dp rank's last-stage ranks
+  if (c.pp == last && c.sp == 0) {
+    Tensor mine = concat_rows(local_blocks);  // [b, T, V/tp]
+    Shape global = mine.shape();
+    global[2] = vocab;
+    whole = parallel::gather_shards(mesh.tp(), mine, 2, c.tp * mine.dim(2), global);
+  }
+  if (mesh.rank() != 0) {
+    if (c.pp == last && c.sp == 0 && c.tp == 0) world.send(whole, 0);
+    return Tensor();
+  }
+  std::vector<Tensor> parts;
+  for (int dp = 0; dp < d.dp; ++dp) {
+    const int src = rank_at(d, 0, dp, last);
+    if (src == 0) {
+      parts.push_back(whole);
+      continue;
+    }
+    Tensor part = Tensor::empty({rows_of_dp[dp], seq_len, vocab});
+    world.recv(part, src);
+    parts.push_back(part);
+  }
+  return concat_rows(parts);
+}
+
+std::map<std::string, Tensor> gather_parameters(const parallel::Mesh& mesh,
+                                                const std::vector<models::Param*>& params,
+                                                Tensor models::Param::*pick) {
+  const parallel::ParallelDims& d = mesh.dims();
+  const parallel::Coord& c = mesh.coord();
+  comm::Communicator& world = mesh.world();
+  std::map<std::string, Tensor> out;
+  std::vector<std::pair<std::string, Tensor>> mine;  // whole tensors this stage contributes
+  for (const models::Param* p : params) {
+    Tensor whole = models::gather_whole(p->*pick, p->spec, &mesh);  // collective over tp
+    if (p->spec.replica == 0 && c.tp == 0 && c.dp == 0 && c.sp == 0) {
+      mine.emplace_back(p->name, whole);
+    }
+  }
+  const bool stage_owner = c.tp == 0 && c.dp == 0 && c.sp == 0;
+  if (mesh.rank() == 0) {
+    for (auto& [name, t] : mine) out[name] = t;
+    for (int stage = 1; stage < d.pp; ++stage) {
+      const int src = rank_at(d, 0, 0, stage);
+      Tensor count = Tensor::empty({1}, DType::kI64);
+      world.recv(count, src);
+      for (int64_t i = 0; i < count.to_ints()[0]; ++i) out.insert(recv_named(world, src));
+    }
+  } else if (stage_owner) {
+    world.send(Tensor::from_ints({static_cast<int64_t>(mine.size())}, {1}), 0);
+    for (const auto& [name, t] : mine) send_named(world, name, t, 0);
+  }
+  return out;
+}
+
+}  // namespace weft::cli

@@ -1,0 +1,181 @@
+// `weft eval` and `weft train` under tensor, pipeline (1F1B and interleaved), sequence and data
+// parallelism and ZeRO-1 give the one-rank result; a run saved on one mesh resumes on another;
+// impossible meshes are refused before any work, on every rank.
+#include <gtest/gtest.h>
+
+#include <nlohmann/json.hpp>
+
+#include "tests/cli/cli_util.h"
+
+namespace weft::testing {
+namespace {
+
+const std::string kTrainTokens = fixtures_dir() + "/train/llama_gqa/tokens.txt";
+
+// Every tensor of `actual` equals `expected`'s within `tol`.
+void expect_same_tensors(const std::string& actual, const std::string& expected, double tol) {
+  auto want = io::SafetensorsFile::open(expected).value();
+  auto got = io::SafetensorsFile::open(actual).value();
+  EXPECT_EQ(got->names(), want->names());
+  for (const std::string& name : want->names()) {
+    SCOPED_TRACE(name);
+    if (!got->contains(name)) continue;
+    EXPECT_TENSORS_CLOSE(got->get_f32(name).value(), want->get_f32(name).value(), tol);
+  }
+}
+
+struct Mesh {
+  int ranks;
+  std::string flags;
+};
+
+class EvalMeshes : public ::testing::TestWithParam<const char*> {};
+
+TEST_P(EvalMeshes, EveryMeshEqualsOneRank) {
+  const std::string model = model_fixture(GetParam());
+  const std::string dir = make_temp_dir("weft_eval_mesh");
+  const int64_t vocab = load_tensor(model + "/reference.safetensors", "logits").dim(2);
+  const std::string tokens = write_token_file(dir, random_ids({8, 12}, 5, vocab));
+  auto eval = [&](const Mesh& m) {
+    const std::string out =
+        absl::StrCat(dir, "/out", m.ranks, std::hash<std::string>{}(m.flags), ".safetensors");
+    RunResult r = run_weft(absl::StrCat("eval --model ", model, " --tokens ", tokens, " --out ",
+                                        out, " --grads ", m.flags),
+                           m.ranks);
+    EXPECT_EQ(r.exit_code, 0) << m.flags << ": " << r.err;
+    return out;
+  };
+  const std::string one = eval({1, ""});
+  for (const Mesh& m : std::vector<Mesh>{{2, "--tp 2"},
+                                         {2, "--pp 2 --micro-batch 2"},
+                                         {4, "--tp 2 --pp 2 --micro-batch 4 --sequence-parallel"},
+                                         {4, "--pp 2 --micro-batch 2"}}) {
+    SCOPED_TRACE(absl::StrCat(m.ranks, " ranks ", m.flags));
+    expect_same_tensors(eval(m), one, 1e-5);
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(Models, EvalMeshes,
+                         ::testing::Values("llama_gqa", "qwen2_tied", "mixtral_moe",
+                                           "hybrid_linear"));
+
+// A 4-layer Llama (config only; --init-random), so that pp=4 and pp=2 x 2 chunks are possible.
+std::string four_layer_model() {
+  const std::string dir = make_temp_dir("weft_4layer");
+  std::ofstream(dir + "/config.json") << R"({"architectures": ["LlamaForCausalLM"],
+    "vocab_size": 96, "hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 4,
+    "num_attention_heads": 4, "num_key_value_heads": 2, "rms_norm_eps": 1e-5,
+    "max_position_embeddings": 64, "tie_word_embeddings": true})";
+  return dir;
+}
+
+// eps 1e-3: see cli_train_test.cc (AdamW with eps 1e-8 amplifies f32 summation-order noise).
+std::string train_args(const std::string& model, const std::string& dir, int steps) {
+  return absl::StrCat("train --model ", model, " --init-random --seed 3 --data ", kTrainTokens,
+                      " --global-batch 4 --seq-len 12 --lr 1e-2 --weight-decay 0.1 --eps 1e-3",
+                      " --steps ", steps, " --metrics ", dir, "/metrics.jsonl --save ", dir,
+                      "/ckpt");
+}
+
+std::vector<double> losses(const std::string& dir) {
+  std::vector<double> out;
+  std::istringstream lines(read_text(dir + "/metrics.jsonl"));
+  for (std::string line; std::getline(lines, line);) {
+    out.push_back(nlohmann::json::parse(line)["loss"].get<double>());
+  }
+  return out;
+}
+
+std::string exported(const std::string& dir) {
+  RunResult r = run_weft(absl::StrCat("ckpt export --from ", dir, "/ckpt --to ", dir, "/hf"));
+  EXPECT_EQ(r.exit_code, 0) << r.err;
+  return dir + "/hf/model.safetensors";
+}
+
+void expect_same_run(const std::string& actual, const std::string& expected) {
+  const std::vector<double> a = losses(actual), e = losses(expected);
+  ASSERT_EQ(a.size(), e.size());
+  for (size_t i = 0; i < a.size(); ++i) EXPECT_NEAR(a[i], e[i], 1e-5 * e[i]) << "step " << i + 1;
+  expect_same_tensors(exported(actual), exported(expected), 1e-5);
+}
+
+TEST(TrainMeshes, EveryMeshEqualsOneRank) {
+  const std::string model = four_layer_model();
+  const std::string one = make_temp_dir("weft_train_one");
+  ASSERT_EQ(run_weft(train_args(model, one, 3)).exit_code, 0);
+  for (const Mesh& m : std::vector<Mesh>{{2, "--tp 2"},
+                                         {2, "--pp 2 --micro-batch 1"},
+                                         {2, "--pp 2 --pp-virtual 2 --micro-batch 2"},
+                                         {4, "--pp 4 --micro-batch 1"},
+                                         {4, "--tp 2 --pp 2 --micro-batch 1 --sequence-parallel"},
+                                         {4, "--tp 2 --zero 1"},
+                                         {2, "--zero 1 --micro-batch 1"}}) {
+    SCOPED_TRACE(absl::StrCat(m.ranks, " ranks ", m.flags));
+    const std::string dir = make_temp_dir("weft_train_mesh");
+    RunResult r = run_weft(absl::StrCat(train_args(model, dir, 3), " ", m.flags), m.ranks);
+    ASSERT_EQ(r.exit_code, 0) << r.err;
+    expect_same_run(dir, one);
+  }
+}
+
+TEST(TrainMeshes, ResumesUnderAnotherMesh) {
+  const std::string model = four_layer_model();
+  const std::string straight = make_temp_dir("weft_straight");
+  ASSERT_EQ(run_weft(train_args(model, straight, 4)).exit_code, 0);
+  // Steps 1-2 on one mesh, saved; steps 3-4 loaded on another: tp2 x pp2 -> pp4,
+  // tp2 x pp2 -> dp2, and ZeRO-1 over dp2 (moment rows sharded) -> tp2.
+  for (const auto& [first, then] : std::vector<std::pair<Mesh, Mesh>>{
+           {{4, "--tp 2 --pp 2 --micro-batch 1"}, {4, "--pp 4 --micro-batch 1"}},
+           {{4, "--tp 2 --pp 2 --micro-batch 1"}, {2, ""}},
+           {{2, "--zero 1"}, {2, "--tp 2"}}}) {
+    SCOPED_TRACE(absl::StrCat(first.flags, " -> ", then.flags));
+    const std::string dir = make_temp_dir("weft_reshard_resume");
+    RunResult a = run_weft(absl::StrCat(train_args(model, dir, 2), " ", first.flags), first.ranks);
+    ASSERT_EQ(a.exit_code, 0) << a.err;
+    RunResult b = run_weft(
+        absl::StrCat(train_args(model, dir, 4), " --load ", dir, "/ckpt ", then.flags), then.ranks);
+    ASSERT_EQ(b.exit_code, 0) << b.err;
+    expect_same_run(dir, straight);
+  }
+}
+
+TEST(TrainMeshes, OfflineReshardThenLoad) {
+  const std::string model = four_layer_model();
+  const std::string straight = make_temp_dir("weft_straight");
+  ASSERT_EQ(run_weft(train_args(model, straight, 4)).exit_code, 0);
+  const std::string dir = make_temp_dir("weft_offline");
+  ASSERT_EQ(run_weft(train_args(model, dir, 2)).exit_code, 0);
+  RunResult r = run_weft(absl::StrCat("ckpt reshard --from ", dir, "/ckpt --to ", dir,
+                                      "/resharded --to-mesh tp=2,pp=2,dp=1"));
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_EQ(run_weft(absl::StrCat("ckpt verify --from ", dir, "/resharded")).exit_code, 0);
+  RunResult b = run_weft(absl::StrCat(train_args(model, dir, 4), " --load ", dir,
+                                      "/resharded --tp 2 --pp 2 --micro-batch 1"),
+                         4);
+  ASSERT_EQ(b.exit_code, 0) << b.err;
+  expect_same_run(dir, straight);
+}
+
+TEST(TrainMeshes, ImpossibleMeshesAreRefusedOnEveryRank) {
+  const std::string llama = model_fixture("llama_gqa");  // 4 heads, 2 kv heads, 2 layers
+  const std::string dir = make_temp_dir("weft_bad_mesh");
+  const std::string base =
+      absl::StrCat("train --model ", llama, " --data ", kTrainTokens,
+                   " --steps 1 --global-batch 4 --seq-len 12 --metrics ", dir, "/m.jsonl ");
+  for (const auto& [ranks, flags, needle] : std::vector<std::tuple<int, std::string, std::string>>{
+           {3, "--tp 3", "--tp 3 does not divide num_attention_heads 4"},
+           {4, "--pp 4", "4 pipeline stages for 2 layers"},
+           {2, "--tp 2 --pp 2", "does not divide the world size 2"},
+           {2, "--pp 2 --pp-virtual 2 --micro-batch 1", "pipeline stages for 2 layers"},
+           {2, "--micro-batch 3", "--micro-batch 3 does not divide"}}) {
+    SCOPED_TRACE(flags);
+    RunResult r = run_weft(base + flags, ranks, 120);
+    EXPECT_EQ(r.exit_code, 1) << r.err;
+    EXPECT_NE(r.err.find(needle), std::string::npos) << r.err;
+    EXPECT_EQ(r.err.find("error:"), r.err.rfind("error:")) << "printed once: " << r.err;
+    EXPECT_EQ(read_text(dir + "/m.jsonl"), "") << "no step may run";
+  }
+}
+
+}  // namespace
+}  // namespace weft::testing
