@@ -30,12 +30,16 @@ const std::vector<FlagSpec>& train_flags() {
       {"clip-grad", FlagKind::kFloat, "clip the global gradient norm to X"},
       {"save", FlagKind::kString, "checkpoint directory to write"},
       {"save-every", FlagKind::kInt, "also save every N steps"},
+      {"sync-save", FlagKind::kBool,
+       "wait for each checkpoint to be written (default: written in the background)"},
       {"load", FlagKind::kString, "checkpoint directory to resume from"},
       {"metrics", FlagKind::kString, "JSON lines, one per step"},
       {"log-every", FlagKind::kInt, "print a progress line every N steps (default 1)"},
       {"seed", FlagKind::kInt, "seed for --init-random (default 0)"},
       {"comm-report", FlagKind::kString, "write per-rank traffic counters (JSON)"},
       {"zero", FlagKind::kInt, "1: shard the AdamW state over data-parallel ranks (ZeRO-1)"},
+      {"sync-grad-reduce", FlagKind::kBool,
+       "reduce gradients after the backward (default: overlapped with it)"},
   };
   static const std::vector<FlagSpec> all = [] {
     std::vector<FlagSpec> v = specs;
@@ -87,6 +91,7 @@ absl::StatusOr<train::TrainOptions> options_from(const io::RunConfig& cfg, bool 
   o.save_dir = cfg.save();
   o.load_dir = cfg.load();
   o.save_every = cfg.save_every();
+  o.sync_save = cfg.sync_save();
   o.metrics_path = cfg.metrics();
   o.log_every = cfg.has_log_every() ? cfg.log_every() : 1;
   o.seed = cfg.seed();
@@ -100,6 +105,7 @@ absl::StatusOr<train::TrainOptions> options_from(const io::RunConfig& cfg, bool 
     return invalid_argument("--zero ", par.zero(), " is not supported (0 or 1)");
   }
   o.zero1 = par.zero() == 1;
+  o.overlap_grad_reduce = !par.sync_grad_reduce();
   if (par.sp() > 1 || par.ep() > 1 || par.etp() > 1) {
     return invalid_argument(
         "--sp, --ep and --etp above 1 are not available yet (sequence and "

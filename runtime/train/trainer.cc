@@ -73,7 +73,9 @@ absl::StatusOr<std::unique_ptr<Trainer>> Trainer::create(const TrainOptions& opt
       model.parameters(), options.adamw,
       DataParallelOptions{.dp = &trainer->mesh_->dp(), .zero1 = options.zero1});
   AdamW* optimizer = trainer->optimizer_.get();
-  model.set_grad_ready_hook([optimizer](models::Param& p) { optimizer->grad_ready(p); });
+  if (options.overlap_grad_reduce) {
+    model.set_grad_ready_hook([optimizer](models::Param& p) { optimizer->grad_ready(p); });
+  }
   if (!options.load_dir.empty()) {
     absl::StatusOr<std::unique_ptr<CheckpointReader>> reader =
         CheckpointReader::open(options.load_dir);
@@ -198,8 +200,9 @@ StepMetrics Trainer::train_step(int64_t step) {
     // The save in flight reads these tensors: the optimizer may change them only once copied.
     const auto wait_start = std::chrono::steady_clock::now();
     writer_->wait_snapshot();
-    checkpoint_wait_s_ +=
+    m.checkpoint_wait_s =
         std::chrono::duration<double>(std::chrono::steady_clock::now() - wait_start).count();
+    checkpoint_wait_s_ += m.checkpoint_wait_s;
   }
   optimizer_->step(step);
   m.step_time_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
@@ -257,8 +260,9 @@ absl::Status Trainer::append_metrics(const StepMetrics& m) {
   }
   out << absl::StrFormat(
       "{\"step\": %d, \"loss\": %.9g, \"grad_norm\": %.9g, \"lr\": %.9g, \"step_time_s\": %.6f, "
-      "\"tokens_per_s\": %.3f, \"peak_bytes\": %d}\n",
-      m.step, m.loss, m.grad_norm, m.lr, m.step_time_s, m.tokens_per_s, m.peak_bytes);
+      "\"tokens_per_s\": %.3f, \"peak_bytes\": %d, \"checkpoint_wait_s\": %.6f}\n",
+      m.step, m.loss, m.grad_norm, m.lr, m.step_time_s, m.tokens_per_s, m.peak_bytes,
+      m.checkpoint_wait_s);
   return out ? absl::OkStatus()
              : absl::InternalError(absl::StrCat("write to '", options_.metrics_path, "' failed"));
 }
@@ -268,8 +272,32 @@ absl::Status Trainer::run() {
   if (root && !options_.metrics_path.empty() && start_step_ == 0) {
     std::ofstream truncate(options_.metrics_path, std::ios::trunc);
   }
+  // Waits for the save in flight; the loop's wait counts as this step's checkpoint wait.
+  auto wait_for_save = [this](StepMetrics& m) {
+    const auto wait_start = std::chrono::steady_clock::now();
+    absl::Status status = writer_->wait();
+    const double waited =
+        std::chrono::duration<double>(std::chrono::steady_clock::now() - wait_start).count();
+    m.checkpoint_wait_s += waited;
+    checkpoint_wait_s_ += waited;
+    return status;
+  };
   for (int64_t step = start_step_ + 1; step <= options_.steps; ++step) {
-    const StepMetrics m = train_step(step);
+    StepMetrics m = train_step(step);
+    const bool save_now =
+        writer_ != nullptr &&
+        ((options_.save_every > 0 && step % options_.save_every == 0) || step == options_.steps);
+    // A failed save or metrics write stops every rank (none is left waiting in a collective).
+    if (save_now) {
+      // The previous save must be on disk before the next starts.
+      WEFT_RETURN_IF_ERROR(agree_(wait_for_save(m)));
+      start_save(step);
+      // The last save is waited for here (the process cannot exit before it is on disk), so
+      // its wait is in the metrics too.
+      if (options_.sync_save || step == options_.steps) {
+        WEFT_RETURN_IF_ERROR(agree_(wait_for_save(m)));
+      }
+    }
     history_.push_back(m);
     absl::Status status;
     if (root && !options_.metrics_path.empty()) status = append_metrics(m);
@@ -279,14 +307,7 @@ absl::Status Trainer::run() {
                   m.grad_norm, m.lr, m.step_time_s, m.tokens_per_s);
       std::fflush(stdout);
     }
-    const bool save_now =
-        !options_.save_dir.empty() &&
-        ((options_.save_every > 0 && step % options_.save_every == 0) || step == options_.steps);
-    // A failed save or metrics write stops every rank (none is left waiting in a collective);
-    // the previous save must be on disk before the next starts.
-    if (save_now && writer_ && status.ok()) status = writer_->wait();
     WEFT_RETURN_IF_ERROR(agree_(status));
-    if (save_now) start_save(step);
   }
   absl::Status final_status = writer_ ? writer_->wait() : absl::OkStatus();
   if (writer_ && final_status.ok() && root) {

@@ -46,6 +46,8 @@ struct TrainOptions {
   int64_t micro_batch = 0;  // sequences per micro-batch (0: the whole per-rank batch)
   bool sequence_parallel = false;
   bool zero1 = false;  // shard AdamW state over dp
+  bool overlap_grad_reduce = true;  // start dp reduction buckets during the backward
+  bool sync_save = false;  // block on each checkpoint write (baseline for the async save)
 };
 
 // Collective agreement on a status (see launch/session.h); identity on one rank.
@@ -59,6 +61,9 @@ struct StepMetrics {
   double step_time_s = 0;
   double tokens_per_s = 0;
   int64_t peak_bytes = 0;  // highest live tensor bytes on this rank during the step
+  // The loop's wait this step for checkpoints: the snapshot of the save in flight, and before a
+  // new save, the write of the previous one (with sync_save, all of this step's own save).
+  double checkpoint_wait_s = 0;
 };
 
 class Trainer {

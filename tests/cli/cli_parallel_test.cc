@@ -109,7 +109,8 @@ TEST(TrainMeshes, EveryMeshEqualsOneRank) {
                                          {4, "--pp 4 --micro-batch 1"},
                                          {4, "--tp 2 --pp 2 --micro-batch 1 --sequence-parallel"},
                                          {4, "--tp 2 --zero 1"},
-                                         {2, "--zero 1 --micro-batch 1"}}) {
+                                         {2, "--zero 1 --micro-batch 1"},
+                                         {2, "--micro-batch 1 --sync-grad-reduce"}}) {
     SCOPED_TRACE(absl::StrCat(m.ranks, " ranks ", m.flags));
     const std::string dir = make_temp_dir("weft_train_mesh");
     RunResult r = run_weft(absl::StrCat(train_args(model, dir, 3), " ", m.flags), m.ranks);
