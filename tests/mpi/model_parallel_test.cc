@@ -13,6 +13,7 @@
 #include <vector>
 
 #include "comm/mpi_communicator.h"
+#include "comm/traffic.h"
 #include "kernels/ops.h"
 #include "models/causal_lm.h"
 #include "models/sharding.h"
@@ -346,6 +347,63 @@ TEST(ModelParallelRefusals, SequenceNotDivisibleByTpIsAStatusError) {
                                   " is not divisible by --tp " + std::to_string(w) +
                                   " (--sequence-parallel splits each sequence over tp)");
   EXPECT_TRUE((*model)->check_batch(random_ids({2, 2 * w}, 4, 96)).ok());
+}
+
+
+// Communicated bytes equal the formula (ALGORITHMS.md "Tensor parallelism"): one training step
+// of a dense Llama over tp = P ranks, N = B*T tokens, hidden D, L layers, f32 rows of N*D*4
+// bytes. Plain tp all-reduces a row after the embedding, after each attention and MLP (2L), and
+// the head's input gradient and each block's two input gradients in the backward (1 + 2L); the
+// cross-entropy all-reduces three [N] vectors (row max, sum of exponentials, target logit).
+// Sequence parallelism turns each row all-reduce into a reduce-scatter and adds an all-gather
+// before each column-parallel entry and in each backward leave: 2(2L+1) of each, the same bus
+// bytes as plain tp, plus one all-reduce of the packed norm gradients (2L+1 vectors of D).
+TEST(ModelParallelTraffic, TpBytesEqualTheMegatronFormula) {
+  const int p = world().size();
+  for (bool sp : {false, true}) {
+    SCOPED_TRACE(sp ? "sequence parallel" : "plain tp");
+    auto mesh = make_mesh(p, 1);
+    auto loaded =
+        CausalLM::from_pretrained(fixtures_dir() + "/models/llama_gqa", {mesh.get(), sp, 1});
+    ASSERT_TRUE(loaded.ok()) << loaded.status().message();
+    CausalLM& model = **loaded;
+    const Tensor tokens = random_ids({2, 4 * p}, 11, model.config().vocab_size);
+    const int64_t n = tokens.numel(), d = model.config().hidden_size;
+    const int64_t layers = model.config().num_hidden_layers;
+    const int64_t row = n * d * 4, small = n * 4;
+    mesh->tp().reset_stats();
+    const ForwardResult out = model.forward(tokens, {.for_backward = true});
+    model.backward(1.0f / static_cast<float>(out.predicted));
+    model.finish_grads();
+
+    auto bus = [&](const std::string& kind, int64_t bytes) {
+      return comm::bus_bytes(kind, bytes, p);
+    };
+    std::map<std::string, comm::CallStats> expected;
+    if (!sp) {
+      expected["all_reduce"] = {2 + 4 * layers + 3,
+                                (2 + 4 * layers) * bus("all_reduce", row) +
+                                    3 * bus("all_reduce", small)};
+    } else {
+      const int64_t rows = 2 * (2 * layers + 1);
+      expected["all_gather"] = {rows, rows * bus("all_gather", row)};
+      expected["reduce_scatter"] = {rows, rows * bus("reduce_scatter", row)};
+      expected["all_reduce"] = {4, 3 * bus("all_reduce", small) +
+                                       bus("all_reduce", (2 * layers + 1) * d * 4)};
+    }
+    const std::map<std::string, comm::CallStats> got = mesh->tp().stats();
+    ASSERT_EQ(got.size(), expected.size());
+    for (const auto& [kind, e] : expected) {
+      SCOPED_TRACE(kind);
+      ASSERT_TRUE(got.count(kind));
+      EXPECT_EQ(got.at(kind).calls, e.calls);
+      EXPECT_EQ(got.at(kind).bytes_sent, e.bytes_sent);
+    }
+    if (sp) {  // the same bus bytes for the rows as plain tp
+      EXPECT_EQ(got.at("all_gather").bytes_sent + got.at("reduce_scatter").bytes_sent,
+                (4 * layers + 2) * 2 * bus("reduce_scatter", row));
+    }
+  }
 }
 
 }  // namespace
