@@ -349,7 +349,6 @@ TEST(ModelParallelRefusals, SequenceNotDivisibleByTpIsAStatusError) {
   EXPECT_TRUE((*model)->check_batch(random_ids({2, 2 * w}, 4, 96)).ok());
 }
 
-
 // Communicated bytes equal the formula (ALGORITHMS.md "Tensor parallelism"): one training step
 // of a dense Llama over tp = P ranks, N = B*T tokens, hidden D, L layers, f32 rows of N*D*4
 // bytes. Plain tp all-reduces a row after the embedding, after each attention and MLP (2L), and
@@ -381,15 +380,14 @@ TEST(ModelParallelTraffic, TpBytesEqualTheMegatronFormula) {
     };
     std::map<std::string, comm::CallStats> expected;
     if (!sp) {
-      expected["all_reduce"] = {2 + 4 * layers + 3,
-                                (2 + 4 * layers) * bus("all_reduce", row) +
-                                    3 * bus("all_reduce", small)};
+      expected["all_reduce"] = {2 + 4 * layers + 3, (2 + 4 * layers) * bus("all_reduce", row) +
+                                                        3 * bus("all_reduce", small)};
     } else {
       const int64_t rows = 2 * (2 * layers + 1);
       expected["all_gather"] = {rows, rows * bus("all_gather", row)};
       expected["reduce_scatter"] = {rows, rows * bus("reduce_scatter", row)};
-      expected["all_reduce"] = {4, 3 * bus("all_reduce", small) +
-                                       bus("all_reduce", (2 * layers + 1) * d * 4)};
+      expected["all_reduce"] = {
+          4, 3 * bus("all_reduce", small) + bus("all_reduce", (2 * layers + 1) * d * 4)};
     }
     const std::map<std::string, comm::CallStats> got = mesh->tp().stats();
     ASSERT_EQ(got.size(), expected.size());
