@@ -7,8 +7,12 @@
 // "size" is the buffer nccl-tests names: all_reduce the buffer, all_gather the gathered output,
 // reduce_scatter and all_to_all the input. weft issues `iters` async calls and waits on the last
 // (calls complete in order); --sync waits on each. Rank 0 prints. f32 data.
+// --ops all_scan (not in the default list): the forward All-Scan's latency against its number of
+// pipeline blocks, per state size ("size" = one rank's state); no raw MPI counterpart. Each rank
+// sends one state per call, so busbw = algbw.
 #include <mpi.h>
 
+#include <algorithm>
 #include <cstdio>
 #include <cstdlib>
 #include <functional>
@@ -73,9 +77,10 @@ absl::StatusOr<Options> parse_options(int argc, char** argv) {
       o.ops = absl::StrSplit(value, ',');
       for (const std::string& op : o.ops) {
         if (op != "all_reduce" && op != "all_gather" && op != "reduce_scatter" &&
-            op != "all_to_all") {
-          return invalid_argument("--ops: unknown op '", op,
-                                  "' (all_reduce, all_gather, reduce_scatter, all_to_all)");
+            op != "all_to_all" && op != "all_scan") {
+          return invalid_argument(
+              "--ops: unknown op '", op,
+              "' (all_reduce, all_gather, reduce_scatter, all_to_all, all_scan)");
         }
       }
     } else if (flag == "--min-bytes") {
@@ -268,6 +273,58 @@ void run_op(const std::string& op, const Options& o, Communicator& comm, MPI_Com
   }
 }
 
+// Block counts of the all_scan rows: 1 is the unpipelined scan, P time-steps of one state.
+constexpr int kScanBlocks[] = {1, 2, 4, 8, 16};
+constexpr float kScanDecay = 0.5f;
+
+// S_in on rank `rank` after a forward scan from zeros with local = value(q, i) and decay 0.5
+// everywhere (exact in f32: halves of small integers).
+float scanned(int rank, int64_t i) {
+  float s = 0;
+  for (int q = 0; q < rank; ++q) s = kScanDecay * s + value(q, i);
+  return s;
+}
+
+void run_all_scan(const Options& o, Communicator& comm) {
+  const int p = comm.size();
+  const int rank = comm.rank();
+  if (rank == 0) {
+    std::printf("\n# all_scan (forward), %d ranks, f32, %d iters (%d warm-up); weft: %s\n", p,
+                o.iters, o.warmup, o.sync ? "wait on each call" : "async, wait on the last");
+    std::printf("# %12s %12s %6s | %10s %8s %7s\n", "size (B)", "count", "blocks", "weft (us)",
+                "algbw", "#wrong");
+  }
+  for (int64_t bytes = o.min_bytes; bytes <= o.max_bytes; bytes *= o.step) {
+    const int64_t count = std::max<int64_t>(bytes / 4, 1);
+    Tensor local = Tensor::empty({count});  // [count] f32, this rank's state
+    Tensor decay = Tensor::full({count}, kScanDecay);
+    Tensor s_in = Tensor::zeros({count});
+    for (int64_t i = 0; i < count; ++i) local.data<float>()[i] = value(rank, i);
+    for (int blocks : kScanBlocks) {
+      const double us = time_us(
+          [&](int iters) {
+            WorkPtr last;
+            for (int i = 0; i < iters; ++i) {
+              last = comm.all_scan_async(local, decay, s_in, blocks, /*reverse=*/false);
+              if (o.sync) last->wait();
+            }
+            if (last) last->wait();
+          },
+          o.iters, o.warmup);
+      // Every call leaves the same S_in: rank 0 keeps its zeros, the others are overwritten.
+      int64_t wrong = 0;
+      for (int64_t i = 0; i < count; ++i) wrong += s_in.data<float>()[i] != scanned(rank, i);
+      int64_t all = 0;
+      WEFT_MPI_CHECK(MPI_Allreduce(&wrong, &all, 1, MPI_INT64_T, MPI_SUM, MPI_COMM_WORLD));
+      if (rank == 0) {
+        std::printf("  %12lld %12lld %6d | %10.1f %8.3f %7lld\n", static_cast<long long>(count * 4),
+                    static_cast<long long>(count), blocks, us,
+                    static_cast<double>(count * 4) / (us * 1e3), static_cast<long long>(all));
+      }
+    }
+  }
+}
+
 }  // namespace
 }  // namespace weft::comm
 
@@ -283,7 +340,13 @@ int main(int argc, char** argv) {
   WEFT_MPI_CHECK(MPI_Comm_dup(MPI_COMM_WORLD, &raw));
   {
     std::unique_ptr<weft::comm::Communicator> world = weft::comm::mpi_world_communicator();
-    for (const std::string& op : options->ops) weft::comm::run_op(op, *options, *world, raw);
+    for (const std::string& op : options->ops) {
+      if (op == "all_scan") {
+        weft::comm::run_all_scan(*options, *world);
+      } else {
+        weft::comm::run_op(op, *options, *world, raw);
+      }
+    }
   }
   MPI_Comm_free(&raw);
   return 0;

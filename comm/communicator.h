@@ -71,6 +71,19 @@ class Communicator {
   virtual WorkPtr recv_async(Tensor& t, int src, int tag = 0) = 0;
   virtual WorkPtr broadcast_async(Tensor& t, int root) = 0;
   virtual WorkPtr barrier_async() = 0;
+  // All-Scan (ZeCO; ALGORITHMS.md "ZeCO and All-Scan"): the affine recurrence
+  //   S_out(r) = decay ⊙ S_in(r) + local(r)
+  // along the ranks. Forward (reverse = false): rank r receives S_in(r) from r-1 and sends
+  // S_out(r) to r+1; reverse: receives from r+1 and sends to r-1. On the first rank of the
+  // direction S_in is `s_in`'s value on entry (zeros for a plain scan); every other rank's
+  // `s_in` is overwritten with what it received. Pipelined in `blocks` pieces of the flattened
+  // elements: each piece is combined and forwarded as soon as it arrives, so the latency is
+  // about one state time plus (P-1) piece times. Each rank sends one state (the last of the
+  // direction none); counted as "all_scan" with the bytes this rank sent.
+  // local, decay and s_in: the same shape, f32, on one device; local and decay are read until
+  // the work completes.
+  virtual WorkPtr all_scan_async(const Tensor& local, const Tensor& decay, Tensor& s_in,
+                                 int blocks, bool reverse) = 0;
 
   void all_reduce(Tensor& t, ReduceOp op = ReduceOp::kSum) { all_reduce_async(t, op)->wait(); }
   void all_gather(const Tensor& in, Tensor& out) { all_gather_async(in, out)->wait(); }
@@ -86,6 +99,10 @@ class Communicator {
   void recv(Tensor& t, int src, int tag = 0) { recv_async(t, src, tag)->wait(); }
   void broadcast(Tensor& t, int root) { broadcast_async(t, root)->wait(); }
   void barrier() { barrier_async()->wait(); }
+  void all_scan(const Tensor& local, const Tensor& decay, Tensor& s_in, int blocks = 4,
+                bool reverse = false) {
+    all_scan_async(local, decay, s_in, blocks, reverse)->wait();
+  }
 
   // New communicator over the ranks that pass the same `color`, ordered by `key` (then by
   // rank). Collective over this communicator.

@@ -4,7 +4,9 @@
 #include <climits>
 #include <utility>
 
+#include "comm/all_scan.h"
 #include "comm/mpi_check.h"
+#include "kernels/ops.h"
 
 namespace weft::comm {
 namespace {
@@ -123,7 +125,8 @@ MpiCommunicator::MpiCommunicator(MPI_Comm comm, std::string name)
   int* tag_ub = nullptr;
   int found = 0;
   WEFT_MPI_CHECK(MPI_Comm_get_attr(comm_, MPI_TAG_UB, &tag_ub, &found));
-  if (found) max_tag_ = *tag_ub;
+  if (found) scan_tag_ = *tag_ub;
+  max_tag_ = scan_tag_ - 1;
   worker_ = std::make_unique<MpiWorker>();
 }
 
@@ -305,6 +308,48 @@ WorkPtr MpiCommunicator::barrier_async() {
   return worker_->submit([this] {
     WEFT_MPI_CHECK(MPI_Barrier(comm_));
     return InFlight{};
+  });
+}
+
+// Receives of every piece are posted up front; then each piece, in order, is waited for (except
+// on the first rank of the direction), combined into `out` and sent on at once, so piece k
+// travels on while piece k + 1 is still on its way here. The op returns with the sends in
+// flight; the worker completes the Work once they are done.
+WorkPtr MpiCommunicator::all_scan_async(const Tensor& local, const Tensor& decay, Tensor& s_in,
+                                        int blocks, bool reverse) {
+  check_cpu(local, "all_scan");
+  ScanPlan plan = plan_all_scan(local, decay, s_in, rank_, size_, blocks, reverse, kMaxChunk);
+  counters_.record("all_scan", plan.bytes_sent, size_);
+  return worker_->submit([this, local, decay, s_in, plan = std::move(plan)] {
+    const size_t n = plan.pieces.size();
+    std::vector<MPI_Request> received(n, MPI_REQUEST_NULL);
+    for (size_t k = 0; plan.prev >= 0 && k < n; ++k) {
+      const Tensor in = piece_of(s_in, plan.pieces[k]);
+      WEFT_MPI_CHECK(MPI_Irecv(in.raw(), static_cast<int>(in.numel()), MPI_FLOAT, plan.prev,
+                               scan_tag_, comm_, &received[k]));
+    }
+    InFlight f;
+    const Tensor out = plan.next >= 0 ? Tensor::empty(s_in.shape()) : Tensor();  // S_out
+    for (size_t k = 0; k < n; ++k) {
+      const ScanPiece& piece = plan.pieces[k];
+      if (plan.prev >= 0) {
+        MPI_Status status;
+        WEFT_MPI_CHECK(MPI_Wait(&received[k], &status));
+        int got = 0;
+        WEFT_MPI_CHECK(MPI_Get_count(&status, MPI_FLOAT, &got));
+        WEFT_CHECK_EQ(got, piece.count) << "all_scan piece " << k << " from rank " << plan.prev
+                                        << ": every rank must pass the same shape and blocks";
+      }
+      if (plan.next < 0) continue;
+      Tensor out_piece = piece_of(out, piece);
+      out_piece.copy_from(piece_of(s_in, piece));
+      kernels::mul_add_(out_piece, piece_of(decay, piece), piece_of(local, piece));
+      MPI_Request& request = f.requests.emplace_back();
+      WEFT_MPI_CHECK(MPI_Isend(out_piece.raw(), static_cast<int>(piece.count), MPI_FLOAT, plan.next,
+                               scan_tag_, comm_, &request));
+    }
+    if (out.defined()) f.buffers.push_back(out);
+    return f;
   });
 }
 

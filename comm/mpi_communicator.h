@@ -1,6 +1,10 @@
 // The MPI backend of Communicator, for CPU tensors (f32, i32, i64, u8; bf16 and f16 in the
 // operations that do not reduce). Each communicator owns an MPI communicator and one comm thread
 // (comm/mpi_worker.h) that runs its calls in issue order.
+//
+// Tags: send/recv take tags in [0, MPI_TAG_UB - 1]; the top tag MPI_TAG_UB is All-Scan's, so a
+// scan's pieces never match a user's message. A scan's pieces share that tag and match in order
+// (MPI's messages between two ranks on one tag do not overtake each other).
 #pragma once
 
 #include <mpi.h>
@@ -37,6 +41,8 @@ class MpiCommunicator final : public Communicator {
   WorkPtr recv_async(Tensor& t, int src, int tag = 0) override;
   WorkPtr broadcast_async(Tensor& t, int root) override;
   WorkPtr barrier_async() override;
+  WorkPtr all_scan_async(const Tensor& local, const Tensor& decay, Tensor& s_in, int blocks,
+                         bool reverse) override;
 
   [[nodiscard]] std::unique_ptr<Communicator> split(int color, int key, std::string name) override;
 
@@ -58,7 +64,8 @@ class MpiCommunicator final : public Communicator {
   MPI_Comm comm_;
   int rank_ = 0;
   int size_ = 1;
-  int max_tag_ = 32767;  // MPI_TAG_UB of comm_
+  int scan_tag_ = 32767;  // MPI_TAG_UB of comm_: All-Scan's tag
+  int max_tag_ = 32766;   // the largest tag of send/recv
   std::string name_;
   TrafficCounters counters_;
   std::map<int64_t, MPI_Datatype> row_types_;  // the comm thread's

@@ -175,6 +175,14 @@ void add_(Tensor& a, const Tensor& b, float alpha) {
   WEFT_DISPATCH(dev, add_, a, b, alpha);
 }
 
+void mul_add_(Tensor& a, const Tensor& b, const Tensor& c) {
+  const Check ck("mul_add_");
+  const Device dev = ck.device({&a, &b, &c});
+  ck.floating("a", a).floating("b", b).floating("c", c);
+  ck.shape("b", b, a.shape()).shape("c", c, a.shape());
+  WEFT_DISPATCH(dev, mul_add_, a, b, c);
+}
+
 void scale_(Tensor& a, float alpha) {
   const Check ck("scale_");
   const Device dev = ck.device({&a});

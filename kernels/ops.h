@@ -36,6 +36,7 @@ void linear_backward(const Tensor& x, const Tensor& w, const Tensor& dy, Tensor*
 
 void add(const Tensor& a, const Tensor& b, Tensor& out);          // out = a + b (same shape)
 void add_(Tensor& a, const Tensor& b, float alpha = 1.0f);        // a += alpha * b
+void mul_add_(Tensor& a, const Tensor& b, const Tensor& c);       // a = b * a + c, elementwise
 void scale_(Tensor& a, float alpha);                              // a *= alpha
 void fill_(Tensor& a, float value);                               // a[:] = value
 double sum_squares(const Tensor& a);                              // sum a^2, in double

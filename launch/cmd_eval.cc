@@ -76,16 +76,25 @@ absl::Status run_eval(Session& session, const Args& args) {
       parse_flags(session, "eval",
                   "logits, loss and (with --grads) the gradient of every parameter", args, specs));
   absl::StatusOr<parallel::ParallelDims> dims = parallel::resolve_dims(
-      session.size(), flags.integer("tp", 1), flags.integer("pp", 1), 1, 1, 1);
+      session.size(), flags.integer("tp", 1), flags.integer("pp", 1), flags.integer("sp", 1), 1, 1);
   WEFT_RETURN_IF_ERROR(session.agree(dims.status()));
+  absl::StatusOr<SpChoice> sp =
+      parse_sp_choice(flags.has("sp-attn") ? flags.str("sp-attn") : "",
+                      flags.has("sp-linear") ? flags.str("sp-linear") : "",
+                      static_cast<int>(flags.integer("sp-ulysses", 1)));
+  WEFT_RETURN_IF_ERROR(session.agree(sp.status()));
   absl::StatusOr<train::TokenFile> data = train::TokenFile::load(flags.str("tokens"));
   WEFT_RETURN_IF_ERROR(session.agree(data.status()));
   std::unique_ptr<parallel::Mesh> mesh = parallel::Mesh::create(session.world(), *dims);
   const bool sequence_parallel = flags.boolean("sequence-parallel");
   const int pp_virtual = static_cast<int>(flags.integer("pp-virtual", 1));
-  absl::StatusOr<std::unique_ptr<models::CausalLM>> loaded = models::CausalLM::from_pretrained(
-      flags.str("model"),
-      {.mesh = mesh.get(), .sequence_parallel = sequence_parallel, .pp_virtual = pp_virtual});
+  absl::StatusOr<std::unique_ptr<models::CausalLM>> loaded =
+      models::CausalLM::from_pretrained(flags.str("model"), {.mesh = mesh.get(),
+                                                             .sequence_parallel = sequence_parallel,
+                                                             .pp_virtual = pp_virtual,
+                                                             .sp_attn = sp->attn,
+                                                             .sp_linear = sp->linear,
+                                                             .sp_ulysses = sp->ulysses});
   WEFT_RETURN_IF_ERROR(session.agree(loaded.status()));
   models::CausalLM& model = **loaded;
   const int64_t batch = data->num_sequences();
@@ -104,27 +113,25 @@ absl::Status run_eval(Session& session, const Args& args) {
   std::vector<Tensor> logits_blocks;  // [m, T, V/tp] per micro-batch, on the last stage
   model.set_logits_sink([&](Tensor logits) { logits_blocks.push_back(std::move(logits)); });
   if (grads) model.zero_grad();
-  absl::StatusOr<train::PipelineStepResult> step =
-      train::run_pipeline_step(model, mesh.get(), plan->micro_batches,
-                               {.loss_scale = 1.0f / static_cast<float>(global_predicted),
-                                .sequence_parallel = sequence_parallel,
-                                .forward_only = !grads});
+  absl::StatusOr<train::PipelineStepResult> step = train::run_pipeline_step(
+      model, mesh.get(), plan->micro_batches,
+      {.loss_scale = 1.0f / static_cast<float>(global_predicted), .forward_only = !grads});
   WEFT_RETURN_IF_ERROR(session.agree(step.status()));
   if (grads) {
     std::vector<Tensor> g;
     for (models::Param* p : model.parameters()) g.push_back(p->grad);
-    parallel::all_reduce_grads(mesh->dp(), g);
+    parallel::all_reduce_grads(mesh->dp_sp(), g);  // weights are replicated over dp and sp
   }
   Tensor loss = Tensor::from_floats({static_cast<float>(step->loss_sum)}, {1});
-  mesh->dp().all_reduce(loss);
+  mesh->dp_sp().all_reduce(loss);
   const float mean_loss = loss.item() / static_cast<float>(global_predicted);
   if (flags.has("comm-report")) {
     WEFT_RETURN_IF_ERROR(session.agree(
         comm::write_comm_report(session.world(), mesh->all_groups(), flags.str("comm-report"))));
   }
 
-  Tensor logits = gather_logits(*mesh, logits_blocks, seq, model.config().vocab_size,
-                                plan->rows_of_dp);  // [B, T, V] on rank 0
+  Tensor logits = gather_logits(*mesh, logits_blocks, model.sp_positions(seq), seq,
+                                model.config().vocab_size, plan->rows_of_dp);  // [B, T, V]
   std::map<std::string, Tensor> grad_of;
   if (grads) grad_of = gather_parameters(*mesh, model.parameters(), &models::Param::grad);
   if (!session.is_root()) return absl::OkStatus();

@@ -106,10 +106,16 @@ absl::StatusOr<train::TrainOptions> options_from(const io::RunConfig& cfg, bool 
   }
   o.zero1 = par.zero() == 1;
   o.overlap_grad_reduce = !par.sync_grad_reduce();
-  if (par.sp() > 1 || par.ep() > 1 || par.etp() > 1) {
+  o.sp = par.sp() > 0 ? par.sp() : 1;
+  WEFT_ASSIGN_OR_RETURN(const SpChoice sp,
+                        parse_sp_choice(par.sp_attn(), par.sp_linear(), par.sp_ulysses()));
+  o.sp_attn = sp.attn;
+  o.sp_linear = sp.linear;
+  o.sp_ulysses = sp.ulysses;
+  if (par.ep() > 1 || par.etp() > 1) {
     return invalid_argument(
-        "--sp, --ep and --etp above 1 are not available yet (sequence and "
-        "expert parallelism); use --tp, --pp and data parallelism");
+        "--ep and --etp above 1 are not available yet (expert parallelism); use --tp, --pp, "
+        "--sp and data parallelism");
   }
   if (o.model_dir.empty() && o.load_dir.empty()) {
     return invalid_argument("missing required flag --model (or --load)");

@@ -7,6 +7,8 @@
 
 #include "absl/status/status.h"
 #include "launch/session.h"
+#include "parallel/sp_attention.h"
+#include "parallel/sp_linear_attention.h"
 
 namespace weft::cli {
 
@@ -23,7 +25,18 @@ absl::StatusOr<class Flags> parse_flags(Session& session, const std::string& sub
                                         std::vector<struct FlagSpec> specs);
 bool is_help(const absl::Status& status);
 
-// --tp, --pp, --pp-virtual, --micro-batch, --sequence-parallel: shared by eval and train.
+// --tp, --pp, --pp-virtual, --micro-batch, --sequence-parallel, --sp, --sp-attn, --sp-linear,
+// --sp-ulysses: shared by eval and train.
 std::vector<struct FlagSpec> model_parallel_flags();
+
+// The sequence-parallel algorithms named by --sp-attn / --sp-linear (empty: ring, zeco) and
+// --sp-ulysses (0: 1). Errors name the flag and the choices.
+struct SpChoice {
+  parallel::SpAttnAlgo attn = parallel::SpAttnAlgo::kRing;
+  parallel::SpLinearAlgo linear = parallel::SpLinearAlgo::kZeco;
+  int ulysses = 1;
+};
+absl::StatusOr<SpChoice> parse_sp_choice(const std::string& attn, const std::string& linear,
+                                         int ulysses);
 
 }  // namespace weft::cli

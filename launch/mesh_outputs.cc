@@ -51,20 +51,57 @@ std::pair<std::string, Tensor> recv_named(comm::Communicator& world, int src) {
   return {std::string(static_cast<const char*>(bytes.raw()), h[0]), t};
 }
 
+// Writes x [b, c, V] into columns `positions` of into [b, T, V].
+void scatter_positions(const Tensor& x, const std::vector<int64_t>& positions, Tensor& into) {
+  const int64_t b = x.dim(0), c = x.dim(1), v = x.dim(2), t = into.dim(1);
+  const Tensor src = x.view({b * c, v});
+  Tensor dst = into.view({b * t, v});
+  for (int64_t i = 0; i < b; ++i) {
+    for (int64_t j = 0; j < c; ++j) {
+      dst.slice(i * t + positions[j], i * t + positions[j] + 1)
+          .copy_from(src.slice(i * c + j, i * c + j + 1));
+    }
+  }
+}
+
+// The sp group's position blocks [b, c, V] -> [b, T, V] on sp rank 0 (undefined elsewhere).
+Tensor gather_sequence(comm::Communicator& sp, const Tensor& mine,
+                       const std::vector<int64_t>& positions, int64_t seq_len) {
+  if (sp.size() == 1) return mine;
+  const int64_t c = static_cast<int64_t>(positions.size());
+  if (sp.rank() != 0) {
+    sp.send(Tensor::from_ints(positions, {c}), 0);
+    sp.send(mine, 0);
+    return Tensor();
+  }
+  Tensor whole = Tensor::empty({mine.dim(0), seq_len, mine.dim(2)});
+  scatter_positions(mine, positions, whole);
+  for (int r = 1; r < sp.size(); ++r) {
+    Tensor theirs_at = Tensor::empty({c}, DType::kI64);
+    sp.recv(theirs_at, r);
+    Tensor theirs = Tensor::empty(mine.shape());
+    sp.recv(theirs, r);
+    scatter_positions(theirs, theirs_at.to_ints(), whole);
+  }
+  return whole;
+}
+
 }  // namespace
 
 Tensor gather_logits(const parallel::Mesh& mesh, const std::vector<Tensor>& local_blocks,
-                     int64_t seq_len, int64_t vocab, const std::vector<int64_t>& rows_of_dp) {
+                     const std::vector<int64_t>& positions, int64_t seq_len, int64_t vocab,
+                     const std::vector<int64_t>& rows_of_dp) {
   const parallel::ParallelDims& d = mesh.dims();
   const parallel::Coord& c = mesh.coord();
   const int last = d.pp - 1;
   comm::Communicator& world = mesh.world();
-  Tensor whole;  // [b, T, V] on this dp rank's last-stage ranks
-  if (c.pp == last && c.sp == 0) {
-    Tensor mine = concat_rows(local_blocks);  // [b, T, V/tp]
+  Tensor whole;  // [b, T, V] on this dp rank's last-stage ranks with sp = 0
+  if (c.pp == last) {
+    Tensor mine = concat_rows(local_blocks);  // [b, c, V/tp]
     Shape global = mine.shape();
     global[2] = vocab;
     whole = parallel::gather_shards(mesh.tp(), mine, 2, c.tp * mine.dim(2), global);
+    if (c.tp == 0) whole = gather_sequence(mesh.sp(), whole, positions, seq_len);
   }
   if (mesh.rank() != 0) {
     if (c.pp == last && c.sp == 0 && c.tp == 0) world.send(whole, 0);

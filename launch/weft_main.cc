@@ -12,6 +12,7 @@
 #include "launch/commands.h"
 #include "launch/flags.h"
 #include "runtime/core/logging.h"
+#include "runtime/core/status.h"
 
 namespace weft::cli {
 namespace {
@@ -74,7 +75,25 @@ std::vector<FlagSpec> model_parallel_flags() {
           {"pp", FlagKind::kInt, "pipeline stages (default 1)"},
           {"pp-virtual", FlagKind::kInt, "interleaved chunks per pipeline rank (default 1)"},
           {"micro-batch", FlagKind::kInt, "sequences per micro-batch (default: all of a rank's)"},
-          {"sequence-parallel", FlagKind::kBool, "Megatron sequence parallelism over tp"}};
+          {"sequence-parallel", FlagKind::kBool, "Megatron sequence parallelism over tp"},
+          {"sp", FlagKind::kInt, "sequence-parallel degree: each sequence split over N ranks"},
+          {"sp-attn", FlagKind::kString,
+           "softmax attention under --sp: ring (default), ulysses, usp, allgather"},
+          {"sp-linear", FlagKind::kString, "linear attention under --sp: zeco (default), lasp2"},
+          {"sp-ulysses", FlagKind::kInt, "usp: Ulysses group size inside the sp group"}};
+}
+
+absl::StatusOr<SpChoice> parse_sp_choice(const std::string& attn, const std::string& linear,
+                                         int ulysses) {
+  SpChoice choice;
+  if (!attn.empty()) {
+    WEFT_ASSIGN_OR_RETURN(choice.attn, parallel::parse_sp_attn(attn));
+  }
+  if (!linear.empty()) {
+    WEFT_ASSIGN_OR_RETURN(choice.linear, parallel::parse_sp_linear(linear));
+  }
+  choice.ulysses = ulysses > 0 ? ulysses : 1;
+  return choice;
 }
 
 int run_main(int argc, char** argv) {

@@ -15,6 +15,8 @@
 #include "absl/status/statusor.h"
 #include "models/param.h"
 #include "parallel/mesh.h"
+#include "parallel/sp_attention.h"
+#include "parallel/sp_linear_attention.h"
 #include "runtime/core/tensor.h"
 #include "runtime/io/model_config.h"
 
@@ -28,9 +30,12 @@ struct ForwardOptions {
 struct ForwardResult {
   // [B, T, V] f32 when keep_logits, else undefined. Under tensor parallelism this rank's
   // vocabulary block [B, T, V/tp] (columns from tp_rank * V/tp; parallel::gather_shards over
-  // the tp group along dim 2 gives the whole logits).
+  // the tp group along dim 2 gives the whole logits). Under sequence parallelism (--sp) only
+  // this rank's positions: [B, c, ...] in the order of sp_positions().
   Tensor logits;
-  double loss_sum = 0;    // sum of next-token cross-entropy over predicted positions
+  // Sum of next-token cross-entropy over predicted positions (under --sp, this rank's
+  // positions: the sum over the sp group is the sequence's).
+  double loss_sum = 0;
   int64_t predicted = 0;  // number of predicted positions: B * (T - 1)
 };
 
@@ -47,6 +52,11 @@ struct ParallelOptions {
   const parallel::Mesh* mesh = nullptr;
   bool sequence_parallel = false;  // Megatron SP over the tp group
   int pp_virtual = 1;              // interleaved pipeline chunks per pp rank
+  // Sequence parallelism over the mesh's sp group (--sp): the algorithms of softmax and of
+  // linear-attention layers, and the Ulysses group size of usp.
+  parallel::SpAttnAlgo sp_attn = parallel::SpAttnAlgo::kRing;
+  parallel::SpLinearAlgo sp_linear = parallel::SpLinearAlgo::kZeco;
+  int sp_ulysses = 1;
 };
 
 // What one (micro-batch, pipeline chunk) keeps between forward_chunk and backward_chunk.
@@ -80,6 +90,12 @@ class CausalLM {
   // length T divisible by tp ("sequence length 10 is not divisible by --tp 4 ..."). forward()
   // and forward_chunk() CHECK it: call this first on user input.
   [[nodiscard]] virtual absl::Status check_batch(const Tensor& tokens) const = 0;
+
+  // The positions of a sequence of `seq_len` tokens this rank computes: 0..T-1, or under --sp
+  // its share (parallel/sp_layout.h). Every forward takes whole sequences [B, T].
+  [[nodiscard]] virtual std::vector<int64_t> sp_positions(int64_t seq_len) const = 0;
+  // The activation a pipeline chunk hands to the next for a micro-batch [batch, seq_len].
+  [[nodiscard]] virtual Shape activation_shape(int64_t batch, int64_t seq_len) const = 0;
 
   // tokens [B, T] (i64). Position t predicts tokens[:, t+1]; the last position predicts nothing.
   virtual ForwardResult forward(const Tensor& tokens, const ForwardOptions& options) = 0;

@@ -14,11 +14,11 @@ namespace weft::models {
 namespace {
 
 std::unique_ptr<TokenMixer> make_mixer(const io::ModelConfig& config, int64_t layer,
-                                       const TpContext& tp) {
+                                       const TpContext& tp, const SpContext& sp) {
   if (config.layer_types[layer] == io::LayerType::kLinearAttention) {
-    return std::make_unique<LinearAttention>(config, layer, tp);
+    return std::make_unique<LinearAttention>(config, layer, tp, sp.linear);
   }
-  return std::make_unique<SoftmaxAttention>(config, layer, tp);
+  return std::make_unique<SoftmaxAttention>(config, layer, tp, sp.attention);
 }
 
 std::unique_ptr<FeedForward> make_ffn(const io::ModelConfig& config, int64_t layer,
@@ -33,10 +33,11 @@ std::string norm_name(int64_t layer, const char* norm) {
 
 }  // namespace
 
-DecoderBlock::DecoderBlock(const io::ModelConfig& config, int64_t layer, const TpContext& tp)
+DecoderBlock::DecoderBlock(const io::ModelConfig& config, int64_t layer, const TpContext& tp,
+                           const SpContext& sp)
     : input_norm_(norm_name(layer, "input_layernorm"), config.hidden_size,
                   static_cast<float>(config.rms_norm_eps)),
-      mixer_(make_mixer(config, layer, tp)),
+      mixer_(make_mixer(config, layer, tp, sp)),
       post_attention_norm_(norm_name(layer, "post_attention_layernorm"), config.hidden_size,
                            static_cast<float>(config.rms_norm_eps)),
       ffn_(make_ffn(config, layer, tp)) {}

@@ -13,6 +13,7 @@
 
 #include "models/feed_forward.h"
 #include "models/rmsnorm.h"
+#include "models/sp_context.h"
 #include "models/token_mixer.h"
 #include "models/tp_context.h"
 #include "parallel/tensor_parallel.h"
@@ -27,7 +28,9 @@ class DecoderBlock {
     SavedPtr mixer, ffn;
   };
 
-  DecoderBlock(const io::ModelConfig& config, int64_t layer, const TpContext& tp);
+  // sp: the sequence-parallel mixer cores (training and full forwards; decoding runs whole).
+  DecoderBlock(const io::ModelConfig& config, int64_t layer, const TpContext& tp,
+               const SpContext& sp = {});
 
   // x [n, D] -> [n, D] with n = region.local_rows(N). cache: decoding state of this layer (or
   // null); saved: fill for backward.

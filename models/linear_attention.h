@@ -12,13 +12,16 @@
 
 #include "models/attention_projections.h"
 #include "models/token_mixer.h"
+#include "parallel/sp_linear_attention.h"
 
 namespace weft::models {
 
 class LinearAttention final : public TokenMixer {
  public:
   // Under tp this rank's heads keep their global gamma_h (h from proj_.first_head()).
-  LinearAttention(const io::ModelConfig& config, int64_t layer, const TpContext& tp);
+  // sp: the sequence-parallel core used when the sequence is split (null: whole sequences).
+  LinearAttention(const io::ModelConfig& config, int64_t layer, const TpContext& tp,
+                  parallel::SequenceParallelLinearAttention* sp = nullptr);
 
   [[nodiscard]] Tensor forward(const TokenBatch& batch, const Tensor& x, MixerCache* cache,
                                SavedPtr* saved) const override;
@@ -34,7 +37,11 @@ class LinearAttention final : public TokenMixer {
   struct Saved;
   class State;
 
+  // The carried decoding state after `len` tokens: s = gamma^len s + m (s, m [B, H, d, d]).
+  void carry_state(int64_t len, const Tensor& m, Tensor& s) const;
+
   AttentionProjections proj_;
+  parallel::SequenceParallelLinearAttention* sp_;
   std::vector<float> gamma_;  // [H local]
   float scale_;               // 1 / sqrt(head_dim)
 };

@@ -1,5 +1,8 @@
 #include "models/model_layout.h"
 
+#include <algorithm>
+#include <string>
+
 #include "absl/strings/str_cat.h"
 #include "runtime/core/status.h"
 
@@ -28,6 +31,50 @@ absl::Status check_tensor_parallel(const io::ModelConfig& c, int tp) {
   return check_divides(tp, c.vocab_size, "vocab_size");
 }
 
+bool has_layer(const io::ModelConfig& c, io::LayerType type) {
+  return std::find(c.layer_types.begin(), c.layer_types.end(), type) != c.layer_types.end();
+}
+
+// The sequence split and the algorithms' constraints (refused before any work).
+absl::Status plan_sequence_parallel(const io::ModelConfig& c, const ParallelOptions& parallel,
+                                    ModelLayout& layout) {
+  const parallel::Mesh& mesh = *parallel.mesh;
+  layout.sp = mesh.dims().sp;
+  layout.sp_rank = mesh.coord().sp;
+  layout.sp_group = &mesh.sp();
+  layout.sp_attn = parallel.sp_attn;
+  layout.sp_linear = parallel.sp_linear;
+  layout.sp_ulysses = parallel.sp_ulysses;
+  const int sp = layout.sp;
+  const bool softmax = has_layer(c, io::LayerType::kFullAttention);
+  const bool linear = has_layer(c, io::LayerType::kLinearAttention);
+  const std::string attn = absl::StrCat("--sp-attn ", parallel::sp_attn_name(parallel.sp_attn));
+  if (parallel.sp_attn == parallel::SpAttnAlgo::kUsp &&
+      (parallel.sp_ulysses < 1 || sp % parallel.sp_ulysses != 0)) {
+    return absl::InvalidArgumentError(absl::StrCat("--sp-ulysses ", parallel.sp_ulysses,
+                                                   " does not divide --sp ", sp, " (", attn, ")"));
+  }
+  const int64_t heads = c.num_attention_heads / layout.tp.size;
+  const int ulysses = parallel.sp_attn == parallel::SpAttnAlgo::kUlysses ? sp
+                      : parallel.sp_attn == parallel::SpAttnAlgo::kUsp   ? parallel.sp_ulysses
+                                                                         : 1;
+  if (softmax && heads < ulysses) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(attn, " splits the ", heads, " query heads of each tp rank over ", ulysses,
+                     " ranks: it needs at least as many heads as ranks"));
+  }
+  layout.sp_layout = softmax ? parallel::preferred_layout(parallel.sp_attn, sp, ulysses)
+                             : parallel::SpLayout{sp, 1};
+  const parallel::SpLayout& l = layout.sp_layout;
+  if (linear && parallel.sp_linear == parallel::SpLinearAlgo::kZeco && !l.contiguous() &&
+      l.groups != sp) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "--sp-linear zeco cannot follow the sequence layout of ", attn, " (zigzag over ", l.groups,
+        " ring groups of ", sp / l.groups, " ranks): use --sp-linear lasp2"));
+  }
+  return absl::OkStatus();
+}
+
 }  // namespace
 
 absl::StatusOr<ModelLayout> plan_layout(const io::ModelConfig& config,
@@ -41,10 +88,6 @@ absl::StatusOr<ModelLayout> plan_layout(const io::ModelConfig& config,
     return layout;
   }
   const parallel::ParallelDims& dims = parallel.mesh->dims();
-  if (dims.sp != 1) {
-    return absl::UnimplementedError(
-        absl::StrCat("--sp ", dims.sp, ": the model has no sequence-parallel attention yet"));
-  }
   if (dims.ep != 1) {
     return absl::UnimplementedError(
         absl::StrCat("--ep ", dims.ep, ": the model has no expert-parallel MoE yet"));
@@ -54,6 +97,7 @@ absl::StatusOr<ModelLayout> plan_layout(const io::ModelConfig& config,
                                                               parallel.mesh->coord().pp));
   layout.tp = {dims.tp, parallel.mesh->coord().tp, &parallel.mesh->tp()};
   layout.sequence_parallel = parallel.sequence_parallel;
+  if (dims.sp > 1) WEFT_RETURN_IF_ERROR(plan_sequence_parallel(config, parallel, layout));
   layout.pp = dims.pp;
   layout.pp_rank = parallel.mesh->coord().pp;
   layout.stages = dims.pp * parallel.pp_virtual;

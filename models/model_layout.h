@@ -16,6 +16,14 @@ struct ModelLayout {
   const parallel::Mesh* mesh = nullptr;  // null: one rank
   TpContext tp;
   bool sequence_parallel = false;
+  // Sequence parallelism: the sp group, how the sequence is split over it, the algorithms.
+  int sp = 1;
+  int sp_rank = 0;
+  comm::Communicator* sp_group = nullptr;
+  parallel::SpLayout sp_layout;
+  parallel::SpAttnAlgo sp_attn = parallel::SpAttnAlgo::kRing;
+  parallel::SpLinearAlgo sp_linear = parallel::SpLinearAlgo::kZeco;
+  int sp_ulysses = 1;
   int pp = 1;
   int pp_rank = 0;
   int stages = 1;                            // virtual stages: pp * pp_virtual
@@ -25,7 +33,9 @@ struct ModelLayout {
 // Errors name the flag and the value: "--tp 3 does not divide num_attention_heads 8". tp must
 // divide the heads, the KV heads (or, when larger, be a multiple of them), the (experts')
 // intermediate size and the vocabulary (no padding: a vocabulary tp does not divide is refused).
-// The sp and ep degrees must be 1 (the model has no sequence/expert-parallel layers yet).
+// Under sp, the algorithms must fit the model and each other (usp's Ulysses size divides sp;
+// Ulysses needs at least sp query heads per tp rank; ZeCO follows a contiguous or per-rank
+// zigzag layout). The ep degree must be 1 (no expert-parallel MoE yet).
 absl::StatusOr<ModelLayout> plan_layout(const io::ModelConfig& config,
                                         const ParallelOptions& parallel);
 

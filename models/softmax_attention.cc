@@ -8,10 +8,11 @@ namespace weft::models {
 
 struct SoftmaxAttention::Saved : LayerSaved {
   TokenBatch batch;
-  Tensor x;      // [N, D] the layer input
-  QkvHeads qkv;  // after RoPE
-  Tensor o;      // [B, T, H, d]
-  Tensor lse;    // [B, H, T]
+  Tensor x;                                        // [N, D] the layer input
+  QkvHeads qkv;                                    // after RoPE
+  Tensor o;                                        // [B, T, H, d]
+  Tensor lse;                                      // [B, H, T] (whole-sequence attention)
+  std::unique_ptr<parallel::SpAttentionSaved> sp;  // sequence-parallel attention
 };
 
 // Per sequence b: k[b], v[b] [max_len, Hkv, d]. Separate tensors so that the first `len` rows of
@@ -28,8 +29,9 @@ class SoftmaxAttention::KvCache final : public MixerCache {
 };
 
 SoftmaxAttention::SoftmaxAttention(const io::ModelConfig& config, int64_t layer,
-                                   const TpContext& tp)
+                                   const TpContext& tp, parallel::SequenceParallelAttention* sp)
     : proj_(config, layer, tp),
+      sp_(sp),
       rope_theta_(static_cast<float>(config.rope_theta)),
       scale_(1.0f / std::sqrt(static_cast<float>(config.head_dim))) {}
 
@@ -38,12 +40,18 @@ Tensor SoftmaxAttention::forward(const TokenBatch& batch, const Tensor& x, Mixer
   QkvHeads qkv = proj_.project_qkv(batch, x);
   kernels::rope_forward(qkv.q, batch.positions, rope_theta_);
   kernels::rope_forward(qkv.k, batch.positions, rope_theta_);
-  Tensor o = Tensor::empty(qkv.q.shape());                              // [B, T, H, d]
-  Tensor lse = Tensor::empty({batch.batch, proj_.heads(), batch.len});  // [B, H, T]
-  if (cache != nullptr) {
-    attend_cached(batch, qkv, static_cast<KvCache&>(*cache), o, lse);
+  std::unique_ptr<parallel::SpAttentionSaved> sp_saved;
+  Tensor o, lse;  // o [B, T, H, d], lse [B, H, T]
+  if (sp_ != nullptr && cache == nullptr) {
+    o = sp_->forward(qkv.q, qkv.k, qkv.v, saved != nullptr ? &sp_saved : nullptr);
   } else {
-    attend(qkv, o, lse);
+    o = Tensor::empty(qkv.q.shape());
+    lse = Tensor::empty({batch.batch, proj_.heads(), batch.len});
+    if (cache != nullptr) {
+      attend_cached(batch, qkv, static_cast<KvCache&>(*cache), o, lse);
+    } else {
+      attend(qkv, o, lse);
+    }
   }
   Tensor y = proj_.project_out(o);
   if (saved != nullptr) {
@@ -54,6 +62,7 @@ Tensor SoftmaxAttention::forward(const TokenBatch& batch, const Tensor& x, Mixer
     s->qkv = std::move(qkv);
     s->o = std::move(o);
     s->lse = std::move(lse);
+    s->sp = std::move(sp_saved);
     *saved = std::move(s);
   }
   return y;
@@ -84,8 +93,12 @@ Tensor SoftmaxAttention::backward(LayerSaved& saved_base, const Tensor& dy) {
   auto& s = static_cast<Saved&>(saved_base);
   const Tensor d_o = proj_.backward_out(s.o, dy);  // [B, T, H, d]
   QkvHeads grads = proj_.zero_grads(s.batch);
-  kernels::attention_backward(s.qkv.q, s.qkv.k, s.qkv.v, s.o, s.lse, d_o, scale_, /*causal=*/true,
-                              0, 0, grads.q, grads.k, grads.v);
+  if (s.sp != nullptr) {
+    sp_->backward(*s.sp, d_o, grads.q, grads.k, grads.v);
+  } else {
+    kernels::attention_backward(s.qkv.q, s.qkv.k, s.qkv.v, s.o, s.lse, d_o, scale_,
+                                /*causal=*/true, 0, 0, grads.q, grads.k, grads.v);
+  }
   kernels::rope_backward(grads.q, s.batch.positions, rope_theta_);
   kernels::rope_backward(grads.k, s.batch.positions, rope_theta_);
   return proj_.backward_qkv(s.x, grads);

@@ -11,12 +11,16 @@
 
 #include "models/attention_projections.h"
 #include "models/token_mixer.h"
+#include "parallel/sp_attention.h"
 
 namespace weft::models {
 
 class SoftmaxAttention final : public TokenMixer {
  public:
-  SoftmaxAttention(const io::ModelConfig& config, int64_t layer, const TpContext& tp);
+  // sp: the sequence-parallel core that replaces attend() when the sequence is split (null:
+  // this rank holds whole sequences).
+  SoftmaxAttention(const io::ModelConfig& config, int64_t layer, const TpContext& tp,
+                   parallel::SequenceParallelAttention* sp = nullptr);
 
   [[nodiscard]] Tensor forward(const TokenBatch& batch, const Tensor& x, MixerCache* cache,
                                SavedPtr* saved) const override;
@@ -36,6 +40,7 @@ class SoftmaxAttention final : public TokenMixer {
                      Tensor& lse) const;
 
   AttentionProjections proj_;
+  parallel::SequenceParallelAttention* sp_;
   float rope_theta_;
   float scale_;  // 1 / sqrt(head_dim)
 };

@@ -1,6 +1,7 @@
 #include "models/transformer.h"
 
 #include <algorithm>
+#include <cmath>
 #include <utility>
 
 #include "absl/strings/match.h"
@@ -68,6 +69,8 @@ Transformer::Transformer(io::ModelConfig config, ModelLayout layout)
       layout_(std::move(layout)),
       region_(layout_.tp.group, layout_.sequence_parallel) {
   const TpContext& tp = layout_.tp;
+  make_sp_cores();
+  const SpContext sp{sp_attention_.get(), sp_linear_.get()};
   const int chunks = static_cast<int>(layout_.chunks.size());  // chunks_ is not built yet
   const bool first = is_first_stage(0), last = is_last_stage(chunks - 1);
   if (first) {
@@ -79,7 +82,7 @@ Transformer::Transformer(io::ModelConfig config, ModelLayout layout)
     chunk.range = layout_.chunks[c];
     if (c == 0 && first) embedding_->collect_params(chunk.params);
     for (int layer = chunk.range.first; layer < chunk.range.last; ++layer) {
-      chunk.blocks.push_back(std::make_unique<DecoderBlock>(config_, layer, tp));
+      chunk.blocks.push_back(std::make_unique<DecoderBlock>(config_, layer, tp, sp));
       chunk.blocks.back()->collect_params(chunk.params);
     }
   }
@@ -99,6 +102,43 @@ Transformer::Transformer(io::ModelConfig config, ModelLayout layout)
     params_.insert(params_.end(), chunk.params.begin(), chunk.params.end());
   }
   plan_grad_reductions();
+}
+
+void Transformer::make_sp_cores() {
+  if (layout_.sp <= 1) return;
+  const auto& types = config_.layer_types;
+  const TpShard kv = layout_.tp.kv(config_.num_key_value_heads);
+  if (std::count(types.begin(), types.end(), io::LayerType::kFullAttention) > 0) {
+    auto core = parallel::make_sp_attention(
+        *layout_.sp_group, {.algo = layout_.sp_attn,
+                            .layout = layout_.sp_layout,
+                            .ulysses = layout_.sp_ulysses,
+                            .scale = 1.0f / std::sqrt(static_cast<float>(config_.head_dim)),
+                            .heads = config_.num_attention_heads / layout_.tp.size,
+                            .kv_heads = config_.num_key_value_heads / kv.parts});
+    WEFT_CHECK(core.ok()) << core.status().message();  // plan_layout checked the options
+    sp_attention_ = std::move(*core);
+  }
+  if (std::count(types.begin(), types.end(), io::LayerType::kLinearAttention) > 0) {
+    auto core = parallel::make_sp_linear_attention(
+        *layout_.sp_group, {.algo = layout_.sp_linear, .layout = layout_.sp_layout});
+    WEFT_CHECK(core.ok()) << core.status().message();
+    sp_linear_ = std::move(*core);
+  }
+}
+
+std::vector<int64_t> Transformer::sp_positions(int64_t seq_len) const {
+  if (layout_.sp <= 1) {
+    std::vector<int64_t> all(seq_len);
+    for (int64_t i = 0; i < seq_len; ++i) all[i] = i;
+    return all;
+  }
+  return layout_.sp_layout.positions(seq_len, layout_.sp_rank);
+}
+
+Shape Transformer::activation_shape(int64_t batch, int64_t seq_len) const {
+  const int64_t rows = region_.local_rows(batch * (seq_len / layout_.sp));
+  return {batch, rows / batch, config_.hidden_size};
 }
 
 void Transformer::plan_grad_reductions() {
@@ -163,12 +203,38 @@ absl::Status Transformer::check_tokens(const Tensor& tokens) const {
 
 absl::Status Transformer::check_batch(const Tensor& tokens) const {
   WEFT_RETURN_IF_ERROR(check_tokens(tokens));
-  if (region_.sequence_parallel() && tokens.dim(1) % region_.size() != 0) {
-    return invalid_argument("sequence length ", tokens.dim(1), " is not divisible by --tp ",
-                            region_.size(), " (--sequence-parallel splits each sequence over tp)");
+  int64_t local_len = tokens.dim(1);
+  if (layout_.sp > 1) {
+    const bool softmax = sp_attention_ != nullptr;
+    WEFT_RETURN_IF_ERROR(parallel::check_sp_split(
+        layout_.sp_layout, tokens.dim(1),
+        softmax ? absl::StrCat("--sp-attn ", parallel::sp_attn_name(layout_.sp_attn))
+                : absl::StrCat("--sp-linear ", parallel::sp_linear_name(layout_.sp_linear))));
+    local_len /= layout_.sp;
+  }
+  if (region_.sequence_parallel() && local_len % region_.size() != 0) {
+    return invalid_argument("sequence length ", local_len, layout_.sp > 1 ? " per --sp rank" : "",
+                            " is not divisible by --tp ", region_.size(),
+                            " (--sequence-parallel splits each sequence over tp)");
   }
   return absl::OkStatus();
 }
+
+namespace {
+
+// Columns `positions` of x [B, T] -> [B, positions.size()].
+Tensor take_columns(const Tensor& x, const std::vector<int64_t>& positions) {
+  const int64_t b = x.dim(0), t = x.dim(1), c = static_cast<int64_t>(positions.size());
+  const std::vector<int64_t> all = x.to_ints();
+  std::vector<int64_t> out;
+  out.reserve(b * c);
+  for (int64_t i = 0; i < b; ++i) {
+    for (const int64_t p : positions) out.push_back(all[i * t + p]);
+  }
+  return Tensor::from_ints(out, {b, c});
+}
+
+}  // namespace
 
 std::unique_ptr<ChunkState> Transformer::new_chunk_state() {
   return std::make_unique<ChunkSaved>();
@@ -179,10 +245,15 @@ Tensor Transformer::chunk_forward(int c, const Tensor& tokens, const Tensor& inp
   const absl::Status valid = check_batch(tokens);
   WEFT_CHECK(valid.ok()) << valid.message();
   const Chunk& chunk = chunks_[c];
-  const int64_t b = tokens.dim(0), t = tokens.dim(1), d = config_.hidden_size;
+  const int64_t b = tokens.dim(0), d = config_.hidden_size;
+  // Under --sp this rank computes c of the T positions (any order the layout gives).
+  const std::vector<int64_t> positions = sp_positions(tokens.dim(1));
+  const int64_t t = static_cast<int64_t>(positions.size());
+  const Tensor local_tokens = layout_.sp > 1 ? take_columns(tokens, positions) : tokens;
   const int64_t rows = region_.local_rows(b * t);  // this rank's rows between layers
   s.batch = TokenBatch::make(b, t, 0);
-  s.ids = tokens.view({b * t});
+  if (layout_.sp > 1) s.batch.positions = Tensor::from_ints(positions, {t});
+  s.ids = local_tokens.view({b * t});
   s.blocks.resize(chunk.blocks.size());
   Tensor x;  // [rows, D]
   if (is_first_stage(c)) {
@@ -198,8 +269,10 @@ Tensor Transformer::chunk_forward(int c, const Tensor& tokens, const Tensor& inp
 
   Tensor normed = region_.enter(final_norm_->forward(x, keep ? &s.final_norm : nullptr));  // [N, D]
   Tensor chunk_logits = head_->forward(normed);  // [N, V/tp]
-  Tensor targets = next_token_targets(tokens);   // [N]
-  Tensor lse = Tensor::empty({b * t});           // [N]
+  Tensor targets = next_token_targets(tokens);   // [B*T]
+  if (layout_.sp > 1)
+    targets = take_columns(targets.view({b, tokens.dim(1)}), positions).view({b * t});
+  Tensor lse = Tensor::empty({b * t});  // [N]
   *loss_sum = cross_entropy_sum(chunk_logits, targets, head_->vocab_start(), layout_.tp.group, lse);
   if (logits != nullptr) *logits = chunk_logits.view({b, t, chunk_logits.dim(1)});
   if (keep) {

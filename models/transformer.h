@@ -31,6 +31,8 @@ class Transformer final : public CausalLM {
   [[nodiscard]] const std::vector<Param*>& parameters() override { return params_; }
   [[nodiscard]] absl::Status check_tokens(const Tensor& tokens) const override;
   [[nodiscard]] absl::Status check_batch(const Tensor& tokens) const override;
+  [[nodiscard]] std::vector<int64_t> sp_positions(int64_t seq_len) const override;
+  [[nodiscard]] Shape activation_shape(int64_t batch, int64_t seq_len) const override;
 
   ForwardResult forward(const Tensor& tokens, const ForwardOptions& options) override;
   void backward(float loss_scale) override;
@@ -75,9 +77,14 @@ class Transformer final : public CausalLM {
   [[nodiscard]] bool single_chunk() const;
   [[nodiscard]] bool reduced_by_finish_grads(const Param* p) const;
 
+  // The sequence-parallel cores shared by the layers (none without --sp).
+  void make_sp_cores();
+
   io::ModelConfig config_;
   ModelLayout layout_;
   parallel::TensorParallelRegion region_;
+  std::unique_ptr<parallel::SequenceParallelAttention> sp_attention_;
+  std::unique_ptr<parallel::SequenceParallelLinearAttention> sp_linear_;
   std::unique_ptr<comm::Communicator> kv_copies_group_;  // ranks sharing one KV head
   std::unique_ptr<comm::Communicator> tied_group_;       // first and last pp stage (tied)
   std::unique_ptr<Embedding> embedding_;                 // first stage only

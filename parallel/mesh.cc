@@ -33,6 +33,8 @@ int group_position(const Coord& c, Group g, const ParallelDims& d) {
       return c.pp;
     case Group::kTpSp:
       return c.tp + d.tp * c.sp;
+    case Group::kDpSp:
+      return c.sp + d.sp * c.dp;
     case Group::kEtp:
       return c.etp;
     case Group::kEp:
@@ -55,6 +57,8 @@ int group_size(Group g, const ParallelDims& d) {
       return d.pp;
     case Group::kTpSp:
       return d.tp * d.sp;
+    case Group::kDpSp:
+      return d.dp * d.sp;
     case Group::kEtp:
       return d.etp;
     case Group::kEp:
@@ -84,6 +88,10 @@ int member(const Coord& base, Group g, int i, const ParallelDims& d) {
     case Group::kTpSp:
       c.tp = i % d.tp;
       c.sp = i / d.tp;
+      break;
+    case Group::kDpSp:
+      c.sp = i % d.sp;
+      c.dp = i / d.sp;
       break;
     case Group::kEtp:
     case Group::kEp:
@@ -136,6 +144,8 @@ const char* group_name(Group group) {
       return "pp";
     case Group::kTpSp:
       return "tp_sp";
+    case Group::kDpSp:
+      return "dp_sp";
     case Group::kEtp:
       return "etp";
     case Group::kEp:

@@ -41,11 +41,14 @@ struct ParallelDims {
 // does not divide the world size, or an expert view (ep*etp) that does not divide tp*sp*dp.
 absl::StatusOr<ParallelDims> resolve_dims(int world_size, int tp, int pp, int sp, int ep, int etp);
 
-enum class Group { kTp, kSp, kDp, kPp, kTpSp, kEtp, kEp, kEdp };
-inline constexpr std::array<Group, 8> kAllGroups = {Group::kTp, Group::kSp,   Group::kDp,
-                                                    Group::kPp, Group::kTpSp, Group::kEtp,
-                                                    Group::kEp, Group::kEdp};
-// "tp", "sp", "dp", "pp", "tp_sp", "etp", "ep", "edp": the names in --comm-report.
+// kDpSp: the ranks with the same tp and pp coordinates (sp fastest, then dp), i.e. every
+// replica of this rank's weights: gradients of weights replicated across dp and sp are reduced
+// over it, and ZeRO-1 shards the optimizer state over it.
+enum class Group { kTp, kSp, kDp, kPp, kTpSp, kDpSp, kEtp, kEp, kEdp };
+inline constexpr std::array<Group, 9> kAllGroups = {Group::kTp,  Group::kSp,   Group::kDp,
+                                                    Group::kPp,  Group::kTpSp, Group::kDpSp,
+                                                    Group::kEtp, Group::kEp,   Group::kEdp};
+// "tp", "sp", "dp", "pp", "tp_sp", "dp_sp", "etp", "ep", "edp": the names in --comm-report.
 const char* group_name(Group group);
 
 // A rank's coordinates.
@@ -78,6 +81,7 @@ class Mesh {
   [[nodiscard]] comm::Communicator& dp() const { return group(Group::kDp); }
   [[nodiscard]] comm::Communicator& pp() const { return group(Group::kPp); }
   [[nodiscard]] comm::Communicator& tp_sp() const { return group(Group::kTpSp); }
+  [[nodiscard]] comm::Communicator& dp_sp() const { return group(Group::kDpSp); }
   [[nodiscard]] comm::Communicator& etp() const { return group(Group::kEtp); }
   [[nodiscard]] comm::Communicator& ep() const { return group(Group::kEp); }
   [[nodiscard]] comm::Communicator& edp() const { return group(Group::kEdp); }

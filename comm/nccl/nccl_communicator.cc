@@ -4,13 +4,16 @@
 #include <nccl.h>
 
 #include <functional>
+#include <limits>
 #include <mutex>
 #include <utility>
 #include <vector>
 
+#include "comm/all_scan.h"
 #include "comm/mpi_check.h"
 #include "comm/traffic.h"
 #include "kernels/cuda/stream.h"
+#include "kernels/ops.h"
 #include "runtime/core/cuda_check.h"
 
 #define WEFT_NCCL_CHECK(call)                                  \
@@ -156,6 +159,8 @@ class NcclCommunicator final : public Communicator {
     WEFT_NCCL_CHECK(ncclCommInitRank(&comm_, size_, id, rank_));
     WEFT_CUDA_CHECK(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking));
     WEFT_CUDA_CHECK(cudaEventCreateWithFlags(&inputs_ready_, cudaEventDisableTiming));
+    WEFT_CUDA_CHECK(cudaEventCreateWithFlags(&piece_ready_, cudaEventDisableTiming));
+    WEFT_CUDA_CHECK(cudaEventCreateWithFlags(&piece_combined_, cudaEventDisableTiming));
     barrier_buffer_ = Tensor::zeros({1}, DType::kI32, Device::cuda(device_));
   }
 
@@ -165,6 +170,8 @@ class NcclCommunicator final : public Communicator {
       cudaStreamSynchronize(stream_);
       ncclCommDestroy(comm_);
       cudaEventDestroy(inputs_ready_);
+      cudaEventDestroy(piece_ready_);
+      cudaEventDestroy(piece_combined_);
       cudaStreamDestroy(stream_);
     }
     int finalized = 0;
@@ -276,6 +283,41 @@ class NcclCommunicator final : public Communicator {
         /*blocks_host=*/true);
   }
 
+  // Per piece k on the comm stream: receive S_in's piece (except on the first rank of the
+  // direction), copy it into S_out's, and send that on once combined. The combine
+  // (kernels::mul_add_) runs on the compute stream, ordered against the comm stream by two
+  // events. Sending piece k and receiving piece k + 1 form one NCCL group, so they overlap.
+  WorkPtr all_scan_async(const Tensor& local, const Tensor& decay, Tensor& s_in, int blocks,
+                         bool reverse) override {
+    check_cuda_tensor(local, device_, "all_scan");
+    const ScanPlan plan = plan_all_scan(local, decay, s_in, rank_, size_, blocks, reverse,
+                                        std::numeric_limits<int64_t>::max());
+    // [s_in's shape] f32: S_out, on the ranks that send
+    const Tensor out =
+        plan.next >= 0 ? Tensor::empty(s_in.shape(), DType::kF32, s_in.device()) : Tensor();
+    return issue("all_scan", plan.bytes_sent, {local, decay, s_in, out}, [&](cudaStream_t s) {
+      const std::vector<ScanPiece>& pieces = plan.pieces;
+      if (plan.prev >= 0) receive_piece(piece_of(s_in, pieces[0]), plan.prev, s);
+      for (size_t k = 0; k < pieces.size(); ++k) {
+        Tensor out_piece;
+        if (plan.next >= 0) {
+          out_piece = piece_of(out, pieces[k]);
+          combine_piece(out_piece, piece_of(s_in, pieces[k]), piece_of(decay, pieces[k]),
+                        piece_of(local, pieces[k]), s);
+        }
+        WEFT_NCCL_CHECK(ncclGroupStart());
+        if (plan.next >= 0) {
+          WEFT_NCCL_CHECK(
+              ncclSend(out_piece.raw(), out_piece.numel(), ncclFloat32, plan.next, comm_, s));
+        }
+        if (plan.prev >= 0 && k + 1 < pieces.size()) {
+          receive_piece(piece_of(s_in, pieces[k + 1]), plan.prev, s);
+        }
+        WEFT_NCCL_CHECK(ncclGroupEnd());
+      }
+    });
+  }
+
   [[nodiscard]] std::unique_ptr<Communicator> split(int color, int key, std::string name) override {
     const std::lock_guard<std::mutex> lock(mutex_);
     MPI_Comm sub = MPI_COMM_NULL;
@@ -333,6 +375,24 @@ class NcclCommunicator final : public Communicator {
     WEFT_NCCL_CHECK(ncclGroupEnd());
   }
 
+  // All-Scan: one piece of S_in from `src`, on the comm stream.
+  void receive_piece(const Tensor& in_piece, int src, cudaStream_t s) {
+    WEFT_NCCL_CHECK(ncclRecv(in_piece.raw(), in_piece.numel(), ncclFloat32, src, comm_, s));
+  }
+
+  // All-Scan: out_piece = decay_piece * in_piece + local_piece once in_piece is on the comm
+  // stream `s`; `s` then waits for the result.
+  void combine_piece(Tensor& out_piece, const Tensor& in_piece, const Tensor& decay_piece,
+                     const Tensor& local_piece, cudaStream_t s) {
+    WEFT_CUDA_CHECK(cudaMemcpyAsync(out_piece.raw(), in_piece.raw(), in_piece.nbytes(),
+                                    cudaMemcpyDeviceToDevice, s));
+    WEFT_CUDA_CHECK(cudaEventRecord(piece_ready_, s));
+    WEFT_CUDA_CHECK(cudaStreamWaitEvent(compute_stream(), piece_ready_, 0));
+    kernels::mul_add_(out_piece, decay_piece, local_piece);
+    WEFT_CUDA_CHECK(cudaEventRecord(piece_combined_, compute_stream()));
+    WEFT_CUDA_CHECK(cudaStreamWaitEvent(s, piece_combined_, 0));
+  }
+
   void check_peer(int peer, const char* op) const {
     WEFT_CHECK(peer >= 0 && peer < size_ && peer != rank_)
         << op << " peer " << peer << " from rank " << rank_ << " of " << size_;
@@ -346,8 +406,12 @@ class NcclCommunicator final : public Communicator {
   ncclComm_t comm_ = nullptr;
   cudaStream_t stream_ = nullptr;
   cudaEvent_t inputs_ready_ = nullptr;  // re-recorded on the compute stream by every call
-  Tensor barrier_buffer_;               // i32[1] on the device
-  std::mutex mutex_;                    // one call at a time: NCCL calls on a comm must not race
+  // All-Scan's per-piece hand-offs: comm stream -> compute stream (the piece arrived) and back
+  // (the piece is combined). Re-recorded per piece: a wait takes the record current at its call.
+  cudaEvent_t piece_ready_ = nullptr;
+  cudaEvent_t piece_combined_ = nullptr;
+  Tensor barrier_buffer_;  // i32[1] on the device
+  std::mutex mutex_;       // one call at a time: NCCL calls on a comm must not race
   TrafficCounters counters_;
 };
 

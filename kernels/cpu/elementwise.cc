@@ -21,6 +21,14 @@ void add_(Tensor& a, const Tensor& b, float alpha) {
   for (int64_t i = 0; i < n; ++i) ap[i] += alpha * bp[i];
 }
 
+void mul_add_(Tensor& a, const Tensor& b, const Tensor& c) {
+  float* ap = a.data<float>();
+  const float* bp = b.data<float>();
+  const float* cp = c.data<float>();
+  const int64_t n = a.numel();
+  for (int64_t i = 0; i < n; ++i) ap[i] = bp[i] * ap[i] + cp[i];
+}
+
 void scale_(Tensor& a, float alpha) {
   float* ap = a.data<float>();
   const int64_t n = a.numel();

@@ -26,6 +26,11 @@ void combine(const Tensor& out, FloatRef a, float alpha, FloatRef b, float beta,
   WEFT_CUDA_LAUNCH_CHECK();
 }
 
+// a[i] = b[i] * a[i] + c[i].
+__global__ void mul_add_kernel(FloatRef a, FloatRef b, FloatRef c, int64_t n) {
+  for (int64_t i : grid_stride(n)) a.store(i, b.load(i) * a.load(i) + c.load(i));
+}
+
 // y[N,C] += bias[C].
 __global__ void bias_rows_kernel(FloatRef y, FloatRef bias, int64_t cols, int64_t n) {
   for (int64_t i : grid_stride(n)) {
@@ -68,6 +73,14 @@ void add(const Tensor& a, const Tensor& b, Tensor& out) {
 
 void add_(Tensor& a, const Tensor& b, float alpha) {
   combine(a, float_ref(a), 1.0f, float_ref(b), alpha, 0.0f);
+}
+
+void mul_add_(Tensor& a, const Tensor& b, const Tensor& c) {
+  const int64_t n = a.numel();
+  if (n == 0) return;
+  mul_add_kernel<<<grid_for(n, kThreads), kThreads, 0, compute_stream()>>>(
+      float_ref(a), float_ref(b), float_ref(c), n);
+  WEFT_CUDA_LAUNCH_CHECK();
 }
 
 void scale_(Tensor& a, float alpha) { combine(a, float_ref(a), alpha, FloatRef{}, 0.0f, 0.0f); }

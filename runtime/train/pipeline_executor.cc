@@ -35,12 +35,6 @@ struct Place {
 };
 
 // [b, T, hidden], or [b, T/tp, hidden] under sequence parallelism.
-Shape activation_shape(const models::CausalLM& model, const Tensor& tokens,
-                       const parallel::Mesh* mesh, bool sequence_parallel) {
-  const int64_t tp = sequence_parallel && mesh != nullptr ? mesh->tp().size() : 1;
-  return {tokens.dim(0), tokens.dim(1) / tp, model.config().hidden_size};
-}
-
 Device parameter_device(models::CausalLM& model) {
   const auto& params = model.parameters();
   return params.empty() ? Device::cpu() : params.front()->value.device();
@@ -148,9 +142,9 @@ class StepRunner {
   void post_recv(int i, const ActionPeers& peers) {
     const PipelineAction& a = actions_[i];
     Inbox& in = inbox_[i];
-    in.tensor = Tensor::empty(
-        activation_shape(model_, micro_batches_[a.micro_batch], mesh_, options_.sequence_parallel),
-        DType::kF32, device_);
+    in.tensor = Tensor::empty(model_.activation_shape(micro_batches_[a.micro_batch].dim(0),
+                                                      micro_batches_[a.micro_batch].dim(1)),
+                              DType::kF32, device_);
     in.work = place_.pp->recv_async(in.tensor, place_.rank_of(peers.from_stage),
                                     place_.tag(a, place_.stage(a.chunk)));
   }

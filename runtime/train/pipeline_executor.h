@@ -35,8 +35,6 @@ struct PipelineStepOptions {
   // The last stage's backward starts from loss_sum * loss_scale (1 / the global count of
   // predicted tokens for the mean loss).
   float loss_scale = 1.0f;
-  // Activations between stages are [b, T/tp, hidden] (Megatron sequence parallelism).
-  bool sequence_parallel = false;
   // Evaluation: forwards only; no backward and no finish_grads.
   bool forward_only = false;
 };

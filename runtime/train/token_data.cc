@@ -28,8 +28,8 @@ absl::StatusOr<TokenFile> TokenFile::load(const std::string& path) {
       if (ec != std::errc() || (next < end && *next != ' ' && *next != '\t' && *next != '\r')) {
         const char* stop = p;
         while (stop < end && *stop != ' ' && *stop != '\t') ++stop;
-        return absl::InvalidArgumentError(absl::StrCat(path, ":", line_no, ": '",
-                                                       std::string(p, stop), "' is not a token id"));
+        return absl::InvalidArgumentError(
+            absl::StrCat(path, ":", line_no, ": '", std::string(p, stop), "' is not a token id"));
       }
       if (id < 0) {
         return absl::InvalidArgumentError(

@@ -51,7 +51,7 @@ Trainer::Trainer(const TrainOptions& options, std::unique_ptr<parallel::Mesh> me
 absl::StatusOr<std::unique_ptr<Trainer>> Trainer::create(const TrainOptions& options,
                                                          comm::Communicator& world, AgreeFn agree) {
   absl::StatusOr<parallel::ParallelDims> dims =
-      parallel::resolve_dims(world.size(), options.tp, options.pp, 1, 1, 1);
+      parallel::resolve_dims(world.size(), options.tp, options.pp, options.sp, 1, 1);
   WEFT_RETURN_IF_ERROR(agree(dims.status()));
   absl::StatusOr<TokenFile> data = TokenFile::load(options.data_path);
   WEFT_RETURN_IF_ERROR(agree(data.status()));
@@ -71,7 +71,8 @@ absl::StatusOr<std::unique_ptr<Trainer>> Trainer::create(const TrainOptions& opt
   model.zero_grad();  // the optimizer's reducer packs the grad tensors: they must exist
   trainer->optimizer_ = std::make_unique<AdamW>(
       model.parameters(), options.adamw,
-      DataParallelOptions{.dp = &trainer->mesh_->dp(), .zero1 = options.zero1});
+      // Weights are replicated over dp and sp: their gradients are summed over both.
+      DataParallelOptions{.dp = &trainer->mesh_->dp_sp(), .zero1 = options.zero1});
   AdamW* optimizer = trainer->optimizer_.get();
   if (options.overlap_grad_reduce) {
     model.set_grad_ready_hook([optimizer](models::Param& p) { optimizer->grad_ready(p); });
@@ -116,7 +117,10 @@ absl::Status Trainer::validate_batch() const {
 absl::Status Trainer::load_model() {
   const models::ParallelOptions parallel{.mesh = mesh_.get(),
                                          .sequence_parallel = options_.sequence_parallel,
-                                         .pp_virtual = options_.pp_virtual};
+                                         .pp_virtual = options_.pp_virtual,
+                                         .sp_attn = options_.sp_attn,
+                                         .sp_linear = options_.sp_linear,
+                                         .sp_ulysses = options_.sp_ulysses};
   if (!options_.load_dir.empty() || options_.init_random) {
     // Weights come from the checkpoint (or the seed); the config from the model dir, or else
     // from the checkpoint's manifest.
@@ -168,9 +172,8 @@ double Trainer::run_microbatches(const Tensor& tokens, float loss_scale) {
   for (int64_t first = 0; first < rows; first += micro) {
     batches.push_back(tokens.slice(first, first + micro));
   }
-  absl::StatusOr<PipelineStepResult> result = run_pipeline_step(
-      *model_, mesh_.get(), batches,
-      {.loss_scale = loss_scale, .sequence_parallel = options_.sequence_parallel});
+  absl::StatusOr<PipelineStepResult> result =
+      run_pipeline_step(*model_, mesh_.get(), batches, {.loss_scale = loss_scale});
   // validate_batch() checked every schedule constraint before the first step.
   WEFT_CHECK(result.ok()) << result.status().message();
   return result->loss_sum;
@@ -189,7 +192,7 @@ StepMetrics Trainer::train_step(int64_t step) {
   const double loss_sum = run_microbatches(tokens, 1.0f / static_cast<float>(global_predicted));
   optimizer_->finish_grads();
   Tensor loss = Tensor::from_floats({static_cast<float>(loss_sum)}, {1});
-  dp.all_reduce(loss);
+  mesh_->dp_sp().all_reduce(loss);  // every sp rank holds its positions' share
 
   StepMetrics m;
   m.step = step;
@@ -227,24 +230,25 @@ void Trainer::start_save(int64_t step) {
   header.set_model_config_json(model_->config().json);
   header.set_seed(options_.seed);
 
-  // Each stored slice is written by exactly one rank: dp rank 0 (every dp rank for its own
-  // ZeRO-1 moment rows), and among tp ranks holding the same slice only the first.
+  // Each stored slice is written by exactly one rank: dp and sp rank 0 (every dp x sp rank for
+  // its own ZeRO-1 moment rows), and among tp ranks holding the same slice only the first.
   const parallel::Coord& c = mesh_->coord();
   auto writes = [&](const models::Param& p) {
-    return p.spec.replica == 0 && c.sp == 0 && (c.tp == 0 || p.spec.group == "tp");
+    return p.spec.replica == 0 && (c.tp == 0 || p.spec.group == "tp");
   };
+  const bool replica_zero = c.dp == 0 && c.sp == 0;
   std::map<std::string, const models::Param*> by_name;
   std::vector<CheckpointTensor> tensors;
   for (const models::Param* p : model_->parameters()) {
     by_name[p->name] = p;
-    if (c.dp == 0 && writes(*p)) {
+    if (replica_zero && writes(*p)) {
       tensors.push_back({p->name, p->value, p->spec.global_shape, shard_offsets(p->spec),
                          p->spec.split_dim, p->spec.group});
     }
   }
   for (const OptimizerStateTensor& s : optimizer_->state_tensors()) {
     const models::Param& p = *by_name.at(s.name.substr(0, s.name.rfind(".exp_avg")));
-    if ((options_.zero1 || c.dp == 0) && writes(p)) {
+    if ((options_.zero1 || replica_zero) && writes(p)) {
       tensors.push_back(
           {s.name, s.value, s.global_shape, s.offsets, p.spec.split_dim, p.spec.group});
     }

@@ -39,15 +39,19 @@ struct TrainOptions {
   std::string metrics_path;
   int64_t log_every = 1;
   uint64_t seed = 0;
-  // Parallelism: dp = world / (tp * pp).
+  // Parallelism: dp = world / (tp * pp * sp).
   int tp = 1;
   int pp = 1;
+  int sp = 1;  // sequence parallelism: each sequence split over sp ranks
+  parallel::SpAttnAlgo sp_attn = parallel::SpAttnAlgo::kRing;
+  parallel::SpLinearAlgo sp_linear = parallel::SpLinearAlgo::kZeco;
+  int sp_ulysses = 1;       // usp: Ulysses group size
   int pp_virtual = 1;       // interleaved chunks per pipeline rank
   int64_t micro_batch = 0;  // sequences per micro-batch (0: the whole per-rank batch)
   bool sequence_parallel = false;
-  bool zero1 = false;  // shard AdamW state over dp
+  bool zero1 = false;               // shard AdamW state over dp x sp (every replica of the weights)
   bool overlap_grad_reduce = true;  // start dp reduction buckets during the backward
-  bool sync_save = false;  // block on each checkpoint write (baseline for the async save)
+  bool sync_save = false;           // block on each checkpoint write (baseline for the async save)
 };
 
 // Collective agreement on a status (see launch/session.h); identity on one rank.

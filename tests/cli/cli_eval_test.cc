@@ -75,7 +75,9 @@ TEST(EvalCommReport, DataParallelBytesEqualTheAllReduceFormula) {
   // Gradient bytes: every parameter once (f32), as in the one-rank output.
   const std::string one = dir + "/one.safetensors";
   ASSERT_EQ(run_weft(absl::StrCat("eval --model ", model, " --tokens ", tokens, " --out ", one,
-                                  " --grads")).exit_code, 0);
+                                  " --grads"))
+                .exit_code,
+            0);
   auto file = io::SafetensorsFile::open(one).value();
   int64_t grad_bytes = 0;
   for (const std::string& name : file->names()) {
@@ -90,7 +92,9 @@ TEST(EvalCommReport, DataParallelBytesEqualTheAllReduceFormula) {
     nlohmann::json j = nlohmann::json::parse(read_text(report));
     ASSERT_EQ(j["ranks"].size(), static_cast<size_t>(p));
     for (const auto& rank : j["ranks"]) {
-      const auto& dp = rank["groups"]["dp"];
+      // Replicated weights' gradients and the loss are summed over every replica: the dp x sp
+      // group (here sp = 1, so the dp ranks).
+      const auto& dp = rank["groups"]["dp_sp"];
       // One bucket holding every gradient, then the 4-byte loss: all-reduce sends 2(P-1)/P.
       EXPECT_EQ(dp["calls"].get<int64_t>(), 2);
       EXPECT_EQ(dp["bytes_sent"].get<int64_t>(),

@@ -112,6 +112,14 @@ class ChainModel : public models::CausalLM {
   const std::vector<models::Param*>& parameters() override { return param_ptrs_; }
   absl::Status check_tokens(const Tensor&) const override { return absl::OkStatus(); }
   absl::Status check_batch(const Tensor&) const override { return absl::OkStatus(); }
+  std::vector<int64_t> sp_positions(int64_t seq_len) const override {
+    std::vector<int64_t> all(seq_len);
+    for (int64_t i = 0; i < seq_len; ++i) all[i] = i;
+    return all;
+  }
+  Shape activation_shape(int64_t batch, int64_t seq_len) const override {
+    return {batch, seq_len, kHidden};
+  }
   models::ForwardResult forward(const Tensor&, const models::ForwardOptions&) override {
     WEFT_CHECK(false) << "the executor runs chunks";
     return {};

@@ -98,7 +98,7 @@ void expect_pipeline_matches_one_rank(const Case& c) {
   piped->zero_grad();
   auto got =
       run_pipeline_step(*piped, mesh.get(), micro_batches,
-                        {.loss_scale = loss_scale, .sequence_parallel = c.sequence_parallel});
+                        {.loss_scale = loss_scale});
   ASSERT_TRUE(got.ok()) << got.status();
   EXPECT_NEAR(got->loss_sum, want.loss_sum, 1e-5 * want.loss_sum);
 

@@ -28,6 +28,7 @@ TEST(Mesh, TpDpPpTableForEightRanks) {
   EXPECT_EQ(all_groups_of(Group::kPp, d), (Groups{{0, 4}, {1, 5}, {2, 6}, {3, 7}}));
   EXPECT_EQ(all_groups_of(Group::kSp, d), (Groups{{0}, {1}, {2}, {3}, {4}, {5}, {6}, {7}}));
   EXPECT_EQ(all_groups_of(Group::kTpSp, d), (Groups{{0, 1}, {2, 3}, {4, 5}, {6, 7}}));
+  EXPECT_EQ(all_groups_of(Group::kDpSp, d), all_groups_of(Group::kDp, d));  // sp = 1
 }
 
 TEST(Mesh, SpSitsBetweenTpAndDp) {
@@ -37,6 +38,8 @@ TEST(Mesh, SpSitsBetweenTpAndDp) {
   EXPECT_EQ(all_groups_of(Group::kSp, d), (Groups{{0, 2}, {1, 3}, {4, 6}, {5, 7}}));
   EXPECT_EQ(all_groups_of(Group::kDp, d), (Groups{{0, 4}, {1, 5}, {2, 6}, {3, 7}}));
   EXPECT_EQ(all_groups_of(Group::kTpSp, d), (Groups{{0, 1, 2, 3}, {4, 5, 6, 7}}));
+  // Every replica of a rank's weights: same tp coordinate, sp fastest then dp.
+  EXPECT_EQ(all_groups_of(Group::kDpSp, d), (Groups{{0, 2, 4, 6}, {1, 3, 5, 7}}));
   const Coord c = coord_of(6, d);
   EXPECT_EQ(c.tp, 0);
   EXPECT_EQ(c.sp, 1);

@@ -1,0 +1,203 @@
+// `weft eval` and `weft train` under sequence parallelism (--sp with every --sp-attn and
+// --sp-linear algorithm, composed with tp, pp and dp) give the one-rank result; the sp group's
+// traffic in --comm-report follows ALGORITHMS.md (ring and Ulysses grow with the sequence,
+// LASP-2 and ZeCO do not; ZeCO sends one state per rank per pass where LASP-2 gathers P-1);
+// splits an algorithm cannot make are refused before any work.
+#include <gtest/gtest.h>
+
+#include <nlohmann/json.hpp>
+
+#include "tests/cli/cli_util.h"
+
+namespace weft::testing {
+namespace {
+
+const std::string kTrainTokens = fixtures_dir() + "/train/llama_gqa/tokens.txt";  // T = 12
+
+void expect_same_tensors(const std::string& actual, const std::string& expected, double tol) {
+  auto want = io::SafetensorsFile::open(expected).value();
+  auto got = io::SafetensorsFile::open(actual).value();
+  EXPECT_EQ(got->names(), want->names());
+  for (const std::string& name : want->names()) {
+    SCOPED_TRACE(name);
+    if (!got->contains(name)) continue;
+    EXPECT_TENSORS_CLOSE(got->get_f32(name).value(), want->get_f32(name).value(), tol);
+  }
+}
+
+struct Mesh {
+  int ranks;
+  std::string flags;
+};
+
+class EvalUnderSp : public ::testing::TestWithParam<const char*> {};
+
+// Logits, loss and every gradient of `weft eval --grads` (T = 24: every sp below splits it).
+TEST_P(EvalUnderSp, EveryAlgorithmEqualsOneRank) {
+  const std::string model = model_fixture(GetParam());
+  const std::string dir = make_temp_dir("weft_eval_sp");
+  const int64_t vocab = load_tensor(model + "/reference.safetensors", "logits").dim(2);
+  const std::string tokens = write_token_file(dir, random_ids({4, 24}, 7, vocab));
+  auto eval = [&](const Mesh& m) {
+    const std::string out =
+        absl::StrCat(dir, "/out", m.ranks, std::hash<std::string>{}(m.flags), ".safetensors");
+    RunResult r = run_weft(absl::StrCat("eval --model ", model, " --tokens ", tokens, " --out ",
+                                        out, " --grads ", m.flags),
+                           m.ranks);
+    EXPECT_EQ(r.exit_code, 0) << m.flags << ": " << r.err;
+    return out;
+  };
+  const std::string one = eval({1, ""});
+  for (const Mesh& m :
+       std::vector<Mesh>{{2, "--sp 2"},
+                         {3, "--sp 3 --sp-linear lasp2"},
+                         {4, "--sp 4"},
+                         {2, "--sp 2 --sp-attn ulysses"},
+                         {3, "--sp 3 --sp-attn ulysses"},
+                         {4, "--sp 4 --sp-attn usp --sp-ulysses 2 --sp-linear lasp2"},
+                         {2, "--sp 2 --sp-attn allgather --sp-linear lasp2"},
+                         {4, "--sp 2 --tp 2 --sequence-parallel"},
+                         {4, "--sp 2 --pp 2 --micro-batch 2"},
+                         {4, "--sp 2 --sp-attn ulysses"}}) {  // dp 2
+    SCOPED_TRACE(absl::StrCat(m.ranks, " ranks ", m.flags));
+    expect_same_tensors(eval(m), one, 2e-5);
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(Models, EvalUnderSp,
+                         ::testing::Values("llama_gqa", "qwen2_tied", "mixtral_moe",
+                                           "hybrid_linear"));
+
+// A 4-layer model from its config alone (--init-random): softmax, linear or both.
+std::string config_model(const std::string& layer_types) {
+  const std::string dir = make_temp_dir("weft_sp_model");
+  std::ofstream(dir + "/config.json") << R"({"architectures": ["LlamaForCausalLM"],
+    "vocab_size": 96, "hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 4,
+    "num_attention_heads": 4, "num_key_value_heads": 2, "head_dim": 8, "rms_norm_eps": 1e-5,
+    "max_position_embeddings": 64, "tie_word_embeddings": true, "layer_types": [)"
+                                      << layer_types << "]}";
+  return dir;
+}
+
+std::string hybrid_model() {
+  return config_model(
+      R"("linear_attention", "full_attention", "linear_attention", "full_attention")");
+}
+
+std::string train_args(const std::string& model, const std::string& dir, int steps,
+                       const std::string& data = kTrainTokens, int seq_len = 12) {
+  return absl::StrCat("train --model ", model, " --init-random --seed 3 --data ", data,
+                      " --global-batch 4 --seq-len ", seq_len,
+                      " --lr 1e-2 --weight-decay 0.1 --eps 1e-3 --steps ", steps, " --metrics ",
+                      dir, "/metrics.jsonl --save ", dir, "/ckpt");
+}
+
+std::vector<double> losses(const std::string& dir) {
+  std::vector<double> out;
+  std::istringstream lines(read_text(dir + "/metrics.jsonl"));
+  for (std::string line; std::getline(lines, line);) {
+    out.push_back(nlohmann::json::parse(line)["loss"].get<double>());
+  }
+  return out;
+}
+
+void expect_same_run(const std::string& actual, const std::string& expected) {
+  const std::vector<double> a = losses(actual), e = losses(expected);
+  ASSERT_EQ(a.size(), e.size());
+  for (size_t i = 0; i < a.size(); ++i) EXPECT_NEAR(a[i], e[i], 1e-5 * e[i]) << "step " << i + 1;
+  for (const std::string& dir : {actual, expected}) {
+    RunResult r = run_weft(absl::StrCat("ckpt export --from ", dir, "/ckpt --to ", dir, "/hf"));
+    ASSERT_EQ(r.exit_code, 0) << r.err;
+  }
+  expect_same_tensors(actual + "/hf/model.safetensors", expected + "/hf/model.safetensors", 1e-5);
+}
+
+TEST(TrainUnderSp, LossTrajectoryAndWeightsEqualOneRankAndResumeElsewhere) {
+  const std::string model = hybrid_model();
+  const std::string one = make_temp_dir("weft_sp_one");
+  ASSERT_EQ(run_weft(train_args(model, one, 3)).exit_code, 0);
+  for (const Mesh& m : std::vector<Mesh>{{2, "--sp 2"},
+                                         {2, "--sp 2 --sp-attn ulysses --sp-linear lasp2"},
+                                         {3, "--sp 3"},
+                                         {4, "--sp 2 --tp 2 --zero 1"},
+                                         {4, "--sp 2 --pp 2 --micro-batch 1"}}) {
+    SCOPED_TRACE(absl::StrCat(m.ranks, " ranks ", m.flags));
+    const std::string dir = make_temp_dir("weft_sp_train");
+    RunResult r = run_weft(absl::StrCat(train_args(model, dir, 3), " ", m.flags), m.ranks);
+    ASSERT_EQ(r.exit_code, 0) << r.err;
+    expect_same_run(dir, one);
+  }
+  // Steps 1-2 at sp 2 with ZeRO-1 over dp x sp, steps 3 at tp 2.
+  const std::string dir = make_temp_dir("weft_sp_resume");
+  RunResult a = run_weft(absl::StrCat(train_args(model, dir, 2), " --sp 2 --zero 1"), 4);
+  ASSERT_EQ(a.exit_code, 0) << a.err;
+  RunResult b =
+      run_weft(absl::StrCat(train_args(model, dir, 3), " --load ", dir, "/ckpt --tp 2"), 2);
+  ASSERT_EQ(b.exit_code, 0) << b.err;
+  expect_same_run(dir, one);
+}
+
+// The sp group's bytes sent by world rank 0 in one training step.
+int64_t sp_bytes(const std::string& model, const std::string& flags, int ranks, int64_t seq_len) {
+  const std::string dir = make_temp_dir("weft_sp_bytes");
+  const std::string data = write_token_file(dir, random_ids({4, seq_len}, 3, 96));
+  const std::string report = dir + "/report.json";
+  RunResult r = run_weft(
+      absl::StrCat(train_args(model, dir, 1, data, seq_len), " --comm-report ", report, " ", flags),
+      ranks);
+  EXPECT_EQ(r.exit_code, 0) << r.err;
+  const auto json = nlohmann::json::parse(read_text(report));
+  return json["ranks"][0]["groups"]["sp"]["bytes_sent"].get<int64_t>();
+}
+
+TEST(SpTraffic, RingAndUlyssesGrowWithTheSequenceLinearStatesDoNot) {
+  const std::string softmax = config_model(R"("full_attention", "full_attention",
+      "full_attention", "full_attention")");
+  const std::string linear = config_model(R"("linear_attention", "linear_attention",
+      "linear_attention", "linear_attention")");
+  for (const char* attn : {"ring", "ulysses", "allgather"}) {
+    SCOPED_TRACE(attn);
+    const std::string flags = absl::StrCat("--sp 2 --sp-attn ", attn);
+    const int64_t at12 = sp_bytes(softmax, flags, 2, 12), at24 = sp_bytes(softmax, flags, 2, 24);
+    EXPECT_GT(at12, 0);
+    EXPECT_EQ(at24, 2 * at12);  // K/V blocks, heads or K/V gathers: all linear in T
+  }
+  // One state per linear layer: 4 layers x [B=4, H=4, d=8, d=8] f32.
+  const int64_t state = 4 * 4 * 8 * 8 * 4, layers = 4;
+  for (int p : {2, 3}) {
+    SCOPED_TRACE(p);
+    const std::string sp = absl::StrCat("--sp ", p, " --sp-linear ");
+    // Rank 0 sends its S_out forward and nothing in the reverse pass: one state per layer.
+    EXPECT_EQ(sp_bytes(linear, sp + "zeco", p, 12), layers * state);
+    EXPECT_EQ(sp_bytes(linear, sp + "zeco", p, 24), layers * state);
+    // LASP-2: the all-gathers of M (forward) and N (backward) move P-1 states each per rank.
+    EXPECT_EQ(sp_bytes(linear, sp + "lasp2", p, 12), 2 * layers * (p - 1) * state);
+    EXPECT_EQ(sp_bytes(linear, sp + "lasp2", p, 24), 2 * layers * (p - 1) * state);
+  }
+}
+
+TEST(SpRefusals, ImpossibleSplitsAreRefusedOnEveryRank) {
+  const std::string hybrid = hybrid_model();
+  const std::string dir = make_temp_dir("weft_sp_bad");
+  const std::string base =
+      absl::StrCat("train --model ", hybrid, " --init-random --data ", kTrainTokens,
+                   " --steps 1 --global-batch 4 --seq-len 12", " --metrics ", dir, "/m.jsonl ");
+  for (const auto& [ranks, flags, needle] : std::vector<std::tuple<int, std::string, std::string>>{
+           {4, "--sp 4", "--sp-attn ring with --sp 4 needs a sequence length divisible by 8"},
+           {4, "--sp 4 --sp-attn usp --sp-ulysses 3", "--sp-ulysses 3 does not divide --sp 4"},
+           {4, "--sp 4 --sp-attn usp --sp-ulysses 2", "--sp-linear zeco cannot follow"},
+           {2, "--sp 2 --sp-attn sliding", "sliding"},
+           {2, "--sp 2 --sp-linear gla", "gla"},
+           {6, "--sp 3 --tp 2 --sp-attn ulysses", "needs at least as many heads as ranks"},
+           {3, "--sp 2", "does not divide the world size 3"}}) {
+    SCOPED_TRACE(flags);
+    RunResult r = run_weft(base + flags, ranks, 120);
+    EXPECT_EQ(r.exit_code, 1) << r.err;
+    EXPECT_NE(r.err.find(needle), std::string::npos) << r.err;
+    EXPECT_EQ(r.err.find("error:"), r.err.rfind("error:")) << "printed once: " << r.err;
+    EXPECT_EQ(read_text(dir + "/m.jsonl"), "") << "no step may run";
+  }
+}
+
+}  // namespace
+}  // namespace weft::testing
