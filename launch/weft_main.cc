@@ -71,16 +71,17 @@ absl::StatusOr<Flags> parse_flags(Session& session, const std::string& subcomman
 bool is_help(const absl::Status& status) { return status.GetPayload(kHelpShown).has_value(); }
 
 std::vector<FlagSpec> model_parallel_flags() {
-  return {{"tp", FlagKind::kInt, "tensor-parallel degree (default 1)"},
-          {"pp", FlagKind::kInt, "pipeline stages (default 1)"},
-          {"pp-virtual", FlagKind::kInt, "interleaved chunks per pipeline rank (default 1)"},
-          {"micro-batch", FlagKind::kInt, "sequences per micro-batch (default: all of a rank's)"},
-          {"sequence-parallel", FlagKind::kBool, "Megatron sequence parallelism over tp"},
-          {"sp", FlagKind::kInt, "sequence-parallel degree: each sequence split over N ranks"},
-          {"sp-attn", FlagKind::kString,
-           "softmax attention under --sp: ring (default), ulysses, usp, allgather"},
-          {"sp-linear", FlagKind::kString, "linear attention under --sp: zeco (default), lasp2"},
-          {"sp-ulysses", FlagKind::kInt, "usp: Ulysses group size inside the sp group"}};
+  return {
+      {"tp", FlagKind::kInt, "tensor-parallel degree (default 1)"},
+      {"pp", FlagKind::kInt, "pipeline stages (default 1)"},
+      {"pp-virtual", FlagKind::kInt, "interleaved chunks per pipeline rank (default 1)"},
+      {"micro-batch", FlagKind::kInt, "sequences per micro-batch (default: all of a rank's)"},
+      {"sequence-parallel", FlagKind::kBool, "Megatron sequence parallelism over tp"},
+      {"sp", FlagKind::kInt, "sequence-parallel degree: each sequence split over N ranks"},
+      {"sp-attn", FlagKind::kString,
+       "softmax attention under --sp: ring (default), ulysses, usp, allgather, auto"},
+      {"sp-linear", FlagKind::kString, "linear attention under --sp: zeco (default), lasp2, auto"},
+      {"sp-ulysses", FlagKind::kInt, "usp: Ulysses group size inside the sp group"}};
 }
 
 absl::StatusOr<SpChoice> parse_sp_choice(const std::string& attn, const std::string& linear,

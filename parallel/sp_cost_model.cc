@@ -61,9 +61,9 @@ SpCost ulysses_ring_cost(const SpAttnShape& s, const SpLayout& layout, int a,
     // Per all-to-all: (a-1)/a of q (o, dout, dq); K and V of the heads the others read.
     const double qx = head_bytes * static_cast<double>(s.heads) * (a - 1) / a;
     const double kvx = 2 * head_bytes * static_cast<double>(h.kv_sum) * (a - 1) / a;
-    cost.messages += 6.0 * (a - 1);  // q, kv, o forward; dout, dq, dkv backward
+    cost.messages += 6;  // q, kv, o forward; dout, dq, dkv backward
     cost.bytes += 2 * (2 * qx + kvx);
-    serial += c.alpha * 6.0 * (a - 1) + c.beta * 2 * (2 * qx + kvx);
+    serial += c.alpha * 6 + c.beta * 2 * (2 * qx + kvx);
   }
   // Each ring member holds ca tokens of h.q query heads; a zigzag at the ring level gives every
   // step ca^2/2 (query, key) pairs, the contiguous layout ca^2 on the busiest rank after step 0.
@@ -77,14 +77,16 @@ SpCost ulysses_ring_cost(const SpAttnShape& s, const SpLayout& layout, int a,
   cost.flops = attention_flops(first + (r - 1) * later, h.q, s.dim) * s.batch;
   const double block = 2 * head_bytes * static_cast<double>(a * h.slots);  // K and V, ca tokens
   const double hop = c.alpha + c.beta * block;
-  double ring = step_seconds(first, kFwdFlopsPerPair + kBwdFlopsPerPair);
+  // Forward and backward, steps 0..r-2 overlap the next block's transfer: max(compute, hop)
+  // each; step r-1 has no transfer; the dK/dV accumulators' r hops each wait for a step's end.
+  auto overlapped = [&](double pairs) {
+    return std::max(step_seconds(pairs, kFwdFlopsPerPair), hop) +
+           std::max(step_seconds(pairs, kBwdFlopsPerPair), hop);
+  };
+  const double last = step_seconds(r == 1 ? first : later, kFwdFlopsPerPair + kBwdFlopsPerPair);
+  double ring = last;
   if (r > 1) {
-    // Steps 0..r-2 wait for the next block's transfer; step r-1 has none.
-    ring = std::max(step_seconds(first, kFwdFlopsPerPair), hop) +
-           std::max(step_seconds(first, kBwdFlopsPerPair), hop) +
-           (r - 2) * (std::max(step_seconds(later, kFwdFlopsPerPair), hop) +
-                      std::max(step_seconds(later, kBwdFlopsPerPair), hop)) +
-           step_seconds(later, kFwdFlopsPerPair + kBwdFlopsPerPair) + r * hop;  // + dK/dV hops
+    ring += overlapped(first) + (r - 2) * overlapped(later) + r * hop;
     cost.messages += 3.0 * r - 2;
     cost.bytes += (3.0 * r - 2) * block;
   }
@@ -101,7 +103,7 @@ SpCost allgather_cost(const SpAttnShape& s, const SpLayout& layout, const SpCost
   SpCost cost;
   cost.flops = attention_flops(pairs, s.heads, s.dim) * s.batch;
   const double block = 2.0 * s.batch * s.tokens * s.kv_heads * s.dim * s.elem_bytes;
-  cost.messages = 2.0 * (p - 1);
+  cost.messages = p > 1 ? 2 : 0;  // the all-gather and the reduce-scatter
   cost.bytes = 2.0 * (p - 1) * block;
   cost.seconds = c.alpha * cost.messages + c.beta * cost.bytes + c.gamma * cost.flops;
   return cost;
@@ -111,14 +113,16 @@ SpCost allgather_cost(const SpAttnShape& s, const SpLayout& layout, const SpCost
 
 // One pass (forward or backward) of the state exchange.
 struct Exchange {
-  double messages = 0, bytes = 0, seconds = 0;
-  double serial_flops = 0;  // work on the exchanged states after it completes
+  double messages = 0, bytes = 0;
+  double seconds = 0;         // in flight while the intra-run kernel computes
+  double serial_seconds = 0;  // started only once the kernel is done
+  double serial_flops = 0;    // work on the exchanged states after it completes
 };
 
 Exchange lasp2_pass(const SpLinearShape& s, int slots, double state_bytes, const SpCostParams& c) {
   const int p = s.ranks;
   Exchange x;
-  x.messages = p - 1;
+  x.messages = p > 1 ? 1 : 0;
   x.bytes = (p - 1) * slots * state_bytes;
   x.seconds = c.alpha * x.messages + c.beta * x.bytes;
   x.serial_flops = 2.0 * p * slots * state_bytes / 4;  // the decayed prefix over every state
@@ -130,11 +134,16 @@ Exchange zeco_pass(const SpLinearShape& s, int passes, int blocks, double state_
   const int p = s.ranks;
   Exchange x;
   if (p == 1) return x;
-  // Per All-Scan: each rank but the last sends its state in `blocks` pieces; a piece crosses the
-  // P-1 hops behind the one before it, so the scan ends after (blocks + P - 2) piece times.
-  x.messages = passes * blocks * (p - 1.0) / p;
+  // Per All-Scan: one call; each rank but the last sends its state in `blocks` pieces, a piece
+  // crossing the P-1 hops behind the one before it, so the scan ends after (blocks + P - 2) piece
+  // transfers (inside the comm thread's one operation: no hand-off each). The zigzag's second
+  // pass starts at the bridging rank P-1 from what the first brought, issued once its kernel is
+  // done: it does not overlap.
+  const double pass = c.alpha + (blocks + p - 2.0) * c.beta * state_bytes / blocks;
+  x.messages = passes;
   x.bytes = passes * state_bytes * (p - 1.0) / p;
-  x.seconds = passes * (blocks + p - 2.0) * (c.alpha + c.beta * state_bytes / blocks);
+  x.seconds = pass;
+  x.serial_seconds = (passes - 1) * pass;
   return x;
 }
 
@@ -195,7 +204,7 @@ SpCost predict_sp_linear(SpLinearAlgo algo, const SpLinearShape& s, const SpLayo
   cost.bytes = 2 * x.bytes;
   cost.flops = kernel_fwd + around_fwd + kernel_bwd + around_bwd + 2 * x.serial_flops;
   cost.seconds = std::max(c.gamma * kernel_fwd, x.seconds) +
-                 std::max(c.gamma * kernel_bwd, x.seconds) +
+                 std::max(c.gamma * kernel_bwd, x.seconds) + 2 * x.serial_seconds +
                  c.gamma * (around_fwd + around_bwd + 2 * x.serial_flops);
   return cost;
 }
@@ -230,10 +239,19 @@ SpCostParams probe(comm::Communicator& group) {
   SpCostParams p;
   const int n = group.size(), r = group.rank();
   if (n > 1) {
-    Tensor one = Tensor::zeros({1});
-    // A recursive-doubling all-reduce takes ceil(log2 P) message rounds.
-    const double rounds = std::max(1.0, std::ceil(std::log2(static_cast<double>(n))));
-    p.alpha = median_seconds(9, [&] { group.all_reduce(one); }) / rounds;
+    // alpha: a one-float token passed around the ring, each hop waiting for the one before (as
+    // ring attention's hops do): `passes` x P dependent messages.
+    Tensor token = Tensor::zeros({1});
+    const int passes = 4;
+    p.alpha = median_seconds(5,
+                             [&] {
+                               for (int i = 0; i < passes; ++i) {
+                                 if (r != 0) group.recv(token, r - 1, 7);
+                                 group.send(token, (r + 1) % n, 7);
+                                 if (r == 0) group.recv(token, n - 1, 7);
+                               }
+                             }) /
+              (passes * n);
     const int64_t floats = int64_t{1} << 18;  // 1 MiB
     const Tensor out = Tensor::zeros({floats});
     Tensor in = Tensor::empty({floats});
@@ -244,8 +262,10 @@ SpCostParams probe(comm::Communicator& group) {
     });
     p.beta = std::max(ring - p.alpha, 0.0) / static_cast<double>(floats * 4);
   }
-  // gamma: the kernel the model counts, on a block like a ring step's.
-  const int64_t t = 256, heads = 2, d = 64;
+  // gamma: the kernel the model counts, long enough (tens of ms) to see the ranks that share a
+  // core; all ranks at once.
+  group.barrier();
+  const int64_t t = 512, heads = 4, d = 64;
   const Tensor q = Tensor::full({1, t, heads, d}, 0.01f);
   Tensor o = Tensor::empty(q.shape()), lse = Tensor::empty({1, heads, t});
   Tensor dq = Tensor::zeros(q.shape()), dk = Tensor::zeros(q.shape()),

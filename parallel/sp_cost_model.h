@@ -1,14 +1,18 @@
 // A cost model of the sequence-parallel attention cores, for choosing one per batch
 // (--sp-attn auto, --sp-linear auto). The predicted time of one rank's forward + backward is
 //   time = alpha * messages + beta * bytes + gamma * flops
-// with the messages and bytes of ALGORITHMS.md for each algorithm and the flops of the attention
-// work one rank does. Ring attention posts each K/V transfer before computing on the block in
-// hand, so a ring step costs max(compute, transfer); its dK/dV accumulator hops wait on the
-// step's compute and are added. Ulysses and the all-gather core add communication and compute.
-// LASP-2 and ZeCO overlap their state exchange with the intra-run kernel: max of the two per pass.
-// Which algorithm wins therefore depends on the measured link speed against the measured compute
-// speed (the heterogeneity-adaptive idea): alpha, beta and gamma come from a short probe on the
-// group, agreed by every rank so that every rank makes the same choice.
+// with the bytes of ALGORITHMS.md for each algorithm and the flops of the attention work one rank
+// does. A message is one dependent hand-off: a communicator call (a collective, a ring hop, an
+// All-Scan pass); the latencies MPI pays inside one call are small beside the call's own (measured
+// on the 2-core test machine: ~5 us for a tiny all_reduce, ~170 us for a dependent hop through the
+// comm threads). Ring attention posts each K/V transfer before computing on the block in hand, so a
+// ring step costs max(compute, transfer); its dK/dV accumulator hops wait on the step's compute and
+// are added. Ulysses and the all-gather core add communication and compute. LASP-2 and ZeCO overlap
+// their state exchange with the intra-run kernel: max of the two per pass (ZeCO's second zigzag
+// pass waits for the kernel: added). Which algorithm wins
+// therefore depends on the measured link speed against the measured compute speed (the
+// heterogeneity-adaptive idea): alpha, beta and gamma come from a short probe on the group, agreed
+// by every rank so that every rank makes the same choice.
 #pragma once
 
 #include <cstdint>
@@ -24,7 +28,7 @@
 namespace weft::parallel {
 
 struct SpCostParams {
-  double alpha = 0;  // seconds per message (latency)
+  double alpha = 0;  // seconds per message (a dependent hand-off; latency)
   double beta = 0;   // seconds per byte sent
   double gamma = 0;  // seconds per flop of attention work (as attention_flops counts them)
 };
@@ -33,8 +37,9 @@ struct SpCostParams {
 absl::StatusOr<SpCostParams> parse_sp_cost(const std::string& text);
 
 // Collective over `group`. WEFT_SP_COST="alpha,beta,gamma" when set (a malformed value is an
-// error naming it); otherwise a probe: a tiny all_reduce (alpha), a 1 MiB send/recv around the
-// ring (beta), one causal attention forward + backward on CPU (gamma). Every rank ends with the
+// error naming it); otherwise a probe of ~0.1 s: a one-float token passed around the ring, each
+// hop waiting for the one before (alpha), a 1 MiB send/recv around the ring (beta), a causal
+// attention forward + backward on CPU, all ranks at once (gamma). Every rank ends with the
 // element-wise maximum over the group, so all ranks hold the same parameters.
 absl::StatusOr<SpCostParams> calibrate_sp_cost(comm::Communicator& group);
 

@@ -261,10 +261,12 @@ class RunSplitLinearAttention final : public SequenceParallelLinearAttention {
 Tensor state_decay(const Shape& state_shape, const std::vector<float>& gamma, int64_t len,
                    Device device) {
   const int64_t heads = state_shape[1], dd = state_shape[2] * state_shape[3];
-  std::vector<float> values(shape_numel(state_shape));
-  for (size_t i = 0; i < values.size(); ++i) {
-    values[i] = static_cast<float>(std::pow(double{gamma[(i / dd) % heads]}, len));
+  std::vector<float> per_head(heads);  // one pow per head, not per entry
+  for (int64_t h = 0; h < heads; ++h) {
+    per_head[h] = static_cast<float>(std::pow(double{gamma[h]}, len));
   }
+  std::vector<float> values(shape_numel(state_shape));
+  for (size_t i = 0; i < values.size(); ++i) values[i] = per_head[(i / dd) % heads];
   return Tensor::from_floats(values, state_shape).to(device);
 }
 

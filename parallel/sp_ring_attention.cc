@@ -139,10 +139,12 @@ void ring_backward(comm::Communicator* ring, float scale, const RingState& s, co
       kv.post_recv();
       kv.post_send();
     }
-    grad.post_recv();
     attend_block_backward(s.q, s.runs[r], s.o, s.lse, dout, kv.current(),
                           s.runs[(r - step + p) % p], scale, dq, grad.current());
-    // After the last step this hop takes each accumulator home to its block's owner.
+    // The accumulator's hop is posted only now: its receive cannot complete before the
+    // neighbour's step ends, and a pending request keeps the comm thread polling beside this
+    // step's compute. After the last step this hop takes each accumulator home to its owner.
+    grad.post_recv();
     grad.post_send();
     if (more) kv.advance();
     grad.advance();
