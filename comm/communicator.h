@@ -82,8 +82,8 @@ class Communicator {
   // direction none); counted as "all_scan" with the bytes this rank sent.
   // local, decay and s_in: the same shape, f32, on one device; local and decay are read until
   // the work completes.
-  virtual WorkPtr all_scan_async(const Tensor& local, const Tensor& decay, Tensor& s_in,
-                                 int blocks, bool reverse) = 0;
+  virtual WorkPtr all_scan_async(const Tensor& local, const Tensor& decay, Tensor& s_in, int blocks,
+                                 bool reverse) = 0;
 
   void all_reduce(Tensor& t, ReduceOp op = ReduceOp::kSum) { all_reduce_async(t, op)->wait(); }
   void all_gather(const Tensor& in, Tensor& out) { all_gather_async(in, out)->wait(); }
@@ -108,6 +108,12 @@ class Communicator {
   // rank). Collective over this communicator.
   [[nodiscard]] virtual std::unique_ptr<Communicator> split(int color, int key,
                                                             std::string name) = 0;
+  // The same, for a group that carries part of an algorithm running over this communicator
+  // (USP's Ulysses and ring groups inside sp, the ranks sharing a KV head inside tp): every
+  // call the new group makes is counted in its own stats and in this communicator's too, so
+  // --comm-report's group totals include the traffic of the algorithms run over it.
+  [[nodiscard]] virtual std::unique_ptr<Communicator> split_within(int color, int key,
+                                                                   std::string name) = 0;
 
   // Traffic counters, by call kind ("all_reduce", "all_gather", ...).
   [[nodiscard]] virtual std::map<std::string, CallStats> stats() const = 0;

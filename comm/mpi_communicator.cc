@@ -116,8 +116,11 @@ RowCounts row_counts(const std::vector<int64_t>& rows, int p, int64_t total, con
 
 }  // namespace
 
-MpiCommunicator::MpiCommunicator(MPI_Comm comm, std::string name)
-    : comm_(comm), name_(std::move(name)) {
+MpiCommunicator::MpiCommunicator(MPI_Comm comm, std::string name,
+                                 std::shared_ptr<TrafficCounters> counters_parent)
+    : comm_(comm),
+      name_(std::move(name)),
+      counters_(std::make_shared<TrafficCounters>(std::move(counters_parent))) {
   WEFT_CHECK(comm_ != MPI_COMM_NULL) << "communicator " << name_ << " from MPI_COMM_NULL";
   WEFT_MPI_CHECK(MPI_Comm_set_errhandler(comm_, MPI_ERRORS_RETURN));
   WEFT_MPI_CHECK(MPI_Comm_rank(comm_, &rank_));
@@ -152,7 +155,7 @@ MPI_Datatype MpiCommunicator::row_type(int64_t bytes) {
 WorkPtr MpiCommunicator::all_reduce_async(Tensor& t, ReduceOp op) {
   check_cpu(t, "all_reduce");
   const MPI_Datatype type = reduce_type(t.dtype(), op, "all_reduce");
-  counters_.record("all_reduce", static_cast<int64_t>(t.nbytes()), size_);
+  counters_->record("all_reduce", static_cast<int64_t>(t.nbytes()), size_);
   return worker_->submit([this, t, type, op] {
     char* base = static_cast<char*>(t.raw());
     const int64_t elem = static_cast<int64_t>(dtype_size(t.dtype()));
@@ -175,7 +178,7 @@ WorkPtr MpiCommunicator::all_gather_async(const Tensor& in, Tensor& out) {
   // In place when `in` is this rank's slot of `out`; any other overlap is an error.
   const bool in_place = in.raw() == out.slice(rank_ * n, (rank_ + 1) * n).raw();
   if (!in_place) check_disjoint(in, out, "all_gather");
-  counters_.record("all_gather", static_cast<int64_t>(out.nbytes()), size_);
+  counters_->record("all_gather", static_cast<int64_t>(out.nbytes()), size_);
   return worker_->submit([this, in, out, n, in_place] {
     const int64_t bytes = row_bytes(in);
     if (bytes == 0) return InFlight{};
@@ -195,7 +198,7 @@ WorkPtr MpiCommunicator::reduce_scatter_async(const Tensor& in, Tensor& out, Red
   WEFT_CHECK_EQ(in.dim(0), size_ * out.dim(0)) << "reduce_scatter: in " << in.str() << " needs "
                                                << size_ << " x the rows of out " << out.str();
   check_disjoint(in, out, "reduce_scatter");
-  counters_.record("reduce_scatter", static_cast<int64_t>(in.nbytes()), size_);
+  counters_->record("reduce_scatter", static_cast<int64_t>(in.nbytes()), size_);
   return worker_->submit([this, in, out, type, op] {
     if (out.numel() == 0) return InFlight{};
     WEFT_MPI_CHECK(MPI_Reduce_scatter_block(in.raw(), out.raw(),
@@ -214,7 +217,7 @@ WorkPtr MpiCommunicator::all_to_all_async(const Tensor& in, Tensor& out) {
       << "all_to_all: in " << in.str() << " and out " << out.str()
       << " need the same shape with dim 0 divisible by " << size_;
   check_disjoint(in, out, "all_to_all");
-  counters_.record("all_to_all", static_cast<int64_t>(in.nbytes()), size_);
+  counters_->record("all_to_all", static_cast<int64_t>(in.nbytes()), size_);
   return worker_->submit([this, in, out] {
     const int64_t bytes = row_bytes(in);
     if (bytes == 0) return InFlight{};
@@ -234,7 +237,7 @@ WorkPtr MpiCommunicator::all_to_all_v_async(const Tensor& in, const std::vector<
   RowCounts recv = row_counts(recv_rows, size_, out.dim(0), "all_to_all_v recv_rows");
   check_disjoint(in, out, "all_to_all_v");
   const int64_t bytes = row_bytes(in);
-  counters_.record("all_to_all_v", (in.dim(0) - send_rows[rank_]) * bytes, size_);
+  counters_->record("all_to_all_v", (in.dim(0) - send_rows[rank_]) * bytes, size_);
   return worker_->submit([this, in, out, bytes, send = std::move(send), recv = std::move(recv)] {
     if (bytes == 0) return InFlight{};
     const MPI_Datatype row = row_type(bytes);
@@ -249,7 +252,7 @@ WorkPtr MpiCommunicator::send_async(const Tensor& t, int dst, int tag) {
   WEFT_CHECK(dst >= 0 && dst < size_) << "send to rank " << dst << " of " << size_;
   WEFT_CHECK(tag >= 0 && tag <= max_tag_)
       << "send tag " << tag << " outside [0, " << max_tag_ << "]";
-  counters_.record("send", static_cast<int64_t>(t.nbytes()), size_);
+  counters_->record("send", static_cast<int64_t>(t.nbytes()), size_);
   return worker_->submit([this, t, dst, tag] {
     InFlight f;
     char* base = static_cast<char*>(t.raw());
@@ -267,7 +270,7 @@ WorkPtr MpiCommunicator::recv_async(Tensor& t, int src, int tag) {
   WEFT_CHECK(src >= 0 && src < size_) << "recv from rank " << src << " of " << size_;
   WEFT_CHECK(tag >= 0 && tag <= max_tag_)
       << "recv tag " << tag << " outside [0, " << max_tag_ << "]";
-  counters_.record("recv", static_cast<int64_t>(t.nbytes()), size_);
+  counters_->record("recv", static_cast<int64_t>(t.nbytes()), size_);
   return worker_->submit([this, t, src, tag] {
     InFlight f;
     std::vector<int> expected;
@@ -293,7 +296,7 @@ WorkPtr MpiCommunicator::recv_async(Tensor& t, int src, int tag) {
 WorkPtr MpiCommunicator::broadcast_async(Tensor& t, int root) {
   check_cpu(t, "broadcast");
   WEFT_CHECK(root >= 0 && root < size_) << "broadcast from rank " << root << " of " << size_;
-  counters_.record("broadcast", static_cast<int64_t>(t.nbytes()), size_);
+  counters_->record("broadcast", static_cast<int64_t>(t.nbytes()), size_);
   return worker_->submit([this, t, root] {
     char* base = static_cast<char*>(t.raw());
     for (const Chunk& c : chunks(static_cast<int64_t>(t.nbytes()))) {
@@ -304,7 +307,7 @@ WorkPtr MpiCommunicator::broadcast_async(Tensor& t, int root) {
 }
 
 WorkPtr MpiCommunicator::barrier_async() {
-  counters_.record("barrier", 0, size_);
+  counters_->record("barrier", 0, size_);
   return worker_->submit([this] {
     WEFT_MPI_CHECK(MPI_Barrier(comm_));
     return InFlight{};
@@ -319,7 +322,7 @@ WorkPtr MpiCommunicator::all_scan_async(const Tensor& local, const Tensor& decay
                                         int blocks, bool reverse) {
   check_cpu(local, "all_scan");
   ScanPlan plan = plan_all_scan(local, decay, s_in, rank_, size_, blocks, reverse, kMaxChunk);
-  counters_.record("all_scan", plan.bytes_sent, size_);
+  counters_->record("all_scan", plan.bytes_sent, size_);
   return worker_->submit([this, local, decay, s_in, plan = std::move(plan)] {
     const size_t n = plan.pieces.size();
     std::vector<MPI_Request> received(n, MPI_REQUEST_NULL);
@@ -353,7 +356,7 @@ WorkPtr MpiCommunicator::all_scan_async(const Tensor& local, const Tensor& decay
   });
 }
 
-std::unique_ptr<Communicator> MpiCommunicator::split(int color, int key, std::string name) {
+MPI_Comm MpiCommunicator::split_comm(int color, int key) {
   WEFT_CHECK(color >= 0) << "split colour " << color << " must be >= 0";
   MPI_Comm group = MPI_COMM_NULL;
   worker_
@@ -362,7 +365,15 @@ std::unique_ptr<Communicator> MpiCommunicator::split(int color, int key, std::st
         return InFlight{};
       })
       ->wait();
-  return std::make_unique<MpiCommunicator>(group, std::move(name));
+  return group;
+}
+
+std::unique_ptr<Communicator> MpiCommunicator::split(int color, int key, std::string name) {
+  return std::make_unique<MpiCommunicator>(split_comm(color, key), std::move(name));
+}
+
+std::unique_ptr<Communicator> MpiCommunicator::split_within(int color, int key, std::string name) {
+  return std::make_unique<MpiCommunicator>(split_comm(color, key), std::move(name), counters_);
 }
 
 std::unique_ptr<Communicator> mpi_world_communicator(std::string name) {

@@ -22,7 +22,9 @@ namespace weft::comm {
 class MpiCommunicator final : public Communicator {
  public:
   // Takes ownership of `comm` (freed on destruction, if MPI is still running).
-  MpiCommunicator(MPI_Comm comm, std::string name);
+  // counters_parent: see Communicator::split_within (null: counted here only).
+  MpiCommunicator(MPI_Comm comm, std::string name,
+                  std::shared_ptr<TrafficCounters> counters_parent = nullptr);
   ~MpiCommunicator() override;
   MpiCommunicator(const MpiCommunicator&) = delete;
   MpiCommunicator& operator=(const MpiCommunicator&) = delete;
@@ -45,17 +47,21 @@ class MpiCommunicator final : public Communicator {
                          bool reverse) override;
 
   [[nodiscard]] std::unique_ptr<Communicator> split(int color, int key, std::string name) override;
+  [[nodiscard]] std::unique_ptr<Communicator> split_within(int color, int key,
+                                                           std::string name) override;
 
   [[nodiscard]] std::map<std::string, CallStats> stats() const override {
-    return counters_.snapshot();
+    return counters_->snapshot();
   }
-  void reset_stats() override { counters_.reset(); }
+  void reset_stats() override { counters_->reset(); }
 
   // The underlying MPI communicator, for bootstrapping other backends (NCCL's unique id). Its
   // comm thread may be using it: call barrier() first and issue nothing here meanwhile.
   [[nodiscard]] MPI_Comm mpi_comm() const { return comm_; }
 
  private:
+  // MPI_Comm_split on the comm thread (collective over this communicator).
+  MPI_Comm split_comm(int color, int key);
   // One dim-0 row of `bytes` as a committed MPI type: gathers and all-to-alls count rows, so that
   // buffers past 2 GiB keep their counts within int. Cached (creating one costs microseconds);
   // used on the comm thread only.
@@ -67,7 +73,7 @@ class MpiCommunicator final : public Communicator {
   int scan_tag_ = 32767;  // MPI_TAG_UB of comm_: All-Scan's tag
   int max_tag_ = 32766;   // the largest tag of send/recv
   std::string name_;
-  TrafficCounters counters_;
+  std::shared_ptr<TrafficCounters> counters_;
   std::map<int64_t, MPI_Datatype> row_types_;  // the comm thread's
   std::unique_ptr<MpiWorker> worker_;  // declared last: its thread stops before the rest goes
 };

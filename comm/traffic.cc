@@ -16,10 +16,13 @@ int64_t bus_bytes(const std::string& kind, int64_t bytes, int group_size) {
 
 void TrafficCounters::record(const std::string& kind, int64_t bytes, int group_size) {
   WEFT_CHECK(group_size > 0) << kind;
-  std::lock_guard<std::mutex> lock(mutex_);
-  CallStats& s = stats_[kind];
-  s.calls += 1;
-  s.bytes_sent += bus_bytes(kind, bytes, group_size);
+  {
+    std::lock_guard<std::mutex> lock(mutex_);
+    CallStats& s = stats_[kind];
+    s.calls += 1;
+    s.bytes_sent += bus_bytes(kind, bytes, group_size);
+  }
+  if (parent_ != nullptr) parent_->record(kind, bytes, group_size);
 }
 
 std::map<std::string, CallStats> TrafficCounters::snapshot() const {

@@ -4,6 +4,7 @@
 
 #include <cstdint>
 #include <map>
+#include <memory>
 #include <mutex>
 #include <string>
 
@@ -18,12 +19,18 @@ int64_t bus_bytes(const std::string& kind, int64_t bytes, int group_size);
 
 class TrafficCounters {
  public:
-  // Counts one call of `kind`, adding bus_bytes(kind, bytes, group_size).
+  // `parent`: counters that every call recorded here is also recorded in (or null).
+  explicit TrafficCounters(std::shared_ptr<TrafficCounters> parent = nullptr)
+      : parent_(std::move(parent)) {}
+
+  // Counts one call of `kind`, adding bus_bytes(kind, bytes, group_size), here and in the
+  // parent chain.
   void record(const std::string& kind, int64_t bytes, int group_size);
   [[nodiscard]] std::map<std::string, CallStats> snapshot() const;
   void reset();
 
  private:
+  const std::shared_ptr<TrafficCounters> parent_;
   mutable std::mutex mutex_;
   std::map<std::string, CallStats> stats_;
 };

@@ -152,14 +152,15 @@ void Transformer::plan_grad_reductions() {
   const TpShard kv = tp.kv(config_.num_key_value_heads);
   if (kv.parts < tp.size) {
     // Each copy of a KV head saw only its own query heads: the copies' grads sum to the whole.
-    kv_copies_group_ = tp.group->split(kv.index, tp.rank, "tp_kv_copies");
+    kv_copies_group_ = tp.group->split_within(kv.index, tp.rank, "tp_kv_copies");
     for (Param* p : params_) {
       if (is_kv_projection(*p)) kv_copies_.push_back(p);
     }
   }
   if (config_.tie_word_embeddings && layout_.pp > 1) {
     const bool holds = layout_.pp_rank == 0 || layout_.pp_rank == layout_.pp - 1;
-    tied_group_ = layout_.mesh->pp().split(holds ? 0 : 1, layout_.pp_rank, "pp_tied_embedding");
+    tied_group_ =
+        layout_.mesh->pp().split_within(holds ? 0 : 1, layout_.pp_rank, "pp_tied_embedding");
     if (embedding_ != nullptr) tied_copies_.push_back(&embedding_->table());
     if (head_ != nullptr) tied_copies_.push_back(&head_->weight());
   }

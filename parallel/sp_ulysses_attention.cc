@@ -141,13 +141,14 @@ class UlyssesRingAttention final : public SequenceParallelAttention {
     if (a > 1 && a == p_) {
       ulysses_ = &group;
     } else if (a > 1) {
-      own_ulysses_ = group.split(rank_ / a, rank_ % a, absl::StrCat(group.name(), "_ulysses"));
+      own_ulysses_ =
+          group.split_within(rank_ / a, rank_ % a, absl::StrCat(group.name(), "_ulysses"));
       ulysses_ = own_ulysses_.get();
     }
     if (g > 1 && g == p_) {
       ring_ = &group;
     } else if (g > 1) {
-      own_ring_ = group.split(rank_ % a, rank_ / a, absl::StrCat(group.name(), "_ring"));
+      own_ring_ = group.split_within(rank_ % a, rank_ / a, absl::StrCat(group.name(), "_ring"));
       ring_ = own_ring_.get();
     }
     const int64_t kv_group = options.heads / options.kv_heads;

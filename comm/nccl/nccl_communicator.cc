@@ -147,8 +147,13 @@ class NcclWork final : public Work {
 class NcclCommunicator final : public Communicator {
  public:
   // Takes ownership of `mpi_comm` (freed on destruction, if MPI is still running).
-  NcclCommunicator(MPI_Comm mpi_comm, int device, std::string name)
-      : mpi_comm_(mpi_comm), device_(device), name_(std::move(name)) {
+  // counters_parent: see Communicator::split_within (null: counted here only).
+  NcclCommunicator(MPI_Comm mpi_comm, int device, std::string name,
+                   std::shared_ptr<TrafficCounters> counters_parent = nullptr)
+      : mpi_comm_(mpi_comm),
+        device_(device),
+        name_(std::move(name)),
+        counters_(std::make_shared<TrafficCounters>(std::move(counters_parent))) {
     WEFT_MPI_CHECK(MPI_Comm_set_errhandler(mpi_comm_, MPI_ERRORS_RETURN));
     WEFT_MPI_CHECK(MPI_Comm_rank(mpi_comm_, &rank_));
     WEFT_MPI_CHECK(MPI_Comm_size(mpi_comm_, &size_));
@@ -319,18 +324,27 @@ class NcclCommunicator final : public Communicator {
   }
 
   [[nodiscard]] std::unique_ptr<Communicator> split(int color, int key, std::string name) override {
-    const std::lock_guard<std::mutex> lock(mutex_);
-    MPI_Comm sub = MPI_COMM_NULL;
-    WEFT_MPI_CHECK(MPI_Comm_split(mpi_comm_, color, key, &sub));
-    return std::make_unique<NcclCommunicator>(sub, device_, std::move(name));
+    return std::make_unique<NcclCommunicator>(split_comm(color, key), device_, std::move(name));
+  }
+  [[nodiscard]] std::unique_ptr<Communicator> split_within(int color, int key,
+                                                           std::string name) override {
+    return std::make_unique<NcclCommunicator>(split_comm(color, key), device_, std::move(name),
+                                              counters_);
   }
 
   [[nodiscard]] std::map<std::string, CallStats> stats() const override {
-    return counters_.snapshot();
+    return counters_->snapshot();
   }
-  void reset_stats() override { counters_.reset(); }
+  void reset_stats() override { counters_->reset(); }
 
  private:
+  MPI_Comm split_comm(int color, int key) {
+    const std::lock_guard<std::mutex> lock(mutex_);
+    MPI_Comm sub = MPI_COMM_NULL;
+    WEFT_MPI_CHECK(MPI_Comm_split(mpi_comm_, color, key, &sub));
+    return sub;
+  }
+
   // Issues one call on the comm stream after the compute stream's pending work, counts it, and
   // returns a Work on its completion. `buffers` stay alive as long as the Work.
   WorkPtr issue(const char* kind, int64_t bytes, std::vector<Tensor> buffers,
@@ -343,7 +357,7 @@ class NcclCommunicator final : public Communicator {
     cudaEvent_t finished = nullptr;
     WEFT_CUDA_CHECK(cudaEventCreateWithFlags(&finished, cudaEventDisableTiming));
     WEFT_CUDA_CHECK(cudaEventRecord(finished, stream_));
-    counters_.record(kind, bytes, size_);
+    counters_->record(kind, bytes, size_);
     return std::make_shared<NcclWork>(finished, device_, blocks_host, std::move(buffers));
   }
 
@@ -412,7 +426,7 @@ class NcclCommunicator final : public Communicator {
   cudaEvent_t piece_combined_ = nullptr;
   Tensor barrier_buffer_;  // i32[1] on the device
   std::mutex mutex_;       // one call at a time: NCCL calls on a comm must not race
-  TrafficCounters counters_;
+  std::shared_ptr<TrafficCounters> counters_;
 };
 
 }  // namespace

@@ -156,10 +156,14 @@ TEST(SpTraffic, RingAndUlyssesGrowWithTheSequenceLinearStatesDoNot) {
       "full_attention", "full_attention")");
   const std::string linear = config_model(R"("linear_attention", "linear_attention",
       "linear_attention", "linear_attention")");
-  for (const char* attn : {"ring", "ulysses", "allgather"}) {
-    SCOPED_TRACE(attn);
-    const std::string flags = absl::StrCat("--sp 2 --sp-attn ", attn);
-    const int64_t at12 = sp_bytes(softmax, flags, 2, 12), at24 = sp_bytes(softmax, flags, 2, 24);
+  for (const auto& [ranks, flags] : std::vector<std::pair<int, std::string>>{
+           {2, "--sp 2 --sp-attn ring"},
+           {2, "--sp 2 --sp-attn ulysses"},
+           {2, "--sp 2 --sp-attn allgather"},
+           {4, "--sp 4 --sp-attn usp --sp-ulysses 2"}}) {  // usp's groups count in sp
+    SCOPED_TRACE(flags);
+    const int64_t at12 = sp_bytes(softmax, flags, ranks, 12);
+    const int64_t at24 = sp_bytes(softmax, flags, ranks, 24);
     EXPECT_GT(at12, 0);
     EXPECT_EQ(at24, 2 * at12);  // K/V blocks, heads or K/V gathers: all linear in T
   }

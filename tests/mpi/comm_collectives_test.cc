@@ -357,6 +357,28 @@ TEST_F(MpiComm, SplitGroupsByColourOrderedByKey) {
   EXPECT_EQ(world_->stats().at("all_reduce").calls, 1);
 }
 
+// A group split_within another counts its calls in both; a plain split only in its own.
+TEST_F(MpiComm, SplitWithinCountsInTheParentToo) {
+  std::unique_ptr<Communicator> parent = world_->split(0, rank(), "parent");
+  std::unique_ptr<Communicator> within = parent->split_within(rank() % 2, rank(), "within");
+  std::unique_ptr<Communicator> apart = parent->split(rank() % 2, rank(), "apart");
+  const int64_t n = within->size();
+  Tensor t = Tensor::zeros({8});  // 32 bytes
+  within->all_reduce(t);
+  apart->all_reduce(t);
+  apart->all_reduce(t);
+  EXPECT_EQ(within->stats().at("all_reduce").calls, 1);
+  EXPECT_EQ(apart->stats().at("all_reduce").calls, 2);
+  const std::map<std::string, CallStats> in_parent = parent->stats();
+  if (n == 1) {
+    EXPECT_EQ(in_parent.at("all_reduce").bytes_sent, 0);  // a group of one sends nothing
+  } else {
+    EXPECT_EQ(in_parent.at("all_reduce").bytes_sent, 2 * (n - 1) * 32 / n);
+  }
+  EXPECT_EQ(in_parent.at("all_reduce").calls, 1);
+  EXPECT_EQ(world_->stats().count("all_reduce"), 0u) << "the parent's own parent is untouched";
+}
+
 // One call of each kind with S bytes: calls and bytes_sent follow communicator.h's formulas.
 TEST_F(MpiComm, TrafficCountersFollowTheFormulas) {
   const int64_t p = size();

@@ -357,6 +357,8 @@ TEST(ModelParallelRefusals, SequenceNotDivisibleByTpIsAStatusError) {
 // Sequence parallelism turns each row all-reduce into a reduce-scatter and adds an all-gather
 // before each column-parallel entry and in each backward leave: 2(2L+1) of each, the same bus
 // bytes as plain tp, plus one all-reduce of the packed norm gradients (2L+1 vectors of D).
+// When tp exceeds the KV heads (Hkv = 2 here, tp = 4), the tp/Hkv ranks sharing a KV head sum
+// their k/v projection grads in one packed all-reduce over their sub-group, counted in tp too.
 TEST(ModelParallelTraffic, TpBytesEqualTheMegatronFormula) {
   const int p = world().size();
   for (bool sp : {false, true}) {
@@ -379,15 +381,24 @@ TEST(ModelParallelTraffic, TpBytesEqualTheMegatronFormula) {
       return comm::bus_bytes(kind, bytes, p);
     };
     std::map<std::string, comm::CallStats> expected;
+    const int64_t kv_heads = model.config().num_key_value_heads;
+    const int copies = p > kv_heads ? static_cast<int>(p / kv_heads) : 1;
+    // k_proj and v_proj of every layer: one KV head each, [head_dim, D].
+    const int64_t kv_grads = 2 * layers * model.config().head_dim * d * 4;
+    const comm::CallStats kv_copies = {
+        copies > 1 ? 1 : 0, copies > 1 ? comm::bus_bytes("all_reduce", kv_grads, copies) : 0};
     if (!sp) {
-      expected["all_reduce"] = {2 + 4 * layers + 3, (2 + 4 * layers) * bus("all_reduce", row) +
-                                                        3 * bus("all_reduce", small)};
+      expected["all_reduce"] = {2 + 4 * layers + 3 + kv_copies.calls,
+                                (2 + 4 * layers) * bus("all_reduce", row) +
+                                    3 * bus("all_reduce", small) + kv_copies.bytes_sent};
     } else {
       const int64_t rows = 2 * (2 * layers + 1);
       expected["all_gather"] = {rows, rows * bus("all_gather", row)};
       expected["reduce_scatter"] = {rows, rows * bus("reduce_scatter", row)};
-      expected["all_reduce"] = {
-          4, 3 * bus("all_reduce", small) + bus("all_reduce", (2 * layers + 1) * d * 4)};
+      expected["all_reduce"] = {4 + kv_copies.calls,
+                                3 * bus("all_reduce", small) +
+                                    bus("all_reduce", (2 * layers + 1) * d * 4) +
+                                    kv_copies.bytes_sent};
     }
     const std::map<std::string, comm::CallStats> got = mesh->tp().stats();
     ASSERT_EQ(got.size(), expected.size());
