@@ -59,7 +59,8 @@ TEST_P(EvalUnderSp, EveryAlgorithmEqualsOneRank) {
                          {4, "--sp 2 --tp 2 --sequence-parallel"},
                          {4, "--sp 2 --pp 2 --micro-batch 2"},
                          {4, "--sp 4 --sp-attn auto --sp-linear auto"},
-                         {4, "--sp 2 --sp-attn ulysses"}}) {  // dp 2
+                         {4, "--sp 2 --sp-attn ulysses"},  // dp 2
+                         {8, "--sp 2 --tp 2 --pp 2 --micro-batch 2 --sequence-parallel"}}) {
     SCOPED_TRACE(absl::StrCat(m.ranks, " ranks ", m.flags));
     expect_same_tensors(eval(m), one, 2e-5);
   }
