@@ -127,8 +127,9 @@ absl::StatusOr<train::TrainOptions> options_from(const io::RunConfig& cfg, bool 
 
 absl::Status run_train(Session& session, const Args& args) {
   WEFT_ASSIGN_OR_RETURN(
-      Flags flags, parse_flags(session, "train", "train with AdamW (data parallel over the ranks)",
-                               args, train_flags()));
+      Flags flags,
+      parse_flags(session, "train", "train with AdamW over a mesh of the ranks (dp x pp x sp x tp)",
+                  args, train_flags()));
   absl::StatusOr<io::RunConfig> cfg = run_config_from(flags);
   WEFT_RETURN_IF_ERROR(session.agree(cfg.status()));
   absl::StatusOr<train::TrainOptions> options = options_from(*cfg, flags.boolean("init-random"));
