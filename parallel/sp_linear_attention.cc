@@ -43,10 +43,11 @@ namespace {
 // Positions per chunk of the chunked kernel (as models/linear_attention.cc).
 constexpr int64_t kChunk = 64;
 
+using Weights = std::vector<std::vector<float>>;  // [H][L]: per query head and run position
+
 // w[h][j] = factor * g_h^(j + shift) for j = 0..len-1, or g_h^(len-1-j) when `tail`.
-std::vector<std::vector<float>> head_weights(const std::vector<float>& gamma, int64_t len,
-                                             float factor, bool tail) {
-  std::vector<std::vector<float>> w(gamma.size(), std::vector<float>(len));
+Weights head_weights(const std::vector<float>& gamma, int64_t len, float factor, bool tail) {
+  Weights w(gamma.size(), std::vector<float>(len));
   for (size_t h = 0; h < gamma.size(); ++h) {
     for (int64_t j = 0; j < len; ++j) {
       const int64_t power = tail ? len - 1 - j : j + 1;
@@ -58,74 +59,109 @@ std::vector<std::vector<float>> head_weights(const std::vector<float>& gamma, in
 
 // Weights of a run's positions in its local state (g^(L-1-j)) and in its query terms
 // (scale g^(j+1)).
-std::vector<std::vector<float>> tail_weights(const std::vector<float>& gamma, int64_t len) {
+Weights tail_weights(const std::vector<float>& gamma, int64_t len) {
   return head_weights(gamma, len, 1.0f, true);
 }
-std::vector<std::vector<float>> query_weights(const std::vector<float>& gamma, int64_t len,
-                                              float scale) {
+Weights query_weights(const std::vector<float>& gamma, int64_t len, float scale) {
   return head_weights(gamma, len, scale, false);
 }
 
-void check_host_f32(const Tensor& t) {
-  WEFT_CHECK(t.is_cpu() && t.dtype() == DType::kF32)
-      << "sequence-parallel linear attention's state terms run on f32 CPU tensors, got " << t.str();
+// Rows i*rows .. (i+1)*rows - 1 of t seen as [numel / last, last]: block i of a stack of
+// [rows, last] matrices, e.g. head (b, h) of [B, H, L, d] with rows = L.
+Tensor block(const Tensor& t, int64_t i, int64_t rows) {
+  const int64_t last = t.dim(-1);
+  return t.view({t.numel() / last, last}).slice(i * rows, (i + 1) * rows);
 }
 
-// out[b,h] = sum_j w[h][j] a[b,j,ha,:]^T c[b,j,hc,:]  ([B, H, d, d]), where a/c [B,L,heads,d]
-// are read at the head serving query head h (h / (H / heads)).
-Tensor weighted_outer(const Tensor& a, const Tensor& c, const std::vector<std::vector<float>>& w) {
-  check_host_f32(a);
-  check_host_f32(c);
-  const int64_t batch = a.dim(0), len = a.dim(1), d = a.dim(3);
-  const int64_t heads = static_cast<int64_t>(w.size());
-  const int64_t ga = heads / a.dim(2), gc = heads / c.dim(2);
-  Tensor out = Tensor::zeros({batch, heads, d, d});
-  float* o = out.data<float>();
-  const float* ap = a.data<float>();
-  const float* cp = c.data<float>();
-  std::vector<float> row(d);
+// t itself when it is an f32 host tensor, else an f32 host copy: the row moves between the
+// token-major and head-major layouts run on the host (kernels/ops.h has no strided copy).
+Tensor host_f32(const Tensor& t) {
+  const Tensor host = t.is_cpu() ? t : t.to(Device::cpu());
+  return host.dtype() == DType::kF32 ? host : host.to_dtype(DType::kF32);
+}
+
+// Calls f(token_row, head_row, h, j) with the element offsets of row (b, j, h / (heads / n)) of a
+// token-major [B, L, n, d] tensor and row (b, h, j) of a head-major [B, heads, L, d] one, for
+// every b, h < heads and j < len.
+template <typename F>
+void for_each_row(int64_t batch, int64_t len, int64_t n, int64_t heads, int64_t d, F f) {
+  const int64_t group = heads / n;
   for (int64_t b = 0; b < batch; ++b) {
     for (int64_t h = 0; h < heads; ++h) {
-      float* s = o + (b * heads + h) * d * d;
       for (int64_t j = 0; j < len; ++j) {
-        const float* aj = ap + ((b * len + j) * a.dim(2) + h / ga) * d;
-        const float* cj = cp + ((b * len + j) * c.dim(2) + h / gc) * d;
-        for (int64_t x = 0; x < d; ++x) row[x] = w[h][j] * aj[x];
-        for (int64_t x = 0; x < d; ++x) {
-          for (int64_t e = 0; e < d; ++e) s[x * d + e] += row[x] * cj[e];
-        }
+        f(((b * len + j) * n + h / group) * d, ((b * heads + h) * len + j) * d, h, j);
       }
+    }
+  }
+}
+
+// [B, heads, L, d] f32 on x's device, row (b, h, j) = w[h][j] x[b, j, h / (heads / n), :] with
+// x [B, L, n, d]; unweighted when w is null. A device x round-trips through the host.
+Tensor gather_heads(const Tensor& x, int64_t heads, const Weights* w) {
+  const int64_t batch = x.dim(0), len = x.dim(1), d = x.dim(3);
+  const Tensor src = host_f32(x);
+  Tensor dst = Tensor::empty({batch, heads, len, d});
+  const float* sp = src.data<float>();
+  float* dp = dst.data<float>();
+  for_each_row(batch, len, x.dim(2), heads, d, [&](int64_t t, int64_t r, int64_t h, int64_t j) {
+    const float wj = w == nullptr ? 1.0f : (*w)[h][j];
+    for (int64_t e = 0; e < d; ++e) dp[r + e] = wj * sp[t + e];
+  });
+  return x.is_cpu() ? dst : dst.to(x.device());
+}
+
+// out[b, j, o, :] += y[b, o, j, :] with y [B, n, L, d] f32 and out [B, L, n, d].
+void scatter_add_heads(const Tensor& y, Tensor& out) {
+  const int64_t batch = out.dim(0), len = out.dim(1), n = out.dim(2), d = out.dim(3);
+  const Tensor src = host_f32(y);
+  Tensor dst = host_f32(out);
+  const float* sp = src.data<float>();
+  float* dp = dst.data<float>();
+  for_each_row(batch, len, n, n, d, [&](int64_t t, int64_t r, int64_t, int64_t) {
+    for (int64_t e = 0; e < d; ++e) dp[t + e] += sp[r + e];
+  });
+  if (dst.raw() != out.raw()) {
+    out.copy_from(dst.dtype() == out.dtype() ? dst : dst.to_dtype(out.dtype()));
+  }
+}
+
+// out[b,h] = sum_j w[h][j] a[b,j,ha,:]^T c[b,j,hc,:]  ([B, H, d, d] f32), where a/c [B,L,heads,d]
+// are read at the head serving query head h (h / (H / heads)): per (b, h) one gemm A_w^T C of the
+// head's gathered rows, A_w [L, d] scaled by the weights, C [L, d].
+Tensor weighted_outer(const Tensor& a, const Tensor& c, const Weights& w) {
+  const int64_t batch = a.dim(0), len = a.dim(1), d = a.dim(3);
+  const int64_t heads = static_cast<int64_t>(w.size()), gc = heads / c.dim(2);
+  const Tensor aw = gather_heads(a, heads, &w);          // [B, H, L, d]
+  const Tensor cg = gather_heads(c, c.dim(2), nullptr);  // [B, Hc, L, d]
+  Tensor out = Tensor::empty({batch, heads, d, d}, DType::kF32, a.device());
+  for (int64_t b = 0; b < batch; ++b) {
+    for (int64_t h = 0; h < heads; ++h) {
+      Tensor m = block(out, b * heads + h, d);
+      kernels::gemm(block(aw, b * heads + h, len), true, block(cg, b * c.dim(2) + h / gc, len),
+                    false, m);
     }
   }
   return out;
 }
 
 // out[b,j,ho,:] += w[h][j] x[b,j,hx,:] op(S[b,h]) for every query head h, op = transpose when
-// `transpose`; x/out [B,L,heads,d] are read/written at the head serving h.
-void add_rows_times_state(const Tensor& x, const Tensor& state, bool transpose,
-                          const std::vector<std::vector<float>>& w, Tensor& out) {
-  check_host_f32(x);
-  check_host_f32(state);
-  check_host_f32(out);
-  const int64_t batch = x.dim(0), len = x.dim(1), d = x.dim(3);
-  const int64_t heads = static_cast<int64_t>(w.size());
-  const int64_t gx = heads / x.dim(2), go = heads / out.dim(2);
-  const float* xp = x.data<float>();
-  float* op = out.data<float>();
+// `transpose`; x/out [B,L,heads,d] are read/written at the head serving h. Per (b, h) one gemm
+// X_w op(S) of the head's gathered, weighted rows X_w [L, d], the query heads of one out head
+// accumulating into the same [L, d] block, which is then added into out's rows.
+void add_rows_times_state(const Tensor& x, const Tensor& state, bool transpose, const Weights& w,
+                          Tensor& out) {
+  const int64_t batch = x.dim(0), len = x.dim(1), d = x.dim(3), n = out.dim(2);
+  const int64_t heads = static_cast<int64_t>(w.size()), go = heads / n;
+  const Tensor xw = gather_heads(x, heads, &w);                             // [B, H, L, d]
+  Tensor y = Tensor::empty({batch, n, len, d}, DType::kF32, out.device());  // [B, n, L, d]
   for (int64_t b = 0; b < batch; ++b) {
     for (int64_t h = 0; h < heads; ++h) {
-      const float* s = state.data<float>() + (b * heads + h) * d * d;
-      for (int64_t j = 0; j < len; ++j) {
-        const float* xj = xp + ((b * len + j) * x.dim(2) + h / gx) * d;
-        float* oj = op + ((b * len + j) * out.dim(2) + h / go) * d;
-        for (int64_t e = 0; e < d; ++e) {
-          float acc = 0.0f;
-          for (int64_t y = 0; y < d; ++y) acc += xj[y] * (transpose ? s[e * d + y] : s[y * d + e]);
-          oj[e] += w[h][j] * acc;
-        }
-      }
+      Tensor yh = block(y, b * n + h / go, len);
+      kernels::gemm(block(xw, b * heads + h, len), false, block(state, b * heads + h, d), transpose,
+                    yh, 1.0f, h % go == 0 ? 0.0f : 1.0f);
     }
   }
+  scatter_add_heads(y, out);
 }
 
 // dst rows [dst_first, dst_first + len) of dim 1 = src rows [src_first, ...); both [B, *, n, d].
