@@ -1,6 +1,8 @@
 #!/usr/bin/python3
 """Training-step time of `weft train` under meshes, and how long the loop waits for checkpoints.
 
+(tp, pp, dp, ZeRO-1 and sequence parallelism.)
+
 Runs the same small Llama (random weights from one seed, same tokens, same global batch) under
 each mesh, reads the per-step metrics JSON lines, and prints markdown tables:
 
@@ -118,6 +120,9 @@ def main():
         ("pp2 --pp-virtual 2, 4 micro-batches", 2, "--pp 2 --pp-virtual 2 --micro-batch 2"),
         ("tp2 x pp2 (4 ranks)", 4, "--tp 2 --pp 2 --micro-batch 2"),
         ("tp2 x dp2 (4 ranks)", 4, "--tp 2"),
+        ("sp2, ring (zigzag)", 2, "--sp 2"),
+        ("sp2 --sp-attn ulysses", 2, "--sp 2 --sp-attn ulysses"),
+        ("tp2 x sp2 (4 ranks)", 4, "--tp 2 --sp 2"),
     ]
     results = {name: run(args, work, f"mesh{i}", ranks, flags)
                for i, (name, ranks, flags) in enumerate(meshes)}
