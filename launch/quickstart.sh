@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The main job, from a fresh machine: install, build, then train a tiny Llama for a few steps on
-# 2 ranks (data parallel) under mpirun, save a checkpoint, verify and export it to a Hugging Face
-# directory, and generate from the export.
+# 2 ranks (data parallel) under mpirun, resume its checkpoint on 4 ranks split another way
+# (tensor parallel 2 x sequence parallel 2, ring attention), verify and export the newest
+# checkpoint to a Hugging Face directory, and generate from the export.
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/setup.sh"
 weft_install_deps
@@ -39,6 +40,12 @@ weft_mpirun -np 2 "$WEFT" train --model "$WORK/model" --init-random --seed 1 \
   --data "$WORK/tokens.txt" --steps 60 --global-batch 16 --seq-len 32 --lr 1e-2 \
   --weight-decay 0.01 --save "$WORK/ckpt" --save-every 30 --metrics "$WORK/metrics.jsonl" \
   --log-every 10
+
+echo "== resume from step 60 on 4 ranks: tp 2 x sp 2 (the checkpoint is resharded on load)"
+weft_mpirun -np 4 "$WEFT" train --model "$WORK/model" --load "$WORK/ckpt" \
+  --data "$WORK/tokens.txt" --steps 80 --global-batch 16 --seq-len 32 --lr 1e-2 \
+  --weight-decay 0.01 --save "$WORK/ckpt" --metrics "$WORK/metrics.jsonl" --log-every 10 \
+  --tp 2 --sp 2
 
 echo "== verify and export the checkpoint"
 "$WEFT" ckpt verify --from "$WORK/ckpt"

@@ -159,9 +159,13 @@ absl::Status Trainer::restore(const CheckpointReader& checkpoint) {
                             " steps; --global-batch ", options_.global_batch,
                             " would not continue the same data order");
   }
-  WEFT_LOG(INFO) << "resumed from " << checkpoint.path() << " at step " << start_step_
-                 << " (saved on mesh dp=" << checkpoint.mesh().dp()
-                 << " pp=" << checkpoint.mesh().pp() << " tp=" << checkpoint.mesh().tp() << ")";
+  if (mesh_->rank() == 0) {
+    const io::MeshRecord& saved = checkpoint.mesh();
+    WEFT_LOG(INFO) << "resumed from " << checkpoint.path() << " at step " << start_step_
+                   << " (saved on mesh dp=" << saved.dp() << " pp=" << saved.pp()
+                   << " tp=" << saved.tp() << " sp=" << saved.sp() << "; now "
+                   << mesh_->dims().str() << ")";
+  }
   return absl::OkStatus();
 }
 
