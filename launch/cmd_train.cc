@@ -30,6 +30,7 @@ const std::vector<FlagSpec>& train_flags() {
       {"clip-grad", FlagKind::kFloat, "clip the global gradient norm to X"},
       {"save", FlagKind::kString, "checkpoint directory to write"},
       {"save-every", FlagKind::kInt, "also save every N steps"},
+      {"keep-last", FlagKind::kInt, "keep only the newest N complete checkpoints (default: all)"},
       {"sync-save", FlagKind::kBool,
        "wait for each checkpoint to be written (default: written in the background)"},
       {"load", FlagKind::kString, "checkpoint directory to resume from"},
@@ -91,6 +92,7 @@ absl::StatusOr<train::TrainOptions> options_from(const io::RunConfig& cfg, bool 
   o.save_dir = cfg.save();
   o.load_dir = cfg.load();
   o.save_every = cfg.save_every();
+  o.keep_last = cfg.keep_last();
   o.sync_save = cfg.sync_save();
   o.metrics_path = cfg.metrics();
   o.log_every = cfg.has_log_every() ? cfg.log_every() : 1;

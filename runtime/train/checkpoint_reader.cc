@@ -1,5 +1,6 @@
 #include "runtime/train/checkpoint_reader.h"
 
+#include <algorithm>
 #include <filesystem>
 #include <set>
 
@@ -121,17 +122,39 @@ absl::StatusOr<std::string> find_latest_checkpoint(const std::string& dir) {
     return absl::NotFoundError(absl::StrCat("checkpoint directory '", dir, "' does not exist"));
   }
   if (fs::exists(fs::path(dir) / kManifestFile)) return dir;
-  std::string best;
+  const std::vector<std::string> all = complete_checkpoints(dir);
+  if (all.empty()) {
+    return absl::NotFoundError(absl::StrCat("no complete checkpoint in '", dir, "'"));
+  }
+  return all.back();
+}
+
+std::vector<std::string> complete_checkpoints(const std::string& dir) {
+  std::error_code ec;
+  std::vector<std::string> names;
   for (const fs::directory_entry& e : fs::directory_iterator(dir, ec)) {
     const std::string name = e.path().filename().string();
     if (name.rfind("step-", 0) != 0 || name.find(".tmp") != std::string::npos) continue;
-    if (!fs::exists(e.path() / kManifestFile)) continue;
-    if (name > best) best = name;  // fixed-width step numbers sort as text
+    if (fs::exists(e.path() / kManifestFile)) names.push_back(name);
   }
-  if (best.empty()) {
-    return absl::NotFoundError(absl::StrCat("no complete checkpoint in '", dir, "'"));
+  std::sort(names.begin(), names.end());  // fixed-width step numbers sort as text
+  std::vector<std::string> out;
+  for (const std::string& name : names) out.push_back((fs::path(dir) / name).string());
+  return out;
+}
+
+absl::Status prune_checkpoints(const std::string& dir, int64_t keep) {
+  WEFT_CHECK(keep >= 1) << keep;
+  const std::vector<std::string> all = complete_checkpoints(dir);
+  for (size_t i = 0; i + keep < all.size(); ++i) {
+    std::error_code ec;
+    fs::remove_all(all[i], ec);
+    if (ec) {
+      return absl::InternalError(
+          absl::StrCat("--keep-last: cannot remove '", all[i], "': ", ec.message()));
+    }
   }
-  return (fs::path(dir) / best).string();
+  return absl::OkStatus();
 }
 
 absl::StatusOr<LoadedCheckpoint> load_checkpoint(const std::string& path) {

@@ -68,6 +68,13 @@ class CheckpointReader {
 // checkpoint (has manifest.pb). NotFound when there is none. ".tmp" directories never count.
 absl::StatusOr<std::string> find_latest_checkpoint(const std::string& dir);
 
+// The complete checkpoints ("step-N" with a manifest) directly in `dir`, oldest first.
+std::vector<std::string> complete_checkpoints(const std::string& dir);
+
+// --keep-last: removes all but the newest `keep` complete checkpoints in `dir` (keep >= 1).
+// Directories still being written (".tmp") are never touched.
+absl::Status prune_checkpoints(const std::string& dir, int64_t keep);
+
 struct LoadedCheckpoint {
   std::string path;
   io::CheckpointManifest manifest;

@@ -12,6 +12,7 @@
 #include "runtime/core/logging.h"
 #include "runtime/core/status.h"
 #include "runtime/io/model_config.h"
+#include "runtime/train/checkpoint_reader.h"
 #include "runtime/train/pipeline_executor.h"
 #include "runtime/train/pipeline_schedule.h"
 
@@ -30,6 +31,7 @@ absl::Status validate(const TrainOptions& o, const TokenFile& data) {
   if (o.seq_len < 2) return invalid_argument("--seq-len ", o.seq_len, " must be at least 2");
   if (!(o.adamw.lr >= 0)) return invalid_argument("--lr ", o.adamw.lr, " must be >= 0");
   if (o.save_every < 0) return invalid_argument("--save-every ", o.save_every, " must be >= 0");
+  if (o.keep_last < 0) return invalid_argument("--keep-last ", o.keep_last, " must be >= 0");
   if (o.log_every <= 0) return invalid_argument("--log-every ", o.log_every, " must be positive");
   if (o.micro_batch < 0) return invalid_argument("--micro-batch ", o.micro_batch, " must be >= 0");
   return absl::OkStatus();
@@ -280,10 +282,14 @@ absl::Status Trainer::run() {
   if (root && !options_.metrics_path.empty() && start_step_ == 0) {
     std::ofstream truncate(options_.metrics_path, std::ios::trunc);
   }
-  // Waits for the save in flight; the loop's wait counts as this step's checkpoint wait.
-  auto wait_for_save = [this](StepMetrics& m) {
+  // Waits for the save in flight; the loop's wait counts as this step's checkpoint wait. Once it
+  // is complete, rank 0 applies --keep-last.
+  auto wait_for_save = [this, root](StepMetrics& m) {
     const auto wait_start = std::chrono::steady_clock::now();
     absl::Status status = writer_->wait();
+    if (status.ok() && root && options_.keep_last > 0) {
+      status = prune_checkpoints(options_.save_dir, options_.keep_last);
+    }
     const double waited =
         std::chrono::duration<double>(std::chrono::steady_clock::now() - wait_start).count();
     m.checkpoint_wait_s += waited;

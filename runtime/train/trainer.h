@@ -36,6 +36,7 @@ struct TrainOptions {
   std::string save_dir;
   std::string load_dir;
   int64_t save_every = 0;  // 0 = only at the end
+  int64_t keep_last = 0;   // keep only the newest N complete checkpoints (0 = all)
   std::string metrics_path;
   int64_t log_every = 1;
   uint64_t seed = 0;

@@ -93,12 +93,12 @@ void expect_resume_matches(int first_ranks, int second_ranks, double tol) {
       train(absl::StrCat("--steps 4 ", kStableAdam), 1, make_temp_dir("weft_straight"));
   const std::string dir = make_temp_dir("weft_resume");
   train(absl::StrCat("--steps 2 ", kStableAdam), first_ranks, dir);
-  RunResult r = run_weft(
-      absl::StrCat("train --load ", dir, "/ckpt --data ", kTrainDir,
-                   "/tokens.txt --steps 4 --global-batch 2 --seq-len 12 --lr 1e-2 ",
-                   "--weight-decay 0.1 --metrics ", dir, "/metrics.jsonl --save ", dir, "/ckpt ",
-                   kStableAdam),
-      second_ranks);
+  RunResult r =
+      run_weft(absl::StrCat("train --load ", dir, "/ckpt --data ", kTrainDir,
+                            "/tokens.txt --steps 4 --global-batch 2 --seq-len 12 --lr 1e-2 ",
+                            "--weight-decay 0.1 --metrics ", dir, "/metrics.jsonl --save ", dir,
+                            "/ckpt ", kStableAdam),
+               second_ranks);
   ASSERT_EQ(r.exit_code, 0) << r.err;
   const std::vector<double> a = metric_losses(straight + "/metrics.jsonl");
   const std::vector<double> b = metric_losses(dir + "/metrics.jsonl");
@@ -152,6 +152,22 @@ TEST(Checkpoint, VerifyPassesThenCatchesACorruptedShard) {
   RunResult bad = run_weft(absl::StrCat("ckpt verify --from ", dir, "/ckpt"));
   EXPECT_EQ(bad.exit_code, 1);
   EXPECT_NE(bad.err.find("checksum mismatch"), std::string::npos) << bad.err;
+}
+
+// --keep-last 2 with a save every step on 2 ranks: only the newest two complete checkpoints stay,
+// and a run resumes from the newest.
+TEST(Checkpoint, KeepLastRemovesOlderCheckpoints) {
+  const std::string dir =
+      train("--steps 4 --save-every 1 --keep-last 2", 2, make_temp_dir("weft_keep_last"));
+  std::vector<std::string> left;
+  for (const auto& e : std::filesystem::directory_iterator(dir + "/ckpt")) {
+    left.push_back(e.path().filename().string());
+  }
+  std::sort(left.begin(), left.end());
+  EXPECT_EQ(left, (std::vector<std::string>{"step-00000003", "step-00000004"}));
+  RunResult verify = run_weft(absl::StrCat("ckpt verify --from ", dir, "/ckpt"));
+  EXPECT_EQ(verify.exit_code, 0) << verify.err;
+  EXPECT_NE(verify.out.find("step-00000004"), std::string::npos) << verify.out;
 }
 
 }  // namespace
