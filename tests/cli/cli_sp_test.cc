@@ -14,22 +14,6 @@ namespace {
 
 const std::string kTrainTokens = fixtures_dir() + "/train/llama_gqa/tokens.txt";  // T = 12
 
-void expect_same_tensors(const std::string& actual, const std::string& expected, double tol) {
-  auto want = io::SafetensorsFile::open(expected).value();
-  auto got = io::SafetensorsFile::open(actual).value();
-  EXPECT_EQ(got->names(), want->names());
-  for (const std::string& name : want->names()) {
-    SCOPED_TRACE(name);
-    if (!got->contains(name)) continue;
-    EXPECT_TENSORS_CLOSE(got->get_f32(name).value(), want->get_f32(name).value(), tol);
-  }
-}
-
-struct Mesh {
-  int ranks;
-  std::string flags;
-};
-
 class EvalUnderSp : public ::testing::TestWithParam<const char*> {};
 
 // Logits, loss and every gradient of `weft eval --grads` (T = 24: every sp below splits it).
@@ -38,15 +22,7 @@ TEST_P(EvalUnderSp, EveryAlgorithmEqualsOneRank) {
   const std::string dir = make_temp_dir("weft_eval_sp");
   const int64_t vocab = load_tensor(model + "/reference.safetensors", "logits").dim(2);
   const std::string tokens = write_token_file(dir, random_ids({4, 24}, 7, vocab));
-  auto eval = [&](const Mesh& m) {
-    const std::string out =
-        absl::StrCat(dir, "/out", m.ranks, std::hash<std::string>{}(m.flags), ".safetensors");
-    RunResult r = run_weft(absl::StrCat("eval --model ", model, " --tokens ", tokens, " --out ",
-                                        out, " --grads ", m.flags),
-                           m.ranks);
-    EXPECT_EQ(r.exit_code, 0) << m.flags << ": " << r.err;
-    return out;
-  };
+  auto eval = [&](const Mesh& m) { return eval_on_mesh(model, tokens, dir, m); };
   const std::string one = eval({1, ""});
   for (const Mesh& m :
        std::vector<Mesh>{{2, "--sp 2"},
@@ -92,26 +68,6 @@ std::string train_args(const std::string& model, const std::string& dir, int ste
                       " --global-batch 4 --seq-len ", seq_len,
                       " --lr 1e-2 --weight-decay 0.1 --eps 1e-3 --steps ", steps, " --metrics ",
                       dir, "/metrics.jsonl --save ", dir, "/ckpt");
-}
-
-std::vector<double> losses(const std::string& dir) {
-  std::vector<double> out;
-  std::istringstream lines(read_text(dir + "/metrics.jsonl"));
-  for (std::string line; std::getline(lines, line);) {
-    out.push_back(nlohmann::json::parse(line)["loss"].get<double>());
-  }
-  return out;
-}
-
-void expect_same_run(const std::string& actual, const std::string& expected) {
-  const std::vector<double> a = losses(actual), e = losses(expected);
-  ASSERT_EQ(a.size(), e.size());
-  for (size_t i = 0; i < a.size(); ++i) EXPECT_NEAR(a[i], e[i], 1e-5 * e[i]) << "step " << i + 1;
-  for (const std::string& dir : {actual, expected}) {
-    RunResult r = run_weft(absl::StrCat("ckpt export --from ", dir, "/ckpt --to ", dir, "/hf"));
-    ASSERT_EQ(r.exit_code, 0) << r.err;
-  }
-  expect_same_tensors(actual + "/hf/model.safetensors", expected + "/hf/model.safetensors", 1e-5);
 }
 
 TEST(TrainUnderSp, LossTrajectoryAndWeightsEqualOneRankAndResumeElsewhere) {

@@ -3,7 +3,6 @@
 #include <gtest/gtest.h>
 
 #include <filesystem>
-#include <nlohmann/json.hpp>
 
 #include "tests/cli/cli_util.h"
 
@@ -11,19 +10,6 @@ namespace weft::testing {
 namespace {
 
 const std::string kTrainDir = fixtures_dir() + "/train/llama_gqa";
-
-std::vector<double> metric_losses(const std::string& metrics) {
-  std::vector<double> losses;
-  std::istringstream lines(read_text(metrics));
-  for (std::string line; std::getline(lines, line);) {
-    nlohmann::json j = nlohmann::json::parse(line);
-    for (const char* key : {"step", "loss", "grad_norm", "lr", "step_time_s", "tokens_per_s"}) {
-      EXPECT_TRUE(j.contains(key)) << key << " missing in " << line;
-    }
-    losses.push_back(j["loss"].get<double>());
-  }
-  return losses;
-}
 
 // Trains llama_gqa on the fixture's tokens; returns the run's directory.
 std::string train(const std::string& extra, int ranks, const std::string& dir) {
@@ -34,12 +20,6 @@ std::string train(const std::string& extra, int ranks, const std::string& dir) {
                          ranks);
   EXPECT_EQ(r.exit_code, 0) << r.err;
   return dir;
-}
-
-std::string export_weights(const std::string& dir) {
-  RunResult r = run_weft(absl::StrCat("ckpt export --from ", dir, "/ckpt --to ", dir, "/hf"));
-  EXPECT_EQ(r.exit_code, 0) << r.err;
-  return dir + "/hf/model.safetensors";
 }
 
 TEST(Train, AdamWStepsMatchPyTorch) {

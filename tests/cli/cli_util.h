@@ -5,8 +5,11 @@
 
 #include <cstdio>
 #include <fstream>
+#include <functional>
+#include <nlohmann/json.hpp>
 #include <sstream>
 #include <string>
+#include <vector>
 
 #include "absl/strings/str_cat.h"
 #include "runtime/io/safetensors.h"
@@ -35,8 +38,8 @@ inline RunResult run_weft(const std::string& args, int ranks = 1, int timeout_s 
   const std::string err = absl::StrCat(dir, "/err", counter++, ".txt");
   const std::string launcher =
       ranks > 1 ? absl::StrCat(WEFT_MPIRUN, " -np ", ranks, " ") : std::string();
-  const std::string cmd = absl::StrCat("timeout ", timeout_s, " ", launcher, WEFT_BINARY, " ",
-                                       args, " >", out, " 2>", err);
+  const std::string cmd = absl::StrCat("timeout ", timeout_s, " ", launcher, WEFT_BINARY, " ", args,
+                                       " >", out, " 2>", err);
   const int status = std::system(cmd.c_str());
   RunResult r;
   r.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
@@ -66,6 +69,69 @@ inline Tensor load_tensor(const std::string& file, const std::string& name) {
   auto t = (*st)->get_f32(name);
   EXPECT_TRUE(t.ok()) << t.status();
   return t.ok() ? *t : Tensor();
+}
+
+// A mesh to run on: the rank count and the flags that lay the model over it.
+struct Mesh {
+  int ranks;
+  std::string flags;
+};
+
+// `weft eval --grads` of `model` on the token file `tokens` over `mesh`; returns the output
+// file (in `dir`, named after the mesh).
+inline std::string eval_on_mesh(const std::string& model, const std::string& tokens,
+                                const std::string& dir, const Mesh& mesh) {
+  const std::string out =
+      absl::StrCat(dir, "/out", mesh.ranks, std::hash<std::string>{}(mesh.flags), ".safetensors");
+  RunResult r = run_weft(absl::StrCat("eval --model ", model, " --tokens ", tokens, " --out ", out,
+                                      " --grads ", mesh.flags),
+                         mesh.ranks);
+  EXPECT_EQ(r.exit_code, 0) << mesh.flags << ": " << r.err;
+  return out;
+}
+
+// Every tensor of the safetensors file `actual` equals `expected`'s within `tol`.
+inline void expect_same_tensors(const std::string& actual, const std::string& expected,
+                                double tol) {
+  auto want = io::SafetensorsFile::open(expected).value();
+  auto got = io::SafetensorsFile::open(actual).value();
+  EXPECT_EQ(got->names(), want->names());
+  for (const std::string& name : want->names()) {
+    SCOPED_TRACE(name);
+    if (!got->contains(name)) continue;
+    EXPECT_TENSORS_CLOSE(got->get_f32(name).value(), want->get_f32(name).value(), tol);
+  }
+}
+
+// The loss of every step in a `--metrics` file (each line must carry the step metrics).
+inline std::vector<double> metric_losses(const std::string& metrics) {
+  std::vector<double> losses;
+  std::istringstream lines(read_text(metrics));
+  for (std::string line; std::getline(lines, line);) {
+    nlohmann::json j = nlohmann::json::parse(line);
+    for (const char* key : {"step", "loss", "grad_norm", "lr", "step_time_s", "tokens_per_s"}) {
+      EXPECT_TRUE(j.contains(key)) << key << " missing in " << line;
+    }
+    losses.push_back(j["loss"].get<double>());
+  }
+  return losses;
+}
+
+// Exports the newest checkpoint of DIR/ckpt to DIR/hf; returns its weights file.
+inline std::string export_weights(const std::string& dir) {
+  RunResult r = run_weft(absl::StrCat("ckpt export --from ", dir, "/ckpt --to ", dir, "/hf"));
+  EXPECT_EQ(r.exit_code, 0) << r.err;
+  return dir + "/hf/model.safetensors";
+}
+
+// Two training runs (DIR/metrics.jsonl and DIR/ckpt each) are the same run: every step's loss
+// within 1e-5 relative and the final weights within 1e-5.
+inline void expect_same_run(const std::string& actual, const std::string& expected) {
+  const std::vector<double> a = metric_losses(actual + "/metrics.jsonl");
+  const std::vector<double> e = metric_losses(expected + "/metrics.jsonl");
+  ASSERT_EQ(a.size(), e.size());
+  for (size_t i = 0; i < a.size(); ++i) EXPECT_NEAR(a[i], e[i], 1e-5 * e[i]) << "step " << i + 1;
+  expect_same_tensors(export_weights(actual), export_weights(expected), 1e-5);
 }
 
 }  // namespace weft::testing
