@@ -13,16 +13,13 @@
 #include <thread>
 #include <vector>
 
+#include "runtime/core/clock.h"
 #include "runtime/train/checkpoint.h"
 
 namespace weft::train {
 namespace {
 
-using Clock = std::chrono::steady_clock;
-
-double seconds_since(Clock::time_point start) {
-  return std::chrono::duration<double>(Clock::now() - start).count();
-}
+using Clock = SteadyClock;
 
 double median(std::vector<double> v) {
   std::sort(v.begin(), v.end());

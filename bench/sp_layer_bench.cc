@@ -11,7 +11,6 @@
 // prediction with the costs auto measured; auto's line names the core it ran. Rank 0 prints one
 // JSON line each.
 #include <algorithm>
-#include <chrono>
 #include <cmath>
 #include <cstdio>
 #include <functional>
@@ -31,6 +30,7 @@
 #include "parallel/sp_cost_model.h"
 #include "parallel/sp_linear_attention.h"
 #include "runtime/core/check.h"
+#include "runtime/core/clock.h"
 
 namespace weft::parallel {
 namespace {
@@ -75,10 +75,9 @@ std::vector<Measured> measure(Communicator& group, int64_t repeats,
     for (size_t j = 0; j < steps.size(); ++j) {
       group.barrier();
       group.reset_stats();
-      const auto start = std::chrono::steady_clock::now();
+      const auto start = SteadyClock::now();
       steps[j]();
-      const double mine =
-          std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+      const double mine = seconds_since(start);
       const double sent = static_cast<double>(comm::total(group.stats()).bytes_sent);
       Tensor slowest = Tensor::from_floats({static_cast<float>(mine)}, {1});
       group.all_reduce(slowest, comm::ReduceOp::kMax);

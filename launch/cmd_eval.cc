@@ -78,10 +78,8 @@ absl::Status run_eval(Session& session, const Args& args) {
   absl::StatusOr<parallel::ParallelDims> dims = parallel::resolve_dims(
       session.size(), flags.integer("tp", 1), flags.integer("pp", 1), flags.integer("sp", 1), 1, 1);
   WEFT_RETURN_IF_ERROR(session.agree(dims.status()));
-  absl::StatusOr<SpChoice> sp =
-      parse_sp_choice(flags.has("sp-attn") ? flags.str("sp-attn") : "",
-                      flags.has("sp-linear") ? flags.str("sp-linear") : "",
-                      static_cast<int>(flags.integer("sp-ulysses", 1)));
+  absl::StatusOr<SpChoice> sp = parse_sp_choice(flags.str("sp-attn"), flags.str("sp-linear"),
+                                                static_cast<int>(flags.integer("sp-ulysses", 1)));
   WEFT_RETURN_IF_ERROR(session.agree(sp.status()));
   absl::StatusOr<train::TokenFile> data = train::TokenFile::load(flags.str("tokens"));
   WEFT_RETURN_IF_ERROR(session.agree(data.status()));

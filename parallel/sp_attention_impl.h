@@ -66,8 +66,8 @@ Tensor pack_kv(const Tensor& k, const Tensor& v);
 void unpack_kv(const Tensor& kv, Tensor& k, Tensor& v);
 
 // The algorithm's own saved state; another algorithm's is a bug.
-template <typename T>
-T& saved_as(SpAttentionSaved& saved) {
+template <typename T, typename Base>
+T& saved_as(Base& saved) {
   auto* own = dynamic_cast<T*>(&saved);
   WEFT_CHECK(own != nullptr) << "backward() given another algorithm's saved state";
   return *own;

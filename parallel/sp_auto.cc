@@ -136,9 +136,8 @@ class AutoLinear final : public AutoSpLinearAttention {
 
   void backward(SpLinearSaved& saved, const Tensor& dout, Tensor& dq, Tensor& dk,
                 Tensor& dv) override {
-    auto* st = dynamic_cast<Saved*>(&saved);
-    WEFT_CHECK(st != nullptr) << "backward() given another algorithm's saved state";
-    core_of(algos_, cores_, st->algo).backward(*st->inner, dout, dq, dk, dv);
+    Saved& st = sp_detail::saved_as<Saved>(saved);
+    core_of(algos_, cores_, st.algo).backward(*st.inner, dout, dq, dk, dv);
   }
 
  private:

@@ -4,7 +4,6 @@
 #include "parallel/sp_cost_model.h"
 
 #include <algorithm>
-#include <chrono>
 #include <cmath>
 #include <cstdlib>
 #include <functional>
@@ -14,6 +13,7 @@
 #include "absl/strings/str_split.h"
 #include "kernels/ops.h"
 #include "runtime/core/check.h"
+#include "runtime/core/clock.h"
 #include "runtime/core/status.h"
 
 namespace weft::parallel {
@@ -227,9 +227,9 @@ double median_seconds(int repeats, const std::function<void()>& fn) {
   fn();
   std::vector<double> t;
   for (int i = 0; i < repeats; ++i) {
-    const auto start = std::chrono::steady_clock::now();
+    const auto start = SteadyClock::now();
     fn();
-    t.push_back(std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count());
+    t.push_back(seconds_since(start));
   }
   std::sort(t.begin(), t.end());
   return t[t.size() / 2];

@@ -1,20 +1,16 @@
 #include "runtime/train/checkpoint.h"
 
 #include <algorithm>
-#include <chrono>
 #include <cstring>
 #include <filesystem>
 
 #include "absl/strings/str_cat.h"
+#include "runtime/core/clock.h"
 #include "runtime/core/status.h"
 
 namespace weft::train {
 namespace fs = std::filesystem;
 namespace {
-
-double seconds_since(std::chrono::steady_clock::time_point start) {
-  return std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
-}
 
 // A status as bytes: empty when OK, else the code's byte then the message.
 std::string encode_status(const absl::Status& status) {
@@ -66,7 +62,7 @@ absl::Status CheckpointWriter::wait() {
 
 void CheckpointWriter::run(const std::string& dir, io::CheckpointManifest manifest,
                            std::vector<CheckpointTensor> tensors) {
-  auto start = std::chrono::steady_clock::now();
+  auto start = SteadyClock::now();
   // Snapshot: host copies of everything, after which training may change the originals. The
   // host buffers are kept for the next save (whose tensors usually have the same shapes): a
   // reused buffer is already mapped, a fresh one page-faults on every first touch.
@@ -88,7 +84,7 @@ void CheckpointWriter::run(const std::string& dir, io::CheckpointManifest manife
   }
   cv_.notify_all();
 
-  start = std::chrono::steady_clock::now();
+  start = SteadyClock::now();
   absl::Status status = write(dir, manifest, tensors);
   std::lock_guard<std::mutex> lock(mutex_);
   status_ = status;

@@ -49,6 +49,17 @@ bool same_layout(const io::TensorEntry& a, const io::TensorEntry& b) {
 
 }  // namespace
 
+io::MeshRecord mesh_record(const parallel::ParallelDims& dims) {
+  io::MeshRecord mesh;
+  mesh.set_dp(dims.dp);
+  mesh.set_pp(dims.pp);
+  mesh.set_tp(dims.tp);
+  mesh.set_sp(dims.sp);
+  mesh.set_ep(dims.ep);
+  mesh.set_etp(dims.etp);
+  return mesh;
+}
+
 std::string step_dir_name(int64_t step) { return absl::StrFormat("step-%08d", step); }
 
 std::string shard_file_name(int rank) { return absl::StrFormat("shard-%05d.safetensors", rank); }

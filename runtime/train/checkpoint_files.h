@@ -13,6 +13,7 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "parallel/mesh.h"
 #include "runtime/core/tensor.h"
 #include "runtime/io/checkpoint.pb.h"
 
@@ -30,6 +31,9 @@ struct CheckpointTensor {
   int split_dim = -1;            // -1: replicated
   std::string group;             // "tp", "ep", ... ("" when replicated)
 };
+
+// The manifest's record of the mesh a checkpoint is laid out for.
+io::MeshRecord mesh_record(const parallel::ParallelDims& dims);
 
 std::string step_dir_name(int64_t step);  // "step-00000040"
 std::string shard_file_name(int rank);    // "shard-00003.safetensors"

@@ -138,13 +138,7 @@ absl::StatusOr<std::string> reshard_checkpoint(const std::string& from, const st
   }
 
   io::CheckpointManifest header = reader->manifest();
-  io::MeshRecord& mesh = *header.mutable_mesh();
-  mesh.set_dp(dims.dp);
-  mesh.set_pp(dims.pp);
-  mesh.set_tp(dims.tp);
-  mesh.set_sp(dims.sp);
-  mesh.set_ep(dims.ep);
-  mesh.set_etp(dims.etp);
+  *header.mutable_mesh() = mesh_record(dims);
   const std::string final_dir = (fs::path(to) / step_dir_name(header.step())).string();
   const std::string tmp_dir = final_dir + ".tmp";
   WEFT_RETURN_IF_ERROR(prepare_tmp_dir(tmp_dir));

@@ -1,6 +1,5 @@
 #include "runtime/train/trainer.h"
 
-#include <chrono>
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
@@ -186,7 +185,7 @@ double Trainer::run_microbatches(const Tensor& tokens, float loss_scale) {
 }
 
 StepMetrics Trainer::train_step(int64_t step) {
-  const auto start = std::chrono::steady_clock::now();
+  const auto start = SteadyClock::now();
   reset_peak_memory(Device::cpu());
   comm::Communicator& dp = mesh_->dp();
   const int64_t per_rank = options_.global_batch / dp.size();
@@ -207,32 +206,23 @@ StepMetrics Trainer::train_step(int64_t step) {
   m.lr = optimizer_->config().lr;
   if (writer_) {
     // The save in flight reads these tensors: the optimizer may change them only once copied.
-    const auto wait_start = std::chrono::steady_clock::now();
+    const auto wait_start = SteadyClock::now();
     writer_->wait_snapshot();
-    m.checkpoint_wait_s =
-        std::chrono::duration<double>(std::chrono::steady_clock::now() - wait_start).count();
-    checkpoint_wait_s_ += m.checkpoint_wait_s;
+    count_checkpoint_wait(m, wait_start);
   }
   optimizer_->step(step);
-  m.step_time_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  m.step_time_s = seconds_since(start);
   m.tokens_per_s = static_cast<double>(options_.global_batch * options_.seq_len) / m.step_time_s;
   m.peak_bytes = memory_stats(Device::cpu()).peak_bytes;
   return m;
 }
 
 void Trainer::start_save(int64_t step) {
-  const parallel::ParallelDims& dims = mesh_->dims();
   io::CheckpointManifest header;
   header.set_format_version(2);
   header.set_step(step);
   header.set_data_position(step * options_.global_batch);
-  io::MeshRecord& mesh = *header.mutable_mesh();
-  mesh.set_dp(dims.dp);
-  mesh.set_pp(dims.pp);
-  mesh.set_tp(dims.tp);
-  mesh.set_sp(dims.sp);
-  mesh.set_ep(dims.ep);
-  mesh.set_etp(dims.etp);
+  *header.mutable_mesh() = mesh_record(mesh_->dims());
   header.set_model_config_json(model_->config().json);
   header.set_seed(options_.seed);
 
@@ -262,6 +252,12 @@ void Trainer::start_save(int64_t step) {
   writer_->save_async(options_.save_dir, std::move(header), std::move(tensors));
 }
 
+void Trainer::count_checkpoint_wait(StepMetrics& m, SteadyClock::time_point start) {
+  const double waited = seconds_since(start);
+  m.checkpoint_wait_s += waited;
+  checkpoint_wait_s_ += waited;
+}
+
 absl::Status Trainer::append_metrics(const StepMetrics& m) {
   std::ofstream out(options_.metrics_path, std::ios::app);
   if (!out) {
@@ -285,15 +281,12 @@ absl::Status Trainer::run() {
   // Waits for the save in flight; the loop's wait counts as this step's checkpoint wait. Once it
   // is complete, rank 0 applies --keep-last.
   auto wait_for_save = [this, root](StepMetrics& m) {
-    const auto wait_start = std::chrono::steady_clock::now();
+    const auto wait_start = SteadyClock::now();
     absl::Status status = writer_->wait();
     if (status.ok() && root && options_.keep_last > 0) {
       status = prune_checkpoints(options_.save_dir, options_.keep_last);
     }
-    const double waited =
-        std::chrono::duration<double>(std::chrono::steady_clock::now() - wait_start).count();
-    m.checkpoint_wait_s += waited;
-    checkpoint_wait_s_ += waited;
+    count_checkpoint_wait(m, wait_start);
     return status;
   };
   for (int64_t step = start_step_ + 1; step <= options_.steps; ++step) {

@@ -18,6 +18,7 @@
 #include "kernels/ops.h"
 #include "models/causal_lm.h"
 #include "parallel/mesh.h"
+#include "runtime/core/clock.h"
 #include "runtime/train/checkpoint.h"
 #include "runtime/train/optimizer.h"
 #include "runtime/train/token_data.h"
@@ -89,6 +90,8 @@ class Trainer {
   [[nodiscard]] double checkpoint_wait_seconds() const { return checkpoint_wait_s_; }
 
  private:
+  // Adds the time since `start` (a wait of the loop for checkpoints) to m and the run's total.
+  void count_checkpoint_wait(StepMetrics& m, SteadyClock::time_point start);
   Trainer(const TrainOptions& options, std::unique_ptr<parallel::Mesh> mesh, AgreeFn agree,
           TokenFile data);
   absl::Status validate_batch() const;
