@@ -61,9 +61,15 @@ absl::Status inspect(const std::string& from) {
 }
 
 absl::Status verify(const std::string& from) {
-  WEFT_RETURN_IF_ERROR(train::verify_checkpoint(from));
-  WEFT_ASSIGN_OR_RETURN(std::string path, train::find_latest_checkpoint(from));
-  std::printf("OK: %s verified (sizes, checksums, coverage)\n", path.c_str());
+  WEFT_ASSIGN_OR_RETURN(train::VerifyReport report, train::verify_checkpoint(from));
+  for (const std::string& leftover : report.leftovers) {
+    std::printf(
+        "note: %s is the leftover of an interrupted save (not a checkpoint; the next "
+        "weft train --save into this directory removes it)\n",
+        leftover.c_str());
+  }
+  std::printf("OK: %s verified (manifest, sizes, checksums, coverage)\n",
+              report.checkpoint.c_str());
   return absl::OkStatus();
 }
 
@@ -103,10 +109,23 @@ absl::Status reshard(const std::string& from, const std::string& to, const std::
   return absl::OkStatus();
 }
 
+constexpr char kCkptUsage[] =
+    "usage: weft ckpt ACTION --from CKPT [flags]   (weft ckpt ACTION --help for its flags)\n"
+    "  inspect   what a checkpoint holds: step, data position, mesh, files, tensors, chunks\n"
+    "  verify    manifest, file sizes, SHA-256 checksums and coverage; lists leftovers of\n"
+    "            interrupted saves\n"
+    "  export    a Hugging Face model directory of the weights (--to DIR)\n"
+    "  reshard   rewrite into DIR/step-N for another mesh (--to DIR --to-mesh tp=2,pp=1,dp=2)\n"
+    "CKPT is a checkpoint directory or a parent holding several (the newest is used).\n";
+
 }  // namespace
 
 absl::Status run_ckpt(Session& session, const Args& args) {
   const std::string action = args.empty() ? "" : args[0];
+  if (action == "--help" || action == "-h" || action == "help") {
+    if (session.is_root()) std::fputs(kCkptUsage, stdout);
+    return absl::OkStatus();
+  }
   if (action != "inspect" && action != "verify" && action != "export" && action != "reshard") {
     return session.agree(invalid_argument(
         "ckpt needs an action: inspect, verify, export or reshard (weft ckpt ACTION --from CKPT)"));

@@ -101,6 +101,11 @@ absl::Status run_eval(Session& session, const Args& args) {
   absl::Status valid = model.check_batch(all_tokens);
   if (valid.ok() && seq < 2)
     valid = invalid_argument("sequences of ", seq, " token cannot predict");
+  if (valid.ok() && seq > model.config().max_position_embeddings) {
+    valid = invalid_argument("the sequences of ", flags.str("tokens"), " have ", seq,
+                             " tokens, more than the model's max_position_embeddings ",
+                             model.config().max_position_embeddings);
+  }
   absl::StatusOr<EvalPlan> plan =
       valid.ok() ? plan_batches(all_tokens, *mesh, flags.integer("micro-batch", 0), pp_virtual)
                  : absl::StatusOr<EvalPlan>(valid);

@@ -35,7 +35,7 @@ absl::Status run_generate(Session& session, const Args& args) {
       parse_flags(session, "generate", "continue a prompt with a KV cache", args,
                   {{"model", FlagKind::kString, "Hugging Face model directory", true},
                    {"prompt-ids", FlagKind::kString, "comma-separated prompt token ids", true},
-                   {"max-new-tokens", FlagKind::kInt, "tokens to generate", true},
+                   {"max-new-tokens", FlagKind::kInt, "tokens to generate", true, 1},
                    {"greedy", FlagKind::kBool, "take the most likely token (default: sample)"},
                    {"temperature", FlagKind::kFloat, "sampling temperature (default 1.0)"},
                    {"top-p", FlagKind::kFloat, "nucleus sampling mass (default 1.0)"},
@@ -45,6 +45,14 @@ absl::Status run_generate(Session& session, const Args& args) {
   absl::StatusOr<std::unique_ptr<models::CausalLM>> model =
       models::CausalLM::from_pretrained(flags.str("model"));
   WEFT_RETURN_IF_ERROR(session.agree(model.status()));
+  const int64_t max_positions = (*model)->config().max_position_embeddings;
+  const int64_t total = static_cast<int64_t>(prompt->size()) + flags.integer("max-new-tokens");
+  if (total > max_positions) {
+    return session.agree(
+        invalid_argument("the prompt's ", prompt->size(), " tokens + --max-new-tokens ",
+                         flags.integer("max-new-tokens"), " = ", total,
+                         " positions exceed the model's max_position_embeddings ", max_positions));
+  }
   serve::SamplingOptions sampling;
   sampling.greedy = flags.boolean("greedy");
   sampling.temperature = static_cast<float>(flags.number("temperature", 1.0));

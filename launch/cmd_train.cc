@@ -1,6 +1,10 @@
 // weft train --model DIR --data FILE --steps N --global-batch B --seq-len T --lr X
-//            --weight-decay W [--save CKPT] [--load CKPT] [--metrics M.jsonl] [--config run.pbtxt]
-// Flags override the --config file, field by field.
+//            --weight-decay W [--save CKPT] [--load CKPT [--load-fallback]] [--metrics M.jsonl]
+//            [--config run.pbtxt]
+// Flags override the --config file, field by field. Exit codes: 0 done (also when a checkpoint
+// already reached --steps), 1 an error, 75 (train::kExitStopped) stopped by SIGTERM/SIGUSR1
+// after saving a checkpoint.
+#include <cmath>
 #include <cstdio>
 
 #include "comm/report.h"
@@ -19,9 +23,9 @@ const std::vector<FlagSpec>& train_flags() {
       {"model", FlagKind::kString, "Hugging Face model directory"},
       {"init-random", FlagKind::kBool, "initialise weights from --seed (model dir: config only)"},
       {"data", FlagKind::kString, "token file: one sequence per line"},
-      {"steps", FlagKind::kInt, "the step to stop at"},
-      {"global-batch", FlagKind::kInt, "sequences per step over all ranks"},
-      {"seq-len", FlagKind::kInt, "tokens per sequence (the token file's line length)"},
+      {"steps", FlagKind::kInt, "the step to stop at", false, 1},
+      {"global-batch", FlagKind::kInt, "sequences per step over all ranks", false, 1},
+      {"seq-len", FlagKind::kInt, "tokens per sequence (the token file's line length)", false, 2},
       {"lr", FlagKind::kFloat, "learning rate (constant)"},
       {"weight-decay", FlagKind::kFloat, "AdamW weight decay (matrices only)"},
       {"beta1", FlagKind::kFloat, "AdamW beta1 (default 0.9)"},
@@ -29,13 +33,17 @@ const std::vector<FlagSpec>& train_flags() {
       {"eps", FlagKind::kFloat, "AdamW epsilon (default 1e-8)"},
       {"clip-grad", FlagKind::kFloat, "clip the global gradient norm to X"},
       {"save", FlagKind::kString, "checkpoint directory to write"},
-      {"save-every", FlagKind::kInt, "also save every N steps"},
-      {"keep-last", FlagKind::kInt, "keep only the newest N complete checkpoints (default: all)"},
+      {"save-every", FlagKind::kInt, "also save every N steps", false, 1},
+      {"keep-last", FlagKind::kInt, "keep only the newest N complete checkpoints (default: all)",
+       false, 1},
       {"sync-save", FlagKind::kBool,
        "wait for each checkpoint to be written (default: written in the background)"},
-      {"load", FlagKind::kString, "checkpoint directory to resume from"},
+      {"load", FlagKind::kString, "checkpoint directory to resume from (its newest checkpoint)"},
+      {"load-fallback", FlagKind::kBool,
+       "when the newest checkpoint under --load is damaged, resume from the newest older one "
+       "that loads (default: refuse)"},
       {"metrics", FlagKind::kString, "JSON lines, one per step"},
-      {"log-every", FlagKind::kInt, "print a progress line every N steps (default 1)"},
+      {"log-every", FlagKind::kInt, "print a progress line every N steps (default 1)", false, 1},
       {"seed", FlagKind::kInt, "seed for --init-random (default 0)"},
       {"comm-report", FlagKind::kString, "write per-rank traffic counters (JSON)"},
       {"zero", FlagKind::kInt, "1: shard the AdamW state over data-parallel ranks (ZeRO-1)"},
@@ -70,11 +78,34 @@ absl::StatusOr<io::RunConfig> run_config_from(const Flags& flags) {
 }
 
 absl::StatusOr<train::TrainOptions> options_from(const io::RunConfig& cfg, bool init_random) {
-  for (auto [value, name] :
-       {std::pair{cfg.data().empty(), "--data"}, std::pair{cfg.steps() == 0, "--steps"},
-        std::pair{cfg.global_batch() == 0, "--global-batch"},
-        std::pair{cfg.seq_len() == 0, "--seq-len"}}) {
-    if (value) return invalid_argument("missing required flag ", name, " (or its --config field)");
+  for (auto [missing, name] :
+       {std::pair{cfg.data().empty(), "--data"}, std::pair{!cfg.has_steps(), "--steps"},
+        std::pair{!cfg.has_global_batch(), "--global-batch"},
+        std::pair{!cfg.has_seq_len(), "--seq-len"}}) {
+    if (missing) {
+      return invalid_argument("missing required flag ", name, " (or its --config field)");
+    }
+  }
+  const io::ParallelConfig& par = cfg.parallel();
+  // In a --config file a degree of 0 is proto3's "unset" (default 1); a negative one is an error
+  // (a flag on the command line is checked when parsed).
+  for (auto [value, name] : {std::pair{int64_t{par.tp()}, "tp"},
+                             {par.pp(), "pp"},
+                             {par.sp(), "sp"},
+                             {par.pp_virtual(), "pp_virtual"},
+                             {par.micro_batch(), "micro_batch"},
+                             {par.sp_ulysses(), "sp_ulysses"},
+                             {par.ep(), "ep"},
+                             {par.etp(), "etp"}}) {
+    if (value < 0) return invalid_argument("parallel.", name, " ", value, " must be >= 1");
+  }
+  for (auto [value, name] : {std::pair{cfg.lr(), "--lr"},
+                             {cfg.weight_decay(), "--weight-decay"},
+                             {cfg.beta1(), "--beta1"},
+                             {cfg.beta2(), "--beta2"},
+                             {cfg.eps(), "--eps"},
+                             {cfg.clip_grad(), "--clip-grad"}}) {
+    if (!std::isfinite(value)) return invalid_argument(name, " ", value, " is not a finite number");
   }
   train::TrainOptions o;
   o.model_dir = cfg.model();
@@ -91,13 +122,13 @@ absl::StatusOr<train::TrainOptions> options_from(const io::RunConfig& cfg, bool 
   o.clip_grad = cfg.clip_grad();
   o.save_dir = cfg.save();
   o.load_dir = cfg.load();
+  o.load_fallback = cfg.load_fallback();
   o.save_every = cfg.save_every();
   o.keep_last = cfg.keep_last();
   o.sync_save = cfg.sync_save();
   o.metrics_path = cfg.metrics();
   o.log_every = cfg.has_log_every() ? cfg.log_every() : 1;
   o.seed = cfg.seed();
-  const io::ParallelConfig& par = cfg.parallel();
   o.tp = par.tp() > 0 ? par.tp() : 1;
   o.pp = par.pp() > 0 ? par.pp() : 1;
   o.pp_virtual = par.pp_virtual() > 0 ? par.pp_virtual() : 1;

@@ -1,6 +1,7 @@
 #include "launch/flags.h"
 
 #include <charconv>
+#include <cmath>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
@@ -14,11 +15,11 @@ bool parses_as_int(const std::string& s) {
   return ec == std::errc() && end == s.data() + s.size();
 }
 
-bool parses_as_float(const std::string& s) {
+bool parses_as_finite_float(const std::string& s) {
   if (s.empty()) return false;
   char* end = nullptr;
-  std::strtod(s.c_str(), &end);
-  return end == s.c_str() + s.size();
+  const double v = std::strtod(s.c_str(), &end);
+  return end == s.c_str() + s.size() && std::isfinite(v);
 }
 
 }  // namespace
@@ -64,9 +65,13 @@ absl::StatusOr<Flags> Flags::parse(const std::vector<std::string>& args,
       return absl::InvalidArgumentError(
           absl::StrCat("--", name, " expects an integer, got '", value, "'"));
     }
-    if (spec.kind == FlagKind::kFloat && !parses_as_float(value)) {
+    if (spec.kind == FlagKind::kInt && spec.min && std::stoll(value) < *spec.min) {
       return absl::InvalidArgumentError(
-          absl::StrCat("--", name, " expects a number, got '", value, "'"));
+          absl::StrCat("--", name, " ", value, " must be >= ", *spec.min));
+    }
+    if (spec.kind == FlagKind::kFloat && !parses_as_finite_float(value)) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("--", name, " expects a finite number, got '", value, "'"));
     }
     flags.values_[name] = value;
   }

@@ -4,6 +4,7 @@
 
 #include <cstdint>
 #include <map>
+#include <optional>
 #include <set>
 #include <string>
 #include <vector>
@@ -19,12 +20,14 @@ struct FlagSpec {
   FlagKind kind = FlagKind::kString;
   std::string help;
   bool required = false;
+  std::optional<int64_t> min;  // kInt: the smallest value accepted when the flag is given
 };
 
 class Flags {
  public:
   // Parses `args` (the words after the subcommand) against `specs`. Errors: unknown flag, missing
-  // value, a value that is not a number for a numeric flag, a required flag absent.
+  // value, a value that is not a number for a numeric flag (floats must be finite: no inf or
+  // nan), an integer below its spec's min, a required flag absent.
   static absl::StatusOr<Flags> parse(const std::vector<std::string>& args,
                                      const std::vector<FlagSpec>& specs);
 

@@ -11,6 +11,7 @@
 #include "kernels/threads.h"
 #include "launch/commands.h"
 #include "launch/flags.h"
+#include "runtime/core/exit_code.h"
 #include "runtime/core/logging.h"
 #include "runtime/core/status.h"
 
@@ -72,16 +73,18 @@ bool is_help(const absl::Status& status) { return status.GetPayload(kHelpShown).
 
 std::vector<FlagSpec> model_parallel_flags() {
   return {
-      {"tp", FlagKind::kInt, "tensor-parallel degree (default 1)"},
-      {"pp", FlagKind::kInt, "pipeline stages (default 1)"},
-      {"pp-virtual", FlagKind::kInt, "interleaved chunks per pipeline rank (default 1)"},
-      {"micro-batch", FlagKind::kInt, "sequences per micro-batch (default: all of a rank's)"},
+      {"tp", FlagKind::kInt, "tensor-parallel degree (default 1)", false, 1},
+      {"pp", FlagKind::kInt, "pipeline stages (default 1)", false, 1},
+      {"pp-virtual", FlagKind::kInt, "interleaved chunks per pipeline rank (default 1)", false, 1},
+      {"micro-batch", FlagKind::kInt, "sequences per micro-batch (default: all of a rank's)", false,
+       1},
       {"sequence-parallel", FlagKind::kBool, "Megatron sequence parallelism over tp"},
-      {"sp", FlagKind::kInt, "sequence-parallel degree: each sequence split over N ranks"},
+      {"sp", FlagKind::kInt, "sequence-parallel degree: each sequence split over N ranks", false,
+       1},
       {"sp-attn", FlagKind::kString,
        "softmax attention under --sp: ring (default), ulysses, usp, allgather, auto"},
       {"sp-linear", FlagKind::kString, "linear attention under --sp: zeco (default), lasp2, auto"},
-      {"sp-ulysses", FlagKind::kInt, "usp: Ulysses group size inside the sp group"}};
+      {"sp-ulysses", FlagKind::kInt, "usp: Ulysses group size inside the sp group", false, 1}};
 }
 
 absl::StatusOr<SpChoice> parse_sp_choice(const std::string& attn, const std::string& linear,
@@ -118,6 +121,14 @@ int run_main(int argc, char** argv) {
   }
   const absl::Status status = it->second.first(session, Args(argv + 2, argv + argc));
   if (status.ok() || is_help(status)) return 0;
+  if (const std::optional<int> code = requested_exit_code(status)) {
+    // Decided the same on every rank (a stop agreed at a step boundary): rank 0 says why.
+    if (session.is_root()) {
+      std::fprintf(stderr, "weft %s: %s\n", sub.c_str(), std::string(status.message()).c_str());
+      std::fflush(stderr);
+    }
+    return *code;
+  }
   if (!reported_elsewhere(status)) {
     std::fprintf(stderr, "weft %s: error: %s\n", sub.c_str(),
                  std::string(status.message()).c_str());

@@ -2,11 +2,14 @@
 // over the mesh of ParallelOptions.
 #include "models/causal_lm.h"
 
+#include <functional>
 #include <utility>
 
 #include "models/model_layout.h"
 #include "models/param_init.h"
 #include "models/transformer.h"
+#include "models/weight_shapes.h"
+#include "runtime/core/allocator.h"
 #include "runtime/core/status.h"
 #include "runtime/io/safetensors.h"
 
@@ -14,30 +17,26 @@ namespace weft::models {
 
 namespace {
 
-// Replaces every parameter's value with its shard of the tensor in `weights` (converted to f32),
-// after checking that it is there and has the shape config.json implies. Only the shard is
-// copied out of the (memory-mapped) file.
+// Replaces every parameter's value with its shard of the tensor in `weights` (converted to f32;
+// check_weights_match_config vetted names, shapes and dtypes). Only the shard is copied out of
+// the (memory-mapped) file.
 absl::Status load_parameters(const io::WeightSource& weights, const std::vector<Param*>& params) {
   for (Param* p : params) {
-    if (!weights.contains(p->name)) {
-      return absl::NotFoundError(absl::StrCat("tensor ", p->name,
-                                              " is missing from the weights in ", weights.dir(),
-                                              " (config.json needs it)"));
-    }
-    WEFT_ASSIGN_OR_RETURN(const io::TensorInfo info, weights.info(p->name));
-    if (info.shape != p->spec.global_shape) {
-      return invalid_argument("tensor ", p->name, " has shape ", shape_str(info.shape), " in ",
-                              weights.dir(), " but config.json implies ",
-                              shape_str(p->spec.global_shape));
-    }
-    if (!is_floating(info.dtype)) {
-      return invalid_argument("tensor ", p->name, " in ", weights.dir(), " is ",
-                              std::string(dtype_name(info.dtype)), ", expected F32, BF16 or F16");
-    }
     WEFT_ASSIGN_OR_RETURN(const Tensor whole, weights.get(p->name));  // zero-copy view
     p->value = take_shard(whole, p->spec, p->value.shape());
   }
   return absl::OkStatus();
+}
+
+// Runs `build` (which allocates the model), turning an allocation the machine cannot satisfy
+// into an ordinary error naming the tensor and its size.
+absl::StatusOr<std::unique_ptr<CausalLM>> allocating(
+    const std::function<absl::StatusOr<std::unique_ptr<CausalLM>>()>& build) {
+  try {
+    return build();
+  } catch (const AllocationError& e) {
+    return absl::ResourceExhaustedError(absl::StrCat("cannot allocate the model: ", e.what()));
+  }
 }
 
 }  // namespace
@@ -47,9 +46,12 @@ absl::StatusOr<std::unique_ptr<CausalLM>> CausalLM::from_pretrained(
   WEFT_ASSIGN_OR_RETURN(io::ModelConfig config, io::load_model_config(model_dir));
   WEFT_ASSIGN_OR_RETURN(ModelLayout layout, plan_layout(config, parallel));
   WEFT_ASSIGN_OR_RETURN(const io::WeightSource weights, io::WeightSource::open(model_dir));
-  auto model = std::make_unique<Transformer>(std::move(config), std::move(layout));
-  WEFT_RETURN_IF_ERROR(load_parameters(weights, model->parameters()));
-  return model;
+  WEFT_RETURN_IF_ERROR(check_weights_match_config(config, weights));  // before any allocation
+  return allocating([&]() -> absl::StatusOr<std::unique_ptr<CausalLM>> {
+    auto model = std::make_unique<Transformer>(std::move(config), std::move(layout));
+    WEFT_RETURN_IF_ERROR(load_parameters(weights, model->parameters()));
+    return model;
+  });
 }
 
 absl::StatusOr<std::unique_ptr<CausalLM>> CausalLM::from_config(const io::ModelConfig& config,
@@ -59,9 +61,11 @@ absl::StatusOr<std::unique_ptr<CausalLM>> CausalLM::from_config(const io::ModelC
   WEFT_ASSIGN_OR_RETURN(io::ModelConfig checked,
                         io::parse_model_config(io::model_config_to_json(config)));
   WEFT_ASSIGN_OR_RETURN(ModelLayout layout, plan_layout(checked, parallel));
-  auto model = std::make_unique<Transformer>(std::move(checked), std::move(layout));
-  init_parameters(model->parameters(), seed);
-  return model;
+  return allocating([&]() -> absl::StatusOr<std::unique_ptr<CausalLM>> {
+    auto model = std::make_unique<Transformer>(std::move(checked), std::move(layout));
+    init_parameters(model->parameters(), seed);
+    return model;
+  });
 }
 
 }  // namespace weft::models

@@ -77,6 +77,17 @@ absl::Status plan_sequence_parallel(const io::ModelConfig& c, const ParallelOpti
 
 }  // namespace
 
+absl::Status check_mesh_fits(const io::ModelConfig& config, const parallel::ParallelDims& dims,
+                             int pp_virtual) {
+  if (dims.ep != 1) {
+    return absl::UnimplementedError(
+        absl::StrCat("--ep ", dims.ep, ": the model has no expert-parallel MoE yet"));
+  }
+  WEFT_RETURN_IF_ERROR(check_tensor_parallel(config, dims.tp));
+  return parallel::stage_layers(static_cast<int>(config.num_hidden_layers), dims.pp, pp_virtual, 0)
+      .status();
+}
+
 absl::StatusOr<ModelLayout> plan_layout(const io::ModelConfig& config,
                                         const ParallelOptions& parallel) {
   ModelLayout layout;
@@ -88,11 +99,7 @@ absl::StatusOr<ModelLayout> plan_layout(const io::ModelConfig& config,
     return layout;
   }
   const parallel::ParallelDims& dims = parallel.mesh->dims();
-  if (dims.ep != 1) {
-    return absl::UnimplementedError(
-        absl::StrCat("--ep ", dims.ep, ": the model has no expert-parallel MoE yet"));
-  }
-  WEFT_RETURN_IF_ERROR(check_tensor_parallel(config, dims.tp));
+  WEFT_RETURN_IF_ERROR(check_mesh_fits(config, dims, parallel.pp_virtual));
   WEFT_ASSIGN_OR_RETURN(layout.chunks, parallel::stage_layers(layers, dims.pp, parallel.pp_virtual,
                                                               parallel.mesh->coord().pp));
   layout.tp = {dims.tp, parallel.mesh->coord().tp, &parallel.mesh->tp()};

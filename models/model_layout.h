@@ -36,6 +36,12 @@ struct ModelLayout {
 // Under sp, the algorithms must fit the model and each other (usp's Ulysses size divides sp;
 // Ulysses needs at least sp query heads per tp rank; ZeCO follows a contiguous or per-rank
 // zigzag layout). The ep degree must be 1 (no expert-parallel MoE yet).
+// The mesh checks that depend only on the model's shapes (tp against heads, KV heads,
+// intermediate size and vocabulary; pp x pp_virtual against the layers; ep): one validator for
+// training, evaluation and offline resharding.
+absl::Status check_mesh_fits(const io::ModelConfig& config, const parallel::ParallelDims& dims,
+                             int pp_virtual = 1);
+
 absl::StatusOr<ModelLayout> plan_layout(const io::ModelConfig& config,
                                         const ParallelOptions& parallel);
 

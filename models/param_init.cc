@@ -5,6 +5,7 @@
 
 #include "absl/strings/match.h"
 #include "kernels/ops.h"
+#include "runtime/core/allocator.h"
 #include "runtime/core/check.h"
 
 namespace weft::models {
@@ -20,10 +21,23 @@ uint64_t name_hash(const std::string& name) {
 
 }  // namespace
 
+namespace {
+
+// Tensor::empty(shape) for parameter `name`; an allocation failure names the parameter.
+Tensor allocate_param(const std::string& name, const Shape& shape) {
+  try {
+    return Tensor::empty(shape);
+  } catch (const AllocationError& e) {
+    throw AllocationError("parameter " + name + " of shape " + shape_str(shape) + ": " + e.what());
+  }
+}
+
+}  // namespace
+
 Param new_param(std::string name, Shape shape) {
   Param p;
+  p.value = allocate_param(name, shape);
   p.name = std::move(name);
-  p.value = Tensor::empty(shape);
   p.spec.global_shape = std::move(shape);
   return p;
 }
@@ -35,8 +49,8 @@ Param new_sharded_param(std::string name, Shape global_shape, int split_dim, con
   Shape local = global_shape;
   local[split_dim] /= shard.parts;
   Param p;
+  p.value = allocate_param(name, local);
   p.name = std::move(name);
-  p.value = Tensor::empty(local);
   p.spec = {std::move(global_shape), split_dim, "tp", shard.index * local[split_dim],
             shard.replica};
   return p;
@@ -49,7 +63,7 @@ void ensure_grad(Param& param) {
 void init_normal(Param& param, uint64_t seed, float std) {
   std::mt19937_64 rng(seed ^ name_hash(param.name));
   std::normal_distribution<float> dist(0.0f, std);
-  Tensor whole = Tensor::empty(param.spec.global_shape);
+  Tensor whole = allocate_param(param.name, param.spec.global_shape);
   float* p = whole.data<float>();
   for (int64_t i = 0; i < whole.numel(); ++i) p[i] = dist(rng);
   param.value = take_shard(whole, param.spec, param.value.shape());

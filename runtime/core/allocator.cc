@@ -47,7 +47,9 @@ void* device_allocate(size_t bytes, Device device) {
   const size_t padded = std::max<size_t>(64, (bytes + 63) / 64 * 64);
   if (device.is_cpu()) {
     ptr = std::aligned_alloc(64, padded);
-    WEFT_CHECK(ptr != nullptr) << "out of host memory allocating " << bytes << " bytes";
+    if (ptr == nullptr) {
+      throw AllocationError("out of host memory allocating " + std::to_string(bytes) + " bytes");
+    }
   } else {
 #ifdef WEFT_HAVE_CUDA
     WEFT_CUDA_CHECK(cudaSetDevice(device.index));

@@ -16,13 +16,19 @@ int64_t shape_numel(const Shape& shape) {
   return n;
 }
 
-std::string shape_str(const Shape& shape) { return absl::StrCat("[", absl::StrJoin(shape, ", "), "]"); }
+std::string shape_str(const Shape& shape) {
+  return absl::StrCat("[", absl::StrJoin(shape, ", "), "]");
+}
 
 Storage::Storage(size_t bytes, Device device)
     : data_(device_allocate(bytes, device)), bytes_(bytes), device_(device) {}
 
 Storage::Storage(void* data, size_t bytes, Device device, std::shared_ptr<void> keepalive)
-    : data_(data), bytes_(bytes), device_(device), owned_(false), keepalive_(std::move(keepalive)) {}
+    : data_(data),
+      bytes_(bytes),
+      device_(device),
+      owned_(false),
+      keepalive_(std::move(keepalive)) {}
 
 Storage::~Storage() {
   if (owned_) device_free(data_, bytes_, device_);
@@ -43,6 +49,12 @@ void copy_bytes(void* dst, Device dst_device, const void* src, Device src_device
 
 Tensor Tensor::empty(Shape shape, DType dtype, Device device) {
   for (int64_t d : shape) WEFT_CHECK(d >= 0) << "negative dimension in " << shape_str(shape);
+  int64_t bytes = static_cast<int64_t>(dtype_size(dtype));
+  for (int64_t d : shape) {
+    if (__builtin_mul_overflow(bytes, d, &bytes)) {
+      throw AllocationError("a tensor of shape " + shape_str(shape) + " has more than 2^63 bytes");
+    }
+  }
   Tensor t;
   t.dtype_ = dtype;
   t.shape_ = std::move(shape);
@@ -209,10 +221,17 @@ std::vector<int64_t> Tensor::to_ints() const {
   std::vector<int64_t> out(n);
   for (int64_t i = 0; i < n; ++i) {
     switch (dtype_) {
-      case DType::kI32: out[i] = static_cast<const int32_t*>(host.raw())[i]; break;
-      case DType::kI64: out[i] = static_cast<const int64_t*>(host.raw())[i]; break;
-      case DType::kU8: out[i] = static_cast<const uint8_t*>(host.raw())[i]; break;
-      default: WEFT_CHECK(false) << "to_ints of " << str();
+      case DType::kI32:
+        out[i] = static_cast<const int32_t*>(host.raw())[i];
+        break;
+      case DType::kI64:
+        out[i] = static_cast<const int64_t*>(host.raw())[i];
+        break;
+      case DType::kU8:
+        out[i] = static_cast<const uint8_t*>(host.raw())[i];
+        break;
+      default:
+        WEFT_CHECK(false) << "to_ints of " << str();
     }
   }
   return out;

@@ -92,13 +92,25 @@ absl::StatusOr<std::shared_ptr<SafetensorsFile>> SafetensorsFile::open(const std
                       kMaxHeaderBytes, " bytes");
   }
   json header;
+  // JSON lets a key repeat (nlohmann keeps the last); the format does not: a repeated tensor
+  // name would let one entry shadow another.
+  std::set<std::string> keys;
+  std::string repeated;
+  auto note_key = [&](int depth, json::parse_event_t event, json& parsed) {
+    if (depth == 1 && event == json::parse_event_t::key && repeated.empty() &&
+        !keys.insert(parsed.get<std::string>()).second) {
+      repeated = parsed.get<std::string>();
+    }
+    return true;
+  };
   try {
     const char* text = mapping->data() + 8;
-    header = json::parse(text, text + header_bytes);
+    header = json::parse(text, text + header_bytes, note_key);
   } catch (const json::exception& e) {
     return file_error(path, "header is not valid JSON: ", e.what());
   }
   if (!header.is_object()) return file_error(path, "header is not a JSON object");
+  if (!repeated.empty()) return file_error(path, "tensor '", repeated, "' is listed twice");
 
   auto file = std::shared_ptr<SafetensorsFile>(new SafetensorsFile());
   file->path_ = path;
@@ -158,23 +170,36 @@ absl::StatusOr<std::shared_ptr<SafetensorsFile>> SafetensorsFile::open(const std
     file->entries_.emplace(name, std::move(entry));
   }
 
-  // No two tensors may share bytes (empty tensors own no bytes).
+  // The tensors tile the data section: no two share bytes (empty tensors own none), no byte
+  // between them is unreferenced, and nothing follows the last one.
   std::vector<std::pair<const std::string*, const Entry*>> by_offset;
   for (const auto& [name, entry] : file->entries_) {
     if (entry.end > entry.begin) by_offset.emplace_back(&name, &entry);
   }
   std::sort(by_offset.begin(), by_offset.end(),
             [](const auto& a, const auto& b) { return a.second->begin < b.second->begin; });
-  for (size_t i = 1; i < by_offset.size(); ++i) {
-    const auto& [prev_name, prev] = by_offset[i - 1];
+  size_t covered_to = data_start;
+  for (size_t i = 0; i < by_offset.size(); ++i) {
     const auto& [name, entry] = by_offset[i];
-    if (entry->begin < prev->end) {
+    if (i > 0 && entry->begin < covered_to) {
+      const auto& [prev_name, prev] = by_offset[i - 1];
       return file_error(path, "tensors '", *prev_name, "' ",
                         range_str(prev->begin - data_start, prev->end - data_start), " and '",
                         *name, "' ", range_str(entry->begin - data_start, entry->end - data_start),
                         " overlap");
     }
+    if (entry->begin > covered_to) {
+      return file_error(path, "data bytes ",
+                        range_str(covered_to - data_start, entry->begin - data_start),
+                        " before tensor '", *name, "' belong to no tensor");
+    }
+    covered_to = entry->end;
   }
+  if (covered_to != file_bytes) {
+    return file_error(path, file_bytes - covered_to, " trailing bytes after the last tensor (",
+                      "data section ends at ", covered_to - data_start, " of ", data_bytes, ")");
+  }
+  file->header_bytes_ = data_start;
   file->mapping_ = std::move(mapping);
   return file;
 }
@@ -199,6 +224,13 @@ absl::StatusOr<const SafetensorsFile::Entry*> SafetensorsFile::find(const std::s
 absl::StatusOr<TensorInfo> SafetensorsFile::info(const std::string& name) const {
   WEFT_ASSIGN_OR_RETURN(const Entry* entry, find(name));
   return entry->info;
+}
+
+std::string_view SafetensorsFile::header_span() const { return {mapping_->data(), header_bytes_}; }
+
+absl::StatusOr<std::string_view> SafetensorsFile::data_span(const std::string& name) const {
+  WEFT_ASSIGN_OR_RETURN(const Entry* entry, find(name));
+  return std::string_view(mapping_->data() + entry->begin, entry->end - entry->begin);
 }
 
 absl::StatusOr<Tensor> SafetensorsFile::get(const std::string& name) const {

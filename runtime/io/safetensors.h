@@ -10,6 +10,7 @@
 #include <map>
 #include <memory>
 #include <string>
+#include <string_view>
 #include <utility>
 #include <vector>
 
@@ -25,9 +26,10 @@ struct TensorInfo {
   Shape shape;
 };
 
-// One mmap'd safetensors file. open() validates the whole header (length, JSON, dtypes, shapes
-// against byte ranges, ranges inside the file, no two ranges overlapping), so later calls only
-// fail on names that are not there.
+// One mmap'd safetensors file. open() validates the whole header (length, JSON, no repeated
+// name, dtypes, shapes against byte ranges, ranges inside the file) and that the tensors tile
+// the data section exactly (no overlap, no unreferenced gap, no trailing bytes), so later calls
+// only fail on names that are not there.
 class SafetensorsFile {
  public:
   static absl::StatusOr<std::shared_ptr<SafetensorsFile>> open(const std::string& path);
@@ -42,6 +44,10 @@ class SafetensorsFile {
   // A new f32 CPU tensor from F32, BF16 or F16 data (exact: every such value is an f32).
   absl::StatusOr<Tensor> get_f32(const std::string& name) const;
   [[nodiscard]] const std::map<std::string, std::string>& metadata() const { return metadata_; }
+  // The file's first bytes: the 8-byte length and the JSON header (with its padding).
+  [[nodiscard]] std::string_view header_span() const;
+  // The stored bytes of one tensor, for checksums.
+  absl::StatusOr<std::string_view> data_span(const std::string& name) const;
 
  private:
   struct Entry {
@@ -56,6 +62,7 @@ class SafetensorsFile {
   std::shared_ptr<MappedFile> mapping_;
   std::map<std::string, Entry> entries_;
   std::map<std::string, std::string> metadata_;
+  size_t header_bytes_ = 0;  // 8 + the header's length: where the data section starts
 };
 
 // The weights of a Hugging Face model directory: DIR/model.safetensors if present, else the shards

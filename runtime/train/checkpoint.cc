@@ -44,6 +44,7 @@ void CheckpointWriter::save_async(const std::string& dir, io::CheckpointManifest
   {
     std::lock_guard<std::mutex> lock(mutex_);
     snapshot_done_ = false;
+    write_done_ = false;
     status_ = absl::OkStatus();
   }
   thread_ = std::thread(&CheckpointWriter::run, this, dir, std::move(manifest), std::move(tensors));
@@ -58,6 +59,11 @@ absl::Status CheckpointWriter::wait() {
   if (thread_.joinable()) thread_.join();
   std::lock_guard<std::mutex> lock(mutex_);
   return status_;
+}
+
+absl::Status CheckpointWriter::poll() {
+  std::lock_guard<std::mutex> lock(mutex_);
+  return write_done_ ? status_ : absl::OkStatus();
 }
 
 void CheckpointWriter::run(const std::string& dir, io::CheckpointManifest manifest,
@@ -88,6 +94,7 @@ void CheckpointWriter::run(const std::string& dir, io::CheckpointManifest manife
   absl::Status status = write(dir, manifest, tensors);
   std::lock_guard<std::mutex> lock(mutex_);
   status_ = status;
+  write_done_ = true;
   write_seconds_ = seconds_since(start);
 }
 

@@ -52,6 +52,9 @@ class CheckpointWriter {
   // Blocks until the save in flight is complete on every rank; its status (OK when none), the
   // same on every rank.
   absl::Status wait();
+  // Without blocking: the failure of a save that has finished, else OK (also while one is still
+  // being written). Local: ranks may see a finished save at different moments.
+  absl::Status poll();
   // Seconds the last save spent copying, and writing + agreeing (in the background).
   [[nodiscard]] double last_snapshot_seconds() const { return snapshot_seconds_; }
   [[nodiscard]] double last_write_seconds() const { return write_seconds_; }
@@ -73,6 +76,7 @@ class CheckpointWriter {
   std::mutex mutex_;
   std::condition_variable cv_;
   bool snapshot_done_ = true;
+  bool write_done_ = true;
   absl::Status status_;
   double snapshot_seconds_ = 0;
   double write_seconds_ = 0;

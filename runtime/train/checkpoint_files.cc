@@ -6,6 +6,8 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "google/protobuf/io/coded_stream.h"
+#include "google/protobuf/io/zero_copy_stream_impl_lite.h"
 #include "runtime/core/status.h"
 #include "runtime/io/file_util.h"
 #include "runtime/io/safetensors.h"
@@ -109,14 +111,26 @@ absl::StatusOr<io::CheckpointManifest> write_shard(const std::string& dir, int r
   }
   const std::string path = (fs::path(dir) / file_name).string();
   WEFT_RETURN_IF_ERROR(io::write_safetensors(path, named));
+  // One pass over the written file: the header, then every tensor's bytes in file order (they
+  // tile the rest of the file), each into its own checksum and into the whole file's.
+  WEFT_ASSIGN_OR_RETURN(std::shared_ptr<io::SafetensorsFile> written,
+                        io::SafetensorsFile::open(path));
+  io::Sha256 whole;
+  whole.update(written->header_span());
   io::ShardFile* file = part.add_files();
   file->set_file(file_name);
   file->set_rank(rank);
-  std::error_code ec;
-  file->set_bytes(fs::file_size(path, ec));
-  if (ec) return absl::InternalError(absl::StrCat("cannot stat ", path, ": ", ec.message()));
-  WEFT_ASSIGN_OR_RETURN(std::string digest, io::sha256_file(path));
-  file->set_sha256(digest);
+  file->set_header_sha256(io::sha256_hex(written->header_span()));
+  uint64_t bytes = written->header_span().size();
+  for (int i = 0; i < part.tensors_size(); ++i) {
+    io::TensorEntry* entry = part.mutable_tensors(i);
+    WEFT_ASSIGN_OR_RETURN(std::string_view data, written->data_span(entry->name()));
+    whole.update(data);
+    bytes += data.size();
+    entry->mutable_chunks(0)->set_sha256(io::sha256_hex(data));
+  }
+  file->set_bytes(bytes);
+  file->set_sha256(whole.hex_digest());
   return part;
 }
 
@@ -149,7 +163,9 @@ absl::StatusOr<io::CheckpointManifest> merge_parts(
 }
 
 absl::Status commit_checkpoint(const std::string& tmp_dir, const std::string& final_dir,
-                               const io::CheckpointManifest& manifest) {
+                               io::CheckpointManifest manifest) {
+  manifest.set_format_version(kCheckpointFormat);
+  manifest.set_manifest_sha256(manifest_digest(manifest));
   WEFT_RETURN_IF_ERROR(io::write_file_atomic((fs::path(tmp_dir) / kManifestFile).string(),
                                              manifest.SerializeAsString()));
   std::error_code ec;
@@ -163,13 +179,52 @@ absl::Status commit_checkpoint(const std::string& tmp_dir, const std::string& fi
   return absl::OkStatus();
 }
 
+std::string manifest_digest(io::CheckpointManifest manifest) {
+  manifest.clear_manifest_sha256();
+  std::string bytes;
+  {
+    google::protobuf::io::StringOutputStream stream(&bytes);
+    google::protobuf::io::CodedOutputStream coded(&stream);
+    coded.SetSerializationDeterministic(true);
+    manifest.SerializeToCodedStream(&coded);
+  }
+  return io::sha256_hex(bytes);
+}
+
 absl::StatusOr<io::CheckpointManifest> read_manifest(const std::string& checkpoint_dir) {
   const std::string path = (fs::path(checkpoint_dir) / kManifestFile).string();
   WEFT_ASSIGN_OR_RETURN(std::string bytes, io::read_file(path));
+  auto damaged = [&](auto&&... why) {
+    return absl::DataLossError(absl::StrCat("checkpoint manifest ", path, " is damaged: ", why...));
+  };
+  if (bytes.empty()) return damaged("the file is empty (0 bytes)");
   io::CheckpointManifest manifest;
-  if (!manifest.ParseFromString(bytes)) {
-    return absl::DataLossError(
-        absl::StrCat("checkpoint manifest ", path, " is corrupt (not a CheckpointManifest)"));
+  if (!manifest.ParseFromString(bytes)) return damaged("not a CheckpointManifest (unparsable)");
+  const int format = manifest.format_version();
+  if (format < kOldestReadableFormat || format > kCheckpointFormat) {
+    return damaged("format_version ", format, " (this weft reads ", kOldestReadableFormat, " to ",
+                   kCheckpointFormat, ")");
+  }
+  if (format >= 3 && manifest.manifest_sha256() != manifest_digest(manifest)) {
+    return damaged(manifest.manifest_sha256().empty() ? "its checksum is missing (truncated?)"
+                                                      : "its checksum does not match its bytes");
+  }
+  if (manifest.files_size() == 0 || manifest.tensors_size() == 0 ||
+      manifest.model_config_json().empty()) {
+    return damaged("it lists ", manifest.files_size(), " files, ", manifest.tensors_size(),
+                   " tensors and ", manifest.model_config_json().size(),
+                   " bytes of model config (a checkpoint has all three)");
+  }
+  std::set<std::string> listed;
+  for (const io::ShardFile& f : manifest.files()) listed.insert(f.file());
+  for (const io::TensorEntry& entry : manifest.tensors()) {
+    for (const io::TensorChunk& chunk : entry.chunks()) {
+      if (!listed.count(chunk.file())) {
+        return damaged("tensor '", entry.name(), "' has a chunk in ", chunk.file(),
+                       ", which is not among its files");
+      }
+    }
+    if (absl::Status s = check_chunks_tile(entry); !s.ok()) return damaged(s.message());
   }
   return manifest;
 }

@@ -20,6 +20,10 @@
 namespace weft::train {
 
 inline constexpr char kManifestFile[] = "manifest.pb";
+// Format 3 adds SHA-256 checksums of every chunk, of every shard's header and of the manifest
+// itself; format 2 (whole-file checksums only) is still read.
+inline constexpr int kCheckpointFormat = 3;
+inline constexpr int kOldestReadableFormat = 2;
 
 // One tensor as a rank holds it: the box [offsets, offsets + value.shape) of a tensor of
 // `global_shape`, and how the training mesh splits it (models::ShardSpec) for resharding.
@@ -43,8 +47,9 @@ bool is_optimizer_state(const std::string& name);
 // Removes a stale `tmp_dir` and creates it empty (with its parents).
 absl::Status prepare_tmp_dir(const std::string& tmp_dir);
 // Writes `tensors` (CPU, f32 or any float dtype) as `dir`/shard_file_name(rank) and returns a
-// manifest holding only this shard's entries (one chunk each) and its file with size and
-// SHA-256. Errors name the tensor whose box does not fit its global shape or a repeated name.
+// manifest holding only this shard's entries (one chunk each, with the SHA-256 of its bytes) and
+// its file with size, SHA-256 and header SHA-256 (all from one pass over the written file).
+// Errors name the tensor whose box does not fit its global shape or a repeated name.
 absl::StatusOr<io::CheckpointManifest> write_shard(const std::string& dir, int rank,
                                                    const std::vector<CheckpointTensor>& tensors);
 // `header` (step, mesh, ...) plus every part's files and tensors, one entry per name with all
@@ -52,9 +57,16 @@ absl::StatusOr<io::CheckpointManifest> write_shard(const std::string& dir, int r
 // when chunks overlap or do not cover their tensor.
 absl::StatusOr<io::CheckpointManifest> merge_parts(
     io::CheckpointManifest header, const std::vector<io::CheckpointManifest>& parts);
-// Writes manifest.pb into `tmp_dir` and renames it to `final_dir` (replacing an older one).
+// Seals `manifest` (format version and manifest checksum), writes it as manifest.pb into
+// `tmp_dir` and renames `tmp_dir` to `final_dir` (replacing an older one).
 absl::Status commit_checkpoint(const std::string& tmp_dir, const std::string& final_dir,
-                               const io::CheckpointManifest& manifest);
+                               io::CheckpointManifest manifest);
+// The manifest of a checkpoint directory, refused (DataLoss naming the file) when it is empty,
+// unparsable, truncated (its checksum missing or wrong), of an unknown format, or incomplete:
+// no files, no tensors, no model config, a chunk in an unlisted file or chunks that do not tile
+// their tensor.
 absl::StatusOr<io::CheckpointManifest> read_manifest(const std::string& checkpoint_dir);
+// SHA-256 of `manifest` serialized deterministically with manifest_sha256 cleared.
+std::string manifest_digest(io::CheckpointManifest manifest);
 
 }  // namespace weft::train

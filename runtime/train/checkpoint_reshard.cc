@@ -7,8 +7,10 @@
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
+#include "models/model_layout.h"
 #include "parallel/pipeline_layout.h"
 #include "runtime/core/status.h"
+#include "runtime/io/model_config.h"
 #include "runtime/train/checkpoint_files.h"
 #include "runtime/train/checkpoint_reader.h"
 
@@ -106,6 +108,10 @@ absl::StatusOr<parallel::ParallelDims> parse_mesh_spec(const std::string& spec) 
 absl::StatusOr<std::string> reshard_checkpoint(const std::string& from, const std::string& to,
                                                const parallel::ParallelDims& dims) {
   WEFT_ASSIGN_OR_RETURN(std::unique_ptr<CheckpointReader> reader, CheckpointReader::open(from));
+  // The same mesh rules as `weft train`: a checkpoint no run could load is not written.
+  WEFT_ASSIGN_OR_RETURN(const io::ModelConfig config,
+                        io::parse_model_config(reader->model_config_json()));
+  WEFT_RETURN_IF_ERROR(models::check_mesh_fits(config, dims));
   int num_layers = 0;
   for (const io::TensorEntry& e : reader->manifest().tensors()) {
     num_layers = std::max(num_layers, layer_of(e.name()) + 1);

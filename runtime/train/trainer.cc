@@ -1,5 +1,6 @@
 #include "runtime/train/trainer.h"
 
+#include <cmath>
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
@@ -8,12 +9,14 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "runtime/core/allocator.h"
+#include "runtime/core/exit_code.h"
 #include "runtime/core/logging.h"
 #include "runtime/core/status.h"
 #include "runtime/io/model_config.h"
 #include "runtime/train/checkpoint_reader.h"
 #include "runtime/train/pipeline_executor.h"
 #include "runtime/train/pipeline_schedule.h"
+#include "runtime/train/stop_signal.h"
 
 namespace weft::train {
 namespace {
@@ -28,7 +31,14 @@ absl::Status validate(const TrainOptions& o, const TokenFile& data) {
                             ", whose lines have ", data.seq_len(), " tokens");
   }
   if (o.seq_len < 2) return invalid_argument("--seq-len ", o.seq_len, " must be at least 2");
-  if (!(o.adamw.lr >= 0)) return invalid_argument("--lr ", o.adamw.lr, " must be >= 0");
+  if (o.global_batch > data.num_sequences()) {
+    return invalid_argument("--global-batch ", o.global_batch, " is larger than the token file ",
+                            data.path(), ", which has ", data.num_sequences(),
+                            " sequences (a step would repeat sequences)");
+  }
+  if (!(o.adamw.lr >= 0) || !std::isfinite(o.adamw.lr)) {
+    return invalid_argument("--lr ", o.adamw.lr, " must be a finite number >= 0");
+  }
   if (o.save_every < 0) return invalid_argument("--save-every ", o.save_every, " must be >= 0");
   if (o.keep_last < 0) return invalid_argument("--keep-last ", o.keep_last, " must be >= 0");
   if (o.log_every <= 0) return invalid_argument("--log-every ", o.log_every, " must be positive");
@@ -68,6 +78,11 @@ absl::StatusOr<std::unique_ptr<Trainer>> Trainer::create(const TrainOptions& opt
                                                 trainer->data_.max_id(),
                                                 ", outside the vocabulary [0, ", vocab, ")")));
   }
+  if (options.seq_len > model.config().max_position_embeddings) {
+    WEFT_RETURN_IF_ERROR(agree(invalid_argument("--seq-len ", options.seq_len,
+                                                " exceeds the model's max_position_embeddings ",
+                                                model.config().max_position_embeddings)));
+  }
   WEFT_RETURN_IF_ERROR(agree(model.check_batch(trainer->data_.sequences(0, 1))));
   model.zero_grad();  // the optimizer's reducer packs the grad tensors: they must exist
   trainer->optimizer_ = std::make_unique<AdamW>(
@@ -78,20 +93,62 @@ absl::StatusOr<std::unique_ptr<Trainer>> Trainer::create(const TrainOptions& opt
   if (options.overlap_grad_reduce) {
     model.set_grad_ready_hook([optimizer](models::Param& p) { optimizer->grad_ready(p); });
   }
-  if (!options.load_dir.empty()) {
-    absl::StatusOr<std::unique_ptr<CheckpointReader>> reader =
-        CheckpointReader::open(options.load_dir);
-    absl::Status status = reader.status();
-    if (status.ok()) status = trainer->restore(**reader);
-    WEFT_RETURN_IF_ERROR(agree(status));
+  if (!options.load_dir.empty()) WEFT_RETURN_IF_ERROR(trainer->resume());
+  if (!options.save_dir.empty() && trainer->start_step_ < options.steps) {
+    WEFT_RETURN_IF_ERROR(agree(trainer->remove_save_leftovers()));
+    trainer->writer_ = std::make_unique<CheckpointWriter>(world);
   }
-  if (trainer->start_step_ >= options.steps) {
-    WEFT_RETURN_IF_ERROR(
-        agree(invalid_argument("the checkpoint is at step ", trainer->start_step_, ", --steps ",
-                               options.steps, " leaves nothing to do")));
-  }
-  if (!options.save_dir.empty()) trainer->writer_ = std::make_unique<CheckpointWriter>(world);
   return trainer;
+}
+
+absl::Status Trainer::resume() {
+  const std::vector<std::string> candidates = checkpoint_candidates(options_.load_dir);
+  if (candidates.empty()) return agree_(find_latest_checkpoint(options_.load_dir).status());
+  for (size_t i = 0; i < candidates.size(); ++i) {
+    absl::StatusOr<std::unique_ptr<CheckpointReader>> reader =
+        CheckpointReader::open(candidates[i]);
+    absl::Status local = reader.status();
+    if (local.ok()) local = restore(**reader);
+    // [0]: this rank failed; [1]: it failed for another reason than damaged files (DataLoss),
+    // where an older checkpoint would not help.
+    Tensor failed =
+        Tensor::from_ints({local.ok() ? 0 : 1, !local.ok() && !absl::IsDataLoss(local)}, {2});
+    mesh_->world().all_reduce(failed, comm::ReduceOp::kMax);
+    if (failed.to_ints()[0] == 0) {
+      if (i > 0 && mesh_->rank() == 0) {
+        WEFT_LOG(WARNING) << "--load-fallback: resumed from " << candidates[i]
+                          << ", the newest checkpoint that loads; newer ones are damaged";
+      }
+      return absl::OkStatus();
+    }
+    const bool older_exists = i + 1 < candidates.size() && failed.to_ints()[1] == 0;
+    if (older_exists && options_.load_fallback) {
+      if (!local.ok()) {
+        WEFT_LOG(WARNING) << local.message() << "; --load-fallback: trying " << candidates[i + 1];
+      }
+      continue;
+    }
+    if (older_exists && absl::IsDataLoss(local)) {
+      local = absl::DataLossError(absl::StrCat(local.message(), "; an older checkpoint exists (",
+                                               candidates[i + 1],
+                                               "): pass --load-fallback to resume from the newest "
+                                               "one that loads"));
+    }
+    return agree_(local);
+  }
+  return agree_(absl::OkStatus());  // not reached: the last candidate returns above
+}
+
+absl::Status Trainer::remove_save_leftovers() {
+  if (mesh_->rank() != 0) return absl::OkStatus();
+  std::error_code ec;
+  if (!std::filesystem::is_directory(options_.save_dir, ec)) return absl::OkStatus();
+  WEFT_ASSIGN_OR_RETURN(std::vector<std::string> removed,
+                        remove_leftover_checkpoints(options_.save_dir));
+  for (const std::string& dir : removed) {
+    WEFT_LOG(INFO) << "removed " << dir << ", the leftover of an interrupted save";
+  }
+  return absl::OkStatus();
 }
 
 absl::Status Trainer::validate_batch() const {
@@ -129,8 +186,22 @@ absl::Status Trainer::load_model() {
     if (!options_.model_dir.empty()) {
       WEFT_ASSIGN_OR_RETURN(config, io::load_model_config(options_.model_dir));
     } else {
-      WEFT_ASSIGN_OR_RETURN(auto reader, CheckpointReader::open(options_.load_dir));
-      WEFT_ASSIGN_OR_RETURN(config, io::parse_model_config(reader->model_config_json()));
+      // Every checkpoint of a run holds the same config: take it from the newest readable
+      // manifest (which checkpoint is restored, and whether a damaged one is refused, is
+      // resume()'s decision).
+      absl::Status first_error = find_latest_checkpoint(options_.load_dir).status();
+      std::string json;
+      for (const std::string& candidate : checkpoint_candidates(options_.load_dir)) {
+        absl::StatusOr<io::CheckpointManifest> manifest = read_manifest(candidate);
+        if (manifest.ok()) {
+          json = manifest->model_config_json();
+          break;
+        }
+        if (first_error.ok()) first_error = manifest.status();
+      }
+      if (json.empty())
+        return first_error.ok() ? absl::NotFoundError("no checkpoint") : first_error;
+      WEFT_ASSIGN_OR_RETURN(config, io::parse_model_config(json));
     }
     WEFT_ASSIGN_OR_RETURN(model_, models::CausalLM::from_config(config, options_.seed, parallel));
     return absl::OkStatus();
@@ -210,7 +281,9 @@ StepMetrics Trainer::train_step(int64_t step) {
     writer_->wait_snapshot();
     count_checkpoint_wait(m, wait_start);
   }
-  optimizer_->step(step);
+  // A non-finite loss or gradient would poison every weight: run() stops before it is applied.
+  // (Both are the same on every rank: the loss is summed, the norm reduced over the mesh.)
+  if (std::isfinite(m.loss) && std::isfinite(m.grad_norm)) optimizer_->step(step);
   m.step_time_s = seconds_since(start);
   m.tokens_per_s = static_cast<double>(options_.global_batch * options_.seq_len) / m.step_time_s;
   m.peak_bytes = memory_stats(Device::cpu()).peak_bytes;
@@ -258,63 +331,108 @@ void Trainer::count_checkpoint_wait(StepMetrics& m, SteadyClock::time_point star
   checkpoint_wait_s_ += waited;
 }
 
-absl::Status Trainer::append_metrics(const StepMetrics& m) {
-  std::ofstream out(options_.metrics_path, std::ios::app);
-  if (!out) {
-    return absl::InternalError(
-        absl::StrCat("cannot write metrics file '", options_.metrics_path, "'"));
-  }
-  out << absl::StrFormat(
-      "{\"step\": %d, \"loss\": %.9g, \"grad_norm\": %.9g, \"lr\": %.9g, \"step_time_s\": %.6f, "
-      "\"tokens_per_s\": %.3f, \"peak_bytes\": %d, \"checkpoint_wait_s\": %.6f}\n",
-      m.step, m.loss, m.grad_norm, m.lr, m.step_time_s, m.tokens_per_s, m.peak_bytes,
-      m.checkpoint_wait_s);
-  return out ? absl::OkStatus()
-             : absl::InternalError(absl::StrCat("write to '", options_.metrics_path, "' failed"));
+Trainer::Boundary Trainer::step_boundary() {
+  Tensor flags = Tensor::from_ints(
+      {writer_ && !writer_->poll().ok() ? 1 : 0, static_cast<int64_t>(stop_signal_received())},
+      {2});
+  mesh_->world().all_reduce(flags, comm::ReduceOp::kMax);
+  const std::vector<int64_t> v = flags.to_ints();
+  return {.save_failed = v[0] != 0, .stop_signal = static_cast<int>(v[1])};
+}
+
+absl::Status Trainer::save(int64_t step, StepMetrics& m, bool wait) {
+  // Waits for the save in flight (counted as this step's checkpoint wait); once it is complete,
+  // rank 0 applies --keep-last. Every rank learns a failure on any rank.
+  auto wait_for_save = [this, &m]() {
+    const auto wait_start = SteadyClock::now();
+    absl::Status status = writer_->wait();
+    if (status.ok() && mesh_->rank() == 0 && options_.keep_last > 0) {
+      status = prune_checkpoints(options_.save_dir, options_.keep_last);
+    }
+    count_checkpoint_wait(m, wait_start);
+    return agree_(status);
+  };
+  WEFT_RETURN_IF_ERROR(wait_for_save());  // the previous save must be on disk before the next
+  start_save(step);
+  return wait ? wait_for_save() : absl::OkStatus();
 }
 
 absl::Status Trainer::run() {
   const bool root = mesh_->rank() == 0;
-  if (root && !options_.metrics_path.empty() && start_step_ == 0) {
-    std::ofstream truncate(options_.metrics_path, std::ios::trunc);
-  }
-  // Waits for the save in flight; the loop's wait counts as this step's checkpoint wait. Once it
-  // is complete, rank 0 applies --keep-last.
-  auto wait_for_save = [this, root](StepMetrics& m) {
-    const auto wait_start = SteadyClock::now();
-    absl::Status status = writer_->wait();
-    if (status.ok() && root && options_.keep_last > 0) {
-      status = prune_checkpoints(options_.save_dir, options_.keep_last);
+  if (start_step_ >= options_.steps) {
+    if (root) {
+      std::printf(
+          "the checkpoint in %s is at step %lld, which reaches --steps %lld: nothing to "
+          "do\n",
+          options_.load_dir.c_str(), static_cast<long long>(start_step_),
+          static_cast<long long>(options_.steps));
     }
-    count_checkpoint_wait(m, wait_start);
-    return status;
-  };
+    return absl::OkStatus();
+  }
+  absl::Status opened;
+  if (root && !options_.metrics_path.empty()) {
+    absl::StatusOr<MetricsLog> log = MetricsLog::open(options_.metrics_path, start_step_);
+    opened = log.status();
+    if (log.ok()) metrics_.emplace(std::move(*log));
+  }
+  WEFT_RETURN_IF_ERROR(agree_(opened));
+  install_stop_handlers();
   for (int64_t step = start_step_ + 1; step <= options_.steps; ++step) {
     StepMetrics m = train_step(step);
+    const bool finite = std::isfinite(m.loss) && std::isfinite(m.grad_norm);
     const bool save_now =
-        writer_ != nullptr &&
+        writer_ != nullptr && finite &&
         ((options_.save_every > 0 && step % options_.save_every == 0) || step == options_.steps);
-    // A failed save or metrics write stops every rank (none is left waiting in a collective).
-    if (save_now) {
-      // The previous save must be on disk before the next starts.
-      WEFT_RETURN_IF_ERROR(agree_(wait_for_save(m)));
-      start_save(step);
-      // The last save is waited for here (the process cannot exit before it is on disk), so
-      // its wait is in the metrics too.
-      if (options_.sync_save || step == options_.steps) {
-        WEFT_RETURN_IF_ERROR(agree_(wait_for_save(m)));
-      }
-    }
+    // The last save is waited for here (the process cannot exit before it is on disk), so its
+    // wait is in the metrics too.
+    if (save_now) WEFT_RETURN_IF_ERROR(save(step, m, options_.sync_save || step == options_.steps));
     history_.push_back(m);
-    absl::Status status;
-    if (root && !options_.metrics_path.empty()) status = append_metrics(m);
-    if (root && (step % options_.log_every == 0 || step == options_.steps)) {
+    // A failed metrics write stops every rank (none is left waiting in a collective).
+    absl::Status status = metrics_ ? metrics_->append(m) : absl::OkStatus();
+    if (root && (step % options_.log_every == 0 || step == options_.steps || !finite)) {
       std::printf("step %lld/%lld  loss %.6f  grad_norm %.4f  lr %.3g  %.3fs  %.0f tok/s\n",
                   static_cast<long long>(step), static_cast<long long>(options_.steps), m.loss,
                   m.grad_norm, m.lr, m.step_time_s, m.tokens_per_s);
       std::fflush(stdout);
     }
     WEFT_RETURN_IF_ERROR(agree_(status));
+    if (!finite) {
+      const std::string kept = writer_ ? absl::StrCat("the newest complete checkpoint in ",
+                                                      options_.save_dir, " is kept")
+                                       : std::string("nothing was saved (no --save)");
+      return agree_(root ? absl::InternalError(absl::StrFormat(
+                               "step %d: the loss is %g and the gradient norm %g (not finite): "
+                               "training stopped before the optimizer step; %s",
+                               step, m.loss, m.grad_norm, kept))
+                         : absl::OkStatus());
+    }
+
+    const Boundary boundary = step_boundary();
+    if (boundary.save_failed) {
+      // The same status on every rank (the writer agrees on it); the failed save's files are
+      // gone and older checkpoints are untouched.
+      const absl::Status failed = writer_->wait();
+      absl::StatusOr<std::string> newest = find_latest_checkpoint(options_.save_dir);
+      return agree_(
+          root ? absl::Status(failed.code(), absl::StrCat(failed.message(), " (noticed after step ",
+                                                          step, "; newest complete checkpoint: ",
+                                                          newest.ok() ? *newest : "none", ")"))
+               : absl::OkStatus());
+    }
+    if (boundary.stop_signal != 0 && step < options_.steps) {
+      std::string saved = "nothing saved (no --save)";
+      if (writer_) {
+        if (!save_now) WEFT_RETURN_IF_ERROR(save(step, m, /*wait=*/true));
+        WEFT_RETURN_IF_ERROR(agree_(writer_->wait()));
+        saved = absl::StrCat("checkpoint saved in ", options_.save_dir, "/", step_dir_name(step));
+      }
+      WEFT_RETURN_IF_ERROR(agree_(metrics_ ? metrics_->close() : absl::OkStatus()));
+      return with_exit_code(
+          absl::AbortedError(absl::StrCat("stopped by ", signal_name(boundary.stop_signal),
+                                          " after step ", step, ": ", saved, "; exit code ",
+                                          kExitStopped, " (resume with --load)")),
+          kExitStopped);
+    }
   }
   absl::Status final_status = writer_ ? writer_->wait() : absl::OkStatus();
   if (writer_ && final_status.ok() && root) {
@@ -322,6 +440,7 @@ absl::Status Trainer::run() {
                 static_cast<long long>(options_.steps), options_.save_dir.c_str(),
                 writer_->last_snapshot_seconds(), writer_->last_write_seconds());
   }
+  if (final_status.ok() && metrics_) final_status = metrics_->close();
   return agree_(final_status);
 }
 

@@ -11,6 +11,7 @@
 #include <cstdint>
 #include <functional>
 #include <memory>
+#include <optional>
 #include <string>
 
 #include "absl/status/statusor.h"
@@ -20,6 +21,7 @@
 #include "parallel/mesh.h"
 #include "runtime/core/clock.h"
 #include "runtime/train/checkpoint.h"
+#include "runtime/train/metrics_log.h"
 #include "runtime/train/optimizer.h"
 #include "runtime/train/token_data.h"
 
@@ -36,6 +38,9 @@ struct TrainOptions {
   double clip_grad = 0;  // 0 = no clipping
   std::string save_dir;
   std::string load_dir;
+  // --load DIR whose newest checkpoint is damaged: resume from the newest older one that loads
+  // (a warning) instead of refusing.
+  bool load_fallback = false;
   int64_t save_every = 0;  // 0 = only at the end
   int64_t keep_last = 0;   // keep only the newest N complete checkpoints (0 = all)
   std::string metrics_path;
@@ -59,19 +64,6 @@ struct TrainOptions {
 // Collective agreement on a status (see launch/session.h); identity on one rank.
 using AgreeFn = std::function<absl::Status(absl::Status)>;
 
-struct StepMetrics {
-  int64_t step = 0;
-  double loss = 0;
-  double grad_norm = 0;
-  double lr = 0;
-  double step_time_s = 0;
-  double tokens_per_s = 0;
-  int64_t peak_bytes = 0;  // highest live tensor bytes on this rank during the step
-  // The loop's wait this step for checkpoints: the snapshot of the save in flight, and before a
-  // new save, the write of the previous one (with sync_save, all of this step's own save).
-  double checkpoint_wait_s = 0;
-};
-
 class Trainer {
  public:
   // Builds the mesh, loads data, model and (with load_dir) the checkpoint on every rank, and
@@ -79,7 +71,12 @@ class Trainer {
   static absl::StatusOr<std::unique_ptr<Trainer>> create(const TrainOptions& options,
                                                          comm::Communicator& world, AgreeFn agree);
 
-  // Runs steps start_step()+1 .. options.steps. Collective.
+  // Runs steps start_step()+1 .. options.steps. Collective. Stops early, every rank at the same
+  // step boundary, when a background save failed (an error naming it; the newest complete
+  // checkpoint is kept), when the loss or gradient norm is not finite (an error naming the step;
+  // the weights are not updated), or on SIGTERM/SIGUSR1 (saves a checkpoint when saving, and
+  // returns a status asking for exit code kExitStopped). A run whose checkpoint already reached
+  // --steps does nothing and returns OK.
   absl::Status run();
 
   [[nodiscard]] int64_t start_step() const { return start_step_; }
@@ -96,12 +93,24 @@ class Trainer {
           TokenFile data);
   absl::Status validate_batch() const;
   absl::Status load_model();
+  // Resumes from the newest checkpoint under options.load_dir that every rank restores, falling
+  // back past damaged ones only with load_fallback. Collective.
+  absl::Status resume();
   absl::Status restore(const CheckpointReader& checkpoint);
+  // Rank 0 removes leftovers of interrupted saves ("step-N.tmp") in the save directory.
+  absl::Status remove_save_leftovers();
+  // Every rank's view at the end of a step, agreed: a finished save that failed, a stop signal.
+  struct Boundary {
+    bool save_failed = false;
+    int stop_signal = 0;
+  };
+  Boundary step_boundary();
+  // Saves step `step` (waiting for the previous save first) and, with `wait`, until on disk.
+  absl::Status save(int64_t step, StepMetrics& m, bool wait);
   // This step's summed loss over this rank's micro-batches (every rank of a pipeline gets it).
   double run_microbatches(const Tensor& tokens, float loss_scale);
   StepMetrics train_step(int64_t step);
   void start_save(int64_t step);
-  absl::Status append_metrics(const StepMetrics& m);
 
   TrainOptions options_;
   std::unique_ptr<parallel::Mesh> mesh_;
@@ -111,6 +120,7 @@ class Trainer {
   std::unique_ptr<AdamW> optimizer_;
   std::unique_ptr<CheckpointWriter> writer_;  // every rank (saves are collective)
   int64_t start_step_ = 0;
+  std::optional<MetricsLog> metrics_;  // rank 0, with --metrics
   std::vector<StepMetrics> history_;
   double checkpoint_wait_s_ = 0;
 };

@@ -109,7 +109,12 @@ io::CheckpointManifest header(int64_t step, int world) {
   m.mutable_mesh()->set_tp(world);
   m.mutable_mesh()->set_dp(1);
   m.mutable_mesh()->set_pp(1);
-  m.set_model_config_json("{\"num_hidden_layers\": 2}");
+  // A config that the meshes of the reshard test fit (tp 2 and 3 divide heads, intermediate size
+  // and vocabulary; two layers for pp 2).
+  m.set_model_config_json(
+      R"({"architectures": ["LlamaForCausalLM"], "vocab_size": 12, "hidden_size": 6,
+          "intermediate_size": 6, "num_hidden_layers": 2, "num_attention_heads": 6,
+          "num_key_value_heads": 6, "max_position_embeddings": 16})");
   return m;
 }
 
@@ -241,19 +246,37 @@ TEST(Checkpoint, ReplicasWrittenByTwoRanksFailTheSaveAsOverlapping) {
   world->barrier();
 }
 
-TEST(Checkpoint, TheNewestCompleteCheckpointWinsOverANewerIncompleteOne) {
+TEST(Checkpoint, LeftoversAreIgnoredAndANewerStepWithoutManifestIsRefusedNotSkipped) {
   auto world = comm::mpi_world_communicator();
   const std::string dir = shared_temp_dir(*world, "weft_ckpt_latest");
   save(*world, dir, 1);
   save(*world, dir, 2);
   if (world->rank() == 0) {
+    // What a crash mid-save leaves: never a checkpoint.
     fs::create_directories(dir + "/step-00000003.tmp");
     ASSERT_TRUE(io::write_file_atomic(dir + "/step-00000003.tmp/manifest.pb", "").ok());
-    fs::create_directories(dir + "/step-00000004");  // no manifest: a half-renamed leftover
   }
   world->barrier();
   EXPECT_EQ(*find_latest_checkpoint(dir), dir + "/step-00000002");
   EXPECT_EQ((*CheckpointReader::open(dir))->step(), 2);
+  EXPECT_EQ(leftover_checkpoints(dir), std::vector<std::string>{dir + "/step-00000003.tmp"});
+  world->barrier();
+  if (world->rank() == 0) {
+    // A step directory is renamed into place only with its manifest: one without it is damage,
+    // reported with the newest complete checkpoint before it, never silently passed over.
+    fs::create_directories(dir + "/step-00000004");
+  }
+  world->barrier();
+  const absl::StatusOr<std::string> latest = find_latest_checkpoint(dir);
+  EXPECT_EQ(latest.status().code(), absl::StatusCode::kDataLoss);
+  EXPECT_NE(latest.status().message().find("step-00000004 has no manifest.pb"), std::string::npos)
+      << latest.status();
+  EXPECT_NE(latest.status().message().find("before it is " + dir + "/step-00000002"),
+            std::string::npos)
+      << latest.status();
+  EXPECT_EQ(checkpoint_candidates(dir),
+            (std::vector<std::string>{dir + "/step-00000004", dir + "/step-00000002",
+                                      dir + "/step-00000001"}));
   world->barrier();
 }
 
@@ -265,35 +288,36 @@ TEST(Checkpoint, VerifyCatchesAFlippedByteAMissingShardAndIncompleteCoverage) {
   if (world->rank() == 0) {
     const std::string ckpt = dir + "/step-00000001";
     const std::string shard = ckpt + "/shard-00001.safetensors";
-    ASSERT_TRUE(verify_checkpoint(dir).ok());
+    ASSERT_TRUE(verify_checkpoint(dir).ok()) << verify_checkpoint(dir).status();
     std::string bytes = *io::read_file(shard);
     std::string flipped = bytes;
     flipped[flipped.size() - 3] ^= 0x01;
     ASSERT_TRUE(io::write_file_atomic(shard, flipped).ok());
-    absl::Status status = verify_checkpoint(dir);
+    absl::Status status = verify_checkpoint(dir).status();
     EXPECT_NE(status.message().find("shard-00001.safetensors: checksum mismatch"),
               std::string::npos)
         << status;
 
     fs::remove(shard);
-    status = verify_checkpoint(dir);
+    status = verify_checkpoint(dir).status();
     EXPECT_NE(status.message().find("shard-00001.safetensors: missing"), std::string::npos)
         << status;
     EXPECT_FALSE((*CheckpointReader::open(dir))->read(model_specs()[0].name).ok());
     ASSERT_TRUE(io::write_file_atomic(shard, bytes).ok());
     EXPECT_TRUE(verify_checkpoint(dir).ok());
 
-    // A manifest that lost one chunk of the row-split tensor.
+    // A manifest that lost one chunk of the row-split tensor (resealed, so that its checksum
+    // holds and the coverage check is what refuses it).
     io::CheckpointManifest manifest = *read_manifest(ckpt);
     manifest.mutable_tensors(0)->mutable_chunks()->RemoveLast();
+    manifest.set_manifest_sha256(manifest_digest(manifest));
     ASSERT_TRUE(io::write_file_atomic(ckpt + "/manifest.pb", manifest.SerializeAsString()).ok());
-    status = verify_checkpoint(dir);
+    status = verify_checkpoint(dir).status();
     EXPECT_NE(
         status.message().find(absl::StrCat("tensor '", model_specs()[0].name, "': chunks cover")),
         std::string::npos)
         << status;
-    absl::StatusOr<Tensor> partial = (*CheckpointReader::open(dir))->read(model_specs()[0].name);
-    EXPECT_EQ(partial.status().code(), absl::StatusCode::kDataLoss);
+    EXPECT_EQ(CheckpointReader::open(dir).status().code(), absl::StatusCode::kDataLoss);
   }
   world->barrier();
 }
