@@ -4,8 +4,8 @@
 WEFT_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 WEFT_BUILD_DIR="${WEFT_BUILD_DIR:-$WEFT_ROOT/build}"
 WEFT_PACKAGES=(cmake g++ make pkg-config openmpi-bin libopenmpi-dev libprotobuf-dev
-  protobuf-compiler libabsl-dev libopenblas-dev nlohmann-json3-dev libgtest-dev libgmock-dev
-  libbenchmark-dev)
+  protobuf-compiler libabsl-dev libopenblas-dev nlohmann-json3-dev libssl-dev libgtest-dev
+  libgmock-dev libbenchmark-dev)
 
 weft_install_deps() {
   local missing=()

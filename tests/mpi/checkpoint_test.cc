@@ -112,7 +112,7 @@ io::CheckpointManifest header(int64_t step, int world) {
   // A config that the meshes of the reshard test fit (tp 2 and 3 divide heads, intermediate size
   // and vocabulary; two layers for pp 2).
   m.set_model_config_json(
-      R"({"architectures": ["LlamaForCausalLM"], "vocab_size": 12, "hidden_size": 6,
+      R"({"architectures": ["LlamaForCausalLM"], "vocab_size": 12, "hidden_size": 12,
           "intermediate_size": 6, "num_hidden_layers": 2, "num_attention_heads": 6,
           "num_key_value_heads": 6, "max_position_embeddings": 16})");
   return m;
