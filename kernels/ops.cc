@@ -322,6 +322,47 @@ void check_linear(const Check& ck, const Tensor& q, const Tensor& k, const Tenso
 }
 }  // namespace
 
+namespace {
+
+// k_cache, v_cache [num_blocks, block_size, Hkv, d], alike.
+void check_cache(const Check& ck, const Tensor& k_cache, const Tensor& v_cache) {
+  ck.floating("k_cache", k_cache).ndim("k_cache", k_cache, 4);
+  ck.floating("v_cache", v_cache).shape("v_cache", v_cache, k_cache.shape());
+}
+
+}  // namespace
+
+void kv_cache_write(const Tensor& k, const Tensor& v, const Tensor& slots, Tensor& k_cache,
+                    Tensor& v_cache) {
+  const Check ck("kv_cache_write");
+  const Device dev = ck.device({&k, &v, &slots, &k_cache, &v_cache});
+  check_cache(ck, k_cache, v_cache);
+  const Shape& c = k_cache.shape();
+  ck.floating("k", k).ndim("k", k, 3).that(k.dim(1) == c[2] && k.dim(2) == c[3],
+                                           "k must be [N, Hkv, d] of the cache's Hkv and d");
+  ck.floating("v", v)
+      .shape("v", v, k.shape())
+      .index("slots", slots)
+      .numel("slots", slots, k.dim(0));
+  WEFT_DISPATCH(dev, kv_cache_write, k, v, slots, k_cache, v_cache);
+}
+
+void paged_attention_forward(const Tensor& q, const Tensor& k_cache, const Tensor& v_cache,
+                             const Tensor& block_tables, const Tensor& seq, const Tensor& pos,
+                             float scale, Tensor& o) {
+  const Check ck("paged_attention_forward");
+  const Device dev = ck.device({&q, &k_cache, &v_cache, &block_tables, &seq, &pos, &o});
+  check_cache(ck, k_cache, v_cache);
+  ck.floating("q", q).ndim("q", q, 3).that(q.dim(2) == k_cache.dim(3),
+                                           "q's head dim is the cache's");
+  ck.that(q.dim(1) % k_cache.dim(2) == 0, "query heads must be a multiple of the KV heads");
+  ck.index("block_tables", block_tables).ndim("block_tables", block_tables, 2);
+  ck.index("seq", seq).numel("seq", seq, q.dim(0)).index("pos", pos).numel("pos", pos, q.dim(0));
+  ck.floating("o", o).shape("o", o, q.shape());
+  WEFT_DISPATCH(dev, paged_attention_forward, q, k_cache, v_cache, block_tables, seq, pos, scale,
+                o);
+}
+
 void linear_attention_forward(const Tensor& q, const Tensor& k, const Tensor& v,
                               const std::vector<float>& gamma, float scale, const Tensor& s_in,
                               int64_t chunk, Tensor& o, Tensor& m_local) {

@@ -34,12 +34,12 @@ void linear_backward(const Tensor& x, const Tensor& w, const Tensor& dy, Tensor*
 
 // ---- elementwise --------------------------------------------------------------------------
 
-void add(const Tensor& a, const Tensor& b, Tensor& out);          // out = a + b (same shape)
-void add_(Tensor& a, const Tensor& b, float alpha = 1.0f);        // a += alpha * b
-void mul_add_(Tensor& a, const Tensor& b, const Tensor& c);       // a = b * a + c, elementwise
-void scale_(Tensor& a, float alpha);                              // a *= alpha
-void fill_(Tensor& a, float value);                               // a[:] = value
-double sum_squares(const Tensor& a);                              // sum a^2, in double
+void add(const Tensor& a, const Tensor& b, Tensor& out);     // out = a + b (same shape)
+void add_(Tensor& a, const Tensor& b, float alpha = 1.0f);   // a += alpha * b
+void mul_add_(Tensor& a, const Tensor& b, const Tensor& c);  // a = b * a + c, elementwise
+void scale_(Tensor& a, float alpha);                         // a *= alpha
+void fill_(Tensor& a, float value);                          // a[:] = value
+double sum_squares(const Tensor& a);                         // sum a^2, in double
 
 // ---- normalisation --------------------------------------------------------------------------
 
@@ -52,8 +52,8 @@ void rmsnorm_backward(const Tensor& x, const Tensor& w, const Tensor& rstd, cons
 // ---- rotary embedding (HF rotate-half over the whole head dim) --------------------------------
 
 // In place on x[B,T,H,d]: for token t at position p = positions[t] and pair i < d/2 with
-// angle = p * theta^(-2i/d): (x_i, x_{i+d/2}) -> (x_i cos - x_{i+d/2} sin, x_{i+d/2} cos + x_i sin).
-// positions [T] (shared by the batch); any positions, so zigzag layouts work.
+// angle = p * theta^(-2i/d): (x_i, x_{i+d/2}) -> (x_i cos - x_{i+d/2} sin, x_{i+d/2} cos + x_i
+// sin). positions [T] (shared by the batch); any positions, so zigzag layouts work.
 void rope_forward(Tensor& x, const Tensor& positions, float theta);
 // In place: the transpose (rotation by -angle), turning dy into dx.
 void rope_backward(Tensor& dx, const Tensor& positions, float theta);
@@ -78,6 +78,23 @@ void attention_backward(const Tensor& q, const Tensor& k, const Tensor& v, const
 // lse' = logaddexp(lse, lse_b); o' = exp(lse - lse') o + exp(lse_b - lse') o_b.
 // o, o_b [B,T,H,d]; lse, lse_b [B,H,T]. Updates o and lse in place. -inf entries are handled.
 void attention_merge(Tensor& o, Tensor& lse, const Tensor& o_b, const Tensor& lse_b);
+
+// ---- paged KV cache (serving; docs/serving.md)
+// --------------------------------------------------- A step's tokens of several requests,
+// flattened with no padding: token i belongs to request seq[i], at position pos[i] of it. The
+// caches are [num_blocks, block_size, Hkv, d]; position t of request r lives in block
+// block_tables[r, t / block_size] at offset t % block_size.
+
+// Writes the step's k, v [N, Hkv, d] into the caches at slots[i] = block * block_size + offset.
+void kv_cache_write(const Tensor& k, const Tensor& v, const Tensor& slots, Tensor& k_cache,
+                    Tensor& v_cache);
+// o[N, H, d]: each token's query q[N, H, d] attends (causally) to positions 0..pos[i] of its
+// request, read through the block table; GQA as above. seq, pos [N] and block_tables
+// [R, max_blocks] are i32 or i64. Softmax in f32, one token and head at a time in a fixed order,
+// so a token's output does not depend on what else is in the batch.
+void paged_attention_forward(const Tensor& q, const Tensor& k_cache, const Tensor& v_cache,
+                             const Tensor& block_tables, const Tensor& seq, const Tensor& pos,
+                             float scale, Tensor& o);
 
 // ---- linear attention (decayed, chunked, with a carried state) ---------------------------------
 
@@ -113,8 +130,7 @@ void swiglu_backward(const Tensor& gate, const Tensor& up, const Tensor& dh, Ten
 // zero rows otherwise (vocabulary-parallel). table [V_local, D]. Writes out.
 void embedding_forward(const Tensor& ids, const Tensor& table, int64_t vocab_start, Tensor& out);
 // Adds dout rows into dtable for ids inside the local range.
-void embedding_backward(const Tensor& ids, const Tensor& dout, int64_t vocab_start,
-                        Tensor& dtable);
+void embedding_backward(const Tensor& ids, const Tensor& dout, int64_t vocab_start, Tensor& dtable);
 
 // Row-wise over logits[N,V_local] covering vocabulary ids [vocab_start, vocab_start+V_local).
 // Writes lse[N] (log-sum-exp of the local row) and target_logit[N] (the logit of targets[n]
@@ -136,13 +152,14 @@ void softmax_backward(const Tensor& y, const Tensor& dy, Tensor& dx);
 
 // logits[N,E] -> probs[N,E] = softmax; idx[N,k] (i32) the k largest probs (ties: lower expert
 // first), weights[N,k] = those probs, divided by their sum when renormalize. Writes all three.
-void topk_router_forward(const Tensor& logits, int k, bool renormalize, Tensor& probs,
-                         Tensor& idx, Tensor& weights);
+void topk_router_forward(const Tensor& logits, int k, bool renormalize, Tensor& probs, Tensor& idx,
+                         Tensor& weights);
 // dweights[N,k] -> writes dlogits[N,E] through the renormalisation and the softmax.
 void topk_router_backward(const Tensor& probs, const Tensor& idx, const Tensor& weights,
                           const Tensor& dweights, bool renormalize, Tensor& dlogits);
 
-// ---- optimizer ------------------------------------------------------------------------------------
+// ---- optimizer
+// ------------------------------------------------------------------------------------
 
 struct AdamWConfig {
   float lr = 1e-3f;
