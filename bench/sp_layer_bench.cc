@@ -1,5 +1,5 @@
 // One layer's sequence-parallel attention core, forward + backward, per algorithm, as the
-// sequence grows (ALGORITHMS.md "Ring attention", "Ulysses", "LASP-2", "ZeCO and All-Scan"):
+// sequence grows (docs/algorithms.md "Ring attention", "Ulysses", "LASP-2", "ZeCO and All-Scan"):
 //   mpirun -np P build/bench/sp_layer_bench [--seq 512,1024,2048,4096] [--batch 1] [--heads 8]
 //       [--kv-heads 4] [--dim 64] [--repeats 3]
 // Softmax cores: ring, ulysses (heads >= P), usp (P >= 4, Ulysses groups of 2), allgather, auto;

@@ -71,7 +71,7 @@ class Communicator {
   virtual WorkPtr recv_async(Tensor& t, int src, int tag = 0) = 0;
   virtual WorkPtr broadcast_async(Tensor& t, int root) = 0;
   virtual WorkPtr barrier_async() = 0;
-  // All-Scan (ZeCO; ALGORITHMS.md "ZeCO and All-Scan"): the affine recurrence
+  // All-Scan (ZeCO; docs/algorithms.md "ZeCO and All-Scan"): the affine recurrence
   //   S_out(r) = decay ⊙ S_in(r) + local(r)
   // along the ranks. Forward (reverse = false): rank r receives S_in(r) from r-1 and sends
   // S_out(r) to r+1; reverse: receives from r+1 and sends to r-1. On the first rank of the

@@ -1,4 +1,4 @@
-// CausalLM: the whole model family of DESIGN.md (Llama/Qwen2 dense, Mixtral MoE, linear
+// CausalLM: the whole model family of docs/architecture.md (Llama/Qwen2 dense, Mixtral MoE, linear
 // attention and hybrids via layer_types) with explicit forward and backward, llm.c style.
 //
 //   auto model = CausalLM::from_pretrained(dir);          // config.json + safetensors

@@ -1,6 +1,6 @@
-// Decayed linear attention (DESIGN.md, "The model family"): the same q/k/v/o projections as
-// softmax attention (GQA allowed), no RoPE, and per query head h (global index) with
-// gamma_h = 1 - 2^(-5-h) and s = 1/sqrt(d):
+// Decayed linear attention (docs/architecture.md, "The model family"): the same q/k/v/o projections
+// as softmax attention (GQA allowed), no RoPE, and per query head h (global index) with gamma_h = 1
+// - 2^(-5-h) and s = 1/sqrt(d):
 //   o_t = sum_{u<=t} gamma_h^(t-u) * s * (q_t . k_u) * v_u
 // Decoding carries the state S [B, H, d, d]: a call over t new tokens reads S_in and leaves
 // S_out = gamma^t S_in + M (M: the call's own decayed k^T v sum).

@@ -3,11 +3,11 @@
 // tokens are grouped by expert (permuted), each expert runs on its own rows, and the outputs
 // are summed back per token with the router weights:
 //   y_n = sum_j w_{n,j} expert_{idx_{n,j}}(x_n)
-// Dropless; the load-balancing loss is not computed (coefficient 0 by default, DESIGN.md).
-// Under tensor parallelism every expert is split by features over tp (its output a partial sum
-// for the caller's tp region to reduce); the router is replicated and sees the same tokens on
-// every rank, so its choices agree; the router weights' gradient needs the whole expert outputs
-// (an all-reduce of [N, k] over tp).
+// Dropless; the load-balancing loss is not computed (coefficient 0 by default,
+// docs/architecture.md). Under tensor parallelism every expert is split by features over tp (its
+// output a partial sum for the caller's tp region to reduce); the router is replicated and sees the
+// same tokens on every rank, so its choices agree; the router weights' gradient needs the whole
+// expert outputs (an all-reduce of [N, k] over tp).
 #pragma once
 
 #include <cstdint>

@@ -1,8 +1,8 @@
 // Next-token cross-entropy: position t of sequence b predicts tokens[b, t+1]; the last position
 // of each sequence predicts nothing. The loss is a SUM over predicted positions (callers divide
-// by the global count, DESIGN.md "Data flow"). Vocabulary-parallel: with logits split over a tp
-// group, the row's log-sum-exp and target logit are combined over the group (all-reduce of the
-// max, of the sum of exp(lse_r - max) and of the target logit), never gathering the logits.
+// by the global count, docs/architecture.md "Data flow"). Vocabulary-parallel: with logits split
+// over a tp group, the row's log-sum-exp and target logit are combined over the group (all-reduce
+// of the max, of the sum of exp(lse_r - max) and of the target logit), never gathering the logits.
 #pragma once
 
 #include <cstdint>

@@ -24,7 +24,7 @@ struct Param {
   Tensor value;      // this rank's shard, f32
   Tensor grad;       // same shape as value, f32; accumulated by backward()
   ShardSpec spec;
-  // AdamW decays parameters with two or more dimensions only (DESIGN.md).
+  // AdamW decays parameters with two or more dimensions only (docs/architecture.md).
   [[nodiscard]] bool decays() const { return spec.global_shape.size() >= 2; }
 };
 

@@ -1,8 +1,8 @@
-// The CausalLM of DESIGN.md: embedding -> decoder blocks -> final norm -> LM head -> next-token
-// cross-entropy, with explicit forward and backward, laid over a mesh (models/model_layout.h):
-// every layer tensor-parallel over tp (optionally with Megatron sequence parallelism) and the
-// layers cut into pipeline chunks, the embedding on the first virtual stage, the final norm, head
-// and loss on the last.
+// The CausalLM of docs/architecture.md: embedding -> decoder blocks -> final norm -> LM head ->
+// next-token cross-entropy, with explicit forward and backward, laid over a mesh
+// (models/model_layout.h): every layer tensor-parallel over tp (optionally with Megatron sequence
+// parallelism) and the layers cut into pipeline chunks, the embedding on the first virtual stage,
+// the final norm, head and loss on the last.
 #pragma once
 
 #include <cstdint>

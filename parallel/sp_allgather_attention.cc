@@ -1,4 +1,4 @@
-// LASP-2H softmax attention (ALGORITHMS.md "LASP-2"): one all-gather of K and V over the sp
+// LASP-2H softmax attention (docs/algorithms.md "LASP-2"): one all-gather of K and V over the sp
 // group, reordered into position order, then the local query runs attend the whole sequence with
 // their causal offsets. The backward computes dK/dV for the whole sequence locally and
 // reduce-scatters them home. Any layout.

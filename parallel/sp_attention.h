@@ -1,4 +1,4 @@
-// Sequence-parallel softmax attention cores (ALGORITHMS.md "Ring attention", "Ulysses",
+// Sequence-parallel softmax attention cores (docs/algorithms.md "Ring attention", "Ulysses",
 // "LASP-2" for the all-gather variant). Each rank holds the q/k/v of its own tokens (positions
 // given by an SpLayout, RoPE already applied) and gets exactly its tokens' rows of the one-rank
 // causal attention over the whole sequence, forward and backward.

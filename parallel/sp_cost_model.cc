@@ -1,5 +1,5 @@
 // The cost model of the sequence-parallel attention cores (sp_cost_model.h): message, byte and
-// flop counts per algorithm (ALGORITHMS.md "Ring attention", "Ulysses", "LASP-2", "ZeCO and
+// flop counts per algorithm (docs/algorithms.md "Ring attention", "Ulysses", "LASP-2", "ZeCO and
 // All-Scan"), and the probe that measures alpha, beta and gamma on the group.
 #include "parallel/sp_cost_model.h"
 

@@ -1,8 +1,8 @@
 // A cost model of the sequence-parallel attention cores, for choosing one per batch
 // (--sp-attn auto, --sp-linear auto). The predicted time of one rank's forward + backward is
 //   time = alpha * messages + beta * bytes + gamma * flops
-// with the bytes of ALGORITHMS.md for each algorithm and the flops of the attention work one rank
-// does. A message is one dependent hand-off: a communicator call (a collective, a ring hop, an
+// with the bytes of docs/algorithms.md for each algorithm and the flops of the attention work one
+// rank does. A message is one dependent hand-off: a communicator call (a collective, a ring hop, an
 // All-Scan pass); the latencies MPI pays inside one call are small beside the call's own (measured
 // on the 2-core test machine: ~5 us for a tiny all_reduce, ~170 us for a dependent hop through the
 // comm threads). Ring attention posts each K/V transfer before computing on the block in hand, so a

@@ -1,4 +1,4 @@
-// LASP-2 (ALGORITHMS.md "LASP-2"): one all-gather of every run's state (M forward, N
+// LASP-2 (docs/algorithms.md "LASP-2"): one all-gather of every run's state (M forward, N
 // backward), then each rank walks all runs in position order (forward) or reverse position order
 // (backward), chaining acc = g^L acc + state, and keeps acc as it reaches each of its own runs.
 // Every rank sends `slots` states (the most runs any rank holds; padding for fewer), so the

@@ -1,5 +1,5 @@
 // Which positions of a sequence each rank of a sequence-parallel (sp) group holds
-// (ALGORITHMS.md "Ring attention", "Ulysses"). A sequence of T tokens over P ranks, c = T / P
+// (docs/algorithms.md "Ring attention", "Ulysses"). A sequence of T tokens over P ranks, c = T / P
 // tokens per rank. The P ranks form g groups of P/g consecutive ranks; the sequence is cut into
 // 2g chunks of T/(2g); group j holds chunks j and 2g-1-j (the zigzag), and its members split
 // those T/g tokens contiguously, c each, in increasing position order:

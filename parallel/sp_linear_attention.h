@@ -1,4 +1,4 @@
-// Sequence-parallel decayed linear attention (ALGORITHMS.md "Linear attention in chunks",
+// Sequence-parallel decayed linear attention (docs/algorithms.md "Linear attention in chunks",
 // "LASP-2", "ZeCO and All-Scan"). Per query head h with decay g_h and scale s,
 //   o_t = s * sum_{u<=t} g_h^(t-u) (q_t . k_u) v_u
 // over the whole sequence; each rank holds its tokens (an SpLayout) and gets exactly its rows of

@@ -1,5 +1,5 @@
 // Private to sp_linear_attention.cc, sp_lasp2.cc and sp_zeco.cc: the pieces shared by the
-// sequence-parallel linear attention algorithms (ALGORITHMS.md "Linear attention in chunks").
+// sequence-parallel linear attention algorithms (docs/algorithms.md "Linear attention in chunks").
 //
 // A rank's tokens form runs of consecutive positions (SpLayout::runs). Per run with local
 // positions j = 0..L-1 and per query head h (decay g, scale s):

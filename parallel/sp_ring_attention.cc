@@ -1,4 +1,4 @@
-// Ring attention (ALGORITHMS.md "Ring attention"): blocks of attention between the local query
+// Ring attention (docs/algorithms.md "Ring attention"): blocks of attention between the local query
 // runs and one block of key runs, merged by log-sum-exp, and the ring that passes the K/V blocks
 // (forward and backward) and the dK/dV accumulators (backward) from rank r to r+1.
 #include <algorithm>

@@ -1,4 +1,4 @@
-// Ulysses and USP (ALGORITHMS.md "Ulysses"): an all-to-all-v inside each group of `a`
+// Ulysses and USP (docs/algorithms.md "Ulysses"): an all-to-all-v inside each group of `a`
 // consecutive sp ranks turns [c tokens, all heads] into [a*c tokens, this rank's heads], the
 // ring (sp_ring_attention.cc) runs across the P/a groups on those tokens, and the reverse
 // all-to-all-v brings the output back. a = 1 is plain ring attention (no exchange), a = P plain

@@ -1,4 +1,4 @@
-// ZeCO (ALGORITHMS.md "ZeCO and All-Scan"): the carried states by the All-Scan collective, one
+// ZeCO (docs/algorithms.md "ZeCO and All-Scan"): the carried states by the All-Scan collective, one
 // state sent per rank per pass.
 //   contiguous  rank r holds run [rc, (r+1)c): forward scan of M over ranks 0..P-1 (S_in), reverse
 //               scan of N over P-1..0 (dS_out); one pass each.

@@ -1,4 +1,4 @@
-// Megatron's conjugate collectives over a tensor-parallel group (ALGORITHMS.md "Tensor
+// Megatron's conjugate collectives over a tensor-parallel group (docs/algorithms.md "Tensor
 // parallelism"). A tp region is entered before column-parallel layers and left after
 // row-parallel ones:
 //

@@ -1,4 +1,4 @@
-// Decayed linear attention in chunks (the formulas of kernels/ops.h and ALGORITHMS.md, "Linear
+// Decayed linear attention in chunks (the formulas of kernels/ops.h and docs/algorithms.md, "Linear
 // attention in chunks"). One block per (batch, head) walks the sequence chunk by chunk: the
 // intra-chunk part is quadratic in shared memory, the rest goes through a d x d f32 state kept
 // in global scratch that the block alone owns.

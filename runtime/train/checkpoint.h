@@ -1,6 +1,6 @@
-// weft checkpoints: asynchronous, sharded saving (DESIGN.md, ALGORITHMS.md "Asynchronous
-// checkpoints"). Layout and naming: runtime/train/checkpoint_files.h; reading under any mesh:
-// runtime/train/checkpoint_reader.h.
+// weft checkpoints: asynchronous, sharded saving (docs/architecture.md, docs/algorithms.md
+// "Asynchronous checkpoints"). Layout and naming: runtime/train/checkpoint_files.h; reading under
+// any mesh: runtime/train/checkpoint_reader.h.
 //
 // Every rank passes the tensors IT writes (the caller dedupes replicas: one dp rank writes a
 // replicated weight, replica 0 a KV-replicated one, each ZeRO-1 rank its own moment rows).

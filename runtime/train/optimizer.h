@@ -1,5 +1,5 @@
-// AdamW over a model's parameters, as torch.optim.AdamW (DESIGN.md): weight decay only on
-// parameters with two or more dimensions, optional global-norm gradient clipping; with a
+// AdamW over a model's parameters, as torch.optim.AdamW (docs/architecture.md): weight decay only
+// on parameters with two or more dimensions, optional global-norm gradient clipping; with a
 // data-parallel group it also reduces the gradients, overlapped with the backward
 // (parallel/grad_sync.h), and with ZeRO-1 it shards its state over that group.
 //

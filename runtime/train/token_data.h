@@ -1,5 +1,5 @@
-// A token FILE (DESIGN.md): text, one sequence per line, ids separated by spaces, all lines of
-// equal length. Steps read lines in file order.
+// A token FILE (docs/architecture.md): text, one sequence per line, ids separated by spaces, all
+// lines of equal length. Steps read lines in file order.
 #pragma once
 
 #include <cstdint>

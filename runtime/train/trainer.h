@@ -3,9 +3,9 @@
 // parallelism with the gradient all-reduce overlapped with the backward (or ZeRO-1), AdamW,
 // metrics, asynchronous sharded checkpoints, and resume under any mesh.
 //
-// Loss and gradient scaling (DESIGN.md): every rank back-propagates its loss sum divided by the
-// GLOBAL count of predicted tokens, and gradients are summed over dp, so the result equals one
-// rank running the whole batch.
+// Loss and gradient scaling (docs/architecture.md): every rank back-propagates its loss sum divided
+// by the GLOBAL count of predicted tokens, and gradients are summed over dp, so the result equals
+// one rank running the whole batch.
 #pragma once
 
 #include <cstdint>

@@ -1,6 +1,6 @@
 // `weft eval` and `weft train` under sequence parallelism (--sp with every --sp-attn and
 // --sp-linear algorithm, composed with tp, pp and dp) give the one-rank result; the sp group's
-// traffic in --comm-report follows ALGORITHMS.md (ring and Ulysses grow with the sequence,
+// traffic in --comm-report follows docs/algorithms.md (ring and Ulysses grow with the sequence,
 // LASP-2 and ZeCO do not; ZeCO sends one state per rank per pass where LASP-2 gathers P-1);
 // splits an algorithm cannot make are refused before any work.
 #include <gtest/gtest.h>

@@ -349,7 +349,7 @@ TEST(ModelParallelRefusals, SequenceNotDivisibleByTpIsAStatusError) {
   EXPECT_TRUE((*model)->check_batch(random_ids({2, 2 * w}, 4, 96)).ok());
 }
 
-// Communicated bytes equal the formula (ALGORITHMS.md "Tensor parallelism"): one training step
+// Communicated bytes equal the formula (docs/algorithms.md "Tensor parallelism"): one training step
 // of a dense Llama over tp = P ranks, N = B*T tokens, hidden D, L layers, f32 rows of N*D*4
 // bytes. Plain tp all-reduces a row after the embedding, after each attention and MLP (2L), and
 // the head's input gradient and each block's two input gradients in the backward (1 + 2L); the

@@ -1,7 +1,7 @@
 // weft-mpi-ranks: 2 3 4
 // Sequence-parallel softmax attention (parallel/sp_attention.h): every algorithm, under every
 // layout it accepts, gives each rank exactly its rows of the one-rank causal attention over the
-// whole sequence (o, dq, dk, dv), and moves the bytes ALGORITHMS.md says it moves; the cost
+// whole sequence (o, dq, dk, dv), and moves the bytes docs/algorithms.md says it moves; the cost
 // model predicts those bytes, and auto runs the candidate the model ranks first (ring when
 // transfers hide behind compute, the fewest bytes when bytes are expensive) with the same result.
 #include "parallel/sp_attention.h"
@@ -363,7 +363,7 @@ void expect_ran(comm::Communicator& sp, const Case& c, AutoSpAttention& attn, Sp
 }
 
 // Every algorithm's predicted bytes per rank (forward + backward) equal the traffic counters'
-// mean over the ranks, so the model's byte term is ALGORITHMS.md's volume, not a guess.
+// mean over the ranks, so the model's byte term is docs/algorithms.md's volume, not a guess.
 TEST(SpCostModel, PredictedBytesEqualTheCounters) {
   auto sp = comm::mpi_world_communicator("sp");
   const int p = sp->size();

@@ -2,7 +2,7 @@
 // Sequence-parallel decayed linear attention (parallel/sp_linear_attention.h): LASP-2 and ZeCO
 // give every rank exactly its rows of the one-rank kernel over the whole sequence (o, dq, dk,
 // dv) on every layout they accept, with GQA and without; their traffic per pass is the formula
-// of ALGORITHMS.md whatever the sequence length (LASP-2: (P-1) states per rank per run slot,
+// of docs/algorithms.md whatever the sequence length (LASP-2: (P-1) states per rank per run slot,
 // ZeCO: one state per rank per pass, none on the last rank of the pass) and the cost model's
 // bytes; ZeCO refuses layouts other than contiguous and the zigzag over ranks; auto runs LASP-2
 // when latency dominates and ZeCO when bytes do, with the same result.
