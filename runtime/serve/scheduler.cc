@@ -68,13 +68,17 @@ void Scheduler::add_chunk(Sequence& s, int64_t length, StepPlan& plan) {
   plan.num_tokens += length;
 }
 
-void Scheduler::preempt(int64_t id, StepPlan& plan) {
-  Sequence& s = seq(id);
+void Scheduler::release_cache(Sequence& s) {
   blocks_->release(s.blocks);
   s.blocks.clear();
   s.num_computed = 0;
   s.named_blocks = 0;
   s.last_name = 0;
+}
+
+void Scheduler::preempt(int64_t id, StepPlan& plan) {
+  Sequence& s = seq(id);
+  release_cache(s);
   ++s.preemptions;
   running_.erase(std::find(running_.begin(), running_.end(), id));
   waiting_.push_front(id);
@@ -137,10 +141,7 @@ StepPlan Scheduler::schedule_continuous() {
     reuse_prefix(s);
     const int64_t length = fits(s, std::min(s.remaining(), budget));
     if (length == 0) {
-      blocks_->release(s.blocks);  // give the reused prefix back until it can run
-      s.blocks.clear();
-      s.num_computed = s.named_blocks = 0;
-      s.last_name = 0;
+      release_cache(s);  // give the reused prefix back until it can run
       break;
     }
     waiting_.pop_front();

@@ -95,6 +95,8 @@ class Scheduler {
   bool grow(Sequence& s, int64_t tokens);
   // How many of the next `want` tokens of `s` fit in its blocks plus the free ones.
   int64_t fits(const Sequence& s, int64_t want) const;
+  // Frees the request's blocks and forgets what they held (it will be prefilled again).
+  void release_cache(Sequence& s);
   void preempt(int64_t id, StepPlan& plan);
   // First admission of a waiting request: reuse the cached blocks of its prompt's prefix.
   void reuse_prefix(Sequence& s);

@@ -18,6 +18,7 @@
 #include <thread>
 
 #include "runtime/io/file_util.h"
+#include "runtime/train/checkpoint_reader.h"
 #include "tests/cli/cli_util.h"
 
 namespace weft::testing {
@@ -51,18 +52,12 @@ void expect_refused(const RunResult& r, const std::string& needle) {
   EXPECT_NE(r.err.find(needle), std::string::npos) << "stderr: " << r.err;
 }
 
-// "step-N" directories with a manifest in `dir`, sorted.
+// The names ("step-N") of the complete checkpoints in `dir`, oldest first.
 std::vector<std::string> complete_checkpoint_names(const std::string& dir) {
   std::vector<std::string> names;
-  std::error_code ec;
-  for (const fs::directory_entry& e : fs::directory_iterator(dir, ec)) {
-    const std::string name = e.path().filename().string();
-    if (name.rfind("step-", 0) == 0 && name.find(".tmp") == std::string::npos &&
-        fs::exists(e.path() / "manifest.pb")) {
-      names.push_back(name);
-    }
+  for (const std::string& path : train::complete_checkpoints(dir)) {
+    names.push_back(fs::path(path).filename().string());
   }
-  std::sort(names.begin(), names.end());
   return names;
 }
 
