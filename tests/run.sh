@@ -4,6 +4,7 @@
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/../launch/setup.sh"
 weft_install_deps
+weft_install_npm
 weft_build
 
 exclude=()
