@@ -2,6 +2,7 @@
 // Activations given as [..., D] are passed on as 2-D views [N, D] where ops.h says [N, D].
 #include "kernels/ops.h"
 
+#include <atomic>
 #include <initializer_list>
 #include <string>
 
@@ -13,6 +14,8 @@
 namespace weft::kernels {
 
 namespace {
+
+std::atomic<bool> g_batch_invariant{false};
 
 // The checks of one call, named after the op so that every message says where it failed.
 class Check {
@@ -119,6 +122,9 @@ void gemm(const Tensor& a, bool trans_a, const Tensor& b, bool trans_b, Tensor& 
   ck.shape("c", c, {m, n});
   WEFT_DISPATCH(dev, gemm, a, trans_a, b, trans_b, c, alpha, beta);
 }
+
+void set_batch_invariant(bool on) { g_batch_invariant.store(on, std::memory_order_relaxed); }
+bool batch_invariant() { return g_batch_invariant.load(std::memory_order_relaxed); }
 
 void linear_forward(const Tensor& x, const Tensor& w, const Tensor* bias, Tensor& y) {
   const Check ck("linear_forward");

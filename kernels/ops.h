@@ -26,6 +26,7 @@ void gemm(const Tensor& a, bool trans_a, const Tensor& b, bool trans_b, Tensor& 
           float alpha = 1.0f, float beta = 0.0f);
 
 // y[N,out] = x[N,in] @ w[out,in]^T (+ bias[out]). HF weight layout. Writes y.
+// In batch-invariant mode (below) the CPU path computes rows in padded tiles of a fixed size.
 void linear_forward(const Tensor& x, const Tensor& w, const Tensor* bias, Tensor& y);
 // Writes dx[N,in] = dy @ w (when dx != nullptr); adds dw[out,in] += dy^T @ x and
 // db[out] += sum over rows of dy (each when non-null).
@@ -78,6 +79,16 @@ void attention_backward(const Tensor& q, const Tensor& k, const Tensor& v, const
 // lse' = logaddexp(lse, lse_b); o' = exp(lse - lse') o + exp(lse_b - lse') o_b.
 // o, o_b [B,T,H,d]; lse, lse_b [B,H,T]. Updates o and lse in place. -inf entries are handled.
 void attention_merge(Tensor& o, Tensor& lse, const Tensor& o_b, const Tensor& lse_b);
+
+// ---- batch invariance (serving; docs/serving.md) ---------------------------------------------
+// BLAS picks its inner kernel by the number of rows, so a row's y = x @ w^T can change in the
+// last bits with the rows it shares a call with. Serving turns this mode on (process-wide) so a
+// request's tokens do not depend on the batch: the CPU linear_forward then multiplies exactly
+// kInvariantRows rows per BLAS call (the last tile zero-padded), a shape in which each row's
+// result is independent of the others. Every other kernel on the serving path is per row.
+inline constexpr int64_t kInvariantRows = 8;
+void set_batch_invariant(bool on);
+[[nodiscard]] bool batch_invariant();
 
 // ---- paged KV cache (serving; docs/serving.md)
 // --------------------------------------------------- A step's tokens of several requests,

@@ -16,6 +16,7 @@ using Args = std::vector<std::string>;
 
 absl::Status run_eval(Session& session, const Args& args);
 absl::Status run_generate(Session& session, const Args& args);
+absl::Status run_serve(Session& session, const Args& args);
 absl::Status run_train(Session& session, const Args& args);
 absl::Status run_ckpt(Session& session, const Args& args);
 

@@ -25,7 +25,8 @@ using Command = absl::Status (*)(Session&, const Args&);
 const std::map<std::string, std::pair<Command, const char*>>& commands() {
   static const std::map<std::string, std::pair<Command, const char*>> table = {
       {"eval", {run_eval, "logits, loss and (with --grads) every gradient of a batch"}},
-      {"generate", {run_generate, "continue a prompt (greedy or sampled, KV-cached)"}},
+      {"generate", {run_generate, "continue prompts through the serving engine"}},
+      {"serve", {run_serve, "serve a model over an OpenAI-compatible HTTP API"}},
       {"train", {run_train, "train with AdamW; metrics, checkpoints, resume"}},
       {"ckpt", {run_ckpt, "checkpoint tools: inspect, verify, export"}},
   };

@@ -13,6 +13,7 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "models/paged_batch.h"
 #include "models/param.h"
 #include "parallel/mesh.h"
 #include "parallel/sp_attention.h"
@@ -144,6 +145,20 @@ class CausalLM {
   [[nodiscard]] virtual std::unique_ptr<InferenceState> new_inference_state(int64_t batch,
                                                                             int64_t max_len) = 0;
   virtual Tensor forward_incremental(InferenceState& state, const Tensor& tokens) = 0;
+
+  // ---- serving (docs/serving.md) -----------------------------------------------------------
+  // Bytes of this rank's share of one KV block of `block_size` tokens over all its layers.
+  // Errors: a layer that cannot serve from a paged cache (linear attention), pp_virtual > 1.
+  [[nodiscard]] virtual absl::StatusOr<int64_t> paged_cache_block_bytes(
+      int64_t block_size) const = 0;
+  [[nodiscard]] virtual std::unique_ptr<PagedKvCache> new_paged_cache(int64_t num_blocks,
+                                                                      int64_t block_size) = 0;
+  // One serving step over every rank of the model (collective over tp and pp): returns the
+  // next-token logits [S, V] (the whole vocabulary) of batch.sample_rows on the ranks of the
+  // last pipeline stage, undefined elsewhere. Each token sees only its own request's cached
+  // positions, and with kernels::set_batch_invariant(true) its logits do not depend on the
+  // rest of the batch. Every rank passes the same batch (the first stage reads the tokens).
+  virtual Tensor forward_paged(PagedKvCache& cache, const PagedBatch& batch) = 0;
 };
 
 }  // namespace weft::models

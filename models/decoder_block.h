@@ -44,6 +44,13 @@ class DecoderBlock {
   [[nodiscard]] std::unique_ptr<MixerCache> new_cache(int64_t batch, int64_t max_len) const {
     return mixer_->new_cache(batch, max_len);
   }
+  [[nodiscard]] std::unique_ptr<MixerCache> new_paged_cache(int64_t num_blocks,
+                                                            int64_t block_size) const {
+    return mixer_->new_paged_cache(num_blocks, block_size);
+  }
+  [[nodiscard]] int64_t paged_cache_block_bytes(int64_t block_size) const {
+    return mixer_->paged_cache_block_bytes(block_size);
+  }
   void collect_params(std::vector<Param*>& out);
 
  private:

@@ -28,6 +28,14 @@ class SoftmaxAttention::KvCache final : public MixerCache {
   std::vector<Tensor> k, v;
 };
 
+class SoftmaxAttention::PagedCache final : public MixerCache {
+ public:
+  PagedCache(int64_t num_blocks, int64_t block_size, int64_t kv_heads, int64_t head_dim)
+      : k(Tensor::zeros({num_blocks, block_size, kv_heads, head_dim})),
+        v(Tensor::zeros({num_blocks, block_size, kv_heads, head_dim})) {}
+  Tensor k, v;
+};
+
 SoftmaxAttention::SoftmaxAttention(const io::ModelConfig& config, int64_t layer,
                                    const TpContext& tp, parallel::SequenceParallelAttention* sp)
     : proj_(config, layer, tp),
@@ -42,7 +50,11 @@ Tensor SoftmaxAttention::forward(const TokenBatch& batch, const Tensor& x, Mixer
   kernels::rope_forward(qkv.k, batch.positions, rope_theta_);
   std::unique_ptr<parallel::SpAttentionSaved> sp_saved;
   Tensor o, lse;  // o [B, T, H, d], lse [B, H, T]
-  if (sp_ != nullptr && cache == nullptr) {
+  if (batch.paged != nullptr) {
+    WEFT_CHECK(cache != nullptr && saved == nullptr) << "a paged step needs its cache, no backward";
+    o = Tensor::empty(qkv.q.shape());
+    attend_paged(*batch.paged, qkv, static_cast<PagedCache&>(*cache), o);
+  } else if (sp_ != nullptr && cache == nullptr) {
     o = sp_->forward(qkv.q, qkv.k, qkv.v, saved != nullptr ? &sp_saved : nullptr);
   } else {
     o = Tensor::empty(qkv.q.shape());
@@ -89,6 +101,16 @@ void SoftmaxAttention::attend_cached(const TokenBatch& batch, const QkvHeads& qk
   }
 }
 
+void SoftmaxAttention::attend_paged(const PagedBatch& paged, const QkvHeads& qkv, PagedCache& cache,
+                                    Tensor& o) const {
+  const int64_t n = paged.size(), hkv = proj_.kv_heads(), d = proj_.head_dim();
+  kernels::kv_cache_write(qkv.k.view({n, hkv, d}), qkv.v.view({n, hkv, d}), paged.slots, cache.k,
+                          cache.v);
+  Tensor o3 = o.view({n, proj_.heads(), d});
+  kernels::paged_attention_forward(qkv.q.view({n, proj_.heads(), d}), cache.k, cache.v,
+                                   paged.block_tables, paged.seq, paged.positions, scale_, o3);
+}
+
 Tensor SoftmaxAttention::backward(LayerSaved& saved_base, const Tensor& dy) {
   auto& s = static_cast<Saved&>(saved_base);
   const Tensor d_o = proj_.backward_out(s.o, dy);  // [B, T, H, d]
@@ -106,6 +128,19 @@ Tensor SoftmaxAttention::backward(LayerSaved& saved_base, const Tensor& dy) {
 
 std::unique_ptr<MixerCache> SoftmaxAttention::new_cache(int64_t batch, int64_t max_len) const {
   return std::make_unique<KvCache>(batch, max_len, proj_.kv_heads(), proj_.head_dim());
+}
+
+}  // namespace weft::models
+
+namespace weft::models {
+
+std::unique_ptr<MixerCache> SoftmaxAttention::new_paged_cache(int64_t num_blocks,
+                                                              int64_t block_size) const {
+  return std::make_unique<PagedCache>(num_blocks, block_size, proj_.kv_heads(), proj_.head_dim());
+}
+
+int64_t SoftmaxAttention::paged_cache_block_bytes(int64_t block_size) const {
+  return 2 * block_size * proj_.kv_heads() * proj_.head_dim() * static_cast<int64_t>(sizeof(float));
 }
 
 }  // namespace weft::models

@@ -27,17 +27,25 @@ class SoftmaxAttention final : public TokenMixer {
   [[nodiscard]] Tensor backward(LayerSaved& saved, const Tensor& dy) override;
   [[nodiscard]] std::unique_ptr<MixerCache> new_cache(int64_t batch,
                                                       int64_t max_len) const override;
+  [[nodiscard]] std::unique_ptr<MixerCache> new_paged_cache(int64_t num_blocks,
+                                                            int64_t block_size) const override;
+  [[nodiscard]] int64_t paged_cache_block_bytes(int64_t block_size) const override;
   void collect_params(std::vector<Param*>& out) override { proj_.collect_params(out); }
 
  private:
   struct Saved;
   class KvCache;
+  class PagedCache;
 
   // The attention core over the whole batch (training / full forward): o [B,T,H,d], lse [B,H,T].
   void attend(const QkvHeads& qkv, Tensor& o, Tensor& lse) const;
   // The same with the keys and values of `cache` in front of the new ones, sequence by sequence.
   void attend_cached(const TokenBatch& batch, const QkvHeads& qkv, KvCache& cache, Tensor& o,
                      Tensor& lse) const;
+  // A serving step: writes the step's K/V into the paged cache, then each token attends to its
+  // own request's positions 0..pos through the block table (o [1, N, H, d]).
+  void attend_paged(const PagedBatch& paged, const QkvHeads& qkv, PagedCache& cache,
+                    Tensor& o) const;
 
   AttentionProjections proj_;
   parallel::SequenceParallelAttention* sp_;

@@ -4,6 +4,7 @@
 
 #include <cstdint>
 
+#include "models/paged_batch.h"
 #include "runtime/core/tensor.h"
 
 namespace weft::models {
@@ -13,6 +14,9 @@ struct TokenBatch {
   int64_t len = 0;     // T, new tokens per sequence in this call
   int64_t offset = 0;  // absolute position of the first new token
   Tensor positions;    // [T] i64: offset, offset + 1, ... (RoPE positions)
+  // A serving step (batch 1, len N): attention reads and writes the paged cache through these
+  // block tables, and positions are each token's own (not offset + t). Null otherwise.
+  const PagedBatch* paged = nullptr;
 
   [[nodiscard]] int64_t tokens() const { return batch * len; }  // N = B * T
 

@@ -31,6 +31,14 @@ class TokenMixer {
 
   [[nodiscard]] virtual std::unique_ptr<MixerCache> new_cache(int64_t batch,
                                                               int64_t max_len) const = 0;
+  // A layer's share of the paged KV cache (serving): null when the mixer cannot serve from one
+  // (linear attention keeps a per-request state, not per-token K/V).
+  [[nodiscard]] virtual std::unique_ptr<MixerCache> new_paged_cache(int64_t num_blocks,
+                                                                    int64_t block_size) const {
+    return nullptr;
+  }
+  // Bytes of new_paged_cache per block (0 when unsupported).
+  [[nodiscard]] virtual int64_t paged_cache_block_bytes(int64_t block_size) const { return 0; }
   virtual void collect_params(std::vector<Param*>& out) = 0;
 };
 

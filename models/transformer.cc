@@ -24,6 +24,11 @@ class Transformer::DecodingState final : public InferenceState {
   std::vector<std::unique_ptr<MixerCache>> layers;  // one per decoder layer
 };
 
+class Transformer::PagedState final : public PagedKvCache {
+ public:
+  std::vector<std::unique_ptr<MixerCache>> layers;  // this rank's decoder layers, in order
+};
+
 // What one (micro-batch, chunk) keeps between its forward and its backward.
 struct Transformer::ChunkSaved final : ChunkState {
   TokenBatch batch;
@@ -402,6 +407,68 @@ Tensor Transformer::forward_incremental(InferenceState& state_base, const Tensor
   return parallel::gather_shards(*layout_.tp.group, logits, 1, head_->vocab_start(),
                                  {b * t, config_.vocab_size})
       .view({b, t, config_.vocab_size});
+}
+
+absl::StatusOr<int64_t> Transformer::paged_cache_block_bytes(int64_t block_size) const {
+  if (chunks_.size() != 1) {
+    return absl::InvalidArgumentError("serving needs one pipeline chunk per rank (--pp-virtual 1)");
+  }
+  int64_t bytes = 0;
+  for (const auto& block : chunks_[0].blocks) {
+    const int64_t b = block->paged_cache_block_bytes(block_size);
+    if (b == 0) {
+      return absl::InvalidArgumentError(
+          "serving needs softmax attention in every layer: this model has linear-attention "
+          "layers (layer_types), which keep a per-request state instead of a KV cache");
+    }
+    bytes += b;
+  }
+  return bytes;
+}
+
+std::unique_ptr<PagedKvCache> Transformer::new_paged_cache(int64_t num_blocks, int64_t block_size) {
+  auto state = std::make_unique<PagedState>();
+  for (auto& block : chunks_[0].blocks) {
+    state->layers.push_back(block->new_paged_cache(num_blocks, block_size));
+    WEFT_CHECK(state->layers.back() != nullptr) << "paged_cache_block_bytes refuses this model";
+  }
+  return state;
+}
+
+Tensor Transformer::forward_paged(PagedKvCache& cache_base, const PagedBatch& paged) {
+  auto& cache = static_cast<PagedState&>(cache_base);
+  const int64_t n = paged.size();
+  WEFT_CHECK(n > 0) << "an empty serving step";
+  TokenBatch batch{1, n, 0, paged.positions};
+  batch.paged = &paged;
+  // Steps are a few rows: plain tensor parallelism, all rows on every rank.
+  const parallel::TensorParallelRegion region = region_.without_sequence_parallel();
+  comm::Communicator* pp = layout_.pp > 1 ? &layout_.mesh->pp() : nullptr;
+  Tensor x;  // [N, D]
+  if (is_first_stage(0)) {
+    x = region.leave(embedding_->forward(paged.tokens));
+  } else {
+    x = Tensor::empty({n, config_.hidden_size});
+    pp->recv(x, layout_.pp_rank - 1);
+  }
+  const std::vector<std::unique_ptr<DecoderBlock>>& blocks = chunks_[0].blocks;
+  for (size_t i = 0; i < blocks.size(); ++i) {
+    x = blocks[i]->forward(batch, x, region, cache.layers[i].get(), nullptr);
+  }
+  if (!is_last_stage(0)) {
+    pp->send(x, layout_.pp_rank + 1);
+    return {};
+  }
+  const int64_t s = static_cast<int64_t>(paged.sample_rows.size());
+  if (s == 0) return Tensor::empty({0, config_.vocab_size});
+  Tensor rows = Tensor::empty({s, config_.hidden_size});  // only the rows that sample
+  for (int64_t i = 0; i < s; ++i) {
+    rows.slice(i, i + 1).copy_from(x.slice(paged.sample_rows[i], paged.sample_rows[i] + 1));
+  }
+  const Tensor logits = head_->forward(final_norm_->forward(rows, nullptr));  // [S, V/tp]
+  if (region.size() == 1) return logits;
+  return parallel::gather_shards(*layout_.tp.group, logits, 1, head_->vocab_start(),
+                                 {s, config_.vocab_size});
 }
 
 }  // namespace weft::models

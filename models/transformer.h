@@ -57,9 +57,15 @@ class Transformer final : public CausalLM {
   [[nodiscard]] std::unique_ptr<InferenceState> new_inference_state(int64_t batch,
                                                                     int64_t max_len) override;
   Tensor forward_incremental(InferenceState& state, const Tensor& tokens) override;
+  [[nodiscard]] absl::StatusOr<int64_t> paged_cache_block_bytes(
+      int64_t block_size) const override;
+  [[nodiscard]] std::unique_ptr<PagedKvCache> new_paged_cache(int64_t num_blocks,
+                                                              int64_t block_size) override;
+  Tensor forward_paged(PagedKvCache& cache, const PagedBatch& batch) override;
 
  private:
   class DecodingState;
+  class PagedState;
   struct ChunkSaved;
   struct Chunk {
     parallel::LayerRange range;

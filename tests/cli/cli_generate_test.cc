@@ -49,12 +49,12 @@ TEST(GenerateSampling, SeededSamplingIsReproducibleAndNarrowNucleusIsGreedy) {
   EXPECT_EQ(run("--seed 9 --temperature 1e-4"), greedy);
 }
 
-TEST(GenerateSampling, SameOnEveryRankUnderMpirun) {
+TEST(GenerateSampling, TensorParallelEqualsOneRankUnderMpirun) {
   const std::string model = model_fixture("mixtral_moe");
   const std::string args =
       absl::StrCat("generate --model ", model, " --prompt-ids 4,5 --max-new-tokens 6 --seed 3");
   RunResult one = run_weft(args);
-  RunResult two = run_weft(args, 2);
+  RunResult two = run_weft(args + " --tp 2", 2);
   ASSERT_EQ(two.exit_code, 0) << two.err;
   EXPECT_EQ(last_line(one.out), last_line(two.out));
   // Rank 0 alone prints.

@@ -1,0 +1,156 @@
+#include "launch/engine_setup.h"
+
+#include <cmath>
+
+#include "absl/strings/ascii.h"
+#include "absl/strings/numbers.h"
+#include "runtime/core/status.h"
+
+namespace weft::cli {
+
+namespace {
+
+// The tokenizer's streaming decoder as the engine's Detokenizer (special tokens skipped, as the
+// OpenAI API and vLLM render completions).
+class StreamDetokenizer final : public serve::Detokenizer {
+ public:
+  explicit StreamDetokenizer(const serve::Tokenizer& tok) : decoder_(tok, true) {}
+  std::string push(int64_t id) override { return decoder_.push(static_cast<int32_t>(id)); }
+  std::string finish() override { return decoder_.finish(); }
+
+ private:
+  serve::StreamDecoder decoder_;
+};
+
+constexpr int64_t kDefaultKvBytes = int64_t{1} << 30;
+
+}  // namespace
+
+std::vector<FlagSpec> engine_flags() {
+  return {
+      {"tp", FlagKind::kInt, "tensor-parallel degree: heads and KV cache split (default 1)", false,
+       1},
+      {"pp", FlagKind::kInt, "pipeline stages: layers split (default 1)", false, 1},
+      {"max-num-seqs", FlagKind::kInt, "requests in one step at most (default 64)", false, 1},
+      {"max-num-batched-tokens", FlagKind::kInt,
+       "tokens in one step at most: decodes, then prefill chunks (default 512)", false, 1},
+      {"block-size", FlagKind::kInt, "tokens per KV cache block (default 16)", false, 1},
+      {"kv-cache-memory", FlagKind::kString,
+       "KV cache per rank, e.g. 2GiB (default: max-num-seqs full-length requests, at most 1GiB)"},
+      {"num-kv-blocks", FlagKind::kInt, "KV cache blocks (instead of --kv-cache-memory)", false, 1},
+      {"max-model-len", FlagKind::kInt,
+       "prompt + completion tokens at most (default: max_position_embeddings)", false, 1},
+      {"no-prefix-caching", FlagKind::kBool, "do not reuse cached prompt blocks across requests"},
+      {"scheduler", FlagKind::kString,
+       "continuous (default: chunked prefill, stall-free) or static (a batch runs to completion)"}};
+}
+
+absl::StatusOr<int64_t> parse_bytes(const std::string& flag, const std::string& text) {
+  std::string t = absl::AsciiStrToLower(text);
+  double scale = 1;
+  for (const auto& [suffix, s] : std::vector<std::pair<std::string, double>>{{"gib", 1 << 30},
+                                                                             {"mib", 1 << 20},
+                                                                             {"kib", 1 << 10},
+                                                                             {"gb", 1e9},
+                                                                             {"mb", 1e6},
+                                                                             {"kb", 1e3},
+                                                                             {"g", 1 << 30},
+                                                                             {"m", 1 << 20},
+                                                                             {"k", 1 << 10},
+                                                                             {"b", 1}}) {
+    if (t.size() > suffix.size() && t.substr(t.size() - suffix.size()) == suffix) {
+      t.resize(t.size() - suffix.size());
+      scale = s;
+      break;
+    }
+  }
+  double value = 0;
+  if (!absl::SimpleAtod(t, &value) || !std::isfinite(value) || value <= 0) {
+    return invalid_argument("--", flag, " '", text, "' is not a size (e.g. 2GiB, 512MiB, 1e9)");
+  }
+  return static_cast<int64_t>(value * scale);
+}
+
+absl::StatusOr<EngineSetup> setup_engine(Session& session, const Flags& flags, int64_t max_queue) {
+  EngineSetup out;
+  const std::string dir = flags.str("model");
+  absl::StatusOr<parallel::ParallelDims> dims = parallel::resolve_dims(
+      session.size(), flags.integer("tp", 1), flags.integer("pp", 1), 1, 1, 1);
+  absl::Status valid = dims.status();
+  if (valid.ok() && dims->dp != 1) {
+    valid = invalid_argument("serving splits one model over all ranks: ", session.size(),
+                             " ranks need --tp x --pp = ", session.size(), " (got --tp ", dims->tp,
+                             " --pp ", dims->pp, ")");
+  }
+  serve::EngineConfig config;
+  config.scheduler.max_num_seqs = static_cast<int>(flags.integer("max-num-seqs", 64));
+  config.scheduler.max_num_batched_tokens =
+      static_cast<int>(flags.integer("max-num-batched-tokens", 512));
+  const std::string policy = flags.str("scheduler", "continuous");
+  if (policy == "static") {
+    config.scheduler.policy = serve::SchedulerPolicy::kStatic;
+  } else if (policy != "continuous") {
+    valid.Update(invalid_argument("--scheduler '", policy, "': choose continuous or static"));
+  }
+  config.block_size = static_cast<int>(flags.integer("block-size", 16));
+  config.num_blocks = flags.integer("num-kv-blocks", 0);
+  if (flags.has("kv-cache-memory") && flags.has("num-kv-blocks")) {
+    valid.Update(invalid_argument("give --kv-cache-memory or --num-kv-blocks, not both"));
+  }
+  if (flags.has("kv-cache-memory")) {
+    absl::StatusOr<int64_t> bytes = parse_bytes("kv-cache-memory", flags.str("kv-cache-memory"));
+    if (bytes.ok()) config.kv_cache_bytes = *bytes;
+    valid.Update(bytes.status());
+  }
+  config.max_model_len = flags.integer("max-model-len", 0);
+  config.max_queue = max_queue;
+  config.prefix_caching = !flags.boolean("no-prefix-caching");
+  config.eos_ids = serve::read_eos_ids(dir);
+  WEFT_RETURN_IF_ERROR(session.agree(valid));
+
+  out.mesh = parallel::Mesh::create(session.world(), *dims);
+  absl::StatusOr<std::unique_ptr<models::CausalLM>> model =
+      models::CausalLM::from_pretrained(dir, {.mesh = out.mesh.get()});
+  WEFT_RETURN_IF_ERROR(session.agree(model.status()));
+  out.model = std::move(*model);
+  absl::Status tok_status;
+  if (session.is_root()) {
+    absl::StatusOr<std::unique_ptr<serve::Tokenizer>> tok = serve::Tokenizer::load(dir);
+    if (tok.ok()) {
+      out.tokenizer = std::move(*tok);
+      if (out.tokenizer->vocab_size() > out.model->config().vocab_size) {
+        tok_status = invalid_argument(
+            "the tokenizer of ", dir, " has ", out.tokenizer->vocab_size(),
+            " tokens, more than the model's vocab_size ", out.model->config().vocab_size);
+      }
+      if (config.eos_ids.empty()) {
+        for (int32_t id : out.tokenizer->eos_token_ids()) config.eos_ids.push_back(id);
+      }
+    } else if (!absl::IsNotFound(tok.status())) {
+      tok_status = tok.status();
+    }
+  }
+  WEFT_RETURN_IF_ERROR(session.agree(tok_status));
+  if (config.num_blocks == 0 && config.kv_cache_bytes == 0) {
+    // Enough for max-num-seqs requests of the full length, at most 1GiB per rank.
+    absl::StatusOr<int64_t> block_bytes = out.model->paged_cache_block_bytes(config.block_size);
+    const int64_t len = config.max_model_len > 0 ? config.max_model_len
+                                                 : out.model->config().max_position_embeddings;
+    const int64_t blocks =
+        config.scheduler.max_num_seqs * ((len + config.block_size - 1) / config.block_size);
+    config.kv_cache_bytes =
+        block_bytes.ok() ? std::min(kDefaultKvBytes, blocks * *block_bytes) : kDefaultKvBytes;
+  }
+  serve::DetokenizerFactory detok;
+  if (out.tokenizer != nullptr) {
+    const serve::Tokenizer* tok = out.tokenizer.get();
+    detok = [tok] { return std::make_unique<StreamDetokenizer>(*tok); };
+  }
+  absl::StatusOr<std::unique_ptr<serve::Engine>> engine = serve::Engine::create(
+      *out.model, session.world(), out.mesh.get(), std::move(config), std::move(detok));
+  WEFT_RETURN_IF_ERROR(session.agree(engine.status()));
+  out.engine = std::move(*engine);
+  return out;
+}
+
+}  // namespace weft::cli

@@ -1,0 +1,33 @@
+// One serving step's tokens for the paged KV cache (docs/serving.md): the tokens of several
+// requests flattened with no padding — decodes and prefill chunks alike — and the block tables
+// through which attention reads and writes each request's cached keys and values.
+#pragma once
+
+#include <cstdint>
+#include <vector>
+
+#include "runtime/core/tensor.h"
+
+namespace weft::models {
+
+struct PagedBatch {
+  Tensor tokens;        // [N] i64
+  Tensor positions;     // [N] i64: each token's position in its request (RoPE, causal mask)
+  Tensor seq;           // [N] i64: each token's row of block_tables
+  Tensor slots;         // [N] i64: block * block_size + offset, where its K/V are written
+  Tensor block_tables;  // [R, max_blocks] i64 (unused entries 0)
+  // Rows of the step whose next-token logits are wanted (the last token of a request's chunk
+  // when that chunk reaches the end of what the request has so far), in the order returned.
+  std::vector<int64_t> sample_rows;
+
+  [[nodiscard]] int64_t size() const { return tokens.defined() ? tokens.numel() : 0; }
+};
+
+// The model's paged KV cache: per softmax-attention layer, k and v [num_blocks, block_size,
+// Hkv_local, d] (Hkv_local: this rank's KV heads under tensor parallelism).
+class PagedKvCache {
+ public:
+  virtual ~PagedKvCache() = default;
+};
+
+}  // namespace weft::models
