@@ -28,6 +28,7 @@ const std::map<std::string, std::pair<Command, const char*>>& commands() {
       {"generate", {run_generate, "continue a prompt (greedy or sampled, KV-cached)"}},
       {"train", {run_train, "train with AdamW; metrics, checkpoints, resume"}},
       {"ckpt", {run_ckpt, "checkpoint tools: inspect, verify, export"}},
+      {"tokenize", {run_tokenize, "JSON strings to token ids (or --decode ids to strings)"}},
   };
   return table;
 }
