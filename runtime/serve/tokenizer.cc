@@ -3,7 +3,6 @@
 #include <deque>
 #include <filesystem>
 #include <fstream>
-#include <sstream>
 
 #include "absl/container/flat_hash_map.h"
 #include "nlohmann/json.hpp"
@@ -35,11 +34,14 @@ namespace {
 namespace fs = std::filesystem;
 
 absl::StatusOr<std::string> read_file(const fs::path& path) {
-  std::ifstream in(path, std::ios::binary);
+  std::ifstream in(path, std::ios::binary | std::ios::ate);
   if (!in) return absl::NotFoundError(absl::StrCat("cannot open ", path.string()));
-  std::ostringstream buffer;
-  buffer << in.rdbuf();
-  return buffer.str();
+  std::string text(static_cast<size_t>(in.tellg()), '\0');
+  in.seekg(0);
+  if (!in.read(text.data(), static_cast<std::streamsize>(text.size()))) {
+    return absl::DataLossError(absl::StrCat("cannot read ", path.string()));
+  }
+  return text;
 }
 
 absl::StatusOr<json> read_json(const fs::path& path) {
@@ -62,7 +64,8 @@ std::string token_string(const json& config, const char* key) {
   return "";
 }
 
-absl::StatusOr<std::unique_ptr<Tokenizer::Pipeline>> parse_pipeline(const json& root) {
+absl::StatusOr<std::unique_ptr<Tokenizer::Pipeline>> parse_pipeline(const json& root,
+                                                                    BpeTables tables) {
   auto p = std::make_unique<Tokenizer::Pipeline>();
   if (!root.is_object() || !root.contains("model")) return invalid_argument("no \"model\" object");
   WEFT_ASSIGN_OR_RETURN(p->normalizer, Normalizer::from_json(root.value("normalizer", json())));
@@ -71,8 +74,8 @@ absl::StatusOr<std::unique_ptr<Tokenizer::Pipeline>> parse_pipeline(const json& 
   WEFT_ASSIGN_OR_RETURN(p->post_processor,
                         PostProcessor::from_json(root.value("post_processor", json())));
   WEFT_ASSIGN_OR_RETURN(p->decoder, Decoder::from_json(root.value("decoder", json())));
-  WEFT_ASSIGN_OR_RETURN(p->model,
-                        BpeModel::from_json(root["model"], p->pre_tokenizer.byte_level()));
+  WEFT_ASSIGN_OR_RETURN(p->model, BpeModel::from_json(root["model"], std::move(tables),
+                                                      p->pre_tokenizer.byte_level()));
   for (const json& t : root.value("added_tokens", json::array())) {
     AddedToken token;
     token.content = t.at("content").get<std::string>();
@@ -100,10 +103,14 @@ absl::StatusOr<std::unique_ptr<Tokenizer>> Tokenizer::load(const std::string& mo
   const fs::path json_path = dir / "tokenizer.json";
   const fs::path sp_path = dir / "tokenizer.model";
   if (fs::exists(json_path)) {
-    WEFT_ASSIGN_OR_RETURN(json root, read_json(json_path));
+    WEFT_ASSIGN_OR_RETURN(std::string text, read_file(json_path));
+    BpeTables tables;
+    absl::StatusOr<json> root = parse_tokenizer_json(text, tables);
+    if (!root.ok()) return invalid_argument(json_path.string(), ": ", root.status().message());
+    text = std::string();
     absl::StatusOr<std::unique_ptr<Pipeline>> pipeline;
     try {
-      pipeline = parse_pipeline(root);
+      pipeline = parse_pipeline(*root, std::move(tables));
     } catch (const json::exception& e) {
       pipeline = invalid_argument(e.what());
     }

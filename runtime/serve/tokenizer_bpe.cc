@@ -22,23 +22,6 @@ std::optional<std::string> byte_level_bytes(std::string_view token) {
   return bytes;
 }
 
-absl::StatusOr<std::pair<std::string, std::string>> merge_parts(const nlohmann::json& merge,
-                                                                size_t index) {
-  if (merge.is_string()) {
-    const std::string& line = merge.get_ref<const std::string&>();
-    const size_t space = line.find(' ');
-    if (space == std::string::npos || line.find(' ', space + 1) != std::string::npos) {
-      return invalid_argument("merges[", index, "] '", line,
-                              "' is not two tokens split by a space");
-    }
-    return std::make_pair(line.substr(0, space), line.substr(space + 1));
-  }
-  if (merge.is_array() && merge.size() == 2 && merge[0].is_string() && merge[1].is_string()) {
-    return std::make_pair(merge[0].get<std::string>(), merge[1].get<std::string>());
-  }
-  return invalid_argument("merges[", index, "] is neither \"a b\" nor [\"a\", \"b\"]");
-}
-
 // One symbol of a word being merged: a doubly linked list over a vector.
 struct Symbol {
   int32_t id;
@@ -56,14 +39,148 @@ struct Candidate {
 
 }  // namespace
 
+namespace {
+
+// nlohmann's DOM builder for everything but model.vocab and model.merges, whose entries are
+// moved straight into BpeTables.
+class TokenizerJsonSax {
+ public:
+  using json = nlohmann::json;
+  TokenizerJsonSax(json& root, BpeTables& tables) : dom_(root, true), tables_(tables) {}
+
+  bool null() { return capture_ == kNone ? dom_.null() : bad_entry(); }
+  bool boolean(bool v) { return capture_ == kNone ? dom_.boolean(v) : bad_entry(); }
+  bool number_integer(json::number_integer_t v) {
+    return capture_ == kNone ? dom_.number_integer(v) : vocab_entry(v);
+  }
+  bool number_unsigned(json::number_unsigned_t v) {
+    return capture_ == kNone ? dom_.number_unsigned(v)
+                             : vocab_entry(static_cast<int64_t>(std::min<uint64_t>(v, INT64_MAX)));
+  }
+  bool number_float(json::number_float_t v, const std::string& s) {
+    return capture_ == kNone ? dom_.number_float(v, s) : bad_entry();
+  }
+  bool string(std::string& v) {
+    if (capture_ == kNone) return dom_.string(v);
+    if (capture_ != kMerges) return bad_entry();
+    if (depth_ == capture_depth_ + 1) {
+      ++pair_size_;
+    } else if (tables_.merges_are_pairs) {
+      return bad_entry();
+    }
+    tables_.merges.push_back(std::move(v));
+    return true;
+  }
+  bool binary(json::binary_t& v) { return capture_ == kNone ? dom_.binary(v) : bad_entry(); }
+  bool start_object(std::size_t n) {
+    ++depth_;
+    if (capture_ == kPendingVocab) {
+      capture_ = kVocab;
+      capture_depth_ = depth_;
+      tables_.has_vocab = true;
+      return true;
+    }
+    return capture_ == kNone ? dom_.start_object(n) : bad_entry();
+  }
+  bool key(std::string& k) {
+    if (capture_ == kVocab) {
+      key_ = std::move(k);
+      return true;
+    }
+    if (capture_ != kNone) return bad_entry();
+    if (depth_ == 2 && top_key_ == "model" && (k == "vocab" || k == "merges")) {
+      capture_ = k == "vocab" ? kPendingVocab : kPendingMerges;
+      return true;
+    }
+    if (depth_ == 1) top_key_ = k;
+    return dom_.key(k);
+  }
+  bool end_object() {
+    --depth_;
+    if (capture_ == kVocab && depth_ < capture_depth_) {
+      capture_ = kNone;
+      return true;
+    }
+    return capture_ == kNone ? dom_.end_object() : bad_entry();
+  }
+  bool start_array(std::size_t n) {
+    ++depth_;
+    if (capture_ == kPendingMerges) {
+      capture_ = kMerges;
+      capture_depth_ = depth_;
+      tables_.has_merges = true;
+      return true;
+    }
+    if (capture_ == kMerges && depth_ == capture_depth_ + 1 &&
+        (tables_.merges_are_pairs || tables_.merges.empty())) {
+      tables_.merges_are_pairs = true;
+      pair_size_ = 0;
+      return true;
+    }
+    return capture_ == kNone ? dom_.start_array(n) : bad_entry();
+  }
+  bool end_array() {
+    --depth_;
+    if (capture_ == kMerges) {
+      if (depth_ < capture_depth_) {
+        capture_ = kNone;
+      } else if (pair_size_ != 2) {
+        return bad_entry();
+      }
+      return true;
+    }
+    return capture_ == kNone ? dom_.end_array() : bad_entry();
+  }
+  bool parse_error(std::size_t position, const std::string& token,
+                   const nlohmann::detail::exception& e) {
+    return dom_.parse_error(position, token, e);
+  }
+
+ private:
+  enum Capture { kNone, kPendingVocab, kVocab, kPendingMerges, kMerges };
+  bool vocab_entry(int64_t id) {
+    if (capture_ != kVocab) return bad_entry();
+    tables_.vocab.emplace_back(std::move(key_), id);
+    return true;
+  }
+  // Stops the parse: model.vocab must map strings to ids, model.merges list "a b" or [a, b].
+  bool bad_entry() {
+    tables_.error = capture_ == kVocab || capture_ == kPendingVocab
+                        ? "model.vocab is not an object of token ids"
+                        : "model.merges is not a list of \"a b\" strings or [a, b] pairs";
+    return false;
+  }
+
+  nlohmann::detail::json_sax_dom_parser<json> dom_;
+  BpeTables& tables_;
+  Capture capture_ = kNone;
+  int depth_ = 0;
+  int capture_depth_ = 0;
+  int pair_size_ = 0;
+  std::string top_key_;  // the current key of the root object
+  std::string key_;
+};
+
+}  // namespace
+
+absl::StatusOr<nlohmann::json> parse_tokenizer_json(const std::string& text, BpeTables& tables) {
+  nlohmann::json root;
+  TokenizerJsonSax sax(root, tables);
+  try {
+    const bool ok = nlohmann::json::sax_parse(text, &sax);
+    if (!ok) return invalid_argument(tables.error.empty() ? "not valid JSON" : tables.error);
+  } catch (const nlohmann::json::exception& e) {
+    return invalid_argument("not valid JSON: ", e.what());
+  }
+  return root;
+}
+
 absl::StatusOr<std::unique_ptr<BpeModel>> BpeModel::from_json(const nlohmann::json& model,
-                                                              bool byte_level) {
+                                                              BpeTables tables, bool byte_level) {
   std::unique_ptr<BpeModel> bpe(new BpeModel());
   const std::string type = model.value("type", "BPE");
   if (type != "BPE") return invalid_argument("model type '", type, "' is not supported (BPE only)");
-  if (!model.contains("vocab") || !model["vocab"].is_object()) {
-    return invalid_argument("model.vocab is missing or not an object");
-  }
+  if (!tables.has_vocab) return invalid_argument("model.vocab is missing");
   for (const char* key : {"continuing_subword_prefix", "end_of_word_suffix"}) {
     if (model.contains(key) && model[key].is_string() && !model[key].get<std::string>().empty()) {
       return invalid_argument("model.", key, " is not supported");
@@ -73,17 +190,15 @@ absl::StatusOr<std::unique_ptr<BpeModel>> BpeModel::from_json(const nlohmann::js
   bpe->byte_fallback_ = model.value("byte_fallback", false);
   bpe->fuse_unk_ = model.value("fuse_unk", false);
   bpe->ignore_merges_ = model.value("ignore_merges", false);
-  const nlohmann::json& vocab = model["vocab"];
-  bpe->vocab_.reserve(vocab.size());
-  for (const auto& [token, id_json] : vocab.items()) {
-    if (!id_json.is_number_integer() || id_json.get<int64_t>() < 0 ||
-        id_json.get<int64_t>() > INT32_MAX) {
-      return invalid_argument("model.vocab['", token, "'] is not a token id");
+  bpe->vocab_.reserve(tables.vocab.size());
+  for (auto& [token, id64] : tables.vocab) {
+    if (id64 < 0 || id64 > INT32_MAX) {
+      return invalid_argument("model.vocab['", token, "'] = ", id64, " is not a token id");
     }
-    const auto id = static_cast<int32_t>(id_json.get<int64_t>());
-    bpe->vocab_.insert_or_assign(token, id);
+    const auto id = static_cast<int32_t>(id64);
     if (static_cast<size_t>(id) >= bpe->id_to_token_.size()) bpe->id_to_token_.resize(id + 1);
     bpe->id_to_token_[id] = token;
+    bpe->vocab_.insert_or_assign(std::move(token), id);
   }
   if (byte_level) {
     bpe->byte_vocab_.reserve(bpe->vocab_.size());
@@ -106,22 +221,33 @@ absl::StatusOr<std::unique_ptr<BpeModel>> BpeModel::from_json(const nlohmann::js
       return invalid_argument("model.unk_token '", unk, "' is not in the vocab");
     bpe->unk_id_ = it->second;
   }
-  if (model.contains("merges")) {
-    const nlohmann::json& merges = model["merges"];
-    if (!merges.is_array()) return invalid_argument("model.merges is not an array");
-    bpe->merges_.reserve(merges.size());
-    for (size_t i = 0; i < merges.size(); ++i) {
-      WEFT_ASSIGN_OR_RETURN(auto parts, merge_parts(merges[i], i));
-      auto a = bpe->vocab_.find(parts.first);
-      auto b = bpe->vocab_.find(parts.second);
-      auto merged = bpe->vocab_.find(parts.first + parts.second);
-      if (a == bpe->vocab_.end() || b == bpe->vocab_.end() || merged == bpe->vocab_.end()) {
-        return invalid_argument("merges[", i, "] '", parts.first, " ", parts.second,
-                                "' uses a token that is not in the vocab");
+  const size_t per_merge = tables.merges_are_pairs ? 2 : 1;
+  bpe->merges_.reserve(tables.merges.size() / per_merge);
+  std::string merged;
+  for (size_t i = 0; i * per_merge < tables.merges.size(); ++i) {
+    std::string_view left, right;
+    if (tables.merges_are_pairs) {
+      left = tables.merges[2 * i];
+      right = tables.merges[2 * i + 1];
+    } else {
+      const std::string_view line = tables.merges[i];
+      const size_t space = line.find(' ');
+      if (space == std::string_view::npos || line.find(' ', space + 1) != std::string_view::npos) {
+        return invalid_argument("merges[", i, "] '", std::string(line),
+                                "' is not two tokens split by a space");
       }
-      bpe->merges_.insert_or_assign(pair_key(a->second, b->second),
-                                    Merge{static_cast<int32_t>(i), merged->second});
+      left = line.substr(0, space);
+      right = line.substr(space + 1);
     }
+    merged.assign(left).append(right);
+    const std::optional<int32_t> a = bpe->token_to_id(left);
+    const std::optional<int32_t> b = bpe->token_to_id(right);
+    const std::optional<int32_t> ab = bpe->token_to_id(merged);
+    if (!a || !b || !ab) {
+      return invalid_argument("merges[", i, "] '", std::string(left), " ", std::string(right),
+                              "' uses a token that is not in the vocab");
+    }
+    bpe->merges_.insert_or_assign(pair_key(*a, *b), Merge{static_cast<int32_t>(i), *ab});
   }
   return bpe;
 }

@@ -18,12 +18,27 @@
 
 namespace weft::serve {
 
+// model.vocab and model.merges, taken out of tokenizer.json by parse_tokenizer_json's streaming
+// parser: a JSON DOM of Gemma's 262k-token vocab and 515k merges would cost seconds.
+struct BpeTables {
+  bool has_vocab = false;
+  std::vector<std::pair<std::string, int64_t>> vocab;
+  bool has_merges = false;
+  std::vector<std::string> merges;  // "a b" lines, or a, b, a, b, ... for [a, b] pairs
+  bool merges_are_pairs = false;
+  std::string error;  // what the parser found malformed in them, if anything
+};
+
+// Parses tokenizer.json: the document without model.vocab and model.merges, which go to
+// `tables`. Errors name the offset of bad JSON.
+absl::StatusOr<nlohmann::json> parse_tokenizer_json(const std::string& text, BpeTables& tables);
+
 class BpeModel {
  public:
-  // `model` is tokenizer.json's "model" object; `byte_level` when a ByteLevel pre-tokenizer maps
-  // bytes to characters before the model sees them.
+  // `model` is tokenizer.json's "model" object (less vocab and merges, which are in `tables`);
+  // `byte_level` when a ByteLevel pre-tokenizer maps bytes to characters before the model.
   static absl::StatusOr<std::unique_ptr<BpeModel>> from_json(const nlohmann::json& model,
-                                                             bool byte_level);
+                                                             BpeTables tables, bool byte_level);
 
   // Appends the ids of one pre-tokenized word (raw bytes for a byte-level model).
   void tokenize(std::string_view word, std::vector<int32_t>& out) const;
