@@ -19,6 +19,7 @@ absl::Status run_generate(Session& session, const Args& args);
 absl::Status run_serve(Session& session, const Args& args);
 absl::Status run_train(Session& session, const Args& args);
 absl::Status run_ckpt(Session& session, const Args& args);
+absl::Status run_tokenize(Session& session, const Args& args);
 
 // Parses flags; `--help` prints the usage and returns a status marked as "help shown" (exit 0).
 absl::StatusOr<class Flags> parse_flags(Session& session, const std::string& subcommand,

@@ -29,6 +29,7 @@ const std::map<std::string, std::pair<Command, const char*>>& commands() {
       {"serve", {run_serve, "serve a model over an OpenAI-compatible HTTP API"}},
       {"train", {run_train, "train with AdamW; metrics, checkpoints, resume"}},
       {"ckpt", {run_ckpt, "checkpoint tools: inspect, verify, export"}},
+      {"tokenize", {run_tokenize, "JSON strings to token ids (or --decode ids to strings)"}},
   };
   return table;
 }
