@@ -291,7 +291,7 @@ Value Interpreter::builtin_member(const Value& object, const std::string& name) 
           fail("replace() count argument must be a number or null");
         }
         double n = count && count->kind == Kind::kInt ? count->number : -1;
-        return Value::of_string(replace_all(s, a.positional[0].str, a.positional[1].str, n));
+        return checked_string(replace_all(s, a.positional[0].str, a.positional[1].str, n));
       });
     }
     return Value{};
@@ -345,6 +345,59 @@ Value Interpreter::builtin_member(const Value& object, const std::string& name) 
   return Value{};
 }
 
+// Jinja2 filters that @huggingface/jinja lacks (it fails on them), with Python's semantics.
+Value Interpreter::jinja2_filter(const Value& operand, const Node& filter, Env* env) {
+  const std::string& name = filter.kind == NodeKind::kCall ? filter.x->str : filter.str;
+  Args a = filter.kind == NodeKind::kCall ? evaluate_args(filter.a, env) : Args{};
+  line_ = filter.line;
+  if (name == "count") {
+    if (operand.is_array()) return Value::of_int(static_cast<double>(operand.array->size()));
+    if (operand.is_object())
+      return Value::of_int(static_cast<double>(operand.object->entries.size()));
+    if (operand.kind == Kind::kString)
+      return Value::of_int(static_cast<double>(utf16_length(operand.str)));
+  } else if (name == "round") {
+    const Value* precision = a.get(0, "precision");
+    const Value* method = a.get(1, "method");
+    if (precision && precision->kind != Kind::kInt) fail("round precision must be an integer");
+    if (method && method->kind != Kind::kString) fail("round method must be a string");
+    double scale = std::pow(10.0, precision ? precision->number : 0);
+    std::string how = method ? method->str : "common";
+    double x = operand.kind == Kind::kBool ? operand.boolean : operand.number;
+    if (operand.is_number() || operand.kind == Kind::kBool) {
+      if (how == "common") return Value::of_float(std::nearbyint(x * scale) / scale);
+      if (how == "floor") return Value::of_float(std::floor(x * scale) / scale);
+      if (how == "ceil") return Value::of_float(std::ceil(x * scale) / scale);
+      fail("round method must be 'common', 'floor' or 'ceil'");
+    }
+  } else if (!operand.is_nullish()) {  // e, escape
+    std::string out;
+    for (char c : operand.kind == Kind::kString ? operand.str : to_display(operand)) {
+      switch (c) {
+        case '&':
+          out += "&amp;";
+          break;
+        case '<':
+          out += "&lt;";
+          break;
+        case '>':
+          out += "&gt;";
+          break;
+        case '"':
+          out += "&#34;";
+          break;
+        case '\'':
+          out += "&#39;";
+          break;
+        default:
+          out += c;
+      }
+    }
+    return checked_string(std::move(out));
+  }
+  fail("Cannot apply filter \"" + name + "\" to type: " + kind_name(operand.kind));
+}
+
 Value Interpreter::apply_filter(const Value& operand, const Node& filter, Env* env) {
   const std::string& name = filter.kind == NodeKind::kCall ? filter.x->str : filter.str;
   if (filter.kind == NodeKind::kCall && filter.x->kind != NodeKind::kIdentifier)
@@ -352,6 +405,9 @@ Value Interpreter::apply_filter(const Value& operand, const Node& filter, Env* e
   auto cannot = [&]() {
     return "Cannot apply filter \"" + name + "\" to type: " + kind_name(operand.kind);
   };
+  if (name == "count" || name == "round" || name == "e" || name == "escape") {
+    return jinja2_filter(operand, filter, env);
+  }
   if (filter.kind == NodeKind::kIdentifier) {
     if (name == "safe") return operand;
     if (name == "tojson") return Value::of_string(to_json(operand, JsonOptions{}, line_));
@@ -373,7 +429,7 @@ Value Interpreter::apply_filter(const Value& operand, const Node& filter, Env* e
       if (name == "join") {
         std::string out;
         for (const Value& x : items) out += x.is_nullish() ? "" : to_raw_string(x);
-        return Value::of_string(out);
+        return checked_string(std::move(out));
       }
       if (name == "string")
         return Value::of_string(to_json(operand, JsonOptions{}, line_, "undefined"));
@@ -470,7 +526,7 @@ Value Interpreter::apply_filter(const Value& operand, const Node& filter, Env* e
         out += (i ? separator : "") + (x.is_nullish() ? "" : to_raw_string(x));
       }
     }
-    return Value::of_string(out);
+    return checked_string(std::move(out));
   }
   if (name == "int" || name == "float") {
     bool integer = name == "int";
@@ -582,7 +638,7 @@ Value Interpreter::apply_filter(const Value& operand, const Node& filter, Env* e
         start = nl + 1;
         ++index;
       }
-      return Value::of_string(out);
+      return checked_string(std::move(out));
     }
     if (name == "replace") {
       Value method = builtin_member(operand, "replace");

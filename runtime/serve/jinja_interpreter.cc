@@ -8,10 +8,10 @@
 namespace weft::serve::jinja {
 namespace {
 
-constexpr int64_t kMaxSteps = 50'000'000;
-constexpr size_t kMaxOutputBytes = 64u << 20;
-constexpr int kMaxDepth = 400;  // nested macro calls and blocks
-constexpr double kMaxRange = 10'000'000;
+constexpr int64_t kMaxSteps = 2'000'000;  // real chat templates take thousands
+constexpr int kMaxDepth = 400;            // nested macro calls and blocks
+constexpr double kMaxRange = 1'000'000;
+constexpr size_t kMaxArrayLength = 1'000'000;
 
 struct BreakSignal {};
 struct ContinueSignal {};
@@ -198,6 +198,11 @@ Env* Interpreter::new_env(Env* parent) { return &envs_.emplace_back(parent); }
 
 void Interpreter::step() {
   if (++steps_ > kMaxSteps) fail("template exceeded its step limit (an endless loop?)");
+}
+
+Value Interpreter::checked_string(std::string s) {
+  if (s.size() > kMaxOutputBytes) fail("string longer than 64 MiB");
+  return Value::of_string(std::move(s));
 }
 
 void Interpreter::append(std::string& out, std::string_view text) {
@@ -716,14 +721,14 @@ Value Interpreter::binary(const Node& node, Env* env) {
     if (op == "~" && left.kind != Kind::kNull && right.kind != Kind::kNull) {
       std::string l = left.kind == Kind::kUndefined ? "" : to_raw_string(left);
       std::string r = right.kind == Kind::kUndefined ? "" : to_raw_string(right);
-      return Value::of_string(l + r);
+      return checked_string(l + r);
     }
     fail("Cannot perform operation " + op + " on undefined values");
   }
   if (left.kind == Kind::kNull || right.kind == Kind::kNull) {
     fail("Cannot perform operation on null values");
   }
-  if (op == "~") return Value::of_string(to_raw_string(left) + to_raw_string(right));
+  if (op == "~") return checked_string(to_raw_string(left) + to_raw_string(right));
   auto numeric = [](const Value& v) { return v.is_number() || v.kind == Kind::kBool; };
   auto as_number = [](const Value& v) {
     return v.kind == Kind::kBool ? (v.boolean ? 1.0 : 0.0) : v.number;
@@ -740,6 +745,7 @@ Value Interpreter::binary(const Node& node, Env* env) {
     if (op == "+") {
       Values joined = *left.array;
       joined.insert(joined.end(), right.array->begin(), right.array->end());
+      if (joined.size() > kMaxArrayLength) fail("list longer than 1000000 items");
       return Value::of_array(std::move(joined));
     }
   } else if (right.is_array()) {
@@ -750,7 +756,7 @@ Value Interpreter::binary(const Node& node, Env* env) {
     }
   }
   if ((left.kind == Kind::kString || right.kind == Kind::kString) && op == "+") {
-    return Value::of_string(to_raw_string(left) + to_raw_string(right));
+    return checked_string(to_raw_string(left) + to_raw_string(right));
   }
   if (left.kind == Kind::kString && right.kind == Kind::kString && (op == "in" || op == "not in")) {
     return Value::of_bool((right.str.find(left.str) != std::string::npos) == (op == "in"));

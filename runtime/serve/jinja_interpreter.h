@@ -50,6 +50,7 @@ class Interpreter {
 
   // jinja_builtins.cc
   Value apply_filter(const Value& operand, const Node& filter, Env* env);
+  Value jinja2_filter(const Value& operand, const Node& filter, Env* env);
   // `arg`: the value equalto/eq compare with (selectattr's third argument).
   bool apply_test(const std::string& name, const Value& operand, const Value* arg = nullptr);
   // Methods and properties reached with `.name` on strings, arrays and dicts; undefined if none.
@@ -59,6 +60,10 @@ class Interpreter {
   int compare(const Value& a, const Value& b, bool case_sensitive);
 
   Value eval(const Node& node, Env* env);
+  // A string value, failing past kMaxOutputBytes (repeated doubling must not exhaust memory).
+  Value checked_string(std::string s);
+
+  static constexpr size_t kMaxOutputBytes = 64u << 20;
 
  private:
   void render_block(const std::vector<std::unique_ptr<Node>>& body, Env* env, std::string& out);

@@ -493,6 +493,7 @@ class Parser {
   std::vector<Token> tokens_;
   Token end_;
   size_t cur_ = 0;
+  int depth_ = 0;  // nested expressions and blocks
 };
 
 NodePtr Parser::any() {
@@ -520,7 +521,20 @@ NodePtr Parser::any() {
   }
 }
 
+// Bounds the parser's recursion so that a hostile template fails instead of overflowing the stack.
+class DepthGuard {
+ public:
+  DepthGuard(int& depth, int line) : depth_(depth) {
+    if (++depth_ > 200) throw TemplateError(line, "template nesting deeper than 200");
+  }
+  ~DepthGuard() { --depth_; }
+
+ private:
+  int& depth_;
+};
+
 NodePtr Parser::statement() {
+  DepthGuard guard(depth_, peek().line);
   int line = expect(Tok::kOpenStatement, "{%").line;
   if (!is(Tok::kIdentifier)) fail("expected a statement name after {%");
   std::string name = peek().value;
@@ -657,6 +671,7 @@ NodePtr Parser::expression_sequence(bool primary_only) {
 }
 
 NodePtr Parser::if_expression() {
+  DepthGuard guard(depth_, peek().line);
   NodePtr a = or_expression();
   if (!is_identifier("if")) return a;
   int line = peek().line;
@@ -705,6 +720,7 @@ NodePtr Parser::and_expression() {
 }
 
 NodePtr Parser::not_expression() {
+  DepthGuard guard(depth_, peek().line);
   if (!is_identifier("not")) return comparison();
   NodePtr node = make(NodeKind::kUnary, peek().line);
   ++cur_;
@@ -792,6 +808,7 @@ NodePtr Parser::filter_expression() {
 }
 
 NodePtr Parser::unary_sign() {
+  DepthGuard guard(depth_, peek().line);
   const Token& t = peek();
   if ((t.type == Tok::kUnary || t.type == Tok::kAdditive) && (t.value == "-" || t.value == "+")) {
     NodePtr node = make(NodeKind::kUnary, t.line);
