@@ -25,7 +25,7 @@ class Template {
   static absl::StatusOr<Template> parse(std::string_view source);
 
   // `context` must be an object; its keys become variables. Render errors (raise_exception,
-  // type errors, unknown filters, output over 64 MiB or too many steps): InvalidArgument
+  // type errors, unknown filters, output over 16 MiB or too many steps): InvalidArgument
   // "chat template line N: <message>".
   absl::StatusOr<std::string> render(const nlohmann::json& context) const;
   absl::StatusOr<std::string> render(const nlohmann::ordered_json& context) const;

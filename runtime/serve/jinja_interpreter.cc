@@ -201,13 +201,13 @@ void Interpreter::step() {
 }
 
 Value Interpreter::checked_string(std::string s) {
-  if (s.size() > kMaxOutputBytes) fail("string longer than 64 MiB");
+  if (s.size() > kMaxOutputBytes) fail("string longer than 16 MiB");
   return Value::of_string(std::move(s));
 }
 
 void Interpreter::append(std::string& out, std::string_view text) {
   out += text;
-  if (out.size() > kMaxOutputBytes) fail("template output exceeds 64 MiB");
+  if (out.size() > kMaxOutputBytes) fail("template output exceeds 16 MiB");
 }
 
 std::string Interpreter::run(const Node& program) {

@@ -63,7 +63,7 @@ class Interpreter {
   // A string value, failing past kMaxOutputBytes (repeated doubling must not exhaust memory).
   Value checked_string(std::string s);
 
-  static constexpr size_t kMaxOutputBytes = 64u << 20;
+  static constexpr size_t kMaxOutputBytes = 16u << 20;
 
  private:
   void render_block(const std::vector<std::unique_ptr<Node>>& body, Env* env, std::string& out);

@@ -526,6 +526,9 @@ char32_t map_case(char32_t c, bool upper) {
     return c;
   }
   if (c == 0xf7 || c == 0xd7) return c;  // division and multiplication signs
+  if (upper && c == 0xff) return 0x178;
+  if (!upper && c == 0x178) return 0xff;
+  if (upper && c == 0x3c2) return 0x3a3;  // final sigma
   for (auto [begin, end, delta] : {std::tuple<char32_t, char32_t, char32_t>{0xe0, 0xfe, 0x20},
                                    {0x3b1, 0x3c9, 0x20},
                                    {0x430, 0x44f, 0x20},
@@ -536,9 +539,15 @@ char32_t map_case(char32_t c, bool upper) {
 }
 
 std::string map_case(std::string_view s, bool upper) {
-  std::vector<char32_t> cps = decode_utf8(s);
-  for (char32_t& c : cps) c = map_case(c, upper);
-  return encode_utf8(cps);
+  std::vector<char32_t> out;
+  for (char32_t c : decode_utf8(s)) {
+    if (upper && c == 0xdf) {  // ß has no single-letter uppercase
+      out.insert(out.end(), {'S', 'S'});
+    } else {
+      out.push_back(map_case(c, upper));
+    }
+  }
+  return encode_utf8(out);
 }
 
 }  // namespace

@@ -163,6 +163,58 @@ const conversations = [
   { name: 'numeric content', messages: [{ role: 'user', content: 42 }] },
 ];
 
+// Small templates for semantics the model templates above may not reach; `extra` is the context.
+const snippets = [
+  ['{{ x[0] }}|{{ x[:] }}|{{ x[:3] }}|{{ x[1:-1] }}|{{ x[1::2] }}|{{ x[5::-1] }}|{{ x[-2:] }}|{{ x | length }}', { x: 'héllo😀wörld' }],
+  ['|{{ 0 in arr }}|{{ 1 in arr }}|{{ true in arr }}|{{ false in arr }}|{{ "a" in arr }}|{{ not 1 in arr }}|{{ 1 not in arr }}|', { arr: [0, 1, 'a', false] }],
+  ['|{{ 1 and 2 }}|{{ 0 and 1 }}|{{ 1 or 0 }}|{{ 0 or 0 }}|{{ "a" and "" }}|{{ "" or "a" }}|{{ true and 0 }}|{{ none or [] }}|{{ [] or {} }}|', {}],
+  ['{{ false and raise_exception("no") }}{{ true or raise_exception("no") }}|{{ 1 == 1.0 }}{{ "1" == 1 }}{{ true == 1 }}{{ none == missing }}{{ "a" != "b" }}', {}],
+  ['{{ x is string }}{{ x is number }}{{ x is integer }}{{ x is mapping }}{{ x is iterable }}{{ x is sequence }}{{ x is none }}{{ x is defined }}{{ x is boolean }}{{ x is callable }}', { x: 1.5 }],
+  ['{{ d is mapping }}{{ d is iterable }}{{ l is iterable }}{{ l is sequence }}{{ s is lower }}{{ s is upper }}{{ f is callable }}', { d: { a: 1 }, l: [1], s: 'ABC', f: 1 }],
+  ['{% set ns = namespace(found=false) %}{% for n in nums %}{% if n == 1 %}{% set ns.found = true %}{% set found = true %}{% endif %}{% endfor %}{{ ns.found }} {{ found }}', { nums: [3, 1, 2] }],
+  ['{% for x in xs %}{{ loop.previtem }}<{{ x }}>{{ loop.nextitem }}|{% endfor %}', { xs: ['a', 'b', 'c'] }],
+  ['{% for a, b in pairs %}{{ a }}{{ b }};{% endfor %}{% for k in d %}{{ k }}{% endfor %}{% for k, v in d | items %}{{ k }}{{ v }}{% endfor %}', { pairs: [[1, 2], ['x', 'y']], d: { b: 2, a: 1 } }],
+  ['{{ tools | tojson }}\n{{ tools | tojson(indent=4) }}\n{{ tools[0] | tojson(separators=(",", ":")) }}', {
+    tools: [{ name: 'f', description: 'Ünïcode "quoted"\nnewline', parameters: { type: 'object', properties: { n: { type: 'number', default: 1.5 }, list: { type: 'array', items: [] } }, required: [] } }],
+  }],
+  ['{{ 5 }}|{{ -5 }}|{{ 1.5e0 if false else 2.25 }}|{{ 10 / 4 }}|{{ 10 / 5 }}|{{ 2 ** -1 }}|{{ 7 % -3 }}|{{ -7 % 3 }}|{{ 1 / 3 }}|{{ 1e21 if false else 100000000000000000000 * 10 }}|{{ 0.000001 }}|{{ 0.0000001 * 1 }}', {}],
+  ['{{ big }}|{{ small }}|{{ neg }}|{{ big * 10 }}|{{ third }}', { big: 123456789012, small: 0.001, neg: -2.5, third: 1 / 3 }],
+  ['{{ "a b  c".split() }}{{ "a b c".split(" ", 1) }}{{ "  lead".split(none, 0) }}{{ "x".split("x") }}{{ "a\tb\nc".split() }}', {}],
+  ['{{ "Hello World".replace("o", "0") }}|{{ "aaaa".replace("a", "b", 2) }}|{{ "abc".replace("", "-", 2) }}|{{ "ab" | replace("b", "c") }}', {}],
+  ['{{ "hello-world foo_bar 3rd éa".title() }}|{{ "ÉCOLE" | lower }}|{{ "straße" | upper }}|{{ "émile" | capitalize }}', {}],
+  ['{{ "  \t x \n " | trim }}|{{ "\u00a0nb\u3000" | trim }}|{{ "xx".strip("x") }}|{{ " a ".rstrip() }}.', {}],
+  ['{{ [3, 1, 2] | sort(reverse=true) }}{{ ["b", "A", "c"] | sort(case_sensitive=true) }}{{ users | sort(attribute="age") | map(attribute="name") | join(",") }}', { users: [{ name: 'x', age: 30 }, { name: 'y', age: 20 }] }],
+  ['{{ users | selectattr("admin") | list | length }}{{ users | rejectattr("admin") | map(attribute="name") | list }}{{ users | selectattr("name", "equalto", "y") | first | tojson }}{{ users | map(attribute="missing", default="d") | list }}', { users: [{ name: 'x', admin: true }, { name: 'y', admin: false }, { name: 'z' }] }],
+  ['{{ d | dictsort }}{{ d | dictsort(by="value") }}{{ d | dictsort(reverse=true) }}{{ d.items() | list }}{{ d | length }}', { d: { b: 2, a: 3, C: 1 } }],
+  ['{{ x | default("d") }}{{ none | default("n") }}{{ "" | default("e") }}{{ 0 | default("z", true) }}{{ x | tojson }}{{ [x, none] | tojson }}', {}],
+  ['{{ "3" | int }}{{ "3.9" | int }}{{ "x" | int(7) }}{{ " 12px" | int }}{{ "2.5e1" | float }}{{ true | int }}{{ 3 | float }}{{ "abc" | float }}', {}],
+  ['{{ [1, [2, 3], {"a": none}] | string }}|{{ {"a": [1]} | string }}|{{ 1.0 | string }}|{{ [] | string }}|{{ "x" ~ [1, 2] }}|{{ "x" + {"a": 1} | string }}', {}],
+  ['{%- macro m(a, b=a ~ "!", c=none) -%}{{ a }}{{ b }}{{ c }}{%- endmacro -%}{{ m(1) }}|{{ m(1, c=3) }}|{{ m(b=2, a=1) }}', {}],
+  ['{%- macro outer() -%}({{ caller("x") }}){%- endmacro -%}{% call(v) outer() %}got {{ v }}{% endcall %}', {}],
+  ['{%- set x = 1 -%}{%- macro show() -%}{{ x }}{%- endmacro -%}{%- set x = 2 -%}{{ show() }}{% for i in [1] %}{% set x = 3 %}{{ show() }}{% endfor %}{{ x }}', {}],
+  ['a\n{%- if true -%}\n  b  \n{%- endif -%}\n c\n  {%+ if true %}d{% endif %}\n   {# c #}\ne {{- "f" }}\n', {}],
+  ['{% generation %}gen{% endgeneration %} x {%- generation -%}  y  {%- endgeneration %}', {}],
+  ['{{ "{{ not a tag }}" }} {{ \'single "double"\' }} {{ "esc \\" \\\\ \\t" }} {{ {"k": "}}"} | tojson }}', {}],
+  ['{% for i in range(3) %}{{ i }}{% endfor %}{{ range(2, 8, 2) | list }}{{ range(5, 0, -2) | list }}{{ range(0) | list }}', {}],
+  ['{%- for m in messages if m.role == "user" -%}{{ loop.index }}:{{ m.content }};{%- else -%}none{%- endfor -%}', { messages: [{ role: 'user', content: 'a' }, { role: 'bot', content: 'b' }, { role: 'user', content: 'c' }] }],
+  ['{{ messages[-1].content }}{{ messages[0]["role"] }}{{ messages | last | attr_missing if false else "" }}{{ (messages | first).content }}{{ messages | length }}', { messages: [{ role: 'user', content: 'a' }, { role: 'bot', content: 'b' }] }],
+  ['{{ x.y.z }}{{ x["y"] }}{{ missing.attr }}{{ missing is not defined }}{{ s.missing_method is defined }}{{ s.upper is defined }}', { x: { y: { z: 'deep' } }, s: 'str' }],
+  ['{% set a, b = "xy" | list if false else [1, 2] %}{{ a }}{{ b }}{% set t = (1, 2) %}{{ t }}{{ t | length }}', {}],
+  ['{% set x %}\n  block {{ 1 }}\n{% endset %}[{{ x }}]{% filter upper %}up {{ "x" }}{% endfilter %}{% filter replace("a", "o") %}banana{% endfilter %}', {}],
+  ['{{ "abc" | join("-") }}{{ [1, none, "x", 2.0, true] | join(",") }}{{ [1, 1, "1", 2] | unique | list }}{{ [1, 2] + [3] }}{{ [[1], [2]] | first }}', {}],
+  ['{{ "x" if 0 else "y" }}{{ "x" if [] else "y" }}{{ "x" if {} else "y" }}{{ "x" if "0" else "y" }}{{ "x" if 0.0 else "y" }}{{ "a" if none }}|', {}],
+  ['{{ raise_exception("custom failure " ~ 42) }}', {}],
+  ['{{ "a" + 1 }}{{ 1 + "a" }}{{ "a" * 2 if false else "" }}{{ [1] + [2] }}{{ "b" < "a" if false else "" }}', {}],
+  ['{{ 1 + none }}', {}],
+  ['{{ undefined_fn() }}', {}],
+  ['{% for x in 5 %}{{ x }}{% endfor %}', {}],
+  ['{% if x %}unclosed', {}],
+  ['{{ "abc" | nosuchfilter }}', {}],
+  ['{{ x is nosuchtest }}', {}],
+  ['{% set d = {"a": 1} %}{% set d.b = 2 %}', {}],
+  ['{{ x.__class__ }}|{{ x.constructor }}|{{ x.toString }}|{{ d.hasOwnProperty }}|{{ d["__proto__"] }}|', { x: 'str', d: { a: 1 } }],
+];
+
 const cases = [];
 for (const t of templates) {
   for (const c of conversations) {
@@ -171,6 +223,13 @@ for (const t of templates) {
     }
   }
 }
+snippets.forEach(([source, extra], i) => {
+  cases.push({
+    t: { name: `snippet ${i}`, source, bos: '<s>', eos: '</s>' },
+    c: { name: 'snippet', messages: [], extra },
+    addGenerationPrompt: false,
+  });
+});
 
 function renderHf({ t, c, addGenerationPrompt }) {
   const context = {
