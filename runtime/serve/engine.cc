@@ -326,14 +326,15 @@ void Engine::finish(Request& r, const std::string& reason, RequestUpdate& update
   update.prompt_tokens = static_cast<int64_t>(r.prompt.size());
   update.completion_tokens = r.generated;
   update.cached_prompt_tokens = std::max<int64_t>(r.cached_prompt, 0);
-  record_finish(r);
+  record_finish(r, reason == "abort");
   if (r.on_update) r.on_update(update);
 }
 
-void Engine::record_finish(const Request& r) {
+void Engine::record_finish(const Request& r, bool aborted) {
   std::lock_guard<std::mutex> lock(mu_);
   --unfinished_;
   ++stats_.requests_finished;
+  if (aborted) ++stats_.requests_aborted;
   if (r.first_token) {
     const double ttft = std::chrono::duration<double>(*r.first_token - r.submitted).count();
     if (stats_.ttft_seconds.size() < kLatencySamples) stats_.ttft_seconds.push_back(ttft);

@@ -99,6 +99,7 @@ struct EngineStats {
   int64_t generated_tokens = 0;
   int64_t requests_finished = 0;
   int64_t requests_rejected = 0;  // queue full
+  int64_t requests_aborted = 0;   // cancelled (client gone) or cut short by shutdown
   int64_t preemptions = 0;
   int64_t steps = 0;
   std::vector<double> ttft_seconds;  // one per finished request, most recent last (capped)
@@ -165,7 +166,7 @@ class Engine {
   [[nodiscard]] models::PagedBatch build_batch(const StepPlan& plan) const;
   void deliver(Request& r, const GeneratedToken& token, RequestUpdate& update);
   void finish(Request& r, const std::string& reason, RequestUpdate& update);
-  void record_finish(const Request& r);
+  void record_finish(const Request& r, bool aborted);
 
   models::CausalLM& model_;
   comm::Communicator& world_;

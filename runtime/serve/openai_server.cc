@@ -773,6 +773,8 @@ std::string OpenAiServer::Impl::metrics() const {
         static_cast<double>(s.requests_finished), "counter");
   gauge("weft_requests_rejected_total", "Requests refused with 429 (queue full).",
         static_cast<double>(s.requests_rejected), "counter");
+  gauge("weft_requests_aborted_total", "Requests aborted: the client went away, or shutdown.",
+        static_cast<double>(s.requests_aborted), "counter");
   gauge("weft_preemptions_total", "Requests preempted (recomputed) for lack of KV blocks.",
         static_cast<double>(s.preemptions), "counter");
   gauge("weft_engine_steps_total", "Engine steps run.", static_cast<double>(s.steps), "counter");
