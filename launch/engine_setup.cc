@@ -1,9 +1,12 @@
 #include "launch/engine_setup.h"
 
+#include <algorithm>
 #include <cmath>
+#include <cstdlib>
 
 #include "absl/strings/ascii.h"
 #include "absl/strings/numbers.h"
+#include "kernels/threads.h"
 #include "runtime/core/status.h"
 
 namespace weft::cli {
@@ -73,6 +76,14 @@ absl::StatusOr<int64_t> parse_bytes(const std::string& flag, const std::string& 
 
 absl::StatusOr<EngineSetup> setup_engine(Session& session, const Flags& flags, int64_t max_queue) {
   EngineSetup out;
+  // A serving step multiplies a few rows at a time: BLAS threads spinning for so little work
+  // cost more than they bring, and the HTTP front door and the clients need a core. Unless
+  // OPENBLAS_NUM_THREADS / WEFT_NUM_THREADS say otherwise, leave one core free (measured in
+  // bench/RESULTS.md: 1 thread decodes 2.7x faster than 2 on two cores).
+  if (std::getenv("OPENBLAS_NUM_THREADS") == nullptr &&
+      std::getenv("WEFT_NUM_THREADS") == nullptr) {
+    kernels::set_cpu_threads(std::max(1, kernels::cpu_threads() - 1));
+  }
   const std::string dir = flags.str("model");
   absl::StatusOr<parallel::ParallelDims> dims = parallel::resolve_dims(
       session.size(), flags.integer("tp", 1), flags.integer("pp", 1), 1, 1, 1);
