@@ -299,8 +299,9 @@ std::vector<Token> Lexer::run() {
           num += '.';
           num += consume_digits();
         }
+        Tok type = num.empty() ? Tok::kUnary : Tok::kNumber;
         num.insert(num.begin(), c);
-        push(num.size() == 1 ? Tok::kUnary : Tok::kNumber, std::move(num), start);
+        push(type, std::move(num), start);
         continue;
       }
     }

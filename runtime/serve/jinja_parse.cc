@@ -1,6 +1,7 @@
 // Parsing of chat templates into the syntax tree, following @huggingface/jinja's parser.ts
 // (its statements, its operator precedence and its error cases).
 #include <algorithm>
+#include <cstdlib>
 #include <initializer_list>
 
 #include "runtime/serve/jinja_ast.h"
@@ -562,7 +563,7 @@ NodePtr Parser::primary() {
     case Tok::kNumber: {
       bool is_float = t.value.find('.') != std::string::npos;
       NodePtr node = make(is_float ? NodeKind::kFloat : NodeKind::kInteger, t.line);
-      node->num = std::stod(t.value);
+      node->num = std::strtod(t.value.c_str(), nullptr);  // overflow gives Infinity, as in JS
       return node;
     }
     case Tok::kString: {

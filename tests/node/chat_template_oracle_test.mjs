@@ -178,6 +178,7 @@ const snippets = [
     tools: [{ name: 'f', description: 'Ünïcode "quoted"\nnewline', parameters: { type: 'object', properties: { n: { type: 'number', default: 1.5 }, list: { type: 'array', items: [] } }, required: [] } }],
   }],
   ['{{ 5 }}|{{ -5 }}|{{ 1.5e0 if false else 2.25 }}|{{ 10 / 4 }}|{{ 10 / 5 }}|{{ 2 ** -1 }}|{{ 7 % -3 }}|{{ -7 % 3 }}|{{ 1 / 3 }}|{{ 1e21 if false else 100000000000000000000 * 10 }}|{{ 0.000001 }}|{{ 0.0000001 * 1 }}', {}],
+  [`{{ 1${'0'.repeat(400)} }}|{{ -1 }}|{{ - 1 }}|{{ 3 -1 }}|{{ 3 - -1.5 }}|{{ [-1, +2] }}|{{ +x }}|{{ -x }}`, { x: true }],
   ['{{ big }}|{{ small }}|{{ neg }}|{{ big * 10 }}|{{ third }}', { big: 123456789012, small: 0.001, neg: -2.5, third: 1 / 3 }],
   ['{{ "a b  c".split() }}{{ "a b c".split(" ", 1) }}{{ "  lead".split(none, 0) }}{{ "x".split("x") }}{{ "a\tb\nc".split() }}', {}],
   ['{{ "Hello World".replace("o", "0") }}|{{ "aaaa".replace("a", "b", 2) }}|{{ "abc".replace("", "-", 2) }}|{{ "ab" | replace("b", "c") }}', {}],
