@@ -41,7 +41,9 @@ namespace weft::serve {
 
 // Renders a chat template with the variables HF's apply_chat_template passes: messages, tools
 // (omitted when null), add_generation_prompt, bos_token, eos_token, plus the keys of `extra`
-// (e.g. enable_thinking).
+// (e.g. enable_thinking). Parses the template on every call; hold a jinja::Template to reuse
+// one. Prefer the ordered_json overload for request bodies: nlohmann::json sorts object keys,
+// so `tools | tojson` would print schemas in an order no client sent.
 absl::StatusOr<std::string> render_chat_template(
     std::string_view source, const nlohmann::json& messages, const nlohmann::json& tools,
     bool add_generation_prompt, const std::string& bos_token, const std::string& eos_token,
@@ -49,6 +51,7 @@ absl::StatusOr<std::string> render_chat_template(
 absl::StatusOr<std::string> render_chat_template(
     std::string_view source, const nlohmann::ordered_json& messages,
     const nlohmann::ordered_json& tools, bool add_generation_prompt, const std::string& bos_token,
-    const std::string& eos_token, const nlohmann::ordered_json& extra);
+    const std::string& eos_token,
+    const nlohmann::ordered_json& extra = nlohmann::ordered_json::object());
 
 }  // namespace weft::serve

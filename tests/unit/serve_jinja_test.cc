@@ -213,9 +213,8 @@ TEST(RenderChatTemplate, PassesApplyChatTemplateVariables) {
 
 TEST(RenderChatTemplate, OrderedJsonKeepsToolKeyOrder) {
   ordered_json tools = {{{"type", "function"}, {"function", {{"name", "f"}}}}};
-  absl::StatusOr<std::string> out =
-      serve::render_chat_template("{{ tools[0] | tojson }}", ordered_json::array(), tools, false,
-                                  "", "", ordered_json::object());
+  absl::StatusOr<std::string> out = serve::render_chat_template(
+      "{{ tools[0] | tojson }}", ordered_json::array(), tools, false, "", "");
   ASSERT_TRUE(out.ok()) << out.status();
   EXPECT_EQ(*out, R"({"type": "function", "function": {"name": "f"}})");
 }
