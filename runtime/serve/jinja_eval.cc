@@ -7,6 +7,7 @@
 #include "runtime/serve/jinja_interpreter.h"
 
 namespace weft::serve::jinja {
+
 Args Interpreter::evaluate_args(const std::vector<std::unique_ptr<Node>>& nodes, Env* env) {
   Args out;
   for (const auto& n : nodes) {
