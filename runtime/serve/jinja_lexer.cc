@@ -3,6 +3,7 @@
 #include "runtime/serve/jinja_lexer.h"
 
 #include <algorithm>
+#include <cstdlib>
 
 #include "runtime/serve/jinja_value.h"
 
@@ -159,8 +160,18 @@ std::string Lexer::consume_string(char quote) {
           hex.find_first_not_of("0123456789abcdefABCDEF") != std::string::npos) {
         fail("invalid hexadecimal escape sequence \\" + std::string(1, e) + hex);
       }
-      out += encode_utf8({static_cast<char32_t>(std::stoul(hex, nullptr, 16))});
+      char32_t unit = static_cast<char32_t>(std::strtoul(hex.c_str(), nullptr, 16));
       pos_ += len;
+      // JavaScript strings are UTF-16: "\ud83d\ude00" is one character; a lone half is U+FFFD.
+      if (unit >= 0xd800 && unit < 0xdc00 && s_.compare(pos_, 2, "\\u") == 0) {
+        char32_t low =
+            static_cast<char32_t>(std::strtoul(s_.substr(pos_ + 2, 4).c_str(), nullptr, 16));
+        if (low >= 0xdc00 && low < 0xe000) {
+          unit = 0x10000 + ((unit - 0xd800) << 10) + (low - 0xdc00);
+          pos_ += 6;
+        }
+      }
+      out += encode_utf8({unit >= 0xd800 && unit < 0xe000 ? 0xfffd : unit});
       continue;
     }
     switch (e) {

@@ -159,6 +159,15 @@ const conversations = [
       { role: 'user', content: 'Two' },
     ],
   },
+  {
+    name: 'null content with tool call',
+    tools: [weather],
+    messages: [
+      { role: 'user', content: 'Weather?' },
+      { role: 'assistant', content: null, tool_calls: [toolCall('get_weather', { location: 'Oslo' })] },
+      { role: 'tool', content: '-3' },
+    ],
+  },
   { name: 'no messages', messages: [] },
   { name: 'numeric content', messages: [{ role: 'user', content: 42 }] },
 ];
@@ -195,6 +204,7 @@ const snippets = [
   ['{%- set x = 1 -%}{%- macro show() -%}{{ x }}{%- endmacro -%}{%- set x = 2 -%}{{ show() }}{% for i in [1] %}{% set x = 3 %}{{ show() }}{% endfor %}{{ x }}', {}],
   ['a\n{%- if true -%}\n  b  \n{%- endif -%}\n c\n  {%+ if true %}d{% endif %}\n   {# c #}\ne {{- "f" }}\n', {}],
   ['{% generation %}gen{% endgeneration %} x {%- generation -%}  y  {%- endgeneration %}', {}],
+  ['{{ "\\ud83d\\ude00 \\u00e9 \\x41" }}|{{ "\\ud83d\\ude00" | length }}', {}],
   ['{{ "{{ not a tag }}" }} {{ \'single "double"\' }} {{ "esc \\" \\\\ \\t" }} {{ {"k": "}}"} | tojson }}', {}],
   ['{% for i in range(3) %}{{ i }}{% endfor %}{{ range(2, 8, 2) | list }}{{ range(5, 0, -2) | list }}{{ range(0) | list }}', {}],
   ['{%- for m in messages if m.role == "user" -%}{{ loop.index }}:{{ m.content }};{%- else -%}none{%- endfor -%}', { messages: [{ role: 'user', content: 'a' }, { role: 'bot', content: 'b' }, { role: 'user', content: 'c' }] }],
