@@ -46,10 +46,29 @@ const weather = {
       type: 'object',
       properties: {
         location: { type: 'string', description: 'City name, e.g. "Paris"' },
-        unit: { type: 'string', enum: ['celsius', 'fahrenheit'] },
-        days: { type: 'integer', minimum: 1, maximum: 7.5 },
+        unit: { type: 'string', enum: ['celsius', 'fahrenheit'], description: ' Unit ' },
+        days: { type: 'integer', minimum: 1, maximum: 7.5, description: 'Forecast days' },
+        fields: { type: 'array', items: { type: 'string' }, description: 'Which fields' },
+        when: { type: ['string', 'null'], description: 'ISO date or null' },
+        extra: { type: 'object', additionalProperties: { type: 'number' }, description: 'More' },
       },
       required: ['location'],
+    },
+  },
+};
+// Without array or union-typed parameters, which the Hermes template cannot describe under HF.
+const clock = {
+  type: 'function',
+  function: {
+    name: 'get_time',
+    description: 'Current time',
+    parameters: {
+      type: 'object',
+      properties: {
+        tz: { type: 'string', description: 'Time zone' },
+        opts: { type: 'object', additionalProperties: { type: 'boolean' }, description: 'Options' },
+      },
+      required: [],
     },
   },
 };
@@ -118,7 +137,7 @@ const conversations = [
   },
   {
     name: 'parallel tool calls',
-    tools: [weather],
+    tools: [clock, weather],
     messages: [
       { role: 'user', content: 'Weather in Paris and Rome?' },
       {
@@ -133,7 +152,7 @@ const conversations = [
       { role: 'tool', content: 'rainy' },
     ],
   },
-  { name: 'tools, no system', tools: [weather], messages: [{ role: 'user', content: 'Hi' }] },
+  { name: 'tools, no system', tools: [clock], messages: [{ role: 'user', content: 'Hi' }] },
   {
     name: 'reasoning',
     extra: { enable_thinking: true },
