@@ -3,6 +3,11 @@
 // trim_blocks, its operator precedence, and its printing of numbers ("1", "1.0"), booleans
 // ("true"), none (nothing) and lists/dicts (JSON with ", " and ": ") are reproduced exactly.
 //
+// Known differences from the oracle: upper/lower map ASCII, Latin-1, Greek and Cyrillic only;
+// tojson(sort_keys=true) approximates localeCompare; a printed function is "function", not its
+// JavaScript source; object keys keep insertion order even when they look like array indices.
+// Extensions (the oracle fails on them): the Jinja2 filters count, round and e/escape.
+//
 // Pass JSON as nlohmann::ordered_json where key order matters (tool schemas printed with
 // `tojson` keep their key order, as JavaScript objects and Python dicts do); nlohmann::json
 // sorts keys.
@@ -19,6 +24,8 @@ namespace weft::serve::jinja {
 
 struct Node;
 
+// A parsed template: immutable, cheap to copy, and safe to render from several threads at once
+// (each render has its own scopes and values).
 class Template {
  public:
   // Parse errors: InvalidArgument "chat template line N: <what>".
