@@ -21,6 +21,8 @@ absl::StatusOr<std::string> render_json(const Node& root, const Json& context) {
     return interpreter.run(root);
   } catch (const TemplateError& e) {
     return template_error(e);
+  } catch (const std::exception& e) {  // a bug here must not take down the server
+    return invalid_argument("chat template: ", e.what());
   }
 }
 
@@ -31,6 +33,8 @@ absl::StatusOr<Template> Template::parse(std::string_view source) {
     return Template(std::shared_ptr<const Node>(parse_template(source)));
   } catch (const TemplateError& e) {
     return template_error(e);
+  } catch (const std::exception& e) {
+    return invalid_argument("chat template: ", e.what());
   }
 }
 

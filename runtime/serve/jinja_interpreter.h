@@ -1,6 +1,6 @@
 // The tree-walking evaluator behind jinja::Template, following @huggingface/jinja's runtime.ts:
-// scopes, loops, macros and operators here (jinja_interpreter.cc); filters, tests and the
-// methods of strings and dicts in jinja_builtins.cc.
+// statements, scopes, loops and macros in jinja_interpreter.cc; expressions and operators in
+// jinja_eval.cc; filters, tests and the methods of strings and dicts in jinja_builtins.cc.
 #pragma once
 
 #include <deque>
@@ -64,6 +64,8 @@ class Interpreter {
   Value checked_string(std::string s);
 
   static constexpr size_t kMaxOutputBytes = 16u << 20;
+  static constexpr size_t kMaxArrayLength = 100'000;
+  static constexpr int kMaxDepth = 400;  // nested blocks and macro calls
 
  private:
   void render_block(const std::vector<std::unique_ptr<Node>>& body, Env* env, std::string& out);
@@ -80,6 +82,7 @@ class Interpreter {
   Values call_arguments(const std::vector<std::unique_ptr<Node>>& nodes, Env* env);
   Env* new_env(Env* parent);
   void step();
+  void enter();  // one level deeper; fails past kMaxDepth (the caller decrements depth_)
   void append(std::string& out, std::string_view text);
 
   std::deque<Env> envs_;  // every scope lives until the render ends (macros keep pointers)

@@ -3,6 +3,8 @@
 // the Jinja2 filters it lacks (count, round, escape).
 #include <ctime>
 #include <string>
+#include <thread>
+#include <vector>
 
 #include "gtest/gtest.h"
 #include "runtime/serve/jinja.h"
@@ -196,6 +198,24 @@ TEST(Jinja, RunawayTemplatesFailInsteadOfHanging) {
             std::string::npos);
 }
 
+TEST(Jinja, OneTemplateRendersConcurrently) {
+  absl::StatusOr<Template> tmpl = Template::parse(
+      "{% set ns = namespace(n=0) %}{% macro m(x) %}<{{ x }}>{% endmacro %}"
+      "{% for i in range(200) %}{% set ns.n = ns.n + i %}{{ m(i) }}{% endfor %}{{ ns.n }}");
+  ASSERT_TRUE(tmpl.ok()) << tmpl.status();
+  absl::StatusOr<std::string> expected = tmpl->render(ordered_json::object());
+  ASSERT_TRUE(expected.ok()) << expected.status();
+  std::vector<std::string> results(4);
+  std::vector<std::thread> threads;
+  for (size_t t = 0; t < results.size(); ++t) {
+    threads.emplace_back([&, t] {
+      for (int rep = 0; rep < 20; ++rep) results[t] = tmpl->render(ordered_json::object()).value();
+    });
+  }
+  for (std::thread& thread : threads) thread.join();
+  for (const std::string& r : results) EXPECT_EQ(r, *expected);
+}
+
 TEST(RenderChatTemplate, PassesApplyChatTemplateVariables) {
   const char* src =
       "{{ bos_token }}{% for m in messages %}<{{ m.role }}>{{ m.content }}{% endfor %}"
@@ -213,9 +233,8 @@ TEST(RenderChatTemplate, PassesApplyChatTemplateVariables) {
 
 TEST(RenderChatTemplate, OrderedJsonKeepsToolKeyOrder) {
   ordered_json tools = {{{"type", "function"}, {"function", {{"name", "f"}}}}};
-  absl::StatusOr<std::string> out =
-      serve::render_chat_template("{{ tools[0] | tojson }}", ordered_json::array(), tools, false,
-                                  "", "", ordered_json::object());
+  absl::StatusOr<std::string> out = serve::render_chat_template(
+      "{{ tools[0] | tojson }}", ordered_json::array(), tools, false, "", "");
   ASSERT_TRUE(out.ok()) << out.status();
   EXPECT_EQ(*out, R"({"type": "function", "function": {"name": "f"}})");
 }
