@@ -5,7 +5,9 @@
 // (requests/s meeting both SLOs). Prints one JSON object.
 //
 //   node bench/serve_load.mjs --url http://127.0.0.1:8000 --rate 4 --requests 64 --seed 1 \
-//        --input 32:512 --output 16:256 --vocab 4096 --slo-ttft 2 --slo-tpot 0.1
+//        --input 32:512 --output 16:256 --vocab 4096 --slo-ttft 2 --slo-tpot 0.1 [--prefix 1000]
+// --rate 1e9 sends every request at once (a batch); --prefix N starts every prompt with the same
+// N tokens.
 const args = Object.fromEntries(process.argv.slice(2).reduce((acc, a, i, all) => {
   if (a.startsWith('--')) acc.push([a.slice(2), all[i + 1]]);
   return acc;
@@ -19,6 +21,7 @@ const vocab = Number(args.vocab ?? 4096);
 const sloTtft = Number(args['slo-ttft'] ?? 2);
 const sloTpot = Number(args['slo-tpot'] ?? 0.1);
 const model = args.model;
+const prefixLen = Number(args.prefix ?? 0);  // tokens every prompt starts with (prefix caching)
 if (!url || !model) throw new Error('--url and --model are required');
 
 let state = Number(args.seed ?? 1) >>> 0 || 1;
@@ -29,12 +32,13 @@ const uniform = () => {  // xorshift32 in (0, 1)
 const between = (lo, hi) => lo + Math.floor(uniform() * (hi - lo + 1));
 
 // The trace: arrival offsets (exponential gaps), prompts, output lengths — fixed by the seed.
+const shared = Array.from({ length: prefixLen }, () => between(0, vocab - 1));
 const trace = [];
 let at = 0;
 for (let i = 0; i < count; i++) {
   at += -Math.log(uniform()) / rate;
   const len = between(inLo, inHi);
-  const prompt = Array.from({ length: len }, () => between(0, vocab - 1));
+  const prompt = [...shared, ...Array.from({ length: len }, () => between(0, vocab - 1))];
   trace.push({ at, prompt, maxTokens: between(outLo, outHi) });
 }
 
@@ -92,7 +96,7 @@ const good = ok.filter((r) => r.ttft <= sloTtft && r.tpot <= sloTpot);
 const summary = (xs) => ({ p50: pct(xs, 50), p90: pct(xs, 90), p99: pct(xs, 99) });
 console.log(JSON.stringify({
   rate, requests: count, completed: ok.length, failed: results.length - ok.length,
-  input: `${inLo}:${inHi}`, output: `${outLo}:${outHi}`, seed: Number(args.seed ?? 1),
+  input: `${inLo}:${inHi}`, shared_prefix: prefixLen, output: `${outLo}:${outHi}`, seed: Number(args.seed ?? 1),
   makespan_s: makespan,
   request_throughput: ok.length / makespan,
   output_tokens_per_s: ok.reduce((a, r) => a + r.tokens, 0) / makespan,

@@ -22,7 +22,9 @@ namespace weft::serve {
 
 namespace {
 
-using nlohmann::json;
+// Ordered: request bodies keep the client's key order (tool schemas reach the chat template as
+// sent), and responses list their fields in the order written here.
+using json = nlohmann::ordered_json;
 
 // An error that becomes an OpenAI-shaped response.
 struct ApiError {
