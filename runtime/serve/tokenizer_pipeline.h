@@ -54,8 +54,9 @@ class Normalizer {
 
   struct Step {
     std::string type;
-    std::string a, b;  // Prepend: a; Replace: b is the content; Strip: a/b non-empty = left/right
+    std::string content;  // Prepend: the prefix; Replace: the replacement
     std::shared_ptr<const Regex> pattern;
+    bool left = false, right = false;  // Strip
   };
 
  private:

@@ -99,14 +99,32 @@ TEST(Tokenizer, AddedTokenStripAndSingleWordFlags) {
   json file = byte_level_bpe();
   file["added_tokens"] = {
       {{"id", 11}, {"content", "<x>"}, {"lstrip", true}, {"rstrip", true}, {"normalized", false}},
-      {{"id", 12}, {"content", "c"}, {"single_word", true}, {"normalized", false}}};
+      {{"id", 12}, {"content", "cc"}, {"single_word", true}, {"normalized", false}}};
   auto tok = load_ok(model_dir(file));
   ASSERT_NE(tok, nullptr);
   // lstrip/rstrip swallow the spaces around the token.
   EXPECT_EQ(tok->encode("a  <x>  b", false), (Ids{0, 11, 1}));
-  // single_word: "c" alone is the added token, inside "abc" it is not.
-  EXPECT_EQ(tok->encode("c", false), (Ids{12}));
-  EXPECT_EQ(tok->encode("abc", false), (Ids{0, 7}));
+  // single_word: "cc" alone is the added token, inside "abcc" it is not.
+  EXPECT_EQ(tok->encode("cc", false), (Ids{12}));
+  EXPECT_EQ(tok->encode("abcc", false), (Ids{0, 7, 2}));
+}
+
+TEST(Tokenizer, AddedTokenIdsAreAssignedAsHuggingFaceDoes) {
+  json file = byte_level_bpe();
+  // HF ignores these ids: content already in the vocab keeps its vocab id, new content takes the
+  // next id after the vocab (11 entries) and the added tokens so far.
+  file["added_tokens"] = {{{"id", 50}, {"content", "<y>"}, {"special", true}},
+                          {{"id", 60}, {"content", "ab"}, {"special", true}},
+                          {{"id", 70}, {"content", "<z>"}, {"special", false}}};
+  auto tok = load_ok(model_dir(file));
+  ASSERT_NE(tok, nullptr);
+  EXPECT_EQ(tok->token_to_id("<y>"), 11);
+  EXPECT_EQ(tok->token_to_id("ab"), 4);
+  EXPECT_EQ(tok->token_to_id("<z>"), 12);
+  EXPECT_EQ(tok->vocab_size(), 13);
+  // "special" goes with the content: the vocab's "ab" is now skipped by skip_special_tokens.
+  EXPECT_TRUE(tok->is_special(4));
+  EXPECT_EQ(tok->decode(Ids{4, 0, 12}, true), "a<z>");
 }
 
 // Llama 2 style: Prepend + Replace normalizer, byte_fallback, Strip decoder, BOS template.
