@@ -3,6 +3,7 @@
 #include <gtest/gtest.h>
 
 #include <fstream>
+#include <thread>
 
 #include "nlohmann/json.hpp"
 #include "runtime/serve/tokenizer.h"
@@ -255,6 +256,29 @@ TEST(StreamDecoder, RealTokenizersStreamWholeCharactersOnly) {
       EXPECT_GT(held, 0) << name << ": no character was split over tokens; the text tests nothing";
     }
   }
+}
+
+TEST(Tokenizer, EncodesTheSameFromManyThreads) {
+  auto tok = load_ok(model_dir(byte_level_bpe()));
+  ASSERT_NE(tok, nullptr);
+  std::vector<std::string> texts;
+  for (int i = 0; i < 200; ++i) {
+    texts.push_back(std::string(i % 7, 'a') + " ab" + std::string(i % 5, 'c') + "<|eot|>abc");
+  }
+  std::vector<Ids> alone;
+  for (const std::string& t : texts) alone.push_back(tok->encode(t, false));
+  std::vector<std::vector<Ids>> per_thread(4);
+  std::vector<std::thread> threads;
+  for (auto& out : per_thread) {
+    threads.emplace_back([&] {
+      for (int round = 0; round < 20; ++round) {
+        out.clear();
+        for (const std::string& t : texts) out.push_back(tok->encode(t, false));
+      }
+    });
+  }
+  for (std::thread& t : threads) t.join();
+  for (const auto& out : per_thread) EXPECT_EQ(out, alone);
 }
 
 TEST(Tokenizer, ReadsTokenizerConfig) {
