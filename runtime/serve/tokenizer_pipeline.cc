@@ -212,19 +212,24 @@ absl::StatusOr<std::shared_ptr<const Regex>> parse_pattern(const json& pattern) 
   return invalid_argument("pattern ", pattern.dump(), " is neither {\"String\"} nor {\"Regex\"}");
 }
 
+template <typename Stage>
+absl::StatusOr<Stage> sequence_of(const json& members) {
+  Stage out;
+  for (const json& member : members) {
+    WEFT_ASSIGN_OR_RETURN(Stage inner, Stage::from_json(member));
+    out.steps_.insert(out.steps_.end(), inner.steps_.begin(), inner.steps_.end());
+  }
+  return out;
+}
+
 // ---- Normalizer ----
 
 absl::StatusOr<Normalizer> Normalizer::from_json(const json& config) {
   Normalizer n;
   if (config.is_null()) return n;
   const std::string type = type_of(config);
-  if (type == "Sequence") {
-    for (const json& sub : config.value("normalizers", json::array())) {
-      WEFT_ASSIGN_OR_RETURN(Normalizer inner, from_json(sub));
-      n.steps_.insert(n.steps_.end(), inner.steps_.begin(), inner.steps_.end());
-    }
-    return n;
-  }
+  if (type == "Sequence")
+    return sequence_of<Normalizer>(config.value("normalizers", json::array()));
   Step step{type};
   if (type == "Prepend") {
     step.content = config.value("prepend", "");
@@ -273,11 +278,7 @@ absl::StatusOr<PreTokenizer> PreTokenizer::from_json(const json& config) {
   if (config.is_null()) return p;
   const std::string type = type_of(config);
   if (type == "Sequence") {
-    for (const json& sub : config.value("pretokenizers", json::array())) {
-      WEFT_ASSIGN_OR_RETURN(PreTokenizer inner, from_json(sub));
-      p.steps_.insert(p.steps_.end(), inner.steps_.begin(), inner.steps_.end());
-    }
-    return p;
+    return sequence_of<PreTokenizer>(config.value("pretokenizers", json::array()));
   }
   Step step{type};
   if (type == "Split") {
@@ -424,10 +425,8 @@ absl::StatusOr<Decoder> Decoder::from_json(const json& config) {
   d.present_ = true;
   const std::string type = type_of(config);
   if (type == "Sequence") {
-    for (const json& sub : config.value("decoders", json::array())) {
-      WEFT_ASSIGN_OR_RETURN(Decoder inner, from_json(sub));
-      d.steps_.insert(d.steps_.end(), inner.steps_.begin(), inner.steps_.end());
-    }
+    WEFT_ASSIGN_OR_RETURN(d, sequence_of<Decoder>(config.value("decoders", json::array())));
+    d.present_ = true;
     return d;
   }
   Step step{type};
