@@ -1,6 +1,7 @@
 // weft tokenize --model DIR [--no-special | --decode]
 // Reads one JSON string per line on stdin and prints one JSON array of token ids per line
-// (--decode: arrays of ids in, strings out, special tokens kept). Rank 0 does the work; the
+// (--decode: arrays of ids in, strings out, special tokens kept). An id at or above the vocab size
+// is an error naming the line (HF's decode would drop it silently). Rank 0 does the work; the
 // command needs no more than one process.
 #include <cstdio>
 #include <iostream>

@@ -5,6 +5,7 @@
 #include <fstream>
 
 #include "absl/container/flat_hash_map.h"
+#include "absl/container/flat_hash_set.h"
 #include "nlohmann/json.hpp"
 #include "runtime/core/status.h"
 #include "runtime/serve/tokenizer_added.h"
@@ -27,6 +28,8 @@ struct Tokenizer::Pipeline {
   AddedTokenMatcher normalized_matcher;  // normalized=true: matched after the normalizer
   absl::flat_hash_map<int32_t, AddedToken> added_by_id;
   absl::flat_hash_map<std::string, int32_t> added_by_content;
+  // HF decides "special" by a token's content, whichever id it is reached by.
+  absl::flat_hash_set<std::string> special_contents;
 };
 
 namespace {
@@ -76,15 +79,31 @@ absl::StatusOr<std::unique_ptr<Tokenizer::Pipeline>> parse_pipeline(const json& 
   WEFT_ASSIGN_OR_RETURN(p->decoder, Decoder::from_json(root.value("decoder", json())));
   WEFT_ASSIGN_OR_RETURN(p->model, BpeModel::from_json(root["model"], std::move(tables),
                                                       p->pre_tokenizer.byte_level()));
+  // HF's AddedVocabulary::add_tokens ignores the ids in the file: a token keeps the id its
+  // content already has (an earlier added token, or the model's vocab), else takes the next id
+  // after the vocab and the added tokens so far.
+  int32_t max_added = -1;
   for (const json& t : root.value("added_tokens", json::array())) {
     AddedToken token;
     token.content = t.at("content").get<std::string>();
-    token.id = t.at("id").get<int32_t>();
+    if (token.content.empty()) continue;
     token.special = t.value("special", false);
     token.single_word = t.value("single_word", false);
     token.lstrip = t.value("lstrip", false);
     token.rstrip = t.value("rstrip", false);
     token.normalized = t.value("normalized", !token.special);
+    const int32_t vocab_count = p->model->vocab_count();
+    if (auto it = p->added_by_content.find(token.content); it != p->added_by_content.end()) {
+      token.id = it->second;
+    } else if (std::optional<int32_t> id = p->model->token_to_id(token.content)) {
+      token.id = *id;
+    } else {
+      token.id = max_added < 0                                  ? vocab_count
+                 : max_added >= vocab_count || vocab_count == 0 ? max_added + 1
+                                                                : vocab_count;
+    }
+    max_added = std::max(max_added, token.id);
+    if (token.special) p->special_contents.insert(token.content);
     (token.normalized ? p->normalized_matcher : p->raw_matcher).add(token);
     p->added_by_content.insert_or_assign(token.content, token.id);
     p->added_by_id.insert_or_assign(token.id, std::move(token));
@@ -253,11 +272,15 @@ std::string Tokenizer::decode(std::span<const int32_t> ids, bool skip_special_to
   std::vector<std::string> tokens;
   tokens.reserve(ids.size());
   for (int32_t id : ids) {
+    const std::string* token = nullptr;
     if (auto it = hf_->added_by_id.find(id); it != hf_->added_by_id.end()) {
-      if (!(skip_special_tokens && it->second.special)) tokens.push_back(it->second.content);
-    } else if (const std::string* token = hf_->model->id_to_token(id)) {
-      tokens.push_back(*token);
+      token = &it->second.content;
+    } else {
+      token = hf_->model->id_to_token(id);
     }
+    if (token == nullptr) continue;
+    if (skip_special_tokens && hf_->special_contents.contains(*token)) continue;
+    tokens.push_back(*token);
   }
   return hf_->decoder.decode(std::move(tokens));
 }
@@ -296,8 +319,8 @@ bool Tokenizer::is_special(int32_t id) const {
   if (sp_) {
     return id >= 0 && id < sp_->size() && sp_->is_special(id);
   }
-  auto it = hf_->added_by_id.find(id);
-  return it != hf_->added_by_id.end() && it->second.special;
+  const std::optional<std::string> token = id_to_token(id);
+  return token && hf_->special_contents.contains(*token);
 }
 
 StreamDecoder::StreamDecoder(const Tokenizer& tok, bool skip_special_tokens)

@@ -1,7 +1,7 @@
 // Text <-> token ids, byte-exact with Hugging Face tokenizers (the Rust library) on the
 // tokenizer.json files Llama 2/3, Mistral, Qwen 2/3 and Gemma ship; a sentencepiece
-// tokenizer.model where that is all a model directory has. See docs: SERVING.md, "Tokenizers and
-// chat templates".
+// tokenizer.model where that is all a model directory has. Encode runs: added tokens cut out of
+// the raw text -> normalizer (per piece) -> pre-tokenizer -> BPE per word -> post-processor.
 #pragma once
 
 #include <cstdint>

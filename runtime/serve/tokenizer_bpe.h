@@ -45,6 +45,7 @@ class BpeModel {
 
   [[nodiscard]] std::optional<int32_t> token_to_id(std::string_view token) const;
   [[nodiscard]] const std::string* id_to_token(int32_t id) const;
+  [[nodiscard]] int32_t vocab_count() const { return static_cast<int32_t>(vocab_.size()); }
   [[nodiscard]] int32_t max_id() const { return static_cast<int32_t>(id_to_token_.size()) - 1; }
 
  private:

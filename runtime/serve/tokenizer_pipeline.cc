@@ -3,6 +3,7 @@
 #define PCRE2_CODE_UNIT_WIDTH 8
 #include <pcre2.h>
 
+#include "absl/strings/str_cat.h"
 #include "runtime/core/status.h"
 #include "runtime/serve/unicode_text.h"
 
@@ -117,6 +118,41 @@ std::string strip_whitespace(const std::string& s, bool left, bool right) {
   return s.substr(begin, end - begin);
 }
 
+// Hugging Face matches with Oniguruma, whose \s is Unicode White_Space; PCRE2's also takes
+// U+180E MONGOLIAN VOWEL SEPARATOR (in \h), so \s and \S are spelled out as White_Space.
+constexpr char kWhiteSpace[] =
+    R"(\t\n\x{0B}\f\r\x{20}\x{85}\x{A0}\x{1680}\x{2000}-\x{200A}\x{2028}\x{2029}\x{202F}\x{205F})"
+    R"(\x{3000})";
+
+std::string oniguruma_whitespace(const std::string& pattern) {
+  std::string out;
+  bool in_class = false;
+  for (size_t i = 0; i < pattern.size(); ++i) {
+    const char c = pattern[i];
+    if (c == '\\' && i + 1 < pattern.size()) {
+      const char next = pattern[++i];
+      if (next == 's') {
+        out += in_class ? std::string(kWhiteSpace) : absl::StrCat("[", kWhiteSpace, "]");
+      } else if (next == 'S' && !in_class) {
+        out += absl::StrCat("[^", kWhiteSpace, "]");
+      } else {
+        out.push_back(c);
+        out.push_back(next);
+      }
+      continue;
+    }
+    out.push_back(c);
+    if (c == '[' && !in_class) {
+      in_class = true;
+      if (i + 1 < pattern.size() && pattern[i + 1] == '^') out.push_back(pattern[++i]);
+      if (i + 1 < pattern.size() && pattern[i + 1] == ']') out.push_back(pattern[++i]);
+    } else if (c == ']' && in_class) {
+      in_class = false;
+    }
+  }
+  return out;
+}
+
 }  // namespace
 
 absl::StatusOr<std::shared_ptr<const Regex>> Regex::compile(const std::string& pattern,
@@ -125,7 +161,8 @@ absl::StatusOr<std::shared_ptr<const Regex>> Regex::compile(const std::string& p
   int error = 0;
   PCRE2_SIZE offset = 0;
   const uint32_t options = PCRE2_UTF | (literal ? PCRE2_LITERAL : PCRE2_UCP);
-  pcre2_code* code = pcre2_compile(reinterpret_cast<PCRE2_SPTR>(pattern.data()), pattern.size(),
+  const std::string source = literal ? pattern : oniguruma_whitespace(pattern);
+  pcre2_code* code = pcre2_compile(reinterpret_cast<PCRE2_SPTR>(source.data()), source.size(),
                                    options, &error, &offset, nullptr);
   if (code == nullptr) {
     PCRE2_UCHAR message[256];
@@ -175,28 +212,33 @@ absl::StatusOr<std::shared_ptr<const Regex>> parse_pattern(const json& pattern) 
   return invalid_argument("pattern ", pattern.dump(), " is neither {\"String\"} nor {\"Regex\"}");
 }
 
+template <typename Stage>
+absl::StatusOr<Stage> sequence_of(const json& members) {
+  Stage out;
+  for (const json& member : members) {
+    WEFT_ASSIGN_OR_RETURN(Stage inner, Stage::from_json(member));
+    out.steps_.insert(out.steps_.end(), inner.steps_.begin(), inner.steps_.end());
+  }
+  return out;
+}
+
 // ---- Normalizer ----
 
 absl::StatusOr<Normalizer> Normalizer::from_json(const json& config) {
   Normalizer n;
   if (config.is_null()) return n;
   const std::string type = type_of(config);
-  if (type == "Sequence") {
-    for (const json& sub : config.value("normalizers", json::array())) {
-      WEFT_ASSIGN_OR_RETURN(Normalizer inner, from_json(sub));
-      n.steps_.insert(n.steps_.end(), inner.steps_.begin(), inner.steps_.end());
-    }
-    return n;
-  }
+  if (type == "Sequence")
+    return sequence_of<Normalizer>(config.value("normalizers", json::array()));
   Step step{type};
   if (type == "Prepend") {
-    step.a = config.value("prepend", "");
+    step.content = config.value("prepend", "");
   } else if (type == "Replace") {
     WEFT_ASSIGN_OR_RETURN(step.pattern, parse_pattern(config.value("pattern", json())));
-    step.b = config.value("content", "");
+    step.content = config.value("content", "");
   } else if (type == "Strip") {
-    step.a = config.value("left", true) ? "l" : "";
-    step.b = config.value("right", true) ? "r" : "";
+    step.left = config.value("strip_left", true);
+    step.right = config.value("strip_right", true);
   } else if (type != "NFC" && type != "NFD" && type != "NFKC" && type != "NFKD" &&
              type != "Lowercase") {
     return invalid_argument("normalizer type '", type, "' is not supported");
@@ -209,9 +251,9 @@ std::string Normalizer::apply(std::string_view text) const {
   std::string s(text);
   for (const Step& step : steps_) {
     if (step.type == "Prepend") {
-      if (!s.empty()) s.insert(0, step.a);
+      if (!s.empty()) s.insert(0, step.content);
     } else if (step.type == "Replace") {
-      s = step.pattern->replace_all(s, step.b);
+      s = step.pattern->replace_all(s, step.content);
     } else if (step.type == "NFC") {
       s = unicode::normalize(s, unicode::NormalForm::kNfc);
     } else if (step.type == "NFD") {
@@ -223,7 +265,7 @@ std::string Normalizer::apply(std::string_view text) const {
     } else if (step.type == "Lowercase") {
       s = unicode::to_lower(s);
     } else if (step.type == "Strip") {
-      s = strip_whitespace(s, !step.a.empty(), !step.b.empty());
+      s = strip_whitespace(s, step.left, step.right);
     }
   }
   return s;
@@ -236,11 +278,7 @@ absl::StatusOr<PreTokenizer> PreTokenizer::from_json(const json& config) {
   if (config.is_null()) return p;
   const std::string type = type_of(config);
   if (type == "Sequence") {
-    for (const json& sub : config.value("pretokenizers", json::array())) {
-      WEFT_ASSIGN_OR_RETURN(PreTokenizer inner, from_json(sub));
-      p.steps_.insert(p.steps_.end(), inner.steps_.begin(), inner.steps_.end());
-    }
-    return p;
+    return sequence_of<PreTokenizer>(config.value("pretokenizers", json::array()));
   }
   Step step{type};
   if (type == "Split") {
@@ -271,7 +309,8 @@ absl::StatusOr<PreTokenizer> PreTokenizer::from_json(const json& config) {
     step.behavior = "MergedWithNext";
   } else if (type == "Digits") {
     const bool individual = config.value("individual_digits", false);
-    WEFT_ASSIGN_OR_RETURN(step.pattern, Regex::compile(individual ? "[0-9]" : "[0-9]+", false));
+    // Rust char::is_numeric: general categories Nd, Nl and No.
+    WEFT_ASSIGN_OR_RETURN(step.pattern, Regex::compile(individual ? "\\p{N}" : "\\p{N}+", false));
     step.behavior = "Isolated";
   } else if (type == "Whitespace") {
     WEFT_ASSIGN_OR_RETURN(step.pattern, Regex::compile(R"(\w+|[^\w\s]+)", false));
@@ -302,7 +341,8 @@ void PreTokenizer::apply(std::string_view text, bool at_text_start,
     for (size_t i = 0; i < current.size(); ++i) {
       std::string_view word = current[i];
       if (step.type == "ByteLevel") {
-        if (step.add_prefix_space && (word.empty() || word[0] != ' ')) {
+        // HF's NormalizedString::prepend does nothing to an empty string.
+        if (step.add_prefix_space && !word.empty() && word[0] != ' ') {
           word = arena.emplace_back(" " + std::string(word));
         }
         if (!step.use_regex) {
@@ -312,8 +352,9 @@ void PreTokenizer::apply(std::string_view text, bool at_text_start,
       } else if (step.type == "Metaspace") {
         std::string replaced = replace_literal(word, " ", step.replacement);
         const bool starts = replaced.compare(0, step.replacement.size(), step.replacement) == 0;
-        if (!starts && (step.prepend_scheme == "always" ||
-                        (step.prepend_scheme == "first" && at_text_start && i == 0))) {
+        if (!starts && !replaced.empty() &&
+            (step.prepend_scheme == "always" ||
+             (step.prepend_scheme == "first" && at_text_start && i == 0))) {
           replaced.insert(0, step.replacement);
         }
         word = arena.emplace_back(std::move(replaced));
@@ -384,10 +425,8 @@ absl::StatusOr<Decoder> Decoder::from_json(const json& config) {
   d.present_ = true;
   const std::string type = type_of(config);
   if (type == "Sequence") {
-    for (const json& sub : config.value("decoders", json::array())) {
-      WEFT_ASSIGN_OR_RETURN(Decoder inner, from_json(sub));
-      d.steps_.insert(d.steps_.end(), inner.steps_.begin(), inner.steps_.end());
-    }
+    WEFT_ASSIGN_OR_RETURN(d, sequence_of<Decoder>(config.value("decoders", json::array())));
+    d.present_ = true;
     return d;
   }
   Step step{type};

@@ -45,6 +45,10 @@ class Regex {
 // Pattern {"String": s} or {"Regex": r} as HF serializes it.
 absl::StatusOr<std::shared_ptr<const Regex>> parse_pattern(const nlohmann::json& pattern);
 
+// A "Sequence" stage (Normalizer, PreTokenizer or Decoder): its members' steps in order.
+template <typename Stage>
+absl::StatusOr<Stage> sequence_of(const nlohmann::json& members);
+
 class Normalizer {
  public:
   // `config` may be null (no normalizer).
@@ -54,11 +58,14 @@ class Normalizer {
 
   struct Step {
     std::string type;
-    std::string a, b;  // Prepend: a; Replace: b is the content; Strip: a/b non-empty = left/right
+    std::string content;  // Prepend: the prefix; Replace: the replacement
     std::shared_ptr<const Regex> pattern;
+    bool left = false, right = false;  // Strip
   };
 
  private:
+  template <typename Stage>
+  friend absl::StatusOr<Stage> sequence_of(const nlohmann::json& members);
   std::vector<Step> steps_;
 };
 
@@ -86,6 +93,8 @@ class PreTokenizer {
   };
 
  private:
+  template <typename Stage>
+  friend absl::StatusOr<Stage> sequence_of(const nlohmann::json& members);
   std::vector<Step> steps_;
 };
 
@@ -117,6 +126,8 @@ class Decoder {
   };
 
  private:
+  template <typename Stage>
+  friend absl::StatusOr<Stage> sequence_of(const nlohmann::json& members);
   bool present_ = false;
   std::vector<Step> steps_;
 };

@@ -2,6 +2,7 @@
 
 #include <unicode/bytestream.h>
 #include <unicode/normalizer2.h>
+#include <unicode/ucasemap.h>
 #include <unicode/uchar.h>
 #include <unicode/unistr.h>
 
@@ -178,10 +179,20 @@ std::string normalize(std::string_view s, NormalForm form) {
 }
 
 std::string to_lower(std::string_view s) {
-  std::string out;
-  out.reserve(s.size());
-  size_t pos = 0;
-  while (pos < s.size()) append_utf8(out, u_tolower(next_code_point(s, pos)));
+  if (is_ascii(s)) {
+    std::string out(s);
+    for (char& c : out) c = static_cast<char>(c >= 'A' && c <= 'Z' ? c - 'A' + 'a' : c);
+    return out;
+  }
+  // Full case mapping with final-sigma context, as Rust's str::to_lowercase.
+  UErrorCode err = U_ZERO_ERROR;
+  UCaseMap* map = ucasemap_open("", U_FOLD_CASE_DEFAULT, &err);
+  std::string out(s.size() * 3 + 16, '\0');
+  const int32_t n = ucasemap_utf8ToLower(map, out.data(), static_cast<int32_t>(out.size()),
+                                         s.data(), static_cast<int32_t>(s.size()), &err);
+  ucasemap_close(map);
+  WEFT_CHECK(U_SUCCESS(err)) << "ICU lowercasing failed: " << u_errorName(err);
+  out.resize(n);
   return out;
 }
 

@@ -40,6 +40,6 @@ bool is_alphanumeric(char32_t cp);  // Rust char::is_alphanumeric
 enum class NormalForm { kNfc, kNfd, kNfkc, kNfkd };
 // `s` in the normal form; ASCII text is returned unchanged without calling ICU.
 std::string normalize(std::string_view s, NormalForm form);
-std::string to_lower(std::string_view s);
+std::string to_lower(std::string_view s);  // Rust's str::to_lowercase
 
 }  // namespace weft::serve::unicode

@@ -16,6 +16,12 @@ const FRAGMENTS = [
   '\u3000', '\u2028', '\u200b', '\u200d', '\ufeff', '\ufffd', '    def f(x):\n        return x',
   '{"a": [1, 2]}', '<html><body>', 'https://example.com/a?b=c', '___', '...', '!!!', '¿Qué?',
   '\u0300', '𝔘𝔫𝔦𝔠𝔬𝔡𝔢', 'ᄀ', 'ไทย', 'हिन्दी', ...SPECIAL_LOOKALIKES,
+  // Where regex engines disagree on \s, \p{L} and \p{N}: NEL, Mongolian vowel separator, the
+  // U+2000 spaces, vertical tab, form feed, information separators, roman and Arabic-Indic
+  // digits, superscripts, private use, noncharacters.
+  ...[0x85, 0x180e, 0x2000, 0x2005, 0x200a, 0x202f, 0x205f, 0x0b, 0x0c, 0x1c, 0x1f, 0x1680, 0x2060,
+      0x1f3fb, 0xe000, 0x10ffff, 0xfffe, 0x2160, 0x0660, 0x00b2, 0x16ee, 0x3007, 0x1d7ce]
+      .map((c) => String.fromCodePoint(c)),
 ];
 
 export const HARD_CASES = [

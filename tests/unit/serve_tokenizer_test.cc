@@ -3,6 +3,7 @@
 #include <gtest/gtest.h>
 
 #include <fstream>
+#include <thread>
 
 #include "nlohmann/json.hpp"
 #include "runtime/serve/tokenizer.h"
@@ -99,14 +100,32 @@ TEST(Tokenizer, AddedTokenStripAndSingleWordFlags) {
   json file = byte_level_bpe();
   file["added_tokens"] = {
       {{"id", 11}, {"content", "<x>"}, {"lstrip", true}, {"rstrip", true}, {"normalized", false}},
-      {{"id", 12}, {"content", "c"}, {"single_word", true}, {"normalized", false}}};
+      {{"id", 12}, {"content", "cc"}, {"single_word", true}, {"normalized", false}}};
   auto tok = load_ok(model_dir(file));
   ASSERT_NE(tok, nullptr);
   // lstrip/rstrip swallow the spaces around the token.
   EXPECT_EQ(tok->encode("a  <x>  b", false), (Ids{0, 11, 1}));
-  // single_word: "c" alone is the added token, inside "abc" it is not.
-  EXPECT_EQ(tok->encode("c", false), (Ids{12}));
-  EXPECT_EQ(tok->encode("abc", false), (Ids{0, 7}));
+  // single_word: "cc" alone is the added token, inside "abcc" it is not.
+  EXPECT_EQ(tok->encode("cc", false), (Ids{12}));
+  EXPECT_EQ(tok->encode("abcc", false), (Ids{0, 7, 2}));
+}
+
+TEST(Tokenizer, AddedTokenIdsAreAssignedAsHuggingFaceDoes) {
+  json file = byte_level_bpe();
+  // HF ignores these ids: content already in the vocab keeps its vocab id, new content takes the
+  // next id after the vocab (11 entries) and the added tokens so far.
+  file["added_tokens"] = {{{"id", 50}, {"content", "<y>"}, {"special", true}},
+                          {{"id", 60}, {"content", "ab"}, {"special", true}},
+                          {{"id", 70}, {"content", "<z>"}, {"special", false}}};
+  auto tok = load_ok(model_dir(file));
+  ASSERT_NE(tok, nullptr);
+  EXPECT_EQ(tok->token_to_id("<y>"), 11);
+  EXPECT_EQ(tok->token_to_id("ab"), 4);
+  EXPECT_EQ(tok->token_to_id("<z>"), 12);
+  EXPECT_EQ(tok->vocab_size(), 13);
+  // "special" goes with the content: the vocab's "ab" is now skipped by skip_special_tokens.
+  EXPECT_TRUE(tok->is_special(4));
+  EXPECT_EQ(tok->decode(Ids{4, 0, 12}, true), "a<z>");
 }
 
 // Llama 2 style: Prepend + Replace normalizer, byte_fallback, Strip decoder, BOS template.
@@ -237,6 +256,29 @@ TEST(StreamDecoder, RealTokenizersStreamWholeCharactersOnly) {
       EXPECT_GT(held, 0) << name << ": no character was split over tokens; the text tests nothing";
     }
   }
+}
+
+TEST(Tokenizer, EncodesTheSameFromManyThreads) {
+  auto tok = load_ok(model_dir(byte_level_bpe()));
+  ASSERT_NE(tok, nullptr);
+  std::vector<std::string> texts;
+  for (int i = 0; i < 200; ++i) {
+    texts.push_back(std::string(i % 7, 'a') + " ab" + std::string(i % 5, 'c') + "<|eot|>abc");
+  }
+  std::vector<Ids> alone;
+  for (const std::string& t : texts) alone.push_back(tok->encode(t, false));
+  std::vector<std::vector<Ids>> per_thread(4);
+  std::vector<std::thread> threads;
+  for (auto& out : per_thread) {
+    threads.emplace_back([&] {
+      for (int round = 0; round < 20; ++round) {
+        out.clear();
+        for (const std::string& t : texts) out.push_back(tok->encode(t, false));
+      }
+    });
+  }
+  for (std::thread& t : threads) t.join();
+  for (const auto& out : per_thread) EXPECT_EQ(out, alone);
 }
 
 TEST(Tokenizer, ReadsTokenizerConfig) {
