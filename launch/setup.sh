@@ -5,14 +5,18 @@ WEFT_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 WEFT_BUILD_DIR="${WEFT_BUILD_DIR:-$WEFT_ROOT/build}"
 WEFT_PACKAGES=(cmake g++ make pkg-config openmpi-bin libopenmpi-dev libprotobuf-dev
   protobuf-compiler libabsl-dev libopenblas-dev nlohmann-json3-dev libssl-dev libgtest-dev
-  libgmock-dev libbenchmark-dev libpcre2-dev libicu-dev libsentencepiece-dev libcpp-httplib-dev curl nodejs
-  npm)
+  libgmock-dev libbenchmark-dev libpcre2-dev libicu-dev libsentencepiece-dev libcpp-httplib-dev curl)
 
 weft_install_deps() {
   local missing=()
   for p in "${WEFT_PACKAGES[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
   done
+  # Node.js and npm (the tests' oracles and clients): Debian's packages unless a node with npm is
+  # already installed some other way (e.g. NodeSource's nodejs, which conflicts with Debian's npm).
+  if ! command -v node >/dev/null 2>&1 || ! command -v npm >/dev/null 2>&1; then
+    missing+=(nodejs npm)
+  fi
   [ ${#missing[@]} -eq 0 ] && return 0
   echo "weft: installing ${missing[*]}"
   local sudo=""
