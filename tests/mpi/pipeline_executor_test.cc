@@ -182,6 +182,13 @@ class ChainModel : public models::CausalLM {
     return nullptr;
   }
   Tensor forward_incremental(models::InferenceState&, const Tensor&) override { return {}; }
+  [[nodiscard]] absl::StatusOr<int64_t> paged_cache_block_bytes(int64_t) const override {
+    return absl::UnimplementedError("a training-only test model");
+  }
+  [[nodiscard]] std::unique_ptr<models::PagedKvCache> new_paged_cache(int64_t, int64_t) override {
+    return nullptr;
+  }
+  Tensor forward_paged(models::PagedKvCache&, const models::PagedBatch&) override { return {}; }
 
   [[nodiscard]] const models::Param* weight(int layer) const { return weights_.at(layer); }
   // chunk -> the last_microbatch flag of each of its backwards, in order.
