@@ -222,7 +222,7 @@ TEST(Faults, AbsurdConfigIsAnErrorNotACrash) {
                                          " --steps 1 --global-batch 4 --seq-len 16");
   expect_refused(run_weft(train, kRanks), "model.embed_tokens.weight has shape [96, 64]");
   expect_refused(
-      run_weft("generate --greedy --max-new-tokens 2 --prompt-ids 1,2 --model " + model, kRanks),
+      run_weft("generate --tp 2 --greedy --max-new-tokens 2 --prompt-ids 1,2 --model " + model, kRanks),
       "config.json implies [96, 1099511627776]");
   // With no weights to compare against, the allocation itself fails: an error naming the
   // tensor and the size, not SIGABRT.
@@ -310,7 +310,7 @@ TEST(Faults, FlagsThatWereSilentlyReinterpretedAreErrors) {
                                        long_tokens, " --out ", s.dir, "/o.safetensors"),
                           kRanks),
                  "more than the model's max_position_embeddings 64");
-  expect_refused(run_weft(absl::StrCat("generate --greedy --model ", model_fixture(kModel),
+  expect_refused(run_weft(absl::StrCat("generate --tp 2 --greedy --model ", model_fixture(kModel),
                                        " --prompt-ids 1,2,3 --max-new-tokens 62"),
                           kRanks),
                  "exceed the model's max_position_embeddings 64");
