@@ -30,6 +30,18 @@ size_t utf8_boundary(const std::string& text, size_t cut) {
   return cut;
 }
 
+// Where the request's text must end: the earliest occurrence of any stop string that is not
+// wholly inside the text already sent (never before `emitted`); npos when none occurs.
+size_t first_stop(const std::string& text, size_t emitted, const std::vector<std::string>& stops) {
+  size_t end = std::string::npos;
+  for (const std::string& stop : stops) {
+    const size_t from = emitted >= stop.size() ? emitted - stop.size() + 1 : 0;
+    const size_t at = text.find(stop, from);
+    if (at != std::string::npos) end = std::min(end, std::max(at, emitted));
+  }
+  return end;
+}
+
 void append_json_ids(const nlohmann::json& value, std::vector<int64_t>& out) {
   if (value.is_number_integer()) {
     out.push_back(value.get<int64_t>());
@@ -312,11 +324,7 @@ void Engine::finish(Request& r, const std::string& reason, RequestUpdate& update
   // Whatever is left, up to a stop string.
   size_t end = r.text.size();
   if (reason != "abort") {
-    for (const std::string& stop : r.params.stop) {
-      const size_t from = r.emitted >= stop.size() ? r.emitted - stop.size() + 1 : 0;
-      const size_t p = r.text.find(stop, from);
-      if (p != std::string::npos) end = std::min(end, std::max(p, r.emitted));
-    }
+    end = std::min(end, first_stop(r.text, r.emitted, r.params.stop));
     update.text += r.text.substr(r.emitted, end - r.emitted);
   }
   r.emitted = end;
@@ -365,12 +373,9 @@ void Engine::deliver(Request& r, const GeneratedToken& token, RequestUpdate& upd
     return;
   }
   if (r.detok) r.text += r.detok->push(token.id);
-  for (const std::string& stop : p.stop) {
-    const size_t from = r.emitted >= stop.size() ? r.emitted - stop.size() + 1 : 0;
-    const size_t at = r.text.find(stop, from);
-    if (at == std::string::npos) continue;
-    // Cut at the first stop string; what follows is dropped.
-    r.text.resize(std::max(at, r.emitted));
+  if (const size_t stop = first_stop(r.text, r.emitted, p.stop); stop != std::string::npos) {
+    // Cut at the earliest stop string; what follows is dropped.
+    r.text.resize(stop);
     scheduler_->finish(r.id);
     r.detok.reset();  // nothing after the stop string is wanted
     finish(r, "stop", update);
