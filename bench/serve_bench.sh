@@ -25,11 +25,7 @@ start_server() {
   "$WEFT_BUILD_DIR/weft" serve --model "$MODEL" --port 0 --served-model-name small "$@" \
     >"$OUT/server.out" 2>"$OUT/server.err" &
   SERVER_PID=$!
-  for _ in $(seq 100); do
-    grep -q "listening on" "$OUT/server.out" && break
-    sleep 0.1
-  done
-  URL=$(grep -o 'http://[^ ]*' "$OUT/server.out")
+  URL=$(weft_serve_url "$OUT/server.out")
 }
 stop_server() {
   kill -TERM "$SERVER_PID"

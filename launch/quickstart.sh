@@ -59,11 +59,7 @@ echo "== serve the exported model (OpenAI-compatible HTTP on loopback), ask it o
 "$WEFT" serve --model "$WORK/exported" --port 0 --served-model-name counter \
   >"$WORK/serve.out" 2>"$WORK/serve.err" &
 SERVER=$!
-for _ in $(seq 100); do
-  grep -q "listening on" "$WORK/serve.out" && break
-  sleep 0.1
-done
-URL=$(grep -o 'http://[^ ]*' "$WORK/serve.out")
+URL=$(weft_serve_url "$WORK/serve.out")
 echo "weft serve is listening on $URL"
 # The toy model has no tokenizer, so the prompt is token ids; the answer carries token_ids.
 curl -sS "$URL/v1/completions" -H 'Content-Type: application/json' \

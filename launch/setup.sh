@@ -53,3 +53,17 @@ weft_mpirun() {
   [ "$(id -u)" -eq 0 ] && extra+=(--allow-run-as-root)
   mpirun "${extra[@]}" "$@"
 }
+
+# weft_serve_url OUT_FILE: waits (up to 10 s) for `weft serve`'s listening line in OUT_FILE (its
+# stdout) and prints the URL; fails if it never comes.
+weft_serve_url() {
+  for _ in $(seq 100); do
+    if grep -q "listening on" "$1" 2>/dev/null; then
+      grep -o 'http://[^ ]*' "$1"
+      return 0
+    fi
+    sleep 0.1
+  done
+  echo "weft: no listening line in $1" >&2
+  return 1
+}
