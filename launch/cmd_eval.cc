@@ -76,7 +76,8 @@ absl::Status run_eval(Session& session, const Args& args) {
       parse_flags(session, "eval",
                   "logits, loss and (with --grads) the gradient of every parameter", args, specs));
   absl::StatusOr<parallel::ParallelDims> dims = parallel::resolve_dims(
-      session.size(), flags.integer("tp", 1), flags.integer("pp", 1), flags.integer("sp", 1), 1, 1);
+      session.size(), flags.integer("tp", 1), flags.integer("pp", 1), flags.integer("sp", 1),
+      flags.integer("ep", 1), flags.integer("etp", 1));
   WEFT_RETURN_IF_ERROR(session.agree(dims.status()));
   absl::StatusOr<SpChoice> sp = parse_sp_choice(flags.str("sp-attn"), flags.str("sp-linear"),
                                                 static_cast<int>(flags.integer("sp-ulysses", 1)));
@@ -86,13 +87,15 @@ absl::Status run_eval(Session& session, const Args& args) {
   std::unique_ptr<parallel::Mesh> mesh = parallel::Mesh::create(session.world(), *dims);
   const bool sequence_parallel = flags.boolean("sequence-parallel");
   const int pp_virtual = static_cast<int>(flags.integer("pp-virtual", 1));
+  const double capacity = flags.number("moe-capacity-factor", 0);
   absl::StatusOr<std::unique_ptr<models::CausalLM>> loaded =
       models::CausalLM::from_pretrained(flags.str("model"), {.mesh = mesh.get(),
                                                              .sequence_parallel = sequence_parallel,
                                                              .pp_virtual = pp_virtual,
                                                              .sp_attn = sp->attn,
                                                              .sp_linear = sp->linear,
-                                                             .sp_ulysses = sp->ulysses});
+                                                             .sp_ulysses = sp->ulysses,
+                                                             .moe_capacity_factor = capacity});
   WEFT_RETURN_IF_ERROR(session.agree(loaded.status()));
   models::CausalLM& model = **loaded;
   const int64_t batch = data->num_sequences();
@@ -121,9 +124,13 @@ absl::Status run_eval(Session& session, const Args& args) {
       {.loss_scale = 1.0f / static_cast<float>(global_predicted), .forward_only = !grads});
   WEFT_RETURN_IF_ERROR(session.agree(step.status()));
   if (grads) {
-    std::vector<Tensor> g;
-    for (models::Param* p : model.parameters()) g.push_back(p->grad);
-    parallel::all_reduce_grads(mesh->dp_sp(), g);  // weights are replicated over dp and sp
+    // Weights are replicated over dp and sp, expert-parallel ones over edp.
+    std::vector<Tensor> dense, experts;
+    for (models::Param* p : model.parameters()) {
+      (p->expert_parallel() ? experts : dense).push_back(p->grad);
+    }
+    parallel::all_reduce_grads(mesh->dp_sp(), dense);
+    parallel::all_reduce_grads(mesh->edp(), experts);
   }
   Tensor loss = Tensor::from_floats({static_cast<float>(step->loss_sum)}, {1});
   mesh->dp_sp().all_reduce(loss);

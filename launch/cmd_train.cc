@@ -145,11 +145,13 @@ absl::StatusOr<train::TrainOptions> options_from(const io::RunConfig& cfg, bool 
   o.sp_attn = sp.attn;
   o.sp_linear = sp.linear;
   o.sp_ulysses = sp.ulysses;
-  if (par.ep() > 1 || par.etp() > 1) {
-    return invalid_argument(
-        "--ep and --etp above 1 are not available yet (expert parallelism); use --tp, --pp, "
-        "--sp and data parallelism");
+  o.ep = par.ep() > 0 ? par.ep() : 1;
+  o.etp = par.etp() > 0 ? par.etp() : 1;
+  if (!(par.moe_capacity_factor() >= 0) || !std::isfinite(par.moe_capacity_factor())) {
+    return invalid_argument("--moe-capacity-factor ", par.moe_capacity_factor(),
+                            " must be a finite number >= 0");
   }
+  o.moe_capacity_factor = par.moe_capacity_factor();
   if (o.model_dir.empty() && o.load_dir.empty()) {
     return invalid_argument("missing required flag --model (or --load)");
   }

@@ -128,23 +128,24 @@ std::map<std::string, Tensor> gather_parameters(const parallel::Mesh& mesh,
   const parallel::Coord& c = mesh.coord();
   comm::Communicator& world = mesh.world();
   std::map<std::string, Tensor> out;
-  std::vector<std::pair<std::string, Tensor>> mine;  // whole tensors this stage contributes
+  // The whole tensors this rank contributes: a dense one from tp, dp and sp rank 0 of its stage,
+  // an expert-parallel one from etp and edp rank 0 of its host.
+  std::vector<std::pair<std::string, Tensor>> mine;
   for (const models::Param* p : params) {
-    Tensor whole = models::gather_whole(p->*pick, p->spec, &mesh);  // collective over tp
-    if (p->spec.replica == 0 && c.tp == 0 && c.dp == 0 && c.sp == 0) {
-      mine.emplace_back(p->name, whole);
-    }
+    Tensor whole = models::gather_whole(p->*pick, p->spec, &mesh);  // collective over tp or etp
+    const bool owner = p->expert_parallel()
+                           ? c.etp == 0 && c.edp == 0
+                           : p->spec.replica == 0 && c.tp == 0 && c.dp == 0 && c.sp == 0;
+    if (owner) mine.emplace_back(p->name, whole);
   }
-  const bool stage_owner = c.tp == 0 && c.dp == 0 && c.sp == 0;
   if (mesh.rank() == 0) {
     for (auto& [name, t] : mine) out[name] = t;
-    for (int stage = 1; stage < d.pp; ++stage) {
-      const int src = rank_at(d, 0, 0, stage);
+    for (int src = 1; src < world.size(); ++src) {
       Tensor count = Tensor::empty({1}, DType::kI64);
       world.recv(count, src);
       for (int64_t i = 0; i < count.to_ints()[0]; ++i) out.insert(recv_named(world, src));
     }
-  } else if (stage_owner) {
+  } else {
     world.send(Tensor::from_ints({static_cast<int64_t>(mine.size())}, {1}), 0);
     for (const auto& [name, t] : mine) send_named(world, name, t, 0);
   }

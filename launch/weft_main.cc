@@ -86,7 +86,13 @@ std::vector<FlagSpec> model_parallel_flags() {
       {"sp-attn", FlagKind::kString,
        "softmax attention under --sp: ring (default), ulysses, usp, allgather, auto"},
       {"sp-linear", FlagKind::kString, "linear attention under --sp: zeco (default), lasp2, auto"},
-      {"sp-ulysses", FlagKind::kInt, "usp: Ulysses group size inside the sp group", false, 1}};
+      {"sp-ulysses", FlagKind::kInt, "usp: Ulysses group size inside the sp group", false, 1},
+      {"ep", FlagKind::kInt, "expert-parallel degree: MoE experts split over N ranks of a stage",
+       false, 1},
+      {"etp", FlagKind::kInt, "expert tensor parallelism: each expert split by features over N",
+       false, 1},
+      {"moe-capacity-factor", FlagKind::kFloat,
+       "per-sequence expert capacity factor F (default: dropless)"}};
 }
 
 absl::StatusOr<SpChoice> parse_sp_choice(const std::string& attn, const std::string& linear,

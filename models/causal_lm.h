@@ -58,6 +58,10 @@ struct ParallelOptions {
   parallel::SpAttnAlgo sp_attn = parallel::SpAttnAlgo::kRing;
   parallel::SpLinearAlgo sp_linear = parallel::SpLinearAlgo::kZeco;
   int sp_ulysses = 1;
+  // MoE (models/expert_context.h): per-sequence expert capacity (0 = dropless) and the expert
+  // placement over ep ranks (empty: contiguous blocks).
+  double moe_capacity_factor = 0;
+  std::vector<int64_t> expert_placement;
 };
 
 // What one (micro-batch, pipeline chunk) keeps between forward_chunk and backward_chunk.

@@ -22,8 +22,8 @@ std::unique_ptr<TokenMixer> make_mixer(const io::ModelConfig& config, int64_t la
 }
 
 std::unique_ptr<FeedForward> make_ffn(const io::ModelConfig& config, int64_t layer,
-                                      const TpContext& tp) {
-  if (config.is_moe()) return std::make_unique<MoeBlock>(config, layer, tp);
+                                      const TpContext& tp, const ExpertContext& experts) {
+  if (config.is_moe()) return std::make_unique<MoeBlock>(config, layer, tp, experts);
   return SwiGluMlp::dense(layer, config.hidden_size, config.intermediate_size, tp.even());
 }
 
@@ -34,13 +34,13 @@ std::string norm_name(int64_t layer, const char* norm) {
 }  // namespace
 
 DecoderBlock::DecoderBlock(const io::ModelConfig& config, int64_t layer, const TpContext& tp,
-                           const SpContext& sp)
+                           const SpContext& sp, const ExpertContext& experts)
     : input_norm_(norm_name(layer, "input_layernorm"), config.hidden_size,
                   static_cast<float>(config.rms_norm_eps)),
       mixer_(make_mixer(config, layer, tp, sp)),
       post_attention_norm_(norm_name(layer, "post_attention_layernorm"), config.hidden_size,
                            static_cast<float>(config.rms_norm_eps)),
-      ffn_(make_ffn(config, layer, tp)) {}
+      ffn_(make_ffn(config, layer, tp, experts)) {}
 
 Tensor DecoderBlock::forward(const TokenBatch& batch, const Tensor& x,
                              const parallel::TensorParallelRegion& region, MixerCache* cache,
@@ -51,14 +51,14 @@ Tensor DecoderBlock::forward(const TokenBatch& batch, const Tensor& x,
       region.leave(mixer_->forward(batch, region.enter(xn), cache, keep ? &saved->mixer : nullptr));
   kernels::add_(h, x);  // h = x + mixer(.)
   const Tensor hn = post_attention_norm_.forward(h, keep ? &saved->norm2 : nullptr);
-  Tensor out = region.leave(ffn_->forward(region.enter(hn), keep ? &saved->ffn : nullptr));
+  Tensor out = ffn_->forward_in_region(batch, hn, region, keep ? &saved->ffn : nullptr);
   kernels::add_(out, h);  // out = h + ffn(.)
   return out;
 }
 
 Tensor DecoderBlock::backward(Saved& saved, const Tensor& dy,
                               const parallel::TensorParallelRegion& region) {
-  const Tensor dhn = region.enter_backward(ffn_->backward(*saved.ffn, region.leave_backward(dy)));
+  const Tensor dhn = ffn_->backward_in_region(*saved.ffn, dy, region);
   saved.ffn.reset();
   Tensor dh = post_attention_norm_.backward(saved.norm2, dhn);
   kernels::add_(dh, dy);  // residual
@@ -69,6 +69,8 @@ Tensor DecoderBlock::backward(Saved& saved, const Tensor& dy,
   kernels::add_(dx, dh);  // residual
   return dx;
 }
+
+MoeBlock* DecoderBlock::moe() const { return dynamic_cast<MoeBlock*>(ffn_.get()); }
 
 void DecoderBlock::collect_params(std::vector<Param*>& out) {
   // Hugging Face's named_parameters() order.

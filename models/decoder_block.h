@@ -11,6 +11,7 @@
 #include <memory>
 #include <vector>
 
+#include "models/expert_context.h"
 #include "models/feed_forward.h"
 #include "models/rmsnorm.h"
 #include "models/sp_context.h"
@@ -21,6 +22,8 @@
 
 namespace weft::models {
 
+class MoeBlock;
+
 class DecoderBlock {
  public:
   struct Saved {
@@ -28,9 +31,10 @@ class DecoderBlock {
     SavedPtr mixer, ffn;
   };
 
-  // sp: the sequence-parallel mixer cores (training and full forwards; decoding runs whole).
+  // sp: the sequence-parallel mixer cores (training and full forwards; decoding runs whole);
+  // experts: the MoE layout (plain when it does not dispatch).
   DecoderBlock(const io::ModelConfig& config, int64_t layer, const TpContext& tp,
-               const SpContext& sp = {});
+               const SpContext& sp = {}, const ExpertContext& experts = {});
 
   // x [n, D] -> [n, D] with n = region.local_rows(N). cache: decoding state of this layer (or
   // null); saved: fill for backward.
@@ -52,6 +56,8 @@ class DecoderBlock {
     return mixer_->paged_cache_block_bytes(block_size);
   }
   void collect_params(std::vector<Param*>& out);
+  // The MoE block, or null for a dense MLP.
+  [[nodiscard]] MoeBlock* moe() const;
 
  private:
   RmsNorm input_norm_;

@@ -1,6 +1,7 @@
 #include "models/model_layout.h"
 
 #include <algorithm>
+#include <cmath>
 #include <string>
 
 #include "absl/strings/str_cat.h"
@@ -16,7 +17,7 @@ absl::Status check_divides(int tp, int64_t size, const char* what) {
       absl::StrCat("--tp ", tp, " does not divide ", what, " ", size));
 }
 
-absl::Status check_tensor_parallel(const io::ModelConfig& c, int tp) {
+absl::Status check_tensor_parallel(const io::ModelConfig& c, int tp, bool experts_over_tp) {
   WEFT_RETURN_IF_ERROR(check_divides(tp, c.num_attention_heads, "num_attention_heads"));
   const int64_t kv = c.num_key_value_heads;
   if (tp > kv && tp % kv != 0) {
@@ -25,9 +26,11 @@ absl::Status check_tensor_parallel(const io::ModelConfig& c, int tp) {
                      " and is not a multiple of it (KV heads are replicated tp/kv times)"));
   }
   if (tp <= kv) WEFT_RETURN_IF_ERROR(check_divides(tp, kv, "num_key_value_heads"));
-  WEFT_RETURN_IF_ERROR(
-      check_divides(tp, c.intermediate_size,
-                    c.is_moe() ? "the experts' intermediate_size" : "intermediate_size"));
+  if (!c.is_moe()) {
+    WEFT_RETURN_IF_ERROR(check_divides(tp, c.intermediate_size, "intermediate_size"));
+  } else if (experts_over_tp) {
+    WEFT_RETURN_IF_ERROR(check_divides(tp, c.intermediate_size, "the experts' intermediate_size"));
+  }
   return check_divides(tp, c.vocab_size, "vocab_size");
 }
 
@@ -75,15 +78,68 @@ absl::Status plan_sequence_parallel(const io::ModelConfig& c, const ParallelOpti
   return absl::OkStatus();
 }
 
+// The MoE view of the stage and the capacity's constraint (it needs whole sequences).
+absl::Status plan_experts(const io::ModelConfig& c, const ParallelOptions& parallel,
+                          ModelLayout& layout) {
+  const parallel::Mesh& mesh = *parallel.mesh;
+  const parallel::ParallelDims& dims = mesh.dims();
+  ExpertContext& x = layout.experts;
+  x.ep = dims.ep;
+  x.ep_rank = mesh.coord().ep;
+  x.ep_group = dims.ep > 1 ? &mesh.ep() : nullptr;
+  x.etp = dims.etp;
+  x.etp_rank = mesh.coord().etp;
+  x.etp_group = dims.etp > 1 ? &mesh.etp() : nullptr;
+  x.edp_rank = mesh.coord().edp;
+  x.capacity_factor = parallel.moe_capacity_factor;
+  x.placement = parallel.expert_placement;
+  if (parallel.moe_capacity_factor > 0 && c.is_moe()) {
+    if (dims.sp > 1) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "--moe-capacity-factor applies per whole sequence: it cannot run with --sp ", dims.sp));
+    }
+    if (x.dispatches() && dims.tp > 1 && parallel.sequence_parallel) {
+      return absl::InvalidArgumentError(
+          "--moe-capacity-factor applies per whole sequence: with --ep/--etp it cannot run with "
+          "--sequence-parallel (each tp rank routes its own block of the sequence)");
+    }
+  }
+  if (!x.placement.empty()) {
+    std::vector<int64_t> sorted = x.placement;
+    std::sort(sorted.begin(), sorted.end());
+    for (int64_t e = 0; e < static_cast<int64_t>(sorted.size()); ++e) {
+      if (sorted[e] != e || static_cast<int64_t>(sorted.size()) != c.num_local_experts) {
+        return absl::InvalidArgumentError(absl::StrCat(
+            "the expert placement is not a permutation of the model's ", c.num_local_experts,
+            " experts"));
+      }
+    }
+  }
+  return absl::OkStatus();
+}
+
 }  // namespace
 
 absl::Status check_mesh_fits(const io::ModelConfig& config, const parallel::ParallelDims& dims,
                              int pp_virtual) {
-  if (dims.ep != 1) {
-    return absl::UnimplementedError(
-        absl::StrCat("--ep ", dims.ep, ": the model has no expert-parallel MoE yet"));
+  const bool dispatch = dims.ep * dims.etp > 1;
+  if (dispatch && !config.is_moe()) {
+    return absl::InvalidArgumentError(absl::StrCat("--ep ", dims.ep, " --etp ", dims.etp,
+                                                   ": the model has no MoE layers"));
   }
-  WEFT_RETURN_IF_ERROR(check_tensor_parallel(config, dims.tp));
+  if (dispatch) {
+    if (config.num_local_experts % dims.ep != 0) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "--ep ", dims.ep, " does not divide num_local_experts ", config.num_local_experts));
+    }
+    if (config.intermediate_size % dims.etp != 0) {
+      return absl::InvalidArgumentError(absl::StrCat("--etp ", dims.etp,
+                                                     " does not divide the experts' "
+                                                     "intermediate_size ",
+                                                     config.intermediate_size));
+    }
+  }
+  WEFT_RETURN_IF_ERROR(check_tensor_parallel(config, dims.tp, !dispatch));
   return parallel::stage_layers(static_cast<int>(config.num_hidden_layers), dims.pp, pp_virtual, 0)
       .status();
 }
@@ -93,6 +149,11 @@ absl::StatusOr<ModelLayout> plan_layout(const io::ModelConfig& config,
   ModelLayout layout;
   layout.mesh = parallel.mesh;
   const int layers = static_cast<int>(config.num_hidden_layers);
+  if (!(parallel.moe_capacity_factor >= 0) || !std::isfinite(parallel.moe_capacity_factor)) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "--moe-capacity-factor ", parallel.moe_capacity_factor, " must be a finite number >= 0"));
+  }
+  layout.experts.capacity_factor = parallel.moe_capacity_factor;
   if (parallel.mesh == nullptr) {
     WEFT_ASSIGN_OR_RETURN(layout.chunks, parallel::stage_layers(layers, 1, parallel.pp_virtual, 0));
     layout.stages = parallel.pp_virtual;
@@ -103,6 +164,7 @@ absl::StatusOr<ModelLayout> plan_layout(const io::ModelConfig& config,
   WEFT_ASSIGN_OR_RETURN(layout.chunks, parallel::stage_layers(layers, dims.pp, parallel.pp_virtual,
                                                               parallel.mesh->coord().pp));
   layout.tp = {dims.tp, parallel.mesh->coord().tp, &parallel.mesh->tp()};
+  WEFT_RETURN_IF_ERROR(plan_experts(config, parallel, layout));
   layout.sequence_parallel = parallel.sequence_parallel;
   if (dims.sp > 1) WEFT_RETURN_IF_ERROR(plan_sequence_parallel(config, parallel, layout));
   layout.pp = dims.pp;

@@ -6,6 +6,7 @@
 
 #include "absl/status/statusor.h"
 #include "models/causal_lm.h"
+#include "models/expert_context.h"
 #include "models/tp_context.h"
 #include "parallel/pipeline_layout.h"
 #include "runtime/io/model_config.h"
@@ -15,6 +16,7 @@ namespace weft::models {
 struct ModelLayout {
   const parallel::Mesh* mesh = nullptr;  // null: one rank
   TpContext tp;
+  ExpertContext experts;  // the MoE view of this stage (plain when ep = etp = 1)
   bool sequence_parallel = false;
   // Sequence parallelism: the sp group, how the sequence is split over it, the algorithms.
   int sp = 1;
@@ -35,10 +37,12 @@ struct ModelLayout {
 // intermediate size and the vocabulary (no padding: a vocabulary tp does not divide is refused).
 // Under sp, the algorithms must fit the model and each other (usp's Ulysses size divides sp;
 // Ulysses needs at least sp query heads per tp rank; ZeCO follows a contiguous or per-rank
-// zigzag layout). The ep degree must be 1 (no expert-parallel MoE yet).
+// zigzag layout). --ep/--etp need an MoE model, ep dividing the experts and etp their
+// intermediate size (tp then no longer splits the experts); an expert capacity needs whole
+// sequences on the ranks that route them.
 // The mesh checks that depend only on the model's shapes (tp against heads, KV heads,
-// intermediate size and vocabulary; pp x pp_virtual against the layers; ep): one validator for
-// training, evaluation and offline resharding.
+// intermediate size and vocabulary; pp x pp_virtual against the layers; ep and etp against the
+// experts): one validator for training, evaluation and offline resharding.
 absl::Status check_mesh_fits(const io::ModelConfig& config, const parallel::ParallelDims& dims,
                              int pp_virtual = 1);
 

@@ -1,18 +1,35 @@
 #include "models/moe_block.h"
 
+#include <algorithm>
+#include <cmath>
+
 #include "absl/strings/str_cat.h"
 #include "kernels/ops.h"
+#include "parallel/expert_dispatch.h"
+#include "parallel/grad_sync.h"
 
 namespace weft::models {
 
+// The router's decisions for n rows.
+struct MoeBlock::Routed {
+  Tensor probs;            // [n, E] router softmax
+  Tensor idx;              // [n, k] i32 chosen experts
+  Tensor weights;          // [n, k] renormalised router weights
+  std::vector<bool> keep;  // [n*k] within capacity (all true when dropless)
+};
+
 struct MoeBlock::Saved : LayerSaved {
-  Tensor x;        // [N, D]
-  Tensor probs;    // [N, E] router softmax
-  Tensor idx;      // [N, k] i32 chosen experts
-  Tensor weights;  // [N, k] renormalised router weights
+  Tensor x;  // [n, D] the rows this rank routed
+  Routed routed;
+  std::vector<SwiGluMlp::Saved> experts;  // per expert (plain) or local expert (parallel)
+  // Plain layout.
   ExpertRouting routing;
   Tensor y_sorted;  // [N*k, D] expert outputs, rows sorted by expert
-  std::vector<SwiGluMlp::Saved> experts;
+  // Expert parallel.
+  std::vector<int64_t> send_row;  // [n*k] row of each choice in the send buffer, -1 if dropped
+  parallel::ExpertDispatch dispatch;
+  Tensor y_sent;                  // [S, D] the chosen experts' outputs, in send order
+  std::vector<int64_t> tp_rows;   // rows each tp rank took (empty: rows not shared over tp)
 };
 
 ExpertRouting ExpertRouting::from_choices(const Tensor& idx, int64_t num_experts) {
@@ -27,37 +44,225 @@ ExpertRouting ExpertRouting::from_choices(const Tensor& idx, int64_t num_experts
   return r;
 }
 
-MoeBlock::MoeBlock(const io::ModelConfig& config, int64_t layer, const TpContext& tp)
+std::vector<bool> capacity_keep(const Tensor& idx, int64_t sequences, int64_t num_experts,
+                                double factor) {
+  const std::vector<int64_t> choice = idx.to_ints();  // [N*k]
+  const int64_t k = idx.dim(1), len = idx.dim(0) / sequences;
+  const auto capacity = static_cast<int64_t>(
+      std::ceil(factor * static_cast<double>(len * k) / static_cast<double>(num_experts)));
+  std::vector<bool> keep(choice.size());
+  for (int64_t s = 0; s < sequences; ++s) {
+    std::vector<int64_t> taken(num_experts, 0);
+    for (int64_t i = s * len * k; i < (s + 1) * len * k; ++i) {
+      keep[i] = taken[choice[i]]++ < capacity;
+    }
+  }
+  return keep;
+}
+
+MoeBlock::MoeBlock(const io::ModelConfig& config, int64_t layer, const TpContext& tp,
+                   const ExpertContext& experts)
     : router_(absl::StrCat("model.layers.", layer, ".block_sparse_moe.gate"), config.hidden_size,
               config.num_local_experts, false),
       top_k_(static_cast<int>(config.num_experts_per_tok)),
-      tp_(tp) {
-  for (int64_t e = 0; e < config.num_local_experts; ++e) {
+      num_experts_(config.num_local_experts),
+      tp_(tp),
+      ep_(experts) {
+  const int64_t e_count = num_experts_;
+  auto make = [&](int64_t e, const TpShard& shard) {
     const std::string prefix =
         absl::StrCat("model.layers.", layer, ".block_sparse_moe.experts.", e, ".");
-    experts_.push_back(std::make_unique<SwiGluMlp>(prefix + "w1", prefix + "w3", prefix + "w2",
-                                                   config.hidden_size, config.intermediate_size,
-                                                   tp.even()));
+    return std::make_unique<SwiGluMlp>(prefix + "w1", prefix + "w3", prefix + "w2",
+                                       config.hidden_size, config.intermediate_size, shard);
+  };
+  if (!ep_.dispatches()) {
+    for (int64_t e = 0; e < e_count; ++e) experts_.push_back(make(e, tp.even()));
+    return;
   }
+  std::vector<int64_t> placement = ep_.placement;
+  if (placement.empty()) {
+    placement.resize(e_count);
+    for (int64_t e = 0; e < e_count; ++e) placement[e] = e;
+  }
+  const int64_t local = e_count / ep_.ep;
+  owner_.assign(e_count, 0);
+  slot_.assign(e_count, 0);
+  for (int64_t i = 0; i < e_count; ++i) {
+    owner_[placement[i]] = static_cast<int>(i / local);
+    slot_[placement[i]] = i % local;
+  }
+  for (int64_t j = 0; j < local; ++j) {
+    experts_.push_back(make(placement[ep_.ep_rank * local + j], {ep_.etp, ep_.etp_rank, 0}));
+  }
+  // Expert weights live on the ep ranks that host them: a checkpoint or an export takes each
+  // from edp rank 0 of its host (split over etp when etp > 1).
+  std::vector<Param*> params;
+  for (auto& expert : experts_) expert->collect_params(params);
+  for (Param* p : params) p->spec.group = ep_.etp > 1 ? "etp" : "ep";
+}
+
+MoeBlock::Routed MoeBlock::route(const Tensor& x, int64_t sequences) const {
+  const int64_t n = x.dim(0), k = top_k_;
+  const Tensor logits = router_.forward(x);  // [n, E]
+  Routed r;
+  r.probs = Tensor::empty(logits.shape());
+  r.idx = Tensor::empty({n, k}, DType::kI32);
+  r.weights = Tensor::empty({n, k});
+  kernels::topk_router_forward(logits, top_k_, /*renormalize=*/true, r.probs, r.idx, r.weights);
+  if (sequences > 0 && ep_.capacity_factor > 0) {
+    r.keep = capacity_keep(r.idx, sequences, num_experts_, ep_.capacity_factor);
+  } else {
+    r.keep.assign(n * k, true);
+  }
+  counts_.routed += n * k;
+  counts_.dropped += std::count(r.keep.begin(), r.keep.end(), false);
+  return r;
 }
 
 Tensor MoeBlock::forward(const Tensor& x, SavedPtr* saved) const {
-  const int64_t n = x.dim(0), k = top_k_, num_experts = static_cast<int64_t>(experts_.size());
-  const Tensor logits = router_.forward(x);  // [N, E]
-  Tensor probs = Tensor::empty(logits.shape());
-  Tensor idx = Tensor::empty({n, k}, DType::kI32);
-  Tensor weights = Tensor::empty({n, k});
-  kernels::topk_router_forward(logits, top_k_, /*renormalize=*/true, probs, idx, weights);
-  ExpertRouting routing = ExpertRouting::from_choices(idx, num_experts);
+  return plain_forward(x, 0, saved);
+}
 
-  // Permute: row row_of[n*k + j] of x_sorted is token n.
+Tensor MoeBlock::forward_in_region(const TokenBatch& batch, const Tensor& x,
+                                   const parallel::TensorParallelRegion& region,
+                                   SavedPtr* saved) const {
+  // Capacity is per whole sequence: training, evaluation and a prefill from position 0.
+  auto whole_sequences = [&](int64_t rows) {
+    return batch.paged == nullptr && batch.offset == 0 && rows == batch.tokens() ? batch.batch : 0;
+  };
+  if (!ep_.dispatches()) {
+    const Tensor xin = region.enter(x);  // [N, D]
+    return region.leave(plain_forward(xin, whole_sequences(xin.dim(0)), saved));
+  }
+  auto s = std::make_unique<Saved>();
+  // Rows replicated over tp: each tp rank routes its contiguous share.
+  const bool shared = region.size() > 1 && !region.sequence_parallel();
+  Routed routed = route(x, whole_sequences(x.dim(0)));
+  Tensor own = x;
+  if (shared) {
+    for (int r = 0; r < region.size(); ++r) {
+      s->tp_rows.push_back(parallel::shard_rows(x.dim(0), region.size(), r).size());
+    }
+    const parallel::RowRange mine = parallel::shard_rows(x.dim(0), region.size(), tp_.rank);
+    const int64_t k = top_k_;
+    own = x.slice(mine.begin, mine.end);
+    routed.probs = routed.probs.slice(mine.begin, mine.end);
+    routed.idx = routed.idx.slice(mine.begin, mine.end);
+    routed.weights = routed.weights.slice(mine.begin, mine.end);
+    routed.keep = std::vector<bool>(routed.keep.begin() + mine.begin * k,
+                                    routed.keep.begin() + mine.end * k);
+  }
+  Tensor y = dispatch_forward(own, std::move(routed), s.get());
+  if (shared) y = parallel::all_gather_rows_v(*tp_.group, y, s->tp_rows);
+  if (saved != nullptr) *saved = std::move(s);
+  return y;
+}
+
+Tensor MoeBlock::backward_in_region(LayerSaved& saved_base, const Tensor& dy,
+                                    const parallel::TensorParallelRegion& region) {
+  auto& s = static_cast<Saved&>(saved_base);
+  if (!ep_.dispatches()) return region.enter_backward(backward(s, region.leave_backward(dy)));
+  if (s.tp_rows.empty()) return dispatch_backward(s, dy);
+  const parallel::RowRange mine = parallel::shard_rows(dy.dim(0), region.size(), tp_.rank);
+  const Tensor dx = dispatch_backward(s, dy.slice(mine.begin, mine.end));
+  return parallel::all_gather_rows_v(*tp_.group, dx, s.tp_rows);
+}
+
+Tensor MoeBlock::dispatch_forward(const Tensor& x, Routed routed, Saved* s) const {
+  const int64_t n = x.dim(0), k = top_k_, local = static_cast<int64_t>(experts_.size());
+  const std::vector<int64_t> choice = routed.idx.to_ints();  // [n*k]
+  // Send order: by (destination ep rank, its local expert), stable in choice order.
+  std::vector<int64_t> counts(ep_.ep * local, 0);
+  for (int64_t i = 0; i < n * k; ++i) {
+    if (routed.keep[i]) ++counts[owner_[choice[i]] * local + slot_[choice[i]]];
+  }
+  std::vector<int64_t> next(counts.size(), 0);
+  for (size_t b = 1; b < counts.size(); ++b) next[b] = next[b - 1] + counts[b - 1];
+  const int64_t sent = counts.empty() ? 0 : next.back() + counts.back();
+  s->send_row.assign(n * k, -1);
+  Tensor x_send = Tensor::empty({sent, x.dim(1)}, x.dtype(), x.device());  // [S, D]
+  for (int64_t i = 0; i < n * k; ++i) {
+    if (!routed.keep[i]) continue;
+    const int64_t row = next[owner_[choice[i]] * local + slot_[choice[i]]]++;
+    s->send_row[i] = row;
+    x_send.slice(row, row + 1).copy_from(x.slice(i / k, i / k + 1));
+  }
+  s->dispatch = parallel::ExpertDispatch(ep_.ep_group, ep_.etp_group, counts, local);
+  const Tensor xg = s->dispatch.dispatch(x_send);  // [R, D] grouped by local expert
+  Tensor yg = Tensor::empty(xg.shape(), xg.dtype(), xg.device());
+  s->experts.resize(local);
+  const std::vector<int64_t>& begin = s->dispatch.expert_begin();
+  for (int64_t j = 0; j < local; ++j) {
+    if (begin[j] == begin[j + 1]) continue;
+    Tensor y_j = yg.slice(begin[j], begin[j + 1]);
+    experts_[j]->forward_into(xg.slice(begin[j], begin[j + 1]), y_j, &s->experts[j]);
+  }
+  s->y_sent = s->dispatch.combine(yg);  // [S, D]
+  Tensor y = Tensor::zeros(x.shape());  // [n, D]
+  const std::vector<float> w = routed.weights.to_floats();
+  for (int64_t i = 0; i < n * k; ++i) {
+    if (s->send_row[i] < 0) continue;
+    Tensor y_n = y.slice(i / k, i / k + 1);
+    kernels::add_(y_n, s->y_sent.slice(s->send_row[i], s->send_row[i] + 1), w[i]);
+  }
+  s->x = x;
+  s->routed = std::move(routed);
+  return y;
+}
+
+Tensor MoeBlock::dispatch_backward(Saved& s, const Tensor& dy) {
+  const int64_t n = s.x.dim(0), k = top_k_, local = static_cast<int64_t>(experts_.size());
+  const std::vector<float> w = s.routed.weights.to_floats();
+  // dw_{n,j} = dy_n . y_sent[row] (0 when dropped); dy_send[row] = w_{n,j} dy_n.
+  Tensor dweights = Tensor::zeros({n * k, 1});                  // [n*k, 1] = [n, k]
+  Tensor dy_send = Tensor::empty(s.y_sent.shape(), dy.dtype(), dy.device());  // [S, D]
+  for (int64_t i = 0; i < n * k; ++i) {
+    const int64_t row = s.send_row[i];
+    if (row < 0) continue;
+    const Tensor dy_n = dy.slice(i / k, i / k + 1);  // [1, D]
+    Tensor dw = dweights.slice(i, i + 1);
+    kernels::gemm(dy_n, false, s.y_sent.slice(row, row + 1), true, dw);
+    Tensor dy_row = dy_send.slice(row, row + 1);
+    dy_row.copy_from(dy_n);
+    kernels::scale_(dy_row, w[i]);
+  }
+  const Tensor dyg = s.dispatch.dispatch(dy_send);  // [R, D]
+  Tensor dxg = Tensor::zeros(dyg.shape());
+  const std::vector<int64_t>& begin = s.dispatch.expert_begin();
+  for (int64_t j = 0; j < local; ++j) {
+    if (begin[j] == begin[j + 1]) continue;
+    Tensor dx_j = dxg.slice(begin[j], begin[j + 1]);
+    experts_[j]->backward_into(s.experts[j], dyg.slice(begin[j], begin[j + 1]), dx_j);
+  }
+  const Tensor dx_send = s.dispatch.combine(dxg);  // [S, D], summed over etp
+
+  Tensor dlogits = Tensor::empty(s.routed.probs.shape());  // [n, E]
+  kernels::topk_router_backward(s.routed.probs, s.routed.idx, s.routed.weights,
+                                dweights.view({n, k}), true, dlogits);
+  Tensor dx = Tensor::zeros(s.x.shape());  // [n, D]
+  router_.backward(s.x, dlogits, &dx, false);
+  for (int64_t i = 0; i < n * k; ++i) {
+    if (s.send_row[i] < 0) continue;
+    Tensor dx_n = dx.slice(i / k, i / k + 1);
+    kernels::add_(dx_n, dx_send.slice(s.send_row[i], s.send_row[i] + 1));
+  }
+  return dx;
+}
+
+Tensor MoeBlock::plain_forward(const Tensor& x, int64_t sequences, SavedPtr* saved) const {
+  const int64_t n = x.dim(0), k = top_k_;
+  Routed routed = route(x, sequences);
+  ExpertRouting routing = ExpertRouting::from_choices(routed.idx, num_experts_);
+
+  // Permute: row row_of[n*k + j] of x_sorted is token n (dropped choices too: their rows are
+  // computed but never summed, which keeps the sorted layout simple).
   Tensor x_sorted = Tensor::empty({n * k, x.dim(1)});  // [N*k, D]
   for (int64_t i = 0; i < n * k; ++i) {
     x_sorted.slice(routing.row_of[i], routing.row_of[i] + 1).copy_from(x.slice(i / k, i / k + 1));
   }
   Tensor y_sorted = Tensor::empty(x_sorted.shape());  // [N*k, D]
-  std::vector<SwiGluMlp::Saved> expert_saved(saved != nullptr ? num_experts : 0);
-  for (int64_t e = 0; e < num_experts; ++e) {
+  std::vector<SwiGluMlp::Saved> expert_saved(saved != nullptr ? num_experts_ : 0);
+  for (int64_t e = 0; e < num_experts_; ++e) {
     const int64_t begin = routing.expert_begin[e], end = routing.expert_begin[e + 1];
     if (begin == end) continue;
     Tensor y_e = y_sorted.slice(begin, end);
@@ -67,8 +272,9 @@ Tensor MoeBlock::forward(const Tensor& x, SavedPtr* saved) const {
 
   // Un-permute with the router weights: y_n = sum_j w_{n,j} y_sorted[row_of[n*k + j]].
   Tensor y = Tensor::zeros(x.shape());  // [N, D]
-  const std::vector<float> w = weights.to_floats();
+  const std::vector<float> w = routed.weights.to_floats();
   for (int64_t i = 0; i < n * k; ++i) {
+    if (!routed.keep[i]) continue;
     Tensor y_n = y.slice(i / k, i / k + 1);
     kernels::add_(y_n, y_sorted.slice(routing.row_of[i], routing.row_of[i] + 1), w[i]);
   }
@@ -76,9 +282,7 @@ Tensor MoeBlock::forward(const Tensor& x, SavedPtr* saved) const {
   if (saved != nullptr) {
     auto s = std::make_unique<Saved>();
     s->x = x;
-    s->probs = std::move(probs);
-    s->idx = std::move(idx);
-    s->weights = std::move(weights);
+    s->routed = std::move(routed);
     s->routing = std::move(routing);
     s->y_sorted = std::move(y_sorted);
     s->experts = std::move(expert_saved);
@@ -89,14 +293,15 @@ Tensor MoeBlock::forward(const Tensor& x, SavedPtr* saved) const {
 
 Tensor MoeBlock::backward(LayerSaved& saved_base, const Tensor& dy) {
   auto& s = static_cast<Saved&>(saved_base);
-  const int64_t n = s.x.dim(0), k = top_k_, num_experts = static_cast<int64_t>(experts_.size());
+  const int64_t n = s.x.dim(0), k = top_k_;
   const std::vector<int64_t>& row_of = s.routing.row_of;
-  const std::vector<float> w = s.weights.to_floats();
+  const std::vector<float> w = s.routed.weights.to_floats();
 
-  // dw_{n,j} = dy_n . y_sorted[row]; dy_sorted[row] = w_{n,j} dy_n.
-  Tensor dweights = Tensor::empty({n * k, 1});           // [N*k, 1] = [N, k]
-  Tensor dy_sorted = Tensor::empty(s.y_sorted.shape());  // [N*k, D]
+  // dw_{n,j} = dy_n . y_sorted[row]; dy_sorted[row] = w_{n,j} dy_n (both 0 when dropped).
+  Tensor dweights = Tensor::zeros({n * k, 1});            // [N*k, 1] = [N, k]
+  Tensor dy_sorted = Tensor::zeros(s.y_sorted.shape());  // [N*k, D]
   for (int64_t i = 0; i < n * k; ++i) {
+    if (!s.routed.keep[i]) continue;
     const Tensor dy_n = dy.slice(i / k, i / k + 1);  // [1, D]
     Tensor dw = dweights.slice(i, i + 1);
     kernels::gemm(dy_n, false, s.y_sorted.slice(row_of[i], row_of[i] + 1), true, dw);
@@ -106,7 +311,7 @@ Tensor MoeBlock::backward(LayerSaved& saved_base, const Tensor& dy) {
   }
 
   Tensor dx_sorted = Tensor::empty(dy_sorted.shape());  // [N*k, D]
-  for (int64_t e = 0; e < num_experts; ++e) {
+  for (int64_t e = 0; e < num_experts_; ++e) {
     const int64_t begin = s.routing.expert_begin[e], end = s.routing.expert_begin[e + 1];
     if (begin == end) continue;
     Tensor dx_e = dx_sorted.slice(begin, end);
@@ -115,12 +320,14 @@ Tensor MoeBlock::backward(LayerSaved& saved_base, const Tensor& dy) {
 
   // Each tp rank's y_sorted holds its features' share: the whole dweights is their sum.
   if (tp_.size > 1) tp_.group->all_reduce(dweights);
-  Tensor dlogits = Tensor::empty(s.probs.shape());  // [N, E]
-  kernels::topk_router_backward(s.probs, s.idx, s.weights, dweights.view({n, k}), true, dlogits);
+  Tensor dlogits = Tensor::empty(s.routed.probs.shape());  // [N, E]
+  kernels::topk_router_backward(s.routed.probs, s.routed.idx, s.routed.weights,
+                                dweights.view({n, k}), true, dlogits);
   // The router's dx is whole on every tp rank: one rank adds it, so the tp sum counts it once.
   Tensor dx = Tensor::zeros(s.x.shape());  // [N, D]
   router_.backward(s.x, dlogits, tp_.rank == 0 ? &dx : nullptr, false);
   for (int64_t i = 0; i < n * k; ++i) {
+    if (!s.routed.keep[i]) continue;
     Tensor dx_n = dx.slice(i / k, i / k + 1);
     kernels::add_(dx_n, dx_sorted.slice(row_of[i], row_of[i] + 1));
   }

@@ -3,17 +3,31 @@
 // tokens are grouped by expert (permuted), each expert runs on its own rows, and the outputs
 // are summed back per token with the router weights:
 //   y_n = sum_j w_{n,j} expert_{idx_{n,j}}(x_n)
-// Dropless; the load-balancing loss is not computed (coefficient 0 by default,
-// docs/architecture.md). Under tensor parallelism every expert is split by features over tp (its
-// output a partial sum for the caller's tp region to reduce); the router is replicated and sees the
-// same tokens on every rank, so its choices agree; the router weights' gradient needs the whole
-// expert outputs (an all-reduce of [N, k] over tp).
+// The load-balancing loss is not computed (coefficient 0 by default, docs/architecture.md).
+//
+// Two layouts (models/expert_context.h):
+//  - plain (no --ep/--etp): every expert split by features over tp, the tokens replicated over
+//    tp; the output is a partial sum for the decoder's tp region to reduce. The router is
+//    replicated and sees the same tokens on every tp rank; its weights' gradient needs the
+//    whole expert outputs (an all-reduce of [N, k] over tp).
+//  - expert parallel (docs/algorithms.md "Expert parallelism"): this rank hosts E/ep experts,
+//    each split by features over etp. Each tp rank takes its own share of the rows (its
+//    sequence block under sequence parallelism; else a contiguous 1/tp of the replicated rows),
+//    routes them, sends every chosen (token, expert) row to the expert's rank with
+//    parallel::ExpertDispatch, and gathers the combined rows back over tp. The router's
+//    gradient is then a partial over tp (summed by the model, like sequence-parallel norms) and
+//    the experts' gradients are partial over edp (summed by the optimizer).
+// Capacity (ExpertContext::capacity_factor F > 0, full sequences only): per sequence of T
+// tokens each expert takes its first ceil(F * T * k / E) choices in (position, choice) order;
+// a dropped choice contributes nothing (the token keeps its residual and its other choices).
 #pragma once
 
 #include <cstdint>
 #include <memory>
+#include <utility>
 #include <vector>
 
+#include "models/expert_context.h"
 #include "models/feed_forward.h"
 #include "models/linear.h"
 #include "models/swiglu_mlp.h"
@@ -31,21 +45,58 @@ struct ExpertRouting {
   static ExpertRouting from_choices(const Tensor& idx, int64_t num_experts);
 };
 
+// Which of the N*k choices idx [N, k] (rows: `sequences` sequences of equal length, in order)
+// an expert keeps under the per-sequence capacity ceil(factor * T * k / E): keep[n*k + j].
+std::vector<bool> capacity_keep(const Tensor& idx, int64_t sequences, int64_t num_experts,
+                                double factor);
+
+// Choices routed and dropped by one block since the counters were last read.
+struct MoeCounts {
+  int64_t routed = 0;
+  int64_t dropped = 0;
+};
+
 class MoeBlock final : public FeedForward {
  public:
-  MoeBlock(const io::ModelConfig& config, int64_t layer, const TpContext& tp);
+  MoeBlock(const io::ModelConfig& config, int64_t layer, const TpContext& tp,
+           const ExpertContext& experts);
 
+  // The plain layout's block without capacity (x and the output replicated over tp).
   [[nodiscard]] Tensor forward(const Tensor& x, SavedPtr* saved) const override;
   [[nodiscard]] Tensor backward(LayerSaved& saved, const Tensor& dy) override;
+  [[nodiscard]] Tensor forward_in_region(const TokenBatch& batch, const Tensor& x,
+                                         const parallel::TensorParallelRegion& region,
+                                         SavedPtr* saved) const override;
+  [[nodiscard]] Tensor backward_in_region(LayerSaved& saved, const Tensor& dy,
+                                          const parallel::TensorParallelRegion& region) override;
   void collect_params(std::vector<Param*>& out) override;
+
+  // Counts since the last call (then reset).
+  MoeCounts take_counts() { return std::exchange(counts_, {}); }
 
  private:
   struct Saved;
+  struct Routed;
 
-  Linear router_;  // [E, D], no bias
+  // Router, top-k and capacity over x [n, D] (the rows of `sequences` whole sequences, or
+  // sequences = 0 when capacity does not apply).
+  [[nodiscard]] Routed route(const Tensor& x, int64_t sequences) const;
+  // The plain layout on x [N, D] (inside the tp region).
+  [[nodiscard]] Tensor plain_forward(const Tensor& x, int64_t sequences, SavedPtr* saved) const;
+  // The expert-parallel path on this rank's own rows x [n, D] -> [n, D].
+  [[nodiscard]] Tensor dispatch_forward(const Tensor& x, Routed routed, Saved* saved) const;
+  [[nodiscard]] Tensor dispatch_backward(Saved& s, const Tensor& dy);
+
+  Linear router_;  // [E, D], no bias, replicated
+  // Plain layout: all E experts; expert parallel: this rank's E/ep, in placement order.
   std::vector<std::unique_ptr<SwiGluMlp>> experts_;
   int top_k_;
+  int64_t num_experts_;
   TpContext tp_;
+  ExpertContext ep_;
+  std::vector<int> owner_;         // [E] ep rank hosting each expert
+  std::vector<int64_t> slot_;      // [E] its index among that rank's experts
+  mutable MoeCounts counts_;
 };
 
 }  // namespace weft::models

@@ -26,6 +26,9 @@ struct Param {
   ShardSpec spec;
   // AdamW decays parameters with two or more dimensions only (docs/architecture.md).
   [[nodiscard]] bool decays() const { return spec.global_shape.size() >= 2; }
+  // An expert of an expert-parallel MoE layer: hosted by its ep rank (split over etp when the
+  // group is "etp"), replicated over edp rather than dp.
+  [[nodiscard]] bool expert_parallel() const { return spec.group == "ep" || spec.group == "etp"; }
 };
 
 }  // namespace weft::models

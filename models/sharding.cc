@@ -29,8 +29,10 @@ Tensor take_shard(const Tensor& whole, const ShardSpec& spec, const Shape& local
 Tensor gather_whole(const Tensor& local, const ShardSpec& spec, const parallel::Mesh* mesh) {
   if (spec.split_dim < 0 || local.shape() == spec.global_shape) return local;
   WEFT_CHECK(mesh != nullptr) << "a sharded tensor needs its mesh to be gathered";
-  WEFT_CHECK(spec.group == "tp") << "gather_whole knows the tp group only, got " << spec.group;
-  return parallel::gather_shards(mesh->tp(), local, spec.split_dim, spec.offset, spec.global_shape);
+  WEFT_CHECK(spec.group == "tp" || spec.group == "etp")
+      << "gather_whole knows the tp and etp groups only, got " << spec.group;
+  return parallel::gather_shards(spec.group == "tp" ? mesh->tp() : mesh->etp(), local,
+                                 spec.split_dim, spec.offset, spec.global_shape);
 }
 
 }  // namespace weft::models

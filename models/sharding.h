@@ -21,8 +21,8 @@ struct TpShard {
 [[nodiscard]] Tensor take_shard(const Tensor& whole, const ShardSpec& spec, const Shape& local);
 
 // The whole tensor from this rank's shard `local` (a value or a gradient) described by `spec`,
-// gathered over the spec's group ("tp"). Replicated tensors come back as they are. Collective
-// over the group when split.
+// gathered over the spec's group ("tp", or "etp" for an expert). Replicated tensors come back
+// as they are. Collective over the group when split.
 [[nodiscard]] Tensor gather_whole(const Tensor& local, const ShardSpec& spec,
                                   const parallel::Mesh* mesh);
 

@@ -87,7 +87,7 @@ Transformer::Transformer(io::ModelConfig config, ModelLayout layout)
     chunk.range = layout_.chunks[c];
     if (c == 0 && first) embedding_->collect_params(chunk.params);
     for (int layer = chunk.range.first; layer < chunk.range.last; ++layer) {
-      chunk.blocks.push_back(std::make_unique<DecoderBlock>(config_, layer, tp, sp));
+      chunk.blocks.push_back(std::make_unique<DecoderBlock>(config_, layer, tp, sp, layout_.experts));
       chunk.blocks.back()->collect_params(chunk.params);
     }
   }
@@ -149,9 +149,12 @@ Shape Transformer::activation_shape(int64_t batch, int64_t seq_len) const {
 void Transformer::plan_grad_reductions() {
   const TpContext& tp = layout_.tp;
   for (Param* p : params_) {
-    // Norms see only this rank's rows under sequence parallelism.
-    if (region_.sequence_parallel() && absl::EndsWith(p->name, "norm.weight")) {
-      sp_norms_.push_back(p);
+    // Norms see only this rank's rows under sequence parallelism; an expert-parallel router
+    // only the rows this tp rank routed.
+    if ((region_.sequence_parallel() && absl::EndsWith(p->name, "norm.weight")) ||
+        (tp.size > 1 && layout_.experts.dispatches() &&
+         absl::EndsWith(p->name, "block_sparse_moe.gate.weight"))) {
+      tp_partial_.push_back(p);
     }
   }
   const TpShard kv = tp.kv(config_.num_key_value_heads);
@@ -172,7 +175,7 @@ void Transformer::plan_grad_reductions() {
 }
 
 bool Transformer::reduced_by_finish_grads(const Param* p) const {
-  for (const auto* group : {&sp_norms_, &kv_copies_, &tied_copies_}) {
+  for (const auto* group : {&tp_partial_, &kv_copies_, &tied_copies_}) {
     if (std::find(group->begin(), group->end(), p) != group->end()) return true;
   }
   return false;
@@ -342,11 +345,11 @@ Tensor Transformer::backward_chunk(int c, ChunkState& state, const Tensor& dout,
 
 void Transformer::finish_grads() {
   for (Param* p : params_) ensure_grad(*p);
-  if (!sp_norms_.empty()) all_reduce_grads(*layout_.tp.group, sp_norms_);
+  if (!tp_partial_.empty()) all_reduce_grads(*layout_.tp.group, tp_partial_);
   if (!kv_copies_.empty()) all_reduce_grads(*kv_copies_group_, kv_copies_);
   if (!tied_copies_.empty()) all_reduce_grads(*tied_group_, tied_copies_);
   if (!grad_ready_) return;
-  for (const auto* group : {&sp_norms_, &kv_copies_, &tied_copies_}) {
+  for (const auto* group : {&tp_partial_, &kv_copies_, &tied_copies_}) {
     for (Param* p : *group) grad_ready_(*p);
   }
 }

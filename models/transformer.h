@@ -98,7 +98,9 @@ class Transformer final : public CausalLM {
   std::unique_ptr<RmsNorm> final_norm_;  // last stage only
   std::unique_ptr<LmHead> head_;         // last stage only
   std::vector<Param*> params_;
-  std::vector<Param*> sp_norms_, kv_copies_, tied_copies_;  // reduced by finish_grads
+  // Reduced by finish_grads. tp_partial_: replicated weights whose grads each tp rank computed
+  // from its own rows (norms under sequence parallelism, routers of expert-parallel MoE).
+  std::vector<Param*> tp_partial_, kv_copies_, tied_copies_;
   std::function<void(Param&)> grad_ready_;
   std::function<void(Tensor)> logits_sink_;
   std::unique_ptr<ChunkState> saved_;  // forward()/backward()'s micro-batch

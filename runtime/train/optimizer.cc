@@ -15,28 +15,38 @@ void clip_to(const std::vector<Tensor>& grads, double norm, double clip) {
   for (Tensor g : grads) kernels::scale_(g, factor);
 }
 
-// Whether this rank's copy of `p` adds to the global norm (see AdamW::clip_grad_norm).
+// Whether this rank's copy of dense parameter `p` adds to the global norm (see
+// AdamW::clip_grad_norm).
 bool counts_once(const models::Param& p, const comm::Communicator* tp_group) {
   if (p.spec.replica > 0) return false;
   return p.spec.split_dim >= 0 || tp_group == nullptr || tp_group->rank() == 0;
 }
 
+bool several(const comm::Communicator* g) { return g != nullptr && g->size() > 1; }
+
 }  // namespace
 
 AdamW::AdamW(std::vector<models::Param*> params, kernels::AdamWConfig config,
              DataParallelOptions data_parallel)
-    : params_(std::move(params)), config_(config) {
-  std::vector<Tensor> grads;
+    : params_(std::move(params)), config_(config), expert_dp_(data_parallel.expert_dp) {
+  place_.resize(params_.size());
   for (size_t i = 0; i < params_.size(); ++i) {
     index_[params_[i]] = i;
-    grads.push_back(params_[i]->grad);
+    const bool expert = params_[i]->expert_parallel() && data_parallel.expert_dp != nullptr;
+    Reduction& r = expert ? expert_ : dense_;
+    place_[i] = {&r, r.members.size()};
+    r.members.push_back(i);
   }
-  if (data_parallel.dp != nullptr && data_parallel.dp->size() > 1) {
-    reducer_ = std::make_unique<parallel::GradReducer>(
-        *data_parallel.dp, std::move(grads),
+  for (auto [r, group] : {std::pair{&dense_, data_parallel.dp}, {&expert_, data_parallel.expert_dp}}) {
+    if (!several(group) || r->members.empty()) continue;
+    std::vector<Tensor> grads;
+    for (size_t i : r->members) grads.push_back(params_[i]->grad);
+    r->reducer = std::make_unique<parallel::GradReducer>(
+        *group, std::move(grads),
         parallel::GradReducerOptions{.bucket_bytes = data_parallel.bucket_bytes,
                                      .shard_rows = data_parallel.zero1});
   }
+  zero1_ = data_parallel.zero1 && (dense_.reducer != nullptr || expert_.reducer != nullptr);
   for (size_t i = 0; i < params_.size(); ++i) {
     const Tensor& value = params_[i]->value;
     Shape shape = value.shape();  // [own rows, ...]
@@ -48,42 +58,64 @@ AdamW::AdamW(std::vector<models::Param*> params, kernels::AdamWConfig config,
 }
 
 parallel::RowRange AdamW::own_rows(size_t i) const {
-  if (reducer_) return reducer_->own_rows(i);
+  const Place& at = place_[i];
+  if (at.reduction->reducer) return at.reduction->reducer->own_rows(at.local);
   return {0, params_[i]->value.dim(0)};
 }
 
 void AdamW::grad_ready(models::Param& p) {
-  if (!reducer_) return;
   auto found = index_.find(&p);
   WEFT_CHECK(found != index_.end()) << "grad_ready for " << p.name << ", not in the optimizer";
-  reducer_->grad_ready(found->second);
+  const Place& at = place_[found->second];
+  if (at.reduction->reducer) at.reduction->reducer->grad_ready(at.local);
 }
 
 void AdamW::finish_grads() {
-  if (reducer_) reducer_->finish();
+  for (Reduction* r : {&dense_, &expert_}) {
+    if (r->reducer) r->reducer->finish();
+  }
 }
 
-double AdamW::local_grad_squares(const comm::Communicator* tp_group) const {
+double AdamW::local_grad_squares(const comm::Communicator* tp_group, bool experts) const {
   double sum = 0;
   for (size_t i = 0; i < params_.size(); ++i) {
+    const models::Param& p = *params_[i];
+    if ((place_[i].reduction == &expert_) != experts) continue;
     const parallel::RowRange rows = own_rows(i);
-    if (rows.size() == 0 || !counts_once(*params_[i], tp_group)) continue;
-    sum += kernels::sum_squares(params_[i]->grad.slice(rows.begin, rows.end));
+    // An expert counts on edp rank 0 (every rank its own rows under ZeRO-1).
+    const bool counts = experts ? zero1_ || !several(expert_dp_) || expert_dp_->rank() == 0
+                                : counts_once(p, tp_group);
+    if (rows.size() == 0 || !counts) continue;
+    sum += kernels::sum_squares(p.grad.slice(rows.begin, rows.end));
   }
   return sum;
 }
 
 double AdamW::clip_grad_norm(double clip, comm::Communicator* tp_group,
-                             comm::Communicator* pp_group) {
-  double squares = local_grad_squares(tp_group);
-  std::vector<comm::Communicator*> sum_over = {zero1() ? &reducer_->group() : nullptr, tp_group,
-                                               pp_group};
-  std::erase_if(sum_over,
-                [](const comm::Communicator* g) { return g == nullptr || g->size() == 1; });
-  if (!sum_over.empty() && !params_.empty()) {
+                             comm::Communicator* pp_group,
+                             const std::vector<comm::Communicator*>& expert_groups) {
+  // [dense, experts]: each summed over the groups whose ranks hold different parts of it.
+  std::vector<std::vector<comm::Communicator*>> sum_over(2);
+  sum_over[0] = {zero1_ && dense_.reducer ? &dense_.reducer->group() : nullptr, tp_group};
+  sum_over[1] = {expert_dp_};
+  sum_over[1].insert(sum_over[1].end(), expert_groups.begin(), expert_groups.end());
+  double squares = 0;
+  for (int experts = 0; experts < 2; ++experts) {
+    double part = local_grad_squares(tp_group, experts == 1);
+    std::erase_if(sum_over[experts], [](const comm::Communicator* g) { return !several(g); });
+    if (experts == 1 && expert_.members.empty()) continue;
+    if (!sum_over[experts].empty() && !params_.empty()) {
+      Tensor sum =
+          Tensor::from_floats({static_cast<float>(part)}, {1}).to(params_.front()->grad.device());
+      for (comm::Communicator* group : sum_over[experts]) group->all_reduce(sum);
+      part = sum.to_floats()[0];
+    }
+    squares += part;
+  }
+  if (several(pp_group) && !params_.empty()) {
     Tensor sum =
         Tensor::from_floats({static_cast<float>(squares)}, {1}).to(params_.front()->grad.device());
-    for (comm::Communicator* group : sum_over) group->all_reduce(sum);
+    pp_group->all_reduce(sum);
     squares = sum.to_floats()[0];
   }
   const double norm = std::sqrt(squares);
@@ -108,15 +140,19 @@ void AdamW::update(size_t i, int64_t step) {
 }
 
 void AdamW::step(int64_t step) {
-  WEFT_CHECK(!reducer_ || !reducer_->pending())
-      << "AdamW::step before finish_grads(): the gradient reduction is still in flight";
-  if (zero1()) {
-    std::vector<Tensor> values;
-    for (models::Param* p : params_) values.push_back(p->value);
-    reducer_->all_gather_rows(values, [&](size_t i) { update(i, step); });
-    return;
+  for (Reduction* r : {&dense_, &expert_}) {
+    WEFT_CHECK(!r->reducer || !r->reducer->pending())
+        << "AdamW::step before finish_grads(): the gradient reduction is still in flight";
   }
-  for (size_t i = 0; i < params_.size(); ++i) update(i, step);
+  for (Reduction* r : {&dense_, &expert_}) {
+    if (zero1_ && r->reducer) {
+      std::vector<Tensor> values;
+      for (size_t i : r->members) values.push_back(params_[i]->value);
+      r->reducer->all_gather_rows(values, [&](size_t local) { update(r->members[local], step); });
+    } else {
+      for (size_t i : r->members) update(i, step);
+    }
+  }
 }
 
 std::vector<OptimizerStateTensor> AdamW::state_of(size_t i) const {

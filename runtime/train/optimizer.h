@@ -38,7 +38,10 @@ namespace weft::train {
 
 struct DataParallelOptions {
   comm::Communicator* dp = nullptr;  // null or one rank: no gradient reduction
-  bool zero1 = false;                // shard the AdamW state over dp
+  // The replicas of expert-parallel parameters (Param::expert_parallel(): the mesh's edp group);
+  // null: they are reduced over dp like the others.
+  comm::Communicator* expert_dp = nullptr;
+  bool zero1 = false;                // shard the AdamW state over dp (experts: over expert_dp)
   size_t bucket_bytes = size_t{25} << 20;
 };
 
@@ -77,22 +80,26 @@ class AdamW {
   // over `pp_group` (may be null) the stages' parameters add. With `clip` > 0 scales the grads
   // (this rank's rows) by min(1, clip / (norm + 1e-6)) as torch.nn.utils.clip_grad_norm_ does.
   // Returns the norm before clipping. Collective over dp (ZeRO-1), tp and pp.
+  // Expert-parallel parameters count once over their edp replicas (ZeRO-1: each its own rows)
+  // and add over `expert_groups` (the ep and etp groups, whose ranks hold different experts or
+  // feature blocks) instead of tp.
   double clip_grad_norm(double clip, comm::Communicator* tp_group = nullptr,
-                        comm::Communicator* pp_group = nullptr);
+                        comm::Communicator* pp_group = nullptr,
+                        const std::vector<comm::Communicator*>& expert_groups = {});
 
   // One update with the reduced grads; `step` counts from 1. Under ZeRO-1 collective over dp.
   void step(int64_t step);
 
   [[nodiscard]] const kernels::AdamWConfig& config() const { return config_; }
   void set_lr(float lr) { config_.lr = lr; }
-  [[nodiscard]] bool zero1() const { return reducer_ && reducer_->sharded(); }
+  [[nodiscard]] bool zero1() const { return zero1_; }
   // Rows of parameter i this rank updates (all rows without ZeRO-1).
   [[nodiscard]] parallel::RowRange own_rows(size_t i) const;
   // First and second moments, parallel to the params: [own_rows(i).size(), ...] each.
   [[nodiscard]] std::vector<Tensor>& exp_avg() { return m_; }
   [[nodiscard]] std::vector<Tensor>& exp_avg_sq() { return v_; }
-  // Null without a dp group of more than one rank.
-  [[nodiscard]] parallel::GradReducer* reducer() const { return reducer_.get(); }
+  // The dense parameters' reducer; null without a dp group of more than one rank.
+  [[nodiscard]] parallel::GradReducer* reducer() const { return dense_.reducer.get(); }
 
   // The moments this rank should save: under ZeRO-1 its rows of every parameter, else all of
   // them (the caller saves from one dp rank only); never a copy with ShardSpec::replica > 0,
@@ -107,11 +114,26 @@ class AdamW {
   // The state slices of parameter i (two entries, or none when it owns no rows).
   [[nodiscard]] std::vector<OptimizerStateTensor> state_of(size_t i) const;
   void update(size_t i, int64_t step);
-  [[nodiscard]] double local_grad_squares(const comm::Communicator* tp_group) const;
+  // Sum of squares of the grads this rank counts, of expert-parallel parameters or the others.
+  [[nodiscard]] double local_grad_squares(const comm::Communicator* tp_group, bool experts) const;
+
+  // The parameters reduced over one group, by one reducer (null: no reduction).
+  struct Reduction {
+    std::unique_ptr<parallel::GradReducer> reducer;
+    std::vector<size_t> members;  // indices into params_, in parameter order
+  };
+  // Param i's reduction and its index there.
+  struct Place {
+    Reduction* reduction;
+    size_t local;
+  };
 
   std::vector<models::Param*> params_;
   kernels::AdamWConfig config_;
-  std::unique_ptr<parallel::GradReducer> reducer_;
+  bool zero1_ = false;
+  Reduction dense_, expert_;
+  std::vector<Place> place_;
+  comm::Communicator* expert_dp_ = nullptr;
   std::unordered_map<const models::Param*, size_t> index_;
   std::vector<Tensor> m_;
   std::vector<Tensor> v_;

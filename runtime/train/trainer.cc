@@ -62,7 +62,8 @@ Trainer::Trainer(const TrainOptions& options, std::unique_ptr<parallel::Mesh> me
 absl::StatusOr<std::unique_ptr<Trainer>> Trainer::create(const TrainOptions& options,
                                                          comm::Communicator& world, AgreeFn agree) {
   absl::StatusOr<parallel::ParallelDims> dims =
-      parallel::resolve_dims(world.size(), options.tp, options.pp, options.sp, 1, 1);
+      parallel::resolve_dims(world.size(), options.tp, options.pp, options.sp, options.ep,
+                             options.etp);
   WEFT_RETURN_IF_ERROR(agree(dims.status()));
   absl::StatusOr<TokenFile> data = TokenFile::load(options.data_path);
   WEFT_RETURN_IF_ERROR(agree(data.status()));
@@ -87,8 +88,11 @@ absl::StatusOr<std::unique_ptr<Trainer>> Trainer::create(const TrainOptions& opt
   model.zero_grad();  // the optimizer's reducer packs the grad tensors: they must exist
   trainer->optimizer_ = std::make_unique<AdamW>(
       model.parameters(), options.adamw,
-      // Weights are replicated over dp and sp: their gradients are summed over both.
-      DataParallelOptions{.dp = &trainer->mesh_->dp_sp(), .zero1 = options.zero1});
+      // Weights are replicated over dp and sp: their gradients are summed over both; expert
+      // weights are replicated over edp.
+      DataParallelOptions{.dp = &trainer->mesh_->dp_sp(),
+                          .expert_dp = &trainer->mesh_->edp(),
+                          .zero1 = options.zero1});
   AdamW* optimizer = trainer->optimizer_.get();
   if (options.overlap_grad_reduce) {
     model.set_grad_ready_hook([optimizer](models::Param& p) { optimizer->grad_ready(p); });
@@ -178,7 +182,9 @@ absl::Status Trainer::load_model() {
                                          .pp_virtual = options_.pp_virtual,
                                          .sp_attn = options_.sp_attn,
                                          .sp_linear = options_.sp_linear,
-                                         .sp_ulysses = options_.sp_ulysses};
+                                         .sp_ulysses = options_.sp_ulysses,
+                                         .moe_capacity_factor = options_.moe_capacity_factor,
+                                         .expert_placement = {}};
   if (!options_.load_dir.empty() || options_.init_random) {
     // Weights come from the checkpoint (or the seed); the config from the model dir, or else
     // from the checkpoint's manifest.
@@ -273,7 +279,8 @@ StepMetrics Trainer::train_step(int64_t step) {
   StepMetrics m;
   m.step = step;
   m.loss = loss.item() / static_cast<double>(global_predicted);
-  m.grad_norm = optimizer_->clip_grad_norm(options_.clip_grad, &mesh_->tp(), &mesh_->pp());
+  m.grad_norm = optimizer_->clip_grad_norm(options_.clip_grad, &mesh_->tp(), &mesh_->pp(),
+                                             {&mesh_->ep(), &mesh_->etp()});
   m.lr = optimizer_->config().lr;
   if (writer_) {
     // The save in flight reads these tensors: the optimizer may change them only once copied.
@@ -300,26 +307,36 @@ void Trainer::start_save(int64_t step) {
   header.set_seed(options_.seed);
 
   // Each stored slice is written by exactly one rank: dp and sp rank 0 (every dp x sp rank for
-  // its own ZeRO-1 moment rows), and among tp ranks holding the same slice only the first.
+  // its own ZeRO-1 moment rows), and among tp ranks holding the same slice only the first. An
+  // expert-parallel weight: its host's edp rank 0 (every edp rank its ZeRO-1 rows), all etp
+  // ranks when split over etp.
   const parallel::Coord& c = mesh_->coord();
   auto writes = [&](const models::Param& p) {
+    if (p.expert_parallel()) return c.etp == 0 || p.spec.group == "etp";
     return p.spec.replica == 0 && (c.tp == 0 || p.spec.group == "tp");
   };
-  const bool replica_zero = c.dp == 0 && c.sp == 0;
+  auto replica_zero = [&](const models::Param& p) {
+    return p.expert_parallel() ? c.edp == 0 : c.dp == 0 && c.sp == 0;
+  };
+  // The split group a checkpoint records: none for a whole tensor (an unsplit expert's "ep"
+  // names where it lives, not a split).
+  auto split_group = [](const models::Param& p) {
+    return p.spec.split_dim >= 0 ? p.spec.group : std::string();
+  };
   std::map<std::string, const models::Param*> by_name;
   std::vector<CheckpointTensor> tensors;
   for (const models::Param* p : model_->parameters()) {
     by_name[p->name] = p;
-    if (replica_zero && writes(*p)) {
+    if (replica_zero(*p) && writes(*p)) {
       tensors.push_back({p->name, p->value, p->spec.global_shape, shard_offsets(p->spec),
-                         p->spec.split_dim, p->spec.group});
+                         p->spec.split_dim, split_group(*p)});
     }
   }
   for (const OptimizerStateTensor& s : optimizer_->state_tensors()) {
     const models::Param& p = *by_name.at(s.name.substr(0, s.name.rfind(".exp_avg")));
-    if ((options_.zero1 || replica_zero) && writes(p)) {
+    if ((options_.zero1 || replica_zero(p)) && writes(p)) {
       tensors.push_back(
-          {s.name, s.value, s.global_shape, s.offsets, p.spec.split_dim, p.spec.group});
+          {s.name, s.value, s.global_shape, s.offsets, p.spec.split_dim, split_group(p)});
     }
   }
   writer_->save_async(options_.save_dir, std::move(header), std::move(tensors));

@@ -53,6 +53,9 @@ struct TrainOptions {
   parallel::SpAttnAlgo sp_attn = parallel::SpAttnAlgo::kRing;
   parallel::SpLinearAlgo sp_linear = parallel::SpLinearAlgo::kZeco;
   int sp_ulysses = 1;       // usp: Ulysses group size
+  int ep = 1;               // MoE: experts over ep ranks of a stage, each split over etp
+  int etp = 1;
+  double moe_capacity_factor = 0;  // per-sequence expert capacity (0 = dropless)
   int pp_virtual = 1;       // interleaved chunks per pipeline rank
   int64_t micro_batch = 0;  // sequences per micro-batch (0: the whole per-rank batch)
   bool sequence_parallel = false;

@@ -1,0 +1,151 @@
+// Expert parallelism from the command line (docs/algorithms.md "Expert parallelism"): `weft eval`
+// (logits, loss, every gradient) and `weft train` with the experts dispatched over ep, split
+// over etp, folded under tp attention, with pp, dp, ZeRO-1 and capacity dropping equal one rank;
+// a checkpoint saved at one expert layout resumes at another; bad expert meshes are refused.
+#include <gtest/gtest.h>
+
+#include "tests/cli/cli_util.h"
+
+namespace weft::testing {
+namespace {
+
+const std::string kTrainTokens = fixtures_dir() + "/train/llama_gqa/tokens.txt";
+
+// The PyTorch-checked Mixtral fixture: 4 experts, top 2, hidden 32, experts' F 48, 2 layers.
+std::string eval_tokens(const std::string& dir) {
+  return write_token_file(dir, random_ids({8, 12}, 5, 64));
+}
+
+TEST(MoeEval, ExpertParallelMeshesEqualOneRank) {
+  const std::string model = model_fixture("mixtral_moe");
+  const std::string dir = make_temp_dir("weft_moe_eval");
+  const std::string tokens = eval_tokens(dir);
+  auto eval = [&](const Mesh& m) { return eval_on_mesh(model, tokens, dir, m); };
+  const std::string one = eval({1, ""});
+  for (const Mesh& m : std::vector<Mesh>{{2, "--ep 2"},
+                                         {2, "--etp 2"},
+                                         {2, "--tp 2 --ep 2"},
+                                         {2, "--tp 2 --ep 2 --sequence-parallel"},
+                                         {4, "--ep 4"},
+                                         {4, "--ep 2 --etp 2"},
+                                         {4, "--ep 2"},
+                                         {4, "--tp 2 --ep 2"},
+                                         {4, "--tp 2 --ep 4 --sequence-parallel"},
+                                         {4, "--pp 2 --ep 2 --micro-batch 2"},
+                                         {4, "--tp 2 --pp 2 --ep 2 --micro-batch 4"}}) {
+    SCOPED_TRACE(absl::StrCat(m.ranks, " ranks ", m.flags));
+    expect_same_tensors(eval(m), one, 1e-5);
+  }
+}
+
+TEST(MoeEval, CapacityDroppingEqualsOneRankAndDrops) {
+  const std::string model = model_fixture("mixtral_moe");
+  const std::string dir = make_temp_dir("weft_moe_capacity");
+  const std::string tokens = eval_tokens(dir);
+  auto eval = [&](const Mesh& m) { return eval_on_mesh(model, tokens, dir, m); };
+  const std::string capacity = "--moe-capacity-factor 0.5";
+  const std::string one = eval({1, capacity});
+  const float dropless = load_tensor(eval({1, ""}), "loss").item();
+  EXPECT_GT(std::abs(load_tensor(one, "loss").item() - dropless), 1e-4)
+      << "a capacity of half the even share must drop choices and change the loss";
+  for (const Mesh& m : std::vector<Mesh>{{2, "--tp 2 " + capacity},
+                                         {2, "--ep 2 " + capacity},
+                                         {4, "--ep 2 --etp 2 " + capacity},
+                                         {4, "--tp 2 --ep 2 " + capacity}}) {
+    SCOPED_TRACE(absl::StrCat(m.ranks, " ranks ", m.flags));
+    expect_same_tensors(eval(m), one, 1e-5);
+  }
+}
+
+// A Mixtral layout sized for the training token file (vocabulary 96), config only.
+std::string moe_model() {
+  const std::string dir = make_temp_dir("weft_moe_model");
+  std::ofstream(dir + "/config.json") << R"({"architectures": ["MixtralForCausalLM"],
+    "vocab_size": 96, "hidden_size": 32, "intermediate_size": 48, "num_hidden_layers": 2,
+    "num_attention_heads": 4, "num_key_value_heads": 2, "rms_norm_eps": 1e-5,
+    "max_position_embeddings": 64, "tie_word_embeddings": false, "num_local_experts": 4,
+    "num_experts_per_tok": 2})";
+  return dir;
+}
+
+// eps 1e-3: see cli_train_test.cc (AdamW with eps 1e-8 amplifies f32 summation-order noise).
+std::string train_args(const std::string& model, const std::string& dir, int steps) {
+  return absl::StrCat("train --model ", model, " --init-random --seed 3 --data ", kTrainTokens,
+                      " --global-batch 4 --seq-len 12 --lr 1e-2 --weight-decay 0.1 --eps 1e-3",
+                      " --clip-grad 1.0 --steps ", steps, " --metrics ", dir,
+                      "/metrics.jsonl --save ", dir, "/ckpt");
+}
+
+TEST(MoeTrain, ExpertParallelTrainingEqualsOneRank) {
+  const std::string model = moe_model();
+  const std::string one = make_temp_dir("weft_moe_train_one");
+  ASSERT_EQ(run_weft(train_args(model, one, 3)).exit_code, 0);
+  for (const Mesh& m : std::vector<Mesh>{{2, "--ep 2"},
+                                         {4, "--ep 2 --etp 2"},
+                                         {4, "--tp 2 --ep 2"},
+                                         {4, "--ep 2 --zero 1"},
+                                         {4, "--ep 4 --zero 1 --micro-batch 1"},
+                                         {4, "--pp 2 --ep 2 --micro-batch 1"}}) {
+    SCOPED_TRACE(absl::StrCat(m.ranks, " ranks ", m.flags));
+    const std::string dir = make_temp_dir("weft_moe_train");
+    RunResult r = run_weft(absl::StrCat(train_args(model, dir, 3), " ", m.flags), m.ranks);
+    ASSERT_EQ(r.exit_code, 0) << r.err;
+    expect_same_run(dir, one);
+  }
+}
+
+TEST(MoeTrain, CapacityDroppingTrainingEqualsOneRank) {
+  const std::string model = moe_model();
+  const std::string capacity = " --moe-capacity-factor 0.75";
+  const std::string one = make_temp_dir("weft_moe_cap_one");
+  ASSERT_EQ(run_weft(train_args(model, one, 3) + capacity).exit_code, 0);
+  const std::string dir = make_temp_dir("weft_moe_cap");
+  RunResult r = run_weft(train_args(model, dir, 3) + capacity + " --ep 2 --etp 2", 4);
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  expect_same_run(dir, one);
+}
+
+TEST(MoeTrain, ResumesAcrossExpertLayouts) {
+  const std::string model = moe_model();
+  const std::string straight = make_temp_dir("weft_moe_straight");
+  ASSERT_EQ(run_weft(train_args(model, straight, 4)).exit_code, 0);
+  // Steps 1-2 saved at one expert layout, steps 3-4 loaded at another.
+  for (const auto& [first, then] : std::vector<std::pair<Mesh, Mesh>>{
+           {{4, "--ep 4"}, {2, "--ep 2"}},
+           {{4, "--ep 4 --zero 1"}, {4, "--ep 2 --etp 2"}},
+           {{4, "--ep 2 --etp 2"}, {1, ""}}}) {
+    SCOPED_TRACE(absl::StrCat(first.flags, " -> ", then.flags));
+    const std::string dir = make_temp_dir("weft_moe_resume");
+    RunResult a = run_weft(absl::StrCat(train_args(model, dir, 2), " ", first.flags), first.ranks);
+    ASSERT_EQ(a.exit_code, 0) << a.err;
+    RunResult b = run_weft(
+        absl::StrCat(train_args(model, dir, 4), " --load ", dir, "/ckpt ", then.flags), then.ranks);
+    ASSERT_EQ(b.exit_code, 0) << b.err;
+    expect_same_run(dir, straight);
+  }
+}
+
+TEST(MoeRefusals, BadExpertMeshesAreRefusedNamingTheFlag) {
+  const std::string dir = make_temp_dir("weft_moe_bad");
+  const std::string tokens = eval_tokens(dir);
+  const std::string moe = model_fixture("mixtral_moe");
+  const std::string llama = model_fixture("llama_gqa");
+  for (const auto& [ranks, model, flags, needle] :
+       std::vector<std::tuple<int, std::string, std::string, std::string>>{
+           {3, moe, "--ep 3", "--ep 3 does not divide num_local_experts 4"},
+           {2, llama, "--ep 2", "--ep 2 --etp 1: the model has no MoE layers"},
+           {4, moe, "--ep 4 --etp 2", "does not divide"},
+           {2, moe, "--sp 2 --moe-capacity-factor 1",
+            "--moe-capacity-factor applies per whole sequence: it cannot run with --sp 2"},
+           {1, moe, "--moe-capacity-factor -1", "--moe-capacity-factor -1 must be"}}) {
+    SCOPED_TRACE(flags);
+    RunResult r = run_weft(absl::StrCat("eval --model ", model, " --tokens ", tokens, " --out ",
+                                        dir, "/out.safetensors ", flags),
+                           ranks, 120);
+    EXPECT_EQ(r.exit_code, 1) << r.err;
+    EXPECT_NE(r.err.find(needle), std::string::npos) << r.err;
+  }
+}
+
+}  // namespace
+}  // namespace weft::testing
