@@ -9,7 +9,7 @@
 # Results: $OUT/*.jsonl (one JSON line per run). Usage: bash bench/serve_bench.sh
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/../launch/setup.sh"
-weft_install_deps
+weft_install_deps python3-matplotlib  # for bench/serve_plot.py
 weft_build weft
 cd "$WEFT_ROOT"
 OUT="${WEFT_BENCH_OUT:-/tmp/weft-serve-bench}"
@@ -57,7 +57,7 @@ done
 echo "== 3. rate sweep: continuous vs static on one trace (input 32-512, output 16-256)"
 for scheduler in continuous static; do
   start_server --scheduler "$scheduler"
-  for rate in 1 2 3 4 6 8; do
+  for rate in 1 2 3 4 6 8 12 16; do
     load "sweep_$scheduler.jsonl" --rate "$rate" --requests 60 --input 32:512 --output 16:256 \
       --seed 11 --slo-ttft 2 --slo-tpot 0.1
   done

@@ -84,6 +84,9 @@ absl::Status run_eval(Session& session, const Args& args) {
   WEFT_RETURN_IF_ERROR(session.agree(sp.status()));
   absl::StatusOr<train::TokenFile> data = train::TokenFile::load(flags.str("tokens"));
   WEFT_RETURN_IF_ERROR(session.agree(data.status()));
+  absl::StatusOr<MoePlacement> moe =
+      moe_placement(flags.str("model"), flags.str("speculative-moe"), dims->ep);
+  WEFT_RETURN_IF_ERROR(session.agree(moe.status()));
   std::unique_ptr<parallel::Mesh> mesh = parallel::Mesh::create(session.world(), *dims);
   const bool sequence_parallel = flags.boolean("sequence-parallel");
   const int pp_virtual = static_cast<int>(flags.integer("pp-virtual", 1));
@@ -95,7 +98,9 @@ absl::Status run_eval(Session& session, const Args& args) {
                                                              .sp_attn = sp->attn,
                                                              .sp_linear = sp->linear,
                                                              .sp_ulysses = sp->ulysses,
-                                                             .moe_capacity_factor = capacity});
+                                                             .moe_capacity_factor = capacity,
+                                                             .expert_placement = moe->placement,
+                                                             .speculative_moe = moe->speculative});
   WEFT_RETURN_IF_ERROR(session.agree(loaded.status()));
   models::CausalLM& model = **loaded;
   const int64_t batch = data->num_sequences();

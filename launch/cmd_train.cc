@@ -152,6 +152,10 @@ absl::StatusOr<train::TrainOptions> options_from(const io::RunConfig& cfg, bool 
                             " must be a finite number >= 0");
   }
   o.moe_capacity_factor = par.moe_capacity_factor();
+  WEFT_ASSIGN_OR_RETURN(const MoePlacement moe,
+                        moe_placement(cfg.model(), par.speculative_moe(), o.ep));
+  o.expert_placement = moe.placement;
+  o.speculative_moe = moe.speculative;
   if (o.model_dir.empty() && o.load_dir.empty()) {
     return invalid_argument("missing required flag --model (or --load)");
   }

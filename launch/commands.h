@@ -9,6 +9,7 @@
 #include "launch/session.h"
 #include "parallel/sp_attention.h"
 #include "parallel/sp_linear_attention.h"
+#include "runtime/io/model_config.h"
 
 namespace weft::cli {
 
@@ -20,6 +21,19 @@ absl::Status run_serve(Session& session, const Args& args);
 absl::Status run_train(Session& session, const Args& args);
 absl::Status run_ckpt(Session& session, const Args& args);
 absl::Status run_tokenize(Session& session, const Args& args);
+absl::Status run_moe(Session& session, const Args& args);
+
+// The per-layer expert placement that `weft moe profile` wrote to `path`, checked against the
+// model (experts, layers) and the run's --ep; errors name the file and what disagrees.
+absl::StatusOr<std::vector<std::vector<int64_t>>> load_expert_placement(
+    const std::string& path, const io::ModelConfig& config, int ep);
+// --speculative-moe PATH (empty: none) for the model in `model_dir` at --ep `ep`.
+struct MoePlacement {
+  std::vector<std::vector<int64_t>> placement;
+  bool speculative = false;
+};
+absl::StatusOr<MoePlacement> moe_placement(const std::string& model_dir, const std::string& path,
+                                           int ep);
 
 // Parses flags; `--help` prints the usage and returns a status marked as "help shown" (exit 0).
 absl::StatusOr<class Flags> parse_flags(Session& session, const std::string& subcommand,

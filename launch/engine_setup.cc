@@ -34,6 +34,11 @@ std::vector<FlagSpec> engine_flags() {
       {"tp", FlagKind::kInt, "tensor-parallel degree: heads and KV cache split (default 1)", false,
        1},
       {"pp", FlagKind::kInt, "pipeline stages: layers split (default 1)", false, 1},
+      {"ep", FlagKind::kInt,
+       "MoE: experts split over N ranks of a stage; tokens dispatched to them (default 1)", false,
+       1},
+      {"etp", FlagKind::kInt, "MoE: each expert split by features over N ranks (default 1)", false,
+       1},
       {"max-num-seqs", FlagKind::kInt, "requests in one step at most (default 64)", false, 1},
       {"max-num-batched-tokens", FlagKind::kInt,
        "tokens in one step at most: decodes, then prefill chunks (default 512)", false, 1},
@@ -85,8 +90,9 @@ absl::StatusOr<EngineSetup> setup_engine(Session& session, const Flags& flags, i
     kernels::set_cpu_threads(std::max(1, kernels::cpu_threads() - 1));
   }
   const std::string dir = flags.str("model");
-  absl::StatusOr<parallel::ParallelDims> dims = parallel::resolve_dims(
-      session.size(), flags.integer("tp", 1), flags.integer("pp", 1), 1, 1, 1);
+  absl::StatusOr<parallel::ParallelDims> dims =
+      parallel::resolve_dims(session.size(), flags.integer("tp", 1), flags.integer("pp", 1), 1,
+                             flags.integer("ep", 1), flags.integer("etp", 1));
   absl::Status valid = dims.status();
   if (valid.ok() && dims->dp != 1) {
     valid = invalid_argument("serving splits one model over all ranks: ", session.size(),

@@ -7,9 +7,10 @@ WEFT_PACKAGES=(cmake g++ make pkg-config openmpi-bin libopenmpi-dev libprotobuf-
   protobuf-compiler libabsl-dev libopenblas-dev nlohmann-json3-dev libssl-dev libgtest-dev
   libgmock-dev libbenchmark-dev libpcre2-dev libicu-dev libsentencepiece-dev libcpp-httplib-dev curl)
 
+# weft_install_deps [PACKAGE...]: WEFT_PACKAGES and the given extra Debian packages.
 weft_install_deps() {
   local missing=()
-  for p in "${WEFT_PACKAGES[@]}"; do
+  for p in "${WEFT_PACKAGES[@]}" "$@"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
   done
   # Node.js and npm (the tests' oracles and clients): Debian's packages unless a node with npm is

@@ -30,6 +30,7 @@ const std::map<std::string, std::pair<Command, const char*>>& commands() {
       {"train", {run_train, "train with AdamW; metrics, checkpoints, resume"}},
       {"ckpt", {run_ckpt, "checkpoint tools: inspect, verify, export"}},
       {"tokenize", {run_tokenize, "JSON strings to token ids (or --decode ids to strings)"}},
+      {"moe", {run_moe, "MoE tools: profile (expert placement for --speculative-moe)"}},
   };
   return table;
 }
@@ -92,7 +93,9 @@ std::vector<FlagSpec> model_parallel_flags() {
       {"etp", FlagKind::kInt, "expert tensor parallelism: each expert split by features over N",
        false, 1},
       {"moe-capacity-factor", FlagKind::kFloat,
-       "per-sequence expert capacity factor F (default: dropless)"}};
+       "per-sequence expert capacity factor F (default: dropless)"},
+      {"speculative-moe", FlagKind::kString,
+       "expert placement from `weft moe profile`: co-located experts, one row per destination"}};
 }
 
 absl::StatusOr<SpChoice> parse_sp_choice(const std::string& attn, const std::string& linear,

@@ -10,6 +10,7 @@
 #include <functional>
 #include <memory>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "absl/status/statusor.h"
@@ -22,6 +23,8 @@
 #include "runtime/io/model_config.h"
 
 namespace weft::models {
+
+class MoeBlock;
 
 struct ForwardOptions {
   bool keep_logits = false;   // return the [B, T, V] logits
@@ -58,10 +61,11 @@ struct ParallelOptions {
   parallel::SpAttnAlgo sp_attn = parallel::SpAttnAlgo::kRing;
   parallel::SpLinearAlgo sp_linear = parallel::SpLinearAlgo::kZeco;
   int sp_ulysses = 1;
-  // MoE (models/expert_context.h): per-sequence expert capacity (0 = dropless) and the expert
-  // placement over ep ranks (empty: contiguous blocks).
+  // MoE (models/expert_context.h): per-sequence expert capacity (0 = dropless); the expert
+  // placement over ep ranks per layer (empty: contiguous blocks) and speculative dispatch.
   double moe_capacity_factor = 0;
-  std::vector<int64_t> expert_placement;
+  std::vector<std::vector<int64_t>> expert_placement;
+  bool speculative_moe = false;
 };
 
 // What one (micro-batch, pipeline chunk) keeps between forward_chunk and backward_chunk.
@@ -143,6 +147,9 @@ class CausalLM {
   // For eval: the last pipeline stage hands each micro-batch's logits [b, T, V/tp] (this rank's
   // vocabulary block) to `sink` from forward_chunk, in micro-batch order. Null: none kept.
   virtual void set_logits_sink(std::function<void(Tensor)> sink) = 0;
+  // The MoE blocks this rank holds, with their decoder layer index (none for a dense model):
+  // their routing counters and routing sinks (`weft moe profile`).
+  [[nodiscard]] virtual std::vector<std::pair<int64_t, MoeBlock*>> moe_layers() { return {}; }
 
   // Incremental decoding: consumes tokens [B, t] after the state's current length and returns
   // their logits [B, t, V]. Equals the matching rows of a full forward.

@@ -25,12 +25,26 @@ struct ExpertContext {
   // Per-sequence expert capacity: each expert takes at most ceil(F * T * k / E) of a sequence's
   // T*k choices, earliest positions first; 0 = dropless.
   double capacity_factor = 0;
-  // placement[r * E/ep + j] = the j-th expert hosted by ep rank r. Empty: expert e on rank
-  // e / (E/ep) (contiguous blocks).
-  std::vector<int64_t> placement;
+  // Per decoder layer: placement[layer][r * E/ep + j] = the j-th expert hosted by ep rank r.
+  // Empty (or an empty entry): expert e on rank e / (E/ep) (contiguous blocks).
+  std::vector<std::vector<int64_t>> placement;
+  // Speculative MoE (--speculative-moe): one row per (token, destination rank) instead of one
+  // per choice, and, where the tp ranks share the rows, each token routed by the tp rank whose
+  // ep rank hosts most of its experts. tp_ep[t] = the ep rank of tp rank t.
+  bool speculative = false;
+  std::vector<int> tp_ep;
 
   // Whether MoE layers dispatch tokens to their experts' ranks (ep or etp above one).
   [[nodiscard]] bool dispatches() const { return ep * etp > 1; }
+  // Layer `layer`'s placement (identity when none was given).
+  [[nodiscard]] std::vector<int64_t> placement_of(int64_t layer, int64_t num_experts) const {
+    if (layer < static_cast<int64_t>(placement.size()) && !placement[layer].empty()) {
+      return placement[layer];
+    }
+    std::vector<int64_t> identity(num_experts);
+    for (int64_t e = 0; e < num_experts; ++e) identity[e] = e;
+    return identity;
+  }
 };
 
 }  // namespace weft::models

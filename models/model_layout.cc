@@ -104,14 +104,25 @@ absl::Status plan_experts(const io::ModelConfig& c, const ParallelOptions& paral
           "--sequence-parallel (each tp rank routes its own block of the sequence)");
     }
   }
-  if (!x.placement.empty()) {
-    std::vector<int64_t> sorted = x.placement;
+  if (parallel.speculative_moe) {
+    if (!x.dispatches() || dims.etp != 1) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("--speculative-moe needs --ep above 1 and --etp 1 (got --ep ", dims.ep,
+                       " --etp ", dims.etp, ")"));
+    }
+    x.speculative = true;
+    for (int rank : parallel::group_ranks(mesh.rank(), parallel::Group::kTp, dims)) {
+      x.tp_ep.push_back(parallel::coord_of(rank, dims).ep);
+    }
+  }
+  for (const std::vector<int64_t>& perm : x.placement) {
+    std::vector<int64_t> sorted = perm;
     std::sort(sorted.begin(), sorted.end());
     for (int64_t e = 0; e < static_cast<int64_t>(sorted.size()); ++e) {
       if (sorted[e] != e || static_cast<int64_t>(sorted.size()) != c.num_local_experts) {
-        return absl::InvalidArgumentError(absl::StrCat(
-            "the expert placement is not a permutation of the model's ", c.num_local_experts,
-            " experts"));
+        return absl::InvalidArgumentError(
+            absl::StrCat("an expert placement is not a permutation of the model's ",
+                         c.num_local_experts, " experts"));
       }
     }
   }
@@ -124,8 +135,8 @@ absl::Status check_mesh_fits(const io::ModelConfig& config, const parallel::Para
                              int pp_virtual) {
   const bool dispatch = dims.ep * dims.etp > 1;
   if (dispatch && !config.is_moe()) {
-    return absl::InvalidArgumentError(absl::StrCat("--ep ", dims.ep, " --etp ", dims.etp,
-                                                   ": the model has no MoE layers"));
+    return absl::InvalidArgumentError(
+        absl::StrCat("--ep ", dims.ep, " --etp ", dims.etp, ": the model has no MoE layers"));
   }
   if (dispatch) {
     if (config.num_local_experts % dims.ep != 0) {

@@ -30,6 +30,17 @@ struct MoeBlock::Saved : LayerSaved {
   parallel::ExpertDispatch dispatch;
   Tensor y_sent;                  // [S, D] the chosen experts' outputs, in send order
   std::vector<int64_t> tp_rows;   // rows each tp rank took (empty: rows not shared over tp)
+  std::vector<int64_t> tp_order;  // the rows of tp rank 0, then 1, ...: positions in x
+  std::vector<int64_t> own;       // this rank's rows (positions in x)
+  // Speculative dispatch: one send row per (token, destination ep rank).
+  std::vector<int64_t> send_token;  // [S] token of each send row
+  std::vector<int64_t> send_rows;   // [ep] send rows per destination
+  std::vector<int64_t> recv_rows;   // [ep] received rows per source
+  std::vector<int64_t> choice_row;  // [C] received row of each local choice (slot-major)
+  std::vector<int64_t> choice_j;    // [C] its choice index j (0..k-1)
+  std::vector<float> choice_w;      // [C] its router weight
+  std::vector<int64_t> slot_begin;  // [L + 1] local expert l owns choices [begin, end)
+  Tensor y_choice;                  // [C, D] each local choice's expert output
 };
 
 ExpertRouting ExpertRouting::from_choices(const Tensor& idx, int64_t num_experts) {
@@ -79,11 +90,7 @@ MoeBlock::MoeBlock(const io::ModelConfig& config, int64_t layer, const TpContext
     for (int64_t e = 0; e < e_count; ++e) experts_.push_back(make(e, tp.even()));
     return;
   }
-  std::vector<int64_t> placement = ep_.placement;
-  if (placement.empty()) {
-    placement.resize(e_count);
-    for (int64_t e = 0; e < e_count; ++e) placement[e] = e;
-  }
+  const std::vector<int64_t> placement = ep_.placement_of(layer, e_count);
   const int64_t local = e_count / ep_.ep;
   owner_.assign(e_count, 0);
   slot_.assign(e_count, 0);
@@ -114,6 +121,7 @@ MoeBlock::Routed MoeBlock::route(const Tensor& x, int64_t sequences) const {
   } else {
     r.keep.assign(n * k, true);
   }
+  if (routing_sink_) routing_sink_(r.idx);
   counts_.routed += n * k;
   counts_.dropped += std::count(r.keep.begin(), r.keep.end(), false);
   return r;
@@ -135,37 +143,83 @@ Tensor MoeBlock::forward_in_region(const TokenBatch& batch, const Tensor& x,
     return region.leave(plain_forward(xin, whole_sequences(xin.dim(0)), saved));
   }
   auto s = std::make_unique<Saved>();
-  // Rows replicated over tp: each tp rank routes its contiguous share.
+  // Rows replicated over tp: each tp rank routes its share of them (share_rows).
   const bool shared = region.size() > 1 && !region.sequence_parallel();
   Routed routed = route(x, whole_sequences(x.dim(0)));
   Tensor own = x;
   if (shared) {
-    for (int r = 0; r < region.size(); ++r) {
-      s->tp_rows.push_back(parallel::shard_rows(x.dim(0), region.size(), r).size());
-    }
-    const parallel::RowRange mine = parallel::shard_rows(x.dim(0), region.size(), tp_.rank);
+    share_rows(routed, *s);
     const int64_t k = top_k_;
-    own = x.slice(mine.begin, mine.end);
-    routed.probs = routed.probs.slice(mine.begin, mine.end);
-    routed.idx = routed.idx.slice(mine.begin, mine.end);
-    routed.weights = routed.weights.slice(mine.begin, mine.end);
-    routed.keep = std::vector<bool>(routed.keep.begin() + mine.begin * k,
-                                    routed.keep.begin() + mine.end * k);
+    own = parallel::take_rows(x, s->own);
+    routed.probs = parallel::take_rows(routed.probs, s->own);
+    routed.idx = parallel::take_rows(routed.idx, s->own);
+    routed.weights = parallel::take_rows(routed.weights, s->own);
+    std::vector<bool> keep;
+    for (int64_t t : s->own) {
+      for (int64_t j = 0; j < k; ++j) keep.push_back(routed.keep[t * k + j]);
+    }
+    routed.keep = std::move(keep);
   }
-  Tensor y = dispatch_forward(own, std::move(routed), s.get());
-  if (shared) y = parallel::all_gather_rows_v(*tp_.group, y, s->tp_rows);
+  Tensor y = ep_.speculative ? speculative_forward(own, std::move(routed), s.get())
+                             : dispatch_forward(own, std::move(routed), s.get());
+  if (shared) {
+    y = parallel::put_rows(parallel::all_gather_rows_v(*tp_.group, y, s->tp_rows), s->tp_order,
+                           x.dim(0));
+  }
   if (saved != nullptr) *saved = std::move(s);
   return y;
+}
+
+void MoeBlock::share_rows(const Routed& routed, Saved& s) const {
+  const int tp = tp_.size;
+  const int64_t n = routed.idx.dim(0), k = top_k_;
+  std::vector<std::vector<int64_t>> rows_of(tp);
+  if (!ep_.speculative) {
+    for (int r = 0; r < tp; ++r) {
+      const parallel::RowRange range = parallel::shard_rows(n, tp, r);
+      for (int64_t t = range.begin; t < range.end; ++t) rows_of[r].push_back(t);
+    }
+  } else {
+    // Each token to the tp rank whose ep rank hosts most of its kept choices (ties and tokens
+    // with none there: the tp rank with the fewest rows so far, then the lowest). Every tp rank
+    // computes the same assignment from the same replicated routing.
+    const std::vector<int64_t> choice = routed.idx.to_ints();
+    for (int64_t t = 0; t < n; ++t) {
+      int best = -1;
+      int64_t best_hits = 0;
+      for (int r = 0; r < tp; ++r) {
+        int64_t hits = 0;
+        for (int64_t j = 0; j < k; ++j) {
+          hits += routed.keep[t * k + j] && owner_[choice[t * k + j]] == ep_.tp_ep[r];
+        }
+        if (hits > best_hits ||
+            (hits == best_hits && best >= 0 && rows_of[r].size() < rows_of[best].size())) {
+          best = r;
+          best_hits = hits;
+        }
+        if (best < 0) best = r;
+      }
+      rows_of[best].push_back(t);
+    }
+  }
+  for (int r = 0; r < tp; ++r) {
+    s.tp_rows.push_back(static_cast<int64_t>(rows_of[r].size()));
+    s.tp_order.insert(s.tp_order.end(), rows_of[r].begin(), rows_of[r].end());
+  }
+  s.own = rows_of[tp_.rank];
 }
 
 Tensor MoeBlock::backward_in_region(LayerSaved& saved_base, const Tensor& dy,
                                     const parallel::TensorParallelRegion& region) {
   auto& s = static_cast<Saved&>(saved_base);
   if (!ep_.dispatches()) return region.enter_backward(backward(s, region.leave_backward(dy)));
-  if (s.tp_rows.empty()) return dispatch_backward(s, dy);
-  const parallel::RowRange mine = parallel::shard_rows(dy.dim(0), region.size(), tp_.rank);
-  const Tensor dx = dispatch_backward(s, dy.slice(mine.begin, mine.end));
-  return parallel::all_gather_rows_v(*tp_.group, dx, s.tp_rows);
+  auto run = [&](const Tensor& d) {
+    return ep_.speculative ? speculative_backward(s, d) : dispatch_backward(s, d);
+  };
+  if (s.tp_rows.empty()) return run(dy);
+  const Tensor dx = run(parallel::take_rows(dy, s.own));
+  return parallel::put_rows(parallel::all_gather_rows_v(*tp_.group, dx, s.tp_rows), s.tp_order,
+                            dy.dim(0));
 }
 
 Tensor MoeBlock::dispatch_forward(const Tensor& x, Routed routed, Saved* s) const {
@@ -186,6 +240,10 @@ Tensor MoeBlock::dispatch_forward(const Tensor& x, Routed routed, Saved* s) cons
     const int64_t row = next[owner_[choice[i]] * local + slot_[choice[i]]]++;
     s->send_row[i] = row;
     x_send.slice(row, row + 1).copy_from(x.slice(i / k, i / k + 1));
+  }
+  for (int d = 0; d < ep_.ep; ++d) {
+    if (d == ep_.ep_rank) continue;
+    for (int64_t j = 0; j < local; ++j) counts_.remote_rows += counts[d * local + j];
   }
   s->dispatch = parallel::ExpertDispatch(ep_.ep_group, ep_.etp_group, counts, local);
   const Tensor xg = s->dispatch.dispatch(x_send);  // [R, D] grouped by local expert
@@ -214,7 +272,7 @@ Tensor MoeBlock::dispatch_backward(Saved& s, const Tensor& dy) {
   const int64_t n = s.x.dim(0), k = top_k_, local = static_cast<int64_t>(experts_.size());
   const std::vector<float> w = s.routed.weights.to_floats();
   // dw_{n,j} = dy_n . y_sent[row] (0 when dropped); dy_send[row] = w_{n,j} dy_n.
-  Tensor dweights = Tensor::zeros({n * k, 1});                  // [n*k, 1] = [n, k]
+  Tensor dweights = Tensor::zeros({n * k, 1});                                // [n*k, 1] = [n, k]
   Tensor dy_send = Tensor::empty(s.y_sent.shape(), dy.dtype(), dy.device());  // [S, D]
   for (int64_t i = 0; i < n * k; ++i) {
     const int64_t row = s.send_row[i];
@@ -245,6 +303,163 @@ Tensor MoeBlock::dispatch_backward(Saved& s, const Tensor& dy) {
     if (s.send_row[i] < 0) continue;
     Tensor dx_n = dx.slice(i / k, i / k + 1);
     kernels::add_(dx_n, dx_send.slice(s.send_row[i], s.send_row[i] + 1));
+  }
+  return dx;
+}
+
+// One row per (token, destination ep rank): the row carries x and, in a side tensor [S, 2k], the
+// token's choices there (local expert slot or -1, router weight). The destination runs those
+// experts and returns one row, sum_j w_j expert_j(x) over its choices, in choice order. With
+// k = 2 the sums equal the one-row-per-choice dispatch bit for bit (a + b = b + a).
+Tensor MoeBlock::speculative_forward(const Tensor& x, Routed routed, Saved* s) const {
+  const int64_t n = x.dim(0), k = top_k_, local = static_cast<int64_t>(experts_.size());
+  const int p = ep_.ep;
+  const std::vector<int64_t> choice = routed.idx.to_ints();  // [n*k]
+  const std::vector<float> w = routed.weights.to_floats();
+  // Send rows by destination, then token.
+  std::vector<std::vector<int64_t>> tokens_to(p);
+  for (int64_t t = 0; t < n; ++t) {
+    std::vector<bool> to(p, false);
+    for (int64_t j = 0; j < k; ++j) {
+      if (routed.keep[t * k + j]) to[owner_[choice[t * k + j]]] = true;
+    }
+    for (int d = 0; d < p; ++d) {
+      if (to[d]) tokens_to[d].push_back(t);
+    }
+  }
+  s->send_rows.assign(p, 0);
+  std::vector<float> meta;  // [S, 2k]: slot (or -1) and weight per choice
+  for (int d = 0; d < p; ++d) {
+    s->send_rows[d] = static_cast<int64_t>(tokens_to[d].size());
+    for (int64_t t : tokens_to[d]) {
+      s->send_token.push_back(t);
+      for (int64_t j = 0; j < k; ++j) {
+        const int64_t i = t * k + j;
+        const bool here = routed.keep[i] && owner_[choice[i]] == d;
+        meta.push_back(here ? static_cast<float>(slot_[choice[i]]) : -1.0f);
+        meta.push_back(w[i]);
+      }
+    }
+  }
+  const auto sent = static_cast<int64_t>(s->send_token.size());
+  counts_.remote_rows += sent - s->send_rows[ep_.ep_rank];
+  Tensor counts = Tensor::empty({p}, DType::kI64);
+  ep_.ep_group->all_to_all(Tensor::from_ints(s->send_rows, {p}), counts);
+  s->recv_rows = counts.to_ints();
+  int64_t received = 0;
+  for (int64_t r : s->recv_rows) received += r;
+  Tensor x_recv = Tensor::empty({received, x.dim(1)}, x.dtype(), x.device());  // [R, D]
+  ep_.ep_group->all_to_all_v(parallel::take_rows(x, s->send_token), s->send_rows, x_recv,
+                             s->recv_rows);
+  Tensor meta_recv = Tensor::empty({received, 2 * k});  // [R, 2k]
+  ep_.ep_group->all_to_all_v(Tensor::from_floats(meta, {sent, 2 * k}), s->send_rows, meta_recv,
+                             s->recv_rows);
+  // The local choices, grouped by expert (stable in received-row order).
+  const std::vector<float> m = meta_recv.to_floats();
+  s->slot_begin.assign(local + 1, 0);
+  for (int64_t r = 0; r < received; ++r) {
+    for (int64_t j = 0; j < k; ++j) {
+      if (m[(r * k + j) * 2] >= 0) ++s->slot_begin[static_cast<int64_t>(m[(r * k + j) * 2]) + 1];
+    }
+  }
+  for (int64_t l = 0; l < local; ++l) s->slot_begin[l + 1] += s->slot_begin[l];
+  std::vector<int64_t> next(s->slot_begin.begin(), s->slot_begin.end() - 1);
+  const int64_t chosen = s->slot_begin.back();
+  s->choice_row.assign(chosen, 0);
+  s->choice_j.assign(chosen, 0);
+  s->choice_w.assign(chosen, 0);
+  for (int64_t r = 0; r < received; ++r) {
+    for (int64_t j = 0; j < k; ++j) {
+      const float slot = m[(r * k + j) * 2];
+      if (slot < 0) continue;
+      const int64_t c = next[static_cast<int64_t>(slot)]++;
+      s->choice_row[c] = r;
+      s->choice_j[c] = j;
+      s->choice_w[c] = m[(r * k + j) * 2 + 1];
+    }
+  }
+  const Tensor xg = parallel::take_rows(x_recv, s->choice_row);  // [C, D]
+  s->y_choice = Tensor::empty(xg.shape(), xg.dtype(), xg.device());
+  s->experts.resize(local);
+  for (int64_t l = 0; l < local; ++l) {
+    const int64_t b = s->slot_begin[l], e = s->slot_begin[l + 1];
+    if (b == e) continue;
+    Tensor y_l = s->y_choice.slice(b, e);
+    experts_[l]->forward_into(xg.slice(b, e), y_l, &s->experts[l]);
+  }
+  // Each received row's weighted sum over its choices, in choice order.
+  std::vector<std::vector<int64_t>> choices_of(received);  // choice ids by j
+  for (int64_t c = 0; c < chosen; ++c) choices_of[s->choice_row[c]].push_back(c);
+  Tensor y_recv = Tensor::zeros({received, x.dim(1)});  // [R, D]
+  for (int64_t r = 0; r < received; ++r) {
+    std::sort(choices_of[r].begin(), choices_of[r].end(),
+              [&](int64_t a, int64_t b) { return s->choice_j[a] < s->choice_j[b]; });
+    Tensor y_r = y_recv.slice(r, r + 1);
+    for (int64_t c : choices_of[r]) kernels::add_(y_r, s->y_choice.slice(c, c + 1), s->choice_w[c]);
+  }
+  Tensor y_sent = Tensor::empty({sent, x.dim(1)}, x.dtype(), x.device());  // [S, D]
+  ep_.ep_group->all_to_all_v(y_recv, s->recv_rows, y_sent, s->send_rows);
+  Tensor y = Tensor::zeros(x.shape());  // [n, D]
+  for (int64_t i = 0; i < sent; ++i) {
+    Tensor y_t = y.slice(s->send_token[i], s->send_token[i] + 1);
+    kernels::add_(y_t, y_sent.slice(i, i + 1));
+  }
+  s->x = x;
+  s->routed = std::move(routed);
+  return y;
+}
+
+Tensor MoeBlock::speculative_backward(Saved& s, const Tensor& dy) {
+  const int64_t n = s.x.dim(0), k = top_k_, local = static_cast<int64_t>(experts_.size());
+  const auto sent = static_cast<int64_t>(s.send_token.size());
+  int64_t recv_total = 0;
+  for (int64_t r : s.recv_rows) recv_total += r;
+  // The output gradient rows go where the rows went; each destination weights them per choice.
+  Tensor dy_recv = Tensor::empty({recv_total, dy.dim(1)}, dy.dtype(), dy.device());  // [R, D]
+  ep_.ep_group->all_to_all_v(parallel::take_rows(dy, s.send_token), s.send_rows, dy_recv,
+                             s.recv_rows);
+  const int64_t chosen = s.slot_begin.back();
+  Tensor dyg = parallel::take_rows(dy_recv, s.choice_row);  // [C, D]
+  Tensor dw_recv = Tensor::zeros({recv_total, k});          // [R, k] dw of each choice
+  for (int64_t c = 0; c < chosen; ++c) {
+    Tensor dw =
+        dw_recv.view({recv_total * k, 1})
+            .slice(s.choice_row[c] * k + s.choice_j[c], s.choice_row[c] * k + s.choice_j[c] + 1);
+    kernels::gemm(dyg.slice(c, c + 1), false, s.y_choice.slice(c, c + 1), true, dw);
+    Tensor row = dyg.slice(c, c + 1);
+    kernels::scale_(row, s.choice_w[c]);
+  }
+  Tensor dxg = Tensor::zeros(dyg.shape());  // [C, D]
+  for (int64_t l = 0; l < local; ++l) {
+    const int64_t b = s.slot_begin[l], e = s.slot_begin[l + 1];
+    if (b == e) continue;
+    Tensor dx_l = dxg.slice(b, e);
+    experts_[l]->backward_into(s.experts[l], dyg.slice(b, e), dx_l);
+  }
+  Tensor dx_recv = Tensor::zeros({recv_total, dy.dim(1)});  // [R, D]
+  for (int64_t c = 0; c < chosen; ++c) {
+    Tensor dx_r = dx_recv.slice(s.choice_row[c], s.choice_row[c] + 1);
+    kernels::add_(dx_r, dxg.slice(c, c + 1));
+  }
+  Tensor dx_sent = Tensor::empty({sent, dy.dim(1)}, dy.dtype(), dy.device());  // [S, D]
+  ep_.ep_group->all_to_all_v(dx_recv, s.recv_rows, dx_sent, s.send_rows);
+  Tensor dw_sent = Tensor::empty({sent, k});  // [S, k]
+  ep_.ep_group->all_to_all_v(dw_recv, s.recv_rows, dw_sent, s.send_rows);
+
+  // dweights[t, j]: each choice's dw came back on the one row of (t, its destination).
+  Tensor dweights = Tensor::zeros({n, k});
+  for (int64_t i = 0; i < sent; ++i) {
+    Tensor row = dweights.slice(s.send_token[i], s.send_token[i] + 1);
+    kernels::add_(row, dw_sent.slice(i, i + 1));
+  }
+  Tensor dlogits = Tensor::empty(s.routed.probs.shape());  // [n, E]
+  kernels::topk_router_backward(s.routed.probs, s.routed.idx, s.routed.weights, dweights, true,
+                                dlogits);
+  Tensor dx = Tensor::zeros(s.x.shape());  // [n, D]
+  router_.backward(s.x, dlogits, &dx, false);
+  for (int64_t i = 0; i < sent; ++i) {
+    Tensor dx_t = dx.slice(s.send_token[i], s.send_token[i] + 1);
+    kernels::add_(dx_t, dx_sent.slice(i, i + 1));
   }
   return dx;
 }
@@ -298,7 +513,7 @@ Tensor MoeBlock::backward(LayerSaved& saved_base, const Tensor& dy) {
   const std::vector<float> w = s.routed.weights.to_floats();
 
   // dw_{n,j} = dy_n . y_sorted[row]; dy_sorted[row] = w_{n,j} dy_n (both 0 when dropped).
-  Tensor dweights = Tensor::zeros({n * k, 1});            // [N*k, 1] = [N, k]
+  Tensor dweights = Tensor::zeros({n * k, 1});           // [N*k, 1] = [N, k]
   Tensor dy_sorted = Tensor::zeros(s.y_sorted.shape());  // [N*k, D]
   for (int64_t i = 0; i < n * k; ++i) {
     if (!s.routed.keep[i]) continue;

@@ -23,6 +23,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <utility>
 #include <vector>
@@ -54,6 +55,7 @@ std::vector<bool> capacity_keep(const Tensor& idx, int64_t sequences, int64_t nu
 struct MoeCounts {
   int64_t routed = 0;
   int64_t dropped = 0;
+  int64_t remote_rows = 0;  // rows the forward dispatch sent to other ep ranks
 };
 
 class MoeBlock final : public FeedForward {
@@ -73,6 +75,10 @@ class MoeBlock final : public FeedForward {
 
   // Counts since the last call (then reset).
   MoeCounts take_counts() { return std::exchange(counts_, {}); }
+  // Called with the expert choices idx [n, k] (i32) of every forward's routed rows.
+  void set_routing_sink(std::function<void(const Tensor& idx)> sink) {
+    routing_sink_ = std::move(sink);
+  }
 
  private:
   struct Saved;
@@ -86,6 +92,11 @@ class MoeBlock final : public FeedForward {
   // The expert-parallel path on this rank's own rows x [n, D] -> [n, D].
   [[nodiscard]] Tensor dispatch_forward(const Tensor& x, Routed routed, Saved* saved) const;
   [[nodiscard]] Tensor dispatch_backward(Saved& s, const Tensor& dy);
+  // Speculative dispatch: the same with one row per (token, destination rank).
+  [[nodiscard]] Tensor speculative_forward(const Tensor& x, Routed routed, Saved* saved) const;
+  [[nodiscard]] Tensor speculative_backward(Saved& s, const Tensor& dy);
+  // Rows replicated over tp: which of them each tp rank routes (s.tp_rows, s.tp_order, s.own).
+  void share_rows(const Routed& routed, Saved& s) const;
 
   Linear router_;  // [E, D], no bias, replicated
   // Plain layout: all E experts; expert parallel: this rank's E/ep, in placement order.
@@ -94,9 +105,10 @@ class MoeBlock final : public FeedForward {
   int64_t num_experts_;
   TpContext tp_;
   ExpertContext ep_;
-  std::vector<int> owner_;         // [E] ep rank hosting each expert
-  std::vector<int64_t> slot_;      // [E] its index among that rank's experts
+  std::vector<int> owner_;     // [E] ep rank hosting each expert
+  std::vector<int64_t> slot_;  // [E] its index among that rank's experts
   mutable MoeCounts counts_;
+  std::function<void(const Tensor&)> routing_sink_;
 };
 
 }  // namespace weft::models

@@ -6,6 +6,7 @@
 
 #include "absl/strings/match.h"
 #include "kernels/ops.h"
+#include "models/moe_block.h"
 #include "models/next_token_loss.h"
 #include "models/param_init.h"
 #include "parallel/shard_gather.h"
@@ -87,7 +88,8 @@ Transformer::Transformer(io::ModelConfig config, ModelLayout layout)
     chunk.range = layout_.chunks[c];
     if (c == 0 && first) embedding_->collect_params(chunk.params);
     for (int layer = chunk.range.first; layer < chunk.range.last; ++layer) {
-      chunk.blocks.push_back(std::make_unique<DecoderBlock>(config_, layer, tp, sp, layout_.experts));
+      chunk.blocks.push_back(
+          std::make_unique<DecoderBlock>(config_, layer, tp, sp, layout_.experts));
       chunk.blocks.back()->collect_params(chunk.params);
     }
   }
@@ -341,6 +343,18 @@ Tensor Transformer::backward_chunk(int c, ChunkState& state, const Tensor& dout,
     }
   }
   return dinput;
+}
+
+std::vector<std::pair<int64_t, MoeBlock*>> Transformer::moe_layers() {
+  std::vector<std::pair<int64_t, MoeBlock*>> out;
+  for (Chunk& chunk : chunks_) {
+    for (size_t i = 0; i < chunk.blocks.size(); ++i) {
+      if (MoeBlock* moe = chunk.blocks[i]->moe()) {
+        out.emplace_back(chunk.range.first + static_cast<int64_t>(i), moe);
+      }
+    }
+  }
+  return out;
 }
 
 void Transformer::finish_grads() {

@@ -50,6 +50,7 @@ class Transformer final : public CausalLM {
   void set_grad_ready_hook(std::function<void(Param&)> hook) override {
     grad_ready_ = std::move(hook);
   }
+  [[nodiscard]] std::vector<std::pair<int64_t, MoeBlock*>> moe_layers() override;
   void set_logits_sink(std::function<void(Tensor)> sink) override {
     logits_sink_ = std::move(sink);
   }
@@ -57,8 +58,7 @@ class Transformer final : public CausalLM {
   [[nodiscard]] std::unique_ptr<InferenceState> new_inference_state(int64_t batch,
                                                                     int64_t max_len) override;
   Tensor forward_incremental(InferenceState& state, const Tensor& tokens) override;
-  [[nodiscard]] absl::StatusOr<int64_t> paged_cache_block_bytes(
-      int64_t block_size) const override;
+  [[nodiscard]] absl::StatusOr<int64_t> paged_cache_block_bytes(int64_t block_size) const override;
   [[nodiscard]] std::unique_ptr<PagedKvCache> new_paged_cache(int64_t num_blocks,
                                                               int64_t block_size) override;
   Tensor forward_paged(PagedKvCache& cache, const PagedBatch& batch) override;

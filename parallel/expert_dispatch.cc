@@ -10,7 +10,8 @@ namespace {
 
 int group_size(const comm::Communicator* g) { return g != nullptr ? g->size() : 1; }
 
-// out[g] = x[from[g]] for every row g of out [from.size(), D].
+}  // namespace
+
 Tensor take_rows(const Tensor& x, const std::vector<int64_t>& from) {
   Shape shape = x.shape();
   shape[0] = static_cast<int64_t>(from.size());
@@ -21,7 +22,6 @@ Tensor take_rows(const Tensor& x, const std::vector<int64_t>& from) {
   return out;
 }
 
-// The inverse of take_rows: out[from[g]] = y[g] (from is a permutation of out's rows).
 Tensor put_rows(const Tensor& y, const std::vector<int64_t>& from, int64_t rows) {
   Shape shape = y.shape();
   shape[0] = rows;
@@ -31,6 +31,8 @@ Tensor put_rows(const Tensor& y, const std::vector<int64_t>& from, int64_t rows)
   }
   return out;
 }
+
+namespace {
 
 int64_t sum(const std::vector<int64_t>& v) { return std::accumulate(v.begin(), v.end(), 0LL); }
 
@@ -111,7 +113,8 @@ ExpertDispatch::ExpertDispatch(comm::Communicator* ep, comm::Communicator* etp,
     for (int r = 0; r < q; ++r) {
       for (int s = 0; s < p; ++s) {
         const int64_t begin = block_start[(r * p + s) * l + j];
-        for (int64_t i = 0; i < all_recv[(r * p + s) * l + j]; ++i) final_from_.push_back(begin + i);
+        for (int64_t i = 0; i < all_recv[(r * p + s) * l + j]; ++i)
+          final_from_.push_back(begin + i);
       }
     }
     expert_begin_[j + 1] = static_cast<int64_t>(final_from_.size());

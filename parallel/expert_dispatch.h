@@ -43,14 +43,19 @@ class ExpertDispatch {
  private:
   comm::Communicator* ep_ = nullptr;
   comm::Communicator* etp_ = nullptr;
-  int64_t sent_ = 0;                  // S
-  std::vector<int64_t> send_rows_;    // [ep] rows to each ep rank
-  std::vector<int64_t> recv_rows_;    // [ep] rows from each ep rank
-  std::vector<int64_t> etp_rows_;     // [etp] rows each etp rank contributes after regrouping
-  std::vector<int64_t> final_from_;   // grouped row g comes from row final_from_[g] of the
-                                      // etp-gathered buffer (source-major per etp rank)
+  int64_t sent_ = 0;                   // S
+  std::vector<int64_t> send_rows_;     // [ep] rows to each ep rank
+  std::vector<int64_t> recv_rows_;     // [ep] rows from each ep rank
+  std::vector<int64_t> etp_rows_;      // [etp] rows each etp rank contributes after regrouping
+  std::vector<int64_t> final_from_;    // grouped row g comes from row final_from_[g] of the
+                                       // etp-gathered buffer (source-major per etp rank)
   std::vector<int64_t> expert_begin_;  // [L + 1]
 };
+
+// out[g] = x[from[g]]: rows of x [n, ...] picked into [from.size(), ...].
+[[nodiscard]] Tensor take_rows(const Tensor& x, const std::vector<int64_t>& from);
+// The inverse: out [rows, ...] with out[from[g]] = y[g] (from: a permutation of out's rows).
+[[nodiscard]] Tensor put_rows(const Tensor& y, const std::vector<int64_t>& from, int64_t rows);
 
 // Rows of x [n, D] from every rank of `group`, concatenated in rank order (an all-gather with
 // uneven row counts; rows[i] = rank i's n). Counted as all_to_all_v: (P-1) * n rows sent.

@@ -22,6 +22,9 @@ struct StepMetrics {
   // The loop's wait this step for checkpoints: the snapshot of the save in flight, and before a
   // new save, the write of the previous one (with sync_save, all of this step's own save).
   double checkpoint_wait_s = 0;
+  // With an MoE expert capacity: the share of the step's (token, expert) choices dropped, over
+  // every rank and layer; negative when there is no capacity (not written).
+  double moe_drop_rate = -1;
 };
 
 // {"step": 3, "loss": 4.5, ...}; a non-finite value is null and its key is listed in

@@ -37,7 +37,8 @@ AdamW::AdamW(std::vector<models::Param*> params, kernels::AdamWConfig config,
     place_[i] = {&r, r.members.size()};
     r.members.push_back(i);
   }
-  for (auto [r, group] : {std::pair{&dense_, data_parallel.dp}, {&expert_, data_parallel.expert_dp}}) {
+  for (auto [r, group] :
+       {std::pair{&dense_, data_parallel.dp}, {&expert_, data_parallel.expert_dp}}) {
     if (!several(group) || r->members.empty()) continue;
     std::vector<Tensor> grads;
     for (size_t i : r->members) grads.push_back(params_[i]->grad);

@@ -38,11 +38,11 @@ namespace weft::train {
 
 struct DataParallelOptions {
   comm::Communicator* dp = nullptr;  // null or one rank: no gradient reduction
+  bool zero1 = false;  // shard the AdamW state over dp (experts: over expert_dp)
+  size_t bucket_bytes = size_t{25} << 20;
   // The replicas of expert-parallel parameters (Param::expert_parallel(): the mesh's edp group);
   // null: they are reduced over dp like the others.
   comm::Communicator* expert_dp = nullptr;
-  bool zero1 = false;                // shard the AdamW state over dp (experts: over expert_dp)
-  size_t bucket_bytes = size_t{25} << 20;
 };
 
 // One optimizer-state tensor as this rank holds it: the box [offsets, offsets + value.shape)

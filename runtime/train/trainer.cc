@@ -8,6 +8,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "models/moe_block.h"
 #include "runtime/core/allocator.h"
 #include "runtime/core/exit_code.h"
 #include "runtime/core/logging.h"
@@ -61,9 +62,8 @@ Trainer::Trainer(const TrainOptions& options, std::unique_ptr<parallel::Mesh> me
 
 absl::StatusOr<std::unique_ptr<Trainer>> Trainer::create(const TrainOptions& options,
                                                          comm::Communicator& world, AgreeFn agree) {
-  absl::StatusOr<parallel::ParallelDims> dims =
-      parallel::resolve_dims(world.size(), options.tp, options.pp, options.sp, options.ep,
-                             options.etp);
+  absl::StatusOr<parallel::ParallelDims> dims = parallel::resolve_dims(
+      world.size(), options.tp, options.pp, options.sp, options.ep, options.etp);
   WEFT_RETURN_IF_ERROR(agree(dims.status()));
   absl::StatusOr<TokenFile> data = TokenFile::load(options.data_path);
   WEFT_RETURN_IF_ERROR(agree(data.status()));
@@ -86,13 +86,13 @@ absl::StatusOr<std::unique_ptr<Trainer>> Trainer::create(const TrainOptions& opt
   }
   WEFT_RETURN_IF_ERROR(agree(model.check_batch(trainer->data_.sequences(0, 1))));
   model.zero_grad();  // the optimizer's reducer packs the grad tensors: they must exist
-  trainer->optimizer_ = std::make_unique<AdamW>(
-      model.parameters(), options.adamw,
-      // Weights are replicated over dp and sp: their gradients are summed over both; expert
-      // weights are replicated over edp.
-      DataParallelOptions{.dp = &trainer->mesh_->dp_sp(),
-                          .expert_dp = &trainer->mesh_->edp(),
-                          .zero1 = options.zero1});
+  trainer->optimizer_ =
+      std::make_unique<AdamW>(model.parameters(), options.adamw,
+                              // Weights are replicated over dp and sp: their gradients are summed
+                              // over both; expert weights are replicated over edp.
+                              DataParallelOptions{.dp = &trainer->mesh_->dp_sp(),
+                          .zero1 = options.zero1,
+                          .expert_dp = &trainer->mesh_->edp()});
   AdamW* optimizer = trainer->optimizer_.get();
   if (options.overlap_grad_reduce) {
     model.set_grad_ready_hook([optimizer](models::Param& p) { optimizer->grad_ready(p); });
@@ -184,7 +184,8 @@ absl::Status Trainer::load_model() {
                                          .sp_linear = options_.sp_linear,
                                          .sp_ulysses = options_.sp_ulysses,
                                          .moe_capacity_factor = options_.moe_capacity_factor,
-                                         .expert_placement = {}};
+                                         .expert_placement = options_.expert_placement,
+                                         .speculative_moe = options_.speculative_moe};
   if (!options_.load_dir.empty() || options_.init_random) {
     // Weights come from the checkpoint (or the seed); the config from the model dir, or else
     // from the checkpoint's manifest.
@@ -261,6 +262,22 @@ double Trainer::run_microbatches(const Tensor& tokens, float loss_scale) {
   return result->loss_sum;
 }
 
+double Trainer::moe_drop_rate() {
+  int64_t routed = 0, dropped = 0;
+  for (auto [layer, moe] : model_->moe_layers()) {
+    const models::MoeCounts c = moe->take_counts();
+    routed += c.routed;
+    dropped += c.dropped;
+  }
+  if (!(options_.moe_capacity_factor > 0)) return -1;
+  // Every rank counts the rows it routed (tp ranks the same rows when they share them: the
+  // ratio is unchanged).
+  Tensor counts = Tensor::from_ints({routed, dropped}, {2});
+  mesh_->world().all_reduce(counts);
+  const std::vector<int64_t> total = counts.to_ints();
+  return total[0] > 0 ? static_cast<double>(total[1]) / static_cast<double>(total[0]) : 0;
+}
+
 StepMetrics Trainer::train_step(int64_t step) {
   const auto start = SteadyClock::now();
   reset_peak_memory(Device::cpu());
@@ -278,9 +295,10 @@ StepMetrics Trainer::train_step(int64_t step) {
 
   StepMetrics m;
   m.step = step;
+  m.moe_drop_rate = moe_drop_rate();
   m.loss = loss.item() / static_cast<double>(global_predicted);
   m.grad_norm = optimizer_->clip_grad_norm(options_.clip_grad, &mesh_->tp(), &mesh_->pp(),
-                                             {&mesh_->ep(), &mesh_->etp()});
+                                           {&mesh_->ep(), &mesh_->etp()});
   m.lr = optimizer_->config().lr;
   if (writer_) {
     // The save in flight reads these tensors: the optimizer may change them only once copied.

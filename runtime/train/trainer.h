@@ -52,10 +52,13 @@ struct TrainOptions {
   int sp = 1;  // sequence parallelism: each sequence split over sp ranks
   parallel::SpAttnAlgo sp_attn = parallel::SpAttnAlgo::kRing;
   parallel::SpLinearAlgo sp_linear = parallel::SpLinearAlgo::kZeco;
-  int sp_ulysses = 1;       // usp: Ulysses group size
-  int ep = 1;               // MoE: experts over ep ranks of a stage, each split over etp
+  int sp_ulysses = 1;  // usp: Ulysses group size
+  int ep = 1;          // MoE: experts over ep ranks of a stage, each split over etp
   int etp = 1;
   double moe_capacity_factor = 0;  // per-sequence expert capacity (0 = dropless)
+  // --speculative-moe: the per-layer expert placement (models/expert_context.h).
+  std::vector<std::vector<int64_t>> expert_placement;
+  bool speculative_moe = false;
   int pp_virtual = 1;       // interleaved chunks per pipeline rank
   int64_t micro_batch = 0;  // sequences per micro-batch (0: the whole per-rank batch)
   bool sequence_parallel = false;
@@ -113,6 +116,9 @@ class Trainer {
   // This step's summed loss over this rank's micro-batches (every rank of a pipeline gets it).
   double run_microbatches(const Tensor& tokens, float loss_scale);
   StepMetrics train_step(int64_t step);
+  // The share of MoE choices dropped this step (all ranks; -1 without a capacity); resets the
+  // layers' counters. Collective over the world with a capacity.
+  double moe_drop_rate();
   void start_save(int64_t step);
 
   TrainOptions options_;

@@ -103,6 +103,22 @@ TEST(MoeTrain, CapacityDroppingTrainingEqualsOneRank) {
   RunResult r = run_weft(train_args(model, dir, 3) + capacity + " --ep 2 --etp 2", 4);
   ASSERT_EQ(r.exit_code, 0) << r.err;
   expect_same_run(dir, one);
+  // Every step reports the share of dropped choices, the same on both meshes.
+  auto drop_rates = [](const std::string& run) {
+    std::vector<double> rates;
+    std::istringstream lines(read_text(run + "/metrics.jsonl"));
+    for (std::string line; std::getline(lines, line);) {
+      rates.push_back(nlohmann::json::parse(line).value("moe_drop_rate", -1.0));
+    }
+    return rates;
+  };
+  const std::vector<double> rates = drop_rates(one);
+  ASSERT_EQ(rates.size(), 3u);
+  for (double rate : rates) {
+    EXPECT_GT(rate, 0.0);
+    EXPECT_LT(rate, 1.0);
+  }
+  EXPECT_EQ(drop_rates(dir), rates);
 }
 
 TEST(MoeTrain, ResumesAcrossExpertLayouts) {
@@ -110,10 +126,10 @@ TEST(MoeTrain, ResumesAcrossExpertLayouts) {
   const std::string straight = make_temp_dir("weft_moe_straight");
   ASSERT_EQ(run_weft(train_args(model, straight, 4)).exit_code, 0);
   // Steps 1-2 saved at one expert layout, steps 3-4 loaded at another.
-  for (const auto& [first, then] : std::vector<std::pair<Mesh, Mesh>>{
-           {{4, "--ep 4"}, {2, "--ep 2"}},
-           {{4, "--ep 4 --zero 1"}, {4, "--ep 2 --etp 2"}},
-           {{4, "--ep 2 --etp 2"}, {1, ""}}}) {
+  for (const auto& [first, then] :
+       std::vector<std::pair<Mesh, Mesh>>{{{4, "--ep 4"}, {2, "--ep 2"}},
+                                          {{4, "--ep 4 --zero 1"}, {4, "--ep 2 --etp 2"}},
+                                          {{4, "--ep 2 --etp 2"}, {1, ""}}}) {
     SCOPED_TRACE(absl::StrCat(first.flags, " -> ", then.flags));
     const std::string dir = make_temp_dir("weft_moe_resume");
     RunResult a = run_weft(absl::StrCat(train_args(model, dir, 2), " ", first.flags), first.ranks);
@@ -123,6 +139,59 @@ TEST(MoeTrain, ResumesAcrossExpertLayouts) {
     ASSERT_EQ(b.exit_code, 0) << b.err;
     expect_same_run(dir, straight);
   }
+}
+
+// The ep group's all-to-all bytes, summed over the ranks of a --comm-report.
+int64_t ep_bytes(const std::string& report) {
+  const auto json = nlohmann::json::parse(read_text(report));
+  int64_t bytes = 0;
+  for (const auto& rank : json["ranks"]) bytes += rank["groups"]["ep"]["bytes_sent"].get<int64_t>();
+  return bytes;
+}
+
+TEST(SpeculativeMoe, ProfiledPlacementGivesTheSameResultWithFewerBytes) {
+  const std::string model = model_fixture("mixtral_moe");
+  const std::string dir = make_temp_dir("weft_moe_spec");
+  const std::string tokens = eval_tokens(dir);
+  const std::string placement = dir + "/placement.json";
+  RunResult profiled = run_weft(absl::StrCat("moe profile --model ", model, " --tokens ", tokens,
+                                             " --ep 2 --out ", placement));
+  ASSERT_EQ(profiled.exit_code, 0) << profiled.err;
+  const auto written = nlohmann::json::parse(read_text(placement));
+  ASSERT_EQ(written["layers"].size(), 2u);
+  for (const auto& layer : written["layers"]) {
+    EXPECT_GE(layer["co_located"].get<double>(), layer["co_located_contiguous"].get<double>())
+        << "the co-clustering must keep at least as many co-chosen pairs together";
+  }
+  auto eval = [&](const Mesh& m) { return eval_on_mesh(model, tokens, dir, m); };
+  const std::string one = eval({1, ""});
+  for (const std::string& mesh : {"--tp 2 --ep 2", "--ep 2"}) {
+    SCOPED_TRACE(mesh);
+    const std::string plain_report = dir + "/plain.json", spec_report = dir + "/spec.json";
+    const std::string plain = eval({2, mesh + " --comm-report " + plain_report});
+    const std::string spec =
+        eval({2, mesh + " --speculative-moe " + placement + " --comm-report " + spec_report});
+    expect_same_tensors(spec, one, 1e-5);
+    expect_same_tensors(plain, one, 1e-5);
+    EXPECT_LT(ep_bytes(spec_report), ep_bytes(plain_report));
+  }
+  // Training with the placement (the same expert count and layers) equals one rank too.
+  const std::string train_model = moe_model();
+  const std::string straight = make_temp_dir("weft_moe_spec_one");
+  ASSERT_EQ(run_weft(train_args(train_model, straight, 3)).exit_code, 0);
+  const std::string trained = make_temp_dir("weft_moe_spec_train");
+  RunResult r = run_weft(absl::StrCat(train_args(train_model, trained, 3),
+                                      " --tp 2 --ep 2 --speculative-moe ", placement),
+                         2);
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  expect_same_run(trained, straight);
+  // A placement made for another --ep is refused, naming both.
+  RunResult wrong = run_weft(
+      absl::StrCat(train_args(train_model, trained, 3), " --ep 4 --speculative-moe ", placement),
+      4);
+  EXPECT_EQ(wrong.exit_code, 1);
+  EXPECT_NE(wrong.err.find("written for --ep 2, this run has --ep 4"), std::string::npos)
+      << wrong.err;
 }
 
 TEST(MoeRefusals, BadExpertMeshesAreRefusedNamingTheFlag) {

@@ -103,6 +103,7 @@ Served serve(models::CausalLM& model, const parallel::Mesh* mesh, EngineConfig c
 struct Layout {
   int tp = 1;
   int pp = 1;
+  int ep = 1;  // MoE experts over ep ranks of the stage (folded under tp attention)
 };
 
 class BatchInvariance : public ::testing::TestWithParam<std::tuple<const char*, Layout>> {};
@@ -110,7 +111,7 @@ class BatchInvariance : public ::testing::TestWithParam<std::tuple<const char*, 
 TEST_P(BatchInvariance, GreedyTokensDoNotDependOnTheBatch) {
   const auto [fixture, layout] = GetParam();
   if (world().size() != layout.tp * layout.pp) GTEST_SKIP() << "for another world size";
-  auto dims = parallel::resolve_dims(world().size(), layout.tp, layout.pp, 1, 1, 1);
+  auto dims = parallel::resolve_dims(world().size(), layout.tp, layout.pp, 1, layout.ep, 1);
   ASSERT_TRUE(dims.ok()) << dims.status().message();
   std::unique_ptr<parallel::Mesh> mesh = parallel::Mesh::create(world(), *dims);
   const std::string dir = fixtures_dir() + "/models/" + fixture;
@@ -156,7 +157,7 @@ TEST_P(BatchInvariance, GreedyTokensDoNotDependOnTheBatch) {
 TEST_P(BatchInvariance, GreedyMatchesThePyTorchReference) {
   const auto [fixture, layout] = GetParam();
   if (world().size() != layout.tp * layout.pp) GTEST_SKIP() << "for another world size";
-  auto dims = parallel::resolve_dims(world().size(), layout.tp, layout.pp, 1, 1, 1);
+  auto dims = parallel::resolve_dims(world().size(), layout.tp, layout.pp, 1, layout.ep, 1);
   ASSERT_TRUE(dims.ok());
   std::unique_ptr<parallel::Mesh> mesh = parallel::Mesh::create(world(), *dims);
   const std::string dir = fixtures_dir() + "/models/" + fixture;
@@ -181,7 +182,7 @@ TEST_P(BatchInvariance, GreedyMatchesThePyTorchReference) {
 std::string layout_name(const ::testing::TestParamInfo<BatchInvariance::ParamType>& info) {
   const auto& [fixture, layout] = info.param;
   return std::string(fixture) + "_tp" + std::to_string(layout.tp) + "_pp" +
-         std::to_string(layout.pp);
+         std::to_string(layout.pp) + (layout.ep > 1 ? "_ep" + std::to_string(layout.ep) : "");
 }
 
 INSTANTIATE_TEST_SUITE_P(
@@ -189,6 +190,12 @@ INSTANTIATE_TEST_SUITE_P(
     ::testing::Combine(::testing::Values("llama_gqa", "qwen2_tied", "mixtral_moe"),
                        ::testing::Values(Layout{1, 1}, Layout{2, 1}, Layout{1, 2})),
     layout_name);
+
+// Expert parallelism in serving: attention over tp 2, the experts dispatched over ep 2.
+INSTANTIATE_TEST_SUITE_P(ExpertParallel, BatchInvariance,
+                         ::testing::Combine(::testing::Values("mixtral_moe"),
+                                            ::testing::Values(Layout{2, 1, 2})),
+                         layout_name);
 
 TEST(Engine, RefusesModelsWithLinearAttention) {
   auto model = models::CausalLM::from_pretrained(fixtures_dir() + "/models/hybrid_linear");
