@@ -91,8 +91,8 @@ absl::StatusOr<std::unique_ptr<Trainer>> Trainer::create(const TrainOptions& opt
                               // Weights are replicated over dp and sp: their gradients are summed
                               // over both; expert weights are replicated over edp.
                               DataParallelOptions{.dp = &trainer->mesh_->dp_sp(),
-                          .zero1 = options.zero1,
-                          .expert_dp = &trainer->mesh_->edp()});
+                                                  .zero1 = options.zero1,
+                                                  .expert_dp = &trainer->mesh_->edp()});
   AdamW* optimizer = trainer->optimizer_.get();
   if (options.overlap_grad_reduce) {
     model.set_grad_ready_hook([optimizer](models::Param& p) { optimizer->grad_ready(p); });

@@ -141,6 +141,23 @@ TEST(MoeTrain, ResumesAcrossExpertLayouts) {
   }
 }
 
+TEST(MoeTrain, OfflineReshardToAnotherExpertLayoutThenLoad) {
+  const std::string model = moe_model();
+  const std::string straight = make_temp_dir("weft_moe_straight");
+  ASSERT_EQ(run_weft(train_args(model, straight, 4)).exit_code, 0);
+  const std::string dir = make_temp_dir("weft_moe_offline");
+  RunResult a = run_weft(train_args(model, dir, 2) + " --ep 4 --zero 1", 4);
+  ASSERT_EQ(a.exit_code, 0) << a.err;
+  RunResult r = run_weft(absl::StrCat("ckpt reshard --from ", dir, "/ckpt --to ", dir,
+                                      "/resharded --to-mesh dp=4,ep=2,etp=2"));
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_EQ(run_weft(absl::StrCat("ckpt verify --from ", dir, "/resharded")).exit_code, 0);
+  RunResult b = run_weft(
+      absl::StrCat(train_args(model, dir, 4), " --load ", dir, "/resharded --ep 2 --etp 2"), 4);
+  ASSERT_EQ(b.exit_code, 0) << b.err;
+  expect_same_run(dir, straight);
+}
+
 // The ep group's all-to-all bytes, summed over the ranks of a --comm-report.
 int64_t ep_bytes(const std::string& report) {
   const auto json = nlohmann::json::parse(read_text(report));

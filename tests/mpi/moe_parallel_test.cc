@@ -110,7 +110,7 @@ struct MoeRun {
 };
 
 MoeRun run_moe(const io::ModelConfig& config, const parallel::Mesh& mesh, bool speculative,
-        const std::vector<std::vector<int64_t>>& placement) {
+               const std::vector<std::vector<int64_t>>& placement) {
   auto model = CausalLM::from_config(
       config, 3, {.mesh = &mesh, .expert_placement = placement, .speculative_moe = speculative});
   WEFT_CHECK(model.ok()) << model.status().message();
