@@ -88,8 +88,8 @@ TEST(BadInput, UnknownFlagAndSubcommand) {
 
 TEST(BadInput, TrainSeqLenDisagreesWithData) {
   const std::string dir = make_temp_dir("weft_bad_train");
-  expect_error(absl::StrCat("train --model ", model_fixture("llama_gqa"), " --data ",
-                            good_tokens(), " --steps 2 --global-batch 2 --seq-len 16"),
+  expect_error(absl::StrCat("train --model ", model_fixture("llama_gqa"), " --data ", good_tokens(),
+                            " --steps 2 --global-batch 2 --seq-len 16"),
                "--seq-len 16");
 }
 

@@ -222,7 +222,8 @@ TEST(Faults, AbsurdConfigIsAnErrorNotACrash) {
                                          " --steps 1 --global-batch 4 --seq-len 16");
   expect_refused(run_weft(train, kRanks), "model.embed_tokens.weight has shape [96, 64]");
   expect_refused(
-      run_weft("generate --tp 2 --greedy --max-new-tokens 2 --prompt-ids 1,2 --model " + model, kRanks),
+      run_weft("generate --tp 2 --greedy --max-new-tokens 2 --prompt-ids 1,2 --model " + model,
+               kRanks),
       "config.json implies [96, 1099511627776]");
   // With no weights to compare against, the allocation itself fails: an error naming the
   // tensor and the size, not SIGABRT.

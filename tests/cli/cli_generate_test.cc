@@ -22,8 +22,8 @@ TEST_P(Generate, GreedyMatchesReference) {
   const std::vector<int64_t> prompt = ref->get("generate.prompt").value().to_ints();
   const std::vector<int64_t> want = ref->get("generate.greedy").value().to_ints();
   RunResult r = run_weft(absl::StrCat("generate --model ", model, " --prompt-ids ",
-                                      absl::StrJoin(prompt, ","), " --max-new-tokens ",
-                                      want.size(), " --greedy"));
+                                      absl::StrJoin(prompt, ","), " --max-new-tokens ", want.size(),
+                                      " --greedy"));
   ASSERT_EQ(r.exit_code, 0) << r.err;
   EXPECT_EQ(last_line(r.out), absl::StrJoin(want, ","));
 }
@@ -35,8 +35,8 @@ INSTANTIATE_TEST_SUITE_P(Models, Generate,
 TEST(GenerateSampling, SeededSamplingIsReproducibleAndNarrowNucleusIsGreedy) {
   const std::string model = model_fixture("llama_gqa");
   auto run = [&](const std::string& flags) {
-    RunResult r = run_weft(
-        absl::StrCat("generate --model ", model, " --prompt-ids 1,2,3 --max-new-tokens 12 ", flags));
+    RunResult r = run_weft(absl::StrCat("generate --model ", model,
+                                        " --prompt-ids 1,2,3 --max-new-tokens 12 ", flags));
     EXPECT_EQ(r.exit_code, 0) << r.err;
     return last_line(r.out);
   };

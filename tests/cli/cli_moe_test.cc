@@ -9,8 +9,6 @@
 namespace weft::testing {
 namespace {
 
-const std::string kTrainTokens = fixtures_dir() + "/train/llama_gqa/tokens.txt";
-
 // The PyTorch-checked Mixtral fixture: 4 experts, top 2, hidden 32, experts' F 48, 2 layers.
 std::string eval_tokens(const std::string& dir) {
   return write_token_file(dir, random_ids({8, 12}, 5, 64));
@@ -68,39 +66,31 @@ std::string moe_model() {
   return dir;
 }
 
-// eps 1e-3: see cli_train_test.cc (AdamW with eps 1e-8 amplifies f32 summation-order noise).
-std::string train_args(const std::string& model, const std::string& dir, int steps) {
-  return absl::StrCat("train --model ", model, " --init-random --seed 3 --data ", kTrainTokens,
-                      " --global-batch 4 --seq-len 12 --lr 1e-2 --weight-decay 0.1 --eps 1e-3",
-                      " --clip-grad 1.0 --steps ", steps, " --metrics ", dir,
-                      "/metrics.jsonl --save ", dir, "/ckpt");
+const std::string kClip = " --clip-grad 1.0";
+
+// train_args with gradient clipping on (the norm counts each expert once, over ep and edp).
+std::string moe_train_args(const std::string& model, const std::string& dir, int steps) {
+  return train_args(model, dir, steps) + kClip;
 }
 
 TEST(MoeTrain, ExpertParallelTrainingEqualsOneRank) {
-  const std::string model = moe_model();
-  const std::string one = make_temp_dir("weft_moe_train_one");
-  ASSERT_EQ(run_weft(train_args(model, one, 3)).exit_code, 0);
-  for (const Mesh& m : std::vector<Mesh>{{2, "--ep 2"},
-                                         {4, "--ep 2 --etp 2"},
-                                         {4, "--tp 2 --ep 2"},
-                                         {4, "--ep 2 --zero 1"},
-                                         {4, "--ep 4 --zero 1 --micro-batch 1"},
-                                         {4, "--pp 2 --ep 2 --micro-batch 1"}}) {
-    SCOPED_TRACE(absl::StrCat(m.ranks, " ranks ", m.flags));
-    const std::string dir = make_temp_dir("weft_moe_train");
-    RunResult r = run_weft(absl::StrCat(train_args(model, dir, 3), " ", m.flags), m.ranks);
-    ASSERT_EQ(r.exit_code, 0) << r.err;
-    expect_same_run(dir, one);
-  }
+  expect_meshes_train_alike(moe_model(),
+                            {{2, "--ep 2"},
+                             {4, "--ep 2 --etp 2"},
+                             {4, "--tp 2 --ep 2"},
+                             {4, "--ep 2 --zero 1"},
+                             {4, "--ep 4 --zero 1 --micro-batch 1"},
+                             {4, "--pp 2 --ep 2 --micro-batch 1"}},
+                            3, kClip);
 }
 
 TEST(MoeTrain, CapacityDroppingTrainingEqualsOneRank) {
   const std::string model = moe_model();
   const std::string capacity = " --moe-capacity-factor 0.75";
   const std::string one = make_temp_dir("weft_moe_cap_one");
-  ASSERT_EQ(run_weft(train_args(model, one, 3) + capacity).exit_code, 0);
+  ASSERT_EQ(run_weft(moe_train_args(model, one, 3) + capacity).exit_code, 0);
   const std::string dir = make_temp_dir("weft_moe_cap");
-  RunResult r = run_weft(train_args(model, dir, 3) + capacity + " --ep 2 --etp 2", 4);
+  RunResult r = run_weft(moe_train_args(model, dir, 3) + capacity + " --ep 2 --etp 2", 4);
   ASSERT_EQ(r.exit_code, 0) << r.err;
   expect_same_run(dir, one);
   // Every step reports the share of dropped choices, the same on both meshes.
@@ -124,7 +114,7 @@ TEST(MoeTrain, CapacityDroppingTrainingEqualsOneRank) {
 TEST(MoeTrain, ResumesAcrossExpertLayouts) {
   const std::string model = moe_model();
   const std::string straight = make_temp_dir("weft_moe_straight");
-  ASSERT_EQ(run_weft(train_args(model, straight, 4)).exit_code, 0);
+  ASSERT_EQ(run_weft(moe_train_args(model, straight, 4)).exit_code, 0);
   // Steps 1-2 saved at one expert layout, steps 3-4 loaded at another.
   for (const auto& [first, then] :
        std::vector<std::pair<Mesh, Mesh>>{{{4, "--ep 4"}, {2, "--ep 2"}},
@@ -132,10 +122,12 @@ TEST(MoeTrain, ResumesAcrossExpertLayouts) {
                                           {{4, "--ep 2 --etp 2"}, {1, ""}}}) {
     SCOPED_TRACE(absl::StrCat(first.flags, " -> ", then.flags));
     const std::string dir = make_temp_dir("weft_moe_resume");
-    RunResult a = run_weft(absl::StrCat(train_args(model, dir, 2), " ", first.flags), first.ranks);
+    RunResult a =
+        run_weft(absl::StrCat(moe_train_args(model, dir, 2), " ", first.flags), first.ranks);
     ASSERT_EQ(a.exit_code, 0) << a.err;
-    RunResult b = run_weft(
-        absl::StrCat(train_args(model, dir, 4), " --load ", dir, "/ckpt ", then.flags), then.ranks);
+    RunResult b =
+        run_weft(absl::StrCat(moe_train_args(model, dir, 4), " --load ", dir, "/ckpt ", then.flags),
+                 then.ranks);
     ASSERT_EQ(b.exit_code, 0) << b.err;
     expect_same_run(dir, straight);
   }
@@ -144,16 +136,16 @@ TEST(MoeTrain, ResumesAcrossExpertLayouts) {
 TEST(MoeTrain, OfflineReshardToAnotherExpertLayoutThenLoad) {
   const std::string model = moe_model();
   const std::string straight = make_temp_dir("weft_moe_straight");
-  ASSERT_EQ(run_weft(train_args(model, straight, 4)).exit_code, 0);
+  ASSERT_EQ(run_weft(moe_train_args(model, straight, 4)).exit_code, 0);
   const std::string dir = make_temp_dir("weft_moe_offline");
-  RunResult a = run_weft(train_args(model, dir, 2) + " --ep 4 --zero 1", 4);
+  RunResult a = run_weft(moe_train_args(model, dir, 2) + " --ep 4 --zero 1", 4);
   ASSERT_EQ(a.exit_code, 0) << a.err;
   RunResult r = run_weft(absl::StrCat("ckpt reshard --from ", dir, "/ckpt --to ", dir,
                                       "/resharded --to-mesh dp=4,ep=2,etp=2"));
   ASSERT_EQ(r.exit_code, 0) << r.err;
   EXPECT_EQ(run_weft(absl::StrCat("ckpt verify --from ", dir, "/resharded")).exit_code, 0);
   RunResult b = run_weft(
-      absl::StrCat(train_args(model, dir, 4), " --load ", dir, "/resharded --ep 2 --etp 2"), 4);
+      absl::StrCat(moe_train_args(model, dir, 4), " --load ", dir, "/resharded --ep 2 --etp 2"), 4);
   ASSERT_EQ(b.exit_code, 0) << b.err;
   expect_same_run(dir, straight);
 }
@@ -195,17 +187,17 @@ TEST(SpeculativeMoe, ProfiledPlacementGivesTheSameResultWithFewerBytes) {
   // Training with the placement (the same expert count and layers) equals one rank too.
   const std::string train_model = moe_model();
   const std::string straight = make_temp_dir("weft_moe_spec_one");
-  ASSERT_EQ(run_weft(train_args(train_model, straight, 3)).exit_code, 0);
+  ASSERT_EQ(run_weft(moe_train_args(train_model, straight, 3)).exit_code, 0);
   const std::string trained = make_temp_dir("weft_moe_spec_train");
-  RunResult r = run_weft(absl::StrCat(train_args(train_model, trained, 3),
+  RunResult r = run_weft(absl::StrCat(moe_train_args(train_model, trained, 3),
                                       " --tp 2 --ep 2 --speculative-moe ", placement),
                          2);
   ASSERT_EQ(r.exit_code, 0) << r.err;
   expect_same_run(trained, straight);
   // A placement made for another --ep is refused, naming both.
-  RunResult wrong = run_weft(
-      absl::StrCat(train_args(train_model, trained, 3), " --ep 4 --speculative-moe ", placement),
-      4);
+  RunResult wrong = run_weft(absl::StrCat(moe_train_args(train_model, trained, 3),
+                                          " --ep 4 --speculative-moe ", placement),
+                             4);
   EXPECT_EQ(wrong.exit_code, 1);
   EXPECT_NE(wrong.err.find("written for --ep 2, this run has --ep 4"), std::string::npos)
       << wrong.err;

@@ -8,8 +8,6 @@
 namespace weft::testing {
 namespace {
 
-const std::string kTrainTokens = fixtures_dir() + "/train/llama_gqa/tokens.txt";
-
 class EvalMeshes : public ::testing::TestWithParam<const char*> {};
 
 TEST_P(EvalMeshes, EveryMeshEqualsOneRank) {
@@ -42,32 +40,17 @@ std::string four_layer_model() {
   return dir;
 }
 
-// eps 1e-3: see cli_train_test.cc (AdamW with eps 1e-8 amplifies f32 summation-order noise).
-std::string train_args(const std::string& model, const std::string& dir, int steps) {
-  return absl::StrCat("train --model ", model, " --init-random --seed 3 --data ", kTrainTokens,
-                      " --global-batch 4 --seq-len 12 --lr 1e-2 --weight-decay 0.1 --eps 1e-3",
-                      " --steps ", steps, " --metrics ", dir, "/metrics.jsonl --save ", dir,
-                      "/ckpt");
-}
-
 TEST(TrainMeshes, EveryMeshEqualsOneRank) {
-  const std::string model = four_layer_model();
-  const std::string one = make_temp_dir("weft_train_one");
-  ASSERT_EQ(run_weft(train_args(model, one, 3)).exit_code, 0);
-  for (const Mesh& m : std::vector<Mesh>{{2, "--tp 2"},
-                                         {2, "--pp 2 --micro-batch 1"},
-                                         {2, "--pp 2 --pp-virtual 2 --micro-batch 2"},
-                                         {4, "--pp 4 --micro-batch 1"},
-                                         {4, "--tp 2 --pp 2 --micro-batch 1 --sequence-parallel"},
-                                         {4, "--tp 2 --zero 1"},
-                                         {2, "--zero 1 --micro-batch 1"},
-                                         {2, "--micro-batch 1 --sync-grad-reduce"}}) {
-    SCOPED_TRACE(absl::StrCat(m.ranks, " ranks ", m.flags));
-    const std::string dir = make_temp_dir("weft_train_mesh");
-    RunResult r = run_weft(absl::StrCat(train_args(model, dir, 3), " ", m.flags), m.ranks);
-    ASSERT_EQ(r.exit_code, 0) << r.err;
-    expect_same_run(dir, one);
-  }
+  expect_meshes_train_alike(four_layer_model(),
+                            {{2, "--tp 2"},
+                             {2, "--pp 2 --micro-batch 1"},
+                             {2, "--pp 2 --pp-virtual 2 --micro-batch 2"},
+                             {4, "--pp 4 --micro-batch 1"},
+                             {4, "--tp 2 --pp 2 --micro-batch 1 --sequence-parallel"},
+                             {4, "--tp 2 --zero 1"},
+                             {2, "--zero 1 --micro-batch 1"},
+                             {2, "--micro-batch 1 --sync-grad-reduce"}},
+                            3);
 }
 
 TEST(TrainMeshes, ResumesUnderAnotherMesh) {
@@ -112,7 +95,7 @@ TEST(TrainMeshes, ImpossibleMeshesAreRefusedOnEveryRank) {
   const std::string llama = model_fixture("llama_gqa");  // 4 heads, 2 kv heads, 2 layers
   const std::string dir = make_temp_dir("weft_bad_mesh");
   const std::string base =
-      absl::StrCat("train --model ", llama, " --data ", kTrainTokens,
+      absl::StrCat("train --model ", llama, " --data ", train_tokens(),
                    " --steps 1 --global-batch 4 --seq-len 12 --metrics ", dir, "/m.jsonl ");
   for (const auto& [ranks, flags, needle] : std::vector<std::tuple<int, std::string, std::string>>{
            {3, "--tp 3", "--tp 3 does not divide num_attention_heads 4"},

@@ -12,8 +12,6 @@
 namespace weft::testing {
 namespace {
 
-const std::string kTrainTokens = fixtures_dir() + "/train/llama_gqa/tokens.txt";  // T = 12
-
 class EvalUnderSp : public ::testing::TestWithParam<const char*> {};
 
 // Logits, loss and every gradient of `weft eval --grads` (T = 24: every sp below splits it).
@@ -60,14 +58,6 @@ std::string config_model(const std::string& layer_types) {
 std::string hybrid_model() {
   return config_model(
       R"("linear_attention", "full_attention", "linear_attention", "full_attention")");
-}
-
-std::string train_args(const std::string& model, const std::string& dir, int steps,
-                       const std::string& data = kTrainTokens, int seq_len = 12) {
-  return absl::StrCat("train --model ", model, " --init-random --seed 3 --data ", data,
-                      " --global-batch 4 --seq-len ", seq_len,
-                      " --lr 1e-2 --weight-decay 0.1 --eps 1e-3 --steps ", steps, " --metrics ",
-                      dir, "/metrics.jsonl --save ", dir, "/ckpt");
 }
 
 TEST(TrainUnderSp, LossTrajectoryAndWeightsEqualOneRankAndResumeElsewhere) {
@@ -142,7 +132,7 @@ TEST(SpRefusals, ImpossibleSplitsAreRefusedOnEveryRank) {
   const std::string hybrid = hybrid_model();
   const std::string dir = make_temp_dir("weft_sp_bad");
   const std::string base =
-      absl::StrCat("train --model ", hybrid, " --init-random --data ", kTrainTokens,
+      absl::StrCat("train --model ", hybrid, " --init-random --data ", train_tokens(),
                    " --steps 1 --global-batch 4 --seq-len 12", " --metrics ", dir, "/m.jsonl ");
   for (const auto& [ranks, flags, needle] : std::vector<std::tuple<int, std::string, std::string>>{
            {4, "--sp 4", "--sp-attn ring with --sp 4 needs a sequence length divisible by 8"},

@@ -134,4 +134,35 @@ inline void expect_same_run(const std::string& actual, const std::string& expect
   expect_same_tensors(export_weights(actual), export_weights(expected), 1e-5);
 }
 
+// The training token file of the llama_gqa fixture: sequences of 12 ids below 96.
+inline std::string train_tokens() { return fixtures_dir() + "/train/llama_gqa/tokens.txt"; }
+
+// `weft train` of `model` (--init-random, seed 3) for `steps` steps, 4 sequences of `seq_len`
+// per step, metrics in DIR/metrics.jsonl, checkpoints in DIR/ckpt. eps 1e-3: see
+// cli_train_test.cc (AdamW with eps 1e-8 amplifies f32 summation-order noise).
+inline std::string train_args(const std::string& model, const std::string& dir, int steps,
+                              const std::string& data = train_tokens(), int seq_len = 12) {
+  return absl::StrCat("train --model ", model, " --init-random --seed 3 --data ", data,
+                      " --global-batch 4 --seq-len ", seq_len,
+                      " --lr 1e-2 --weight-decay 0.1 --eps 1e-3 --steps ", steps, " --metrics ",
+                      dir, "/metrics.jsonl --save ", dir, "/ckpt");
+}
+
+// `steps` training steps of `model` (train_args plus `extra`) on one rank, then on each mesh:
+// every mesh's run equals the one-rank run (expect_same_run).
+inline void expect_meshes_train_alike(const std::string& model, const std::vector<Mesh>& meshes,
+                                      int steps, const std::string& extra = "") {
+  const std::string one = make_temp_dir("weft_train_one");
+  RunResult base = run_weft(absl::StrCat(train_args(model, one, steps), " ", extra));
+  ASSERT_EQ(base.exit_code, 0) << base.err;
+  for (const Mesh& m : meshes) {
+    SCOPED_TRACE(absl::StrCat(m.ranks, " ranks ", m.flags));
+    const std::string dir = make_temp_dir("weft_train_mesh");
+    RunResult r =
+        run_weft(absl::StrCat(train_args(model, dir, steps), " ", extra, " ", m.flags), m.ranks);
+    ASSERT_EQ(r.exit_code, 0) << r.err;
+    expect_same_run(dir, one);
+  }
+}
+
 }  // namespace weft::testing
