@@ -153,8 +153,8 @@ absl::Status run_moe(Session& session, const Args& args) {
     }
     return absl::OkStatus();
   }
-  return session.agree(invalid_argument("weft moe: unknown action '", sub,
-                                        "' (expected: profile; see weft moe --help)"));
+  return session.agree(
+      invalid_argument("unknown action '", sub, "' (expected: profile; see weft moe --help)"));
 }
 
 }  // namespace weft::cli
