@@ -81,16 +81,16 @@ TEST(MoeTrain, ExpertParallelTrainingEqualsOneRank) {
                              {4, "--ep 2 --zero 1"},
                              {4, "--ep 4 --zero 1 --micro-batch 1"},
                              {4, "--pp 2 --ep 2 --micro-batch 1"}},
-                            3, kClip);
+                            4, kClip);
 }
 
 TEST(MoeTrain, CapacityDroppingTrainingEqualsOneRank) {
   const std::string model = moe_model();
   const std::string capacity = " --moe-capacity-factor 0.75";
   const std::string one = make_temp_dir("weft_moe_cap_one");
-  ASSERT_EQ(run_weft(moe_train_args(model, one, 3) + capacity).exit_code, 0);
+  ASSERT_EQ(run_weft(moe_train_args(model, one, 4) + capacity).exit_code, 0);
   const std::string dir = make_temp_dir("weft_moe_cap");
-  RunResult r = run_weft(moe_train_args(model, dir, 3) + capacity + " --ep 2 --etp 2", 4);
+  RunResult r = run_weft(moe_train_args(model, dir, 4) + capacity + " --ep 2 --etp 2", 4);
   ASSERT_EQ(r.exit_code, 0) << r.err;
   expect_same_run(dir, one);
   // Every step reports the share of dropped choices, the same on both meshes.
@@ -103,7 +103,7 @@ TEST(MoeTrain, CapacityDroppingTrainingEqualsOneRank) {
     return rates;
   };
   const std::vector<double> rates = drop_rates(one);
-  ASSERT_EQ(rates.size(), 3u);
+  ASSERT_EQ(rates.size(), 4u);
   for (double rate : rates) {
     EXPECT_GT(rate, 0.0);
     EXPECT_LT(rate, 1.0);
@@ -187,9 +187,9 @@ TEST(SpeculativeMoe, ProfiledPlacementGivesTheSameResultWithFewerBytes) {
   // Training with the placement (the same expert count and layers) equals one rank too.
   const std::string train_model = moe_model();
   const std::string straight = make_temp_dir("weft_moe_spec_one");
-  ASSERT_EQ(run_weft(moe_train_args(train_model, straight, 3)).exit_code, 0);
+  ASSERT_EQ(run_weft(moe_train_args(train_model, straight, 4)).exit_code, 0);
   const std::string trained = make_temp_dir("weft_moe_spec_train");
-  RunResult r = run_weft(absl::StrCat(moe_train_args(train_model, trained, 3),
+  RunResult r = run_weft(absl::StrCat(moe_train_args(train_model, trained, 4),
                                       " --tp 2 --ep 2 --speculative-moe ", placement),
                          2);
   ASSERT_EQ(r.exit_code, 0) << r.err;
