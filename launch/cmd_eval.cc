@@ -13,6 +13,7 @@
 #include "launch/flags.h"
 #include "launch/mesh_outputs.h"
 #include "models/causal_lm.h"
+#include "models/moe_block.h"
 #include "parallel/grad_sync.h"
 #include "runtime/core/status.h"
 #include "runtime/io/safetensors.h"
@@ -91,6 +92,11 @@ absl::Status run_eval(Session& session, const Args& args) {
   const bool sequence_parallel = flags.boolean("sequence-parallel");
   const int pp_virtual = static_cast<int>(flags.integer("pp-virtual", 1));
   const double capacity = flags.number("moe-capacity-factor", 0);
+  if (!(flags.number("moe-aux-loss-coef", 0) >= 0)) {
+    return session.agree(invalid_argument("--moe-aux-loss-coef ",
+                                          flags.number("moe-aux-loss-coef", 0),
+                                          " must be a finite number >= 0"));
+  }
   absl::StatusOr<std::unique_ptr<models::CausalLM>> loaded =
       models::CausalLM::from_pretrained(flags.str("model"), {.mesh = mesh.get(),
                                                              .sequence_parallel = sequence_parallel,
@@ -124,6 +130,10 @@ absl::Status run_eval(Session& session, const Args& args) {
   std::vector<Tensor> logits_blocks;  // [m, T, V/tp] per micro-batch, on the last stage
   model.set_logits_sink([&](Tensor logits) { logits_blocks.push_back(std::move(logits)); });
   if (grads) model.zero_grad();
+  // The load-balancing loss, averaged over the micro-batches (every rank has as many).
+  const double aux_coef = flags.number("moe-aux-loss-coef", 0);
+  const auto micro = static_cast<double>(plan->micro_batches.size());
+  for (auto [layer, moe] : model.moe_layers()) moe->set_aux_loss_scale(aux_coef / micro);
   absl::StatusOr<train::PipelineStepResult> step = train::run_pipeline_step(
       model, mesh.get(), plan->micro_batches,
       {.loss_scale = 1.0f / static_cast<float>(global_predicted), .forward_only = !grads});
@@ -139,6 +149,12 @@ absl::Status run_eval(Session& session, const Args& args) {
   }
   Tensor loss = Tensor::from_floats({static_cast<float>(step->loss_sum)}, {1});
   mesh->dp_sp().all_reduce(loss);
+  double aux = 0;  // this stage's layers' terms, the same on each of its ranks
+  for (auto [layer, moe] : model.moe_layers()) aux += moe->take_counts().aux;
+  Tensor aux_sum = Tensor::from_floats({static_cast<float>(aux)}, {1});
+  mesh->pp().all_reduce(aux_sum);
+  const float aux_loss =
+      aux_sum.item() / static_cast<float>(model.config().num_hidden_layers * micro);
   const float mean_loss = loss.item() / static_cast<float>(global_predicted);
   if (flags.has("comm-report")) {
     WEFT_RETURN_IF_ERROR(session.agree(
@@ -153,6 +169,7 @@ absl::Status run_eval(Session& session, const Args& args) {
   io::NamedTensors tensors;
   tensors.emplace_back("logits", logits);
   tensors.emplace_back("loss", Tensor::from_floats({mean_loss}, {}));
+  if (aux_coef > 0) tensors.emplace_back("moe_aux_loss", Tensor::from_floats({aux_loss}, {}));
   for (auto& [name, g] : grad_of) tensors.emplace_back(name, g);
   WEFT_RETURN_IF_ERROR(io::write_safetensors(flags.str("out"), tensors));
   std::printf("loss %.6f over %lld predicted tokens (%lld sequences x %lld, %s); wrote %s\n",

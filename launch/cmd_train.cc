@@ -152,6 +152,11 @@ absl::StatusOr<train::TrainOptions> options_from(const io::RunConfig& cfg, bool 
                             " must be a finite number >= 0");
   }
   o.moe_capacity_factor = par.moe_capacity_factor();
+  if (!(par.moe_aux_loss_coef() >= 0) || !std::isfinite(par.moe_aux_loss_coef())) {
+    return invalid_argument("--moe-aux-loss-coef ", par.moe_aux_loss_coef(),
+                            " must be a finite number >= 0");
+  }
+  o.moe_aux_loss_coef = par.moe_aux_loss_coef();
   WEFT_ASSIGN_OR_RETURN(const MoePlacement moe,
                         moe_placement(cfg.model(), par.speculative_moe(), o.ep));
   o.expert_placement = moe.placement;

@@ -94,6 +94,8 @@ std::vector<FlagSpec> model_parallel_flags() {
        false, 1},
       {"moe-capacity-factor", FlagKind::kFloat,
        "per-sequence expert capacity factor F (default: dropless)"},
+      {"moe-aux-loss-coef", FlagKind::kFloat,
+       "MoE load-balancing loss coefficient (default 0: off); reported apart from the loss"},
       {"speculative-moe", FlagKind::kString,
        "expert placement from `weft moe profile`: co-located experts, one row per destination"}};
 }

@@ -33,6 +33,9 @@ struct ExpertContext {
   // ep rank hosts most of its experts. tp_ep[t] = the ep rank of tp rank t.
   bool speculative = false;
   std::vector<int> tp_ep;
+  // The groups whose ranks hold different tokens of one micro-batch (the stage's tp x sp, then
+  // dp): the load-balancing loss's statistics are summed over them. Empty on one rank.
+  std::vector<comm::Communicator*> token_groups;
 
   // Whether MoE layers dispatch tokens to their experts' ranks (ep or etp above one).
   [[nodiscard]] bool dispatches() const { return ep * etp > 1; }

@@ -93,6 +93,9 @@ absl::Status plan_experts(const io::ModelConfig& c, const ParallelOptions& paral
   x.edp_rank = mesh.coord().edp;
   x.capacity_factor = parallel.moe_capacity_factor;
   x.placement = parallel.expert_placement;
+  for (comm::Communicator* g : {&mesh.tp_sp(), &mesh.dp()}) {
+    if (g->size() > 1) x.token_groups.push_back(g);
+  }
   if (parallel.moe_capacity_factor > 0 && c.is_moe()) {
     if (dims.sp > 1) {
       return absl::InvalidArgumentError(absl::StrCat(

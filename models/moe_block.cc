@@ -41,6 +41,7 @@ struct MoeBlock::Saved : LayerSaved {
   std::vector<float> choice_w;      // [C] its router weight
   std::vector<int64_t> slot_begin;  // [L + 1] local expert l owns choices [begin, end)
   Tensor y_choice;                  // [C, D] each local choice's expert output
+  std::vector<float> aux_dprob;     // [E] d(scaled aux)/d probs of each routed row (or empty)
 };
 
 ExpertRouting ExpertRouting::from_choices(const Tensor& idx, int64_t num_experts) {
@@ -78,6 +79,7 @@ MoeBlock::MoeBlock(const io::ModelConfig& config, int64_t layer, const TpContext
       top_k_(static_cast<int>(config.num_experts_per_tok)),
       num_experts_(config.num_local_experts),
       tp_(tp),
+      num_layers_(config.num_hidden_layers),
       ep_(experts) {
   const int64_t e_count = num_experts_;
   auto make = [&](int64_t e, const TpShard& shard) {
@@ -127,6 +129,48 @@ MoeBlock::Routed MoeBlock::route(const Tensor& x, int64_t sequences) const {
   return r;
 }
 
+std::vector<float> MoeBlock::balance(const Routed& routed, bool counted) const {
+  if (!(aux_scale_ > 0)) return {};
+  const int64_t e_count = num_experts_;
+  // [count_e..., sum of p_e..., rows]
+  std::vector<float> stats(2 * e_count + 1, 0.0f);
+  if (counted) {
+    const std::vector<int64_t> choice = routed.idx.to_ints();
+    const std::vector<float> p = routed.probs.to_floats();
+    for (int64_t e : choice) stats[e] += 1;
+    for (size_t i = 0; i < p.size(); ++i)
+      stats[e_count + static_cast<int64_t>(i) % e_count] += p[i];
+    stats[2 * e_count] = static_cast<float>(routed.idx.dim(0));
+  }
+  Tensor t = Tensor::from_floats(stats, {2 * e_count + 1});
+  for (comm::Communicator* g : ep_.token_groups) g->all_reduce(t);
+  stats = t.to_floats();
+  const double rows = stats[2 * e_count];
+  std::vector<float> dprob(e_count, 0.0f);
+  if (rows == 0) return dprob;
+  double aux = 0;
+  for (int64_t e = 0; e < e_count; ++e) {
+    const double f = stats[e] / rows, p = stats[e_count + e] / rows;
+    aux += static_cast<double>(e_count) * f * p;
+    dprob[e] = static_cast<float>(aux_scale_ * static_cast<double>(e_count) * f /
+                                  (static_cast<double>(num_layers_) * rows));
+  }
+  counts_.aux += aux;
+  return dprob;
+}
+
+void MoeBlock::add_aux_grad(const Routed& routed, const std::vector<float>& dprob,
+                            Tensor& dlogits) {
+  if (dprob.empty() || routed.probs.dim(0) == 0) return;
+  const int64_t n = routed.probs.dim(0), e_count = routed.probs.dim(1);
+  std::vector<float> rows(n * e_count);
+  for (int64_t i = 0; i < n * e_count; ++i) rows[i] = dprob[i % e_count];
+  const Tensor dp = Tensor::from_floats(rows, {n, e_count}).to(dlogits.device());
+  Tensor extra = Tensor::empty(dlogits.shape(), DType::kF32, dlogits.device());
+  kernels::softmax_backward(routed.probs, dp, extra);
+  kernels::add_(dlogits, extra);
+}
+
 Tensor MoeBlock::forward(const Tensor& x, SavedPtr* saved) const {
   return plain_forward(x, 0, saved);
 }
@@ -160,6 +204,7 @@ Tensor MoeBlock::forward_in_region(const TokenBatch& batch, const Tensor& x,
     }
     routed.keep = std::move(keep);
   }
+  s->aux_dprob = balance(routed, /*counted=*/true);  // own rows: no other rank has them
   Tensor y = ep_.speculative ? speculative_forward(own, std::move(routed), s.get())
                              : dispatch_forward(own, std::move(routed), s.get());
   if (shared) {
@@ -297,6 +342,7 @@ Tensor MoeBlock::dispatch_backward(Saved& s, const Tensor& dy) {
   Tensor dlogits = Tensor::empty(s.routed.probs.shape());  // [n, E]
   kernels::topk_router_backward(s.routed.probs, s.routed.idx, s.routed.weights,
                                 dweights.view({n, k}), true, dlogits);
+  add_aux_grad(s.routed, s.aux_dprob, dlogits);
   Tensor dx = Tensor::zeros(s.x.shape());  // [n, D]
   router_.backward(s.x, dlogits, &dx, false);
   for (int64_t i = 0; i < n * k; ++i) {
@@ -455,6 +501,7 @@ Tensor MoeBlock::speculative_backward(Saved& s, const Tensor& dy) {
   Tensor dlogits = Tensor::empty(s.routed.probs.shape());  // [n, E]
   kernels::topk_router_backward(s.routed.probs, s.routed.idx, s.routed.weights, dweights, true,
                                 dlogits);
+  add_aux_grad(s.routed, s.aux_dprob, dlogits);
   Tensor dx = Tensor::zeros(s.x.shape());  // [n, D]
   router_.backward(s.x, dlogits, &dx, false);
   for (int64_t i = 0; i < sent; ++i) {
@@ -467,6 +514,8 @@ Tensor MoeBlock::speculative_backward(Saved& s, const Tensor& dy) {
 Tensor MoeBlock::plain_forward(const Tensor& x, int64_t sequences, SavedPtr* saved) const {
   const int64_t n = x.dim(0), k = top_k_;
   Routed routed = route(x, sequences);
+  // The rows are the same on every tp rank: tp rank 0 counts them.
+  std::vector<float> aux_dprob = balance(routed, tp_.rank == 0);
   ExpertRouting routing = ExpertRouting::from_choices(routed.idx, num_experts_);
 
   // Permute: row row_of[n*k + j] of x_sorted is token n (dropped choices too: their rows are
@@ -499,6 +548,7 @@ Tensor MoeBlock::plain_forward(const Tensor& x, int64_t sequences, SavedPtr* sav
     s->x = x;
     s->routed = std::move(routed);
     s->routing = std::move(routing);
+    s->aux_dprob = std::move(aux_dprob);
     s->y_sorted = std::move(y_sorted);
     s->experts = std::move(expert_saved);
     *saved = std::move(s);
@@ -538,6 +588,7 @@ Tensor MoeBlock::backward(LayerSaved& saved_base, const Tensor& dy) {
   Tensor dlogits = Tensor::empty(s.routed.probs.shape());  // [N, E]
   kernels::topk_router_backward(s.routed.probs, s.routed.idx, s.routed.weights,
                                 dweights.view({n, k}), true, dlogits);
+  add_aux_grad(s.routed, s.aux_dprob, dlogits);
   // The router's dx is whole on every tp rank: one rank adds it, so the tp sum counts it once.
   Tensor dx = Tensor::zeros(s.x.shape());  // [N, D]
   router_.backward(s.x, dlogits, tp_.rank == 0 ? &dx : nullptr, false);

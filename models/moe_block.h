@@ -56,6 +56,7 @@ struct MoeCounts {
   int64_t routed = 0;
   int64_t dropped = 0;
   int64_t remote_rows = 0;  // rows the forward dispatch sent to other ep ranks
+  double aux = 0;           // sum of the layer's load-balancing terms, one per forward
 };
 
 class MoeBlock final : public FeedForward {
@@ -75,6 +76,10 @@ class MoeBlock final : public FeedForward {
 
   // Counts since the last call (then reset).
   MoeCounts take_counts() { return std::exchange(counts_, {}); }
+  // The load-balancing loss (docs/algorithms.md "Load-balancing loss"): `scale` = the loss
+  // coefficient over the step's micro-batches (0: off). Its statistics are collective over
+  // ExpertContext::token_groups in every forward while it is on.
+  void set_aux_loss_scale(double scale) { aux_scale_ = scale; }
   // Called with the expert choices idx [n, k] (i32) of every forward's routed rows.
   void set_routing_sink(std::function<void(const Tensor& idx)> sink) {
     routing_sink_ = std::move(sink);
@@ -87,6 +92,13 @@ class MoeBlock final : public FeedForward {
   // Router, top-k and capacity over x [n, D] (the rows of `sequences` whole sequences, or
   // sequences = 0 when capacity does not apply).
   [[nodiscard]] Routed route(const Tensor& x, int64_t sequences) const;
+  // Load balance of the rows this rank routes (`counted`: false where another tp rank counts
+  // the same rows): the global f_e and P_e of the micro-batch, the layer's aux term added to
+  // the counters; returns d(scaled aux)/d probs[n, e] (the same for every row), or empty when
+  // the loss is off.
+  [[nodiscard]] std::vector<float> balance(const Routed& routed, bool counted) const;
+  // dlogits [n, E] += the softmax backward of the aux gradient `dprob` (every row the same).
+  static void add_aux_grad(const Routed& routed, const std::vector<float>& dprob, Tensor& dlogits);
   // The plain layout on x [N, D] (inside the tp region).
   [[nodiscard]] Tensor plain_forward(const Tensor& x, int64_t sequences, SavedPtr* saved) const;
   // The expert-parallel path on this rank's own rows x [n, D] -> [n, D].
@@ -109,6 +121,8 @@ class MoeBlock final : public FeedForward {
   std::vector<int64_t> slot_;  // [E] its index among that rank's experts
   mutable MoeCounts counts_;
   std::function<void(const Tensor&)> routing_sink_;
+  double aux_scale_ = 0;
+  int64_t num_layers_;  // L: the aux terms are averaged over layers
 };
 
 }  // namespace weft::models

@@ -57,6 +57,7 @@ std::string metrics_json_line(const StepMetrics& m) {
   j["peak_bytes"] = m.peak_bytes;
   j["checkpoint_wait_s"] = m.checkpoint_wait_s;
   if (m.moe_drop_rate >= 0) j["moe_drop_rate"] = m.moe_drop_rate;
+  if (m.moe_aux_loss >= 0) j["moe_aux_loss"] = m.moe_aux_loss;
   if (!nonfinite.empty()) j["nonfinite"] = nonfinite;
   return j.dump() + "\n";
 }

@@ -25,6 +25,9 @@ struct StepMetrics {
   // With an MoE expert capacity: the share of the step's (token, expert) choices dropped, over
   // every rank and layer; negative when there is no capacity (not written).
   double moe_drop_rate = -1;
+  // With a load-balancing loss: its value this step, mean over MoE layers and micro-batches
+  // (not part of `loss`); negative when off (not written).
+  double moe_aux_loss = -1;
 };
 
 // {"step": 3, "loss": 4.5, ...}; a non-finite value is null and its key is listed in

@@ -93,6 +93,10 @@ absl::StatusOr<std::unique_ptr<Trainer>> Trainer::create(const TrainOptions& opt
                               DataParallelOptions{.dp = &trainer->mesh_->dp_sp(),
                                                   .zero1 = options.zero1,
                                                   .expert_dp = &trainer->mesh_->edp()});
+  for (auto [layer, moe] : model.moe_layers()) {
+    moe->set_aux_loss_scale(options.moe_aux_loss_coef /
+                            static_cast<double>(trainer->micro_batches()));
+  }
   AdamW* optimizer = trainer->optimizer_.get();
   if (options.overlap_grad_reduce) {
     model.set_grad_ready_hook([optimizer](models::Param& p) { optimizer->grad_ready(p); });
@@ -262,20 +266,36 @@ double Trainer::run_microbatches(const Tensor& tokens, float loss_scale) {
   return result->loss_sum;
 }
 
-double Trainer::moe_drop_rate() {
+int64_t Trainer::micro_batches() const {
+  const int64_t per_rank = options_.global_batch / mesh_->dims().dp;
+  return per_rank / (options_.micro_batch > 0 ? options_.micro_batch : per_rank);
+}
+
+void Trainer::moe_metrics(StepMetrics& m) {
   int64_t routed = 0, dropped = 0;
+  double aux = 0;
   for (auto [layer, moe] : model_->moe_layers()) {
     const models::MoeCounts c = moe->take_counts();
     routed += c.routed;
     dropped += c.dropped;
+    aux += c.aux;
   }
-  if (!(options_.moe_capacity_factor > 0)) return -1;
-  // Every rank counts the rows it routed (tp ranks the same rows when they share them: the
-  // ratio is unchanged).
-  Tensor counts = Tensor::from_ints({routed, dropped}, {2});
-  mesh_->world().all_reduce(counts);
-  const std::vector<int64_t> total = counts.to_ints();
-  return total[0] > 0 ? static_cast<double>(total[1]) / static_cast<double>(total[0]) : 0;
+  if (options_.moe_capacity_factor > 0) {
+    // Every rank counts the rows it routed (tp ranks the same rows when they share them: the
+    // ratio is unchanged).
+    Tensor counts = Tensor::from_ints({routed, dropped}, {2});
+    mesh_->world().all_reduce(counts);
+    const std::vector<int64_t> total = counts.to_ints();
+    m.moe_drop_rate =
+        total[0] > 0 ? static_cast<double>(total[1]) / static_cast<double>(total[0]) : 0;
+  }
+  if (options_.moe_aux_loss_coef > 0) {
+    // Every rank of a stage holds the same (global) terms of its layers; stages add theirs.
+    Tensor sum = Tensor::from_floats({static_cast<float>(aux)}, {1});
+    mesh_->pp().all_reduce(sum);
+    m.moe_aux_loss =
+        sum.item() / static_cast<double>(model_->config().num_hidden_layers * micro_batches());
+  }
 }
 
 StepMetrics Trainer::train_step(int64_t step) {
@@ -295,7 +315,7 @@ StepMetrics Trainer::train_step(int64_t step) {
 
   StepMetrics m;
   m.step = step;
-  m.moe_drop_rate = moe_drop_rate();
+  moe_metrics(m);
   m.loss = loss.item() / static_cast<double>(global_predicted);
   m.grad_norm = optimizer_->clip_grad_norm(options_.clip_grad, &mesh_->tp(), &mesh_->pp(),
                                            {&mesh_->ep(), &mesh_->etp()});

@@ -56,6 +56,7 @@ struct TrainOptions {
   int ep = 1;          // MoE: experts over ep ranks of a stage, each split over etp
   int etp = 1;
   double moe_capacity_factor = 0;  // per-sequence expert capacity (0 = dropless)
+  double moe_aux_loss_coef = 0;    // load-balancing loss coefficient (0 = off)
   // --speculative-moe: the per-layer expert placement (models/expert_context.h).
   std::vector<std::vector<int64_t>> expert_placement;
   bool speculative_moe = false;
@@ -116,9 +117,11 @@ class Trainer {
   // This step's summed loss over this rank's micro-batches (every rank of a pipeline gets it).
   double run_microbatches(const Tensor& tokens, float loss_scale);
   StepMetrics train_step(int64_t step);
-  // The share of MoE choices dropped this step (all ranks; -1 without a capacity); resets the
-  // layers' counters. Collective over the world with a capacity.
-  double moe_drop_rate();
+  // Micro-batches per step on each rank.
+  [[nodiscard]] int64_t micro_batches() const;
+  // The MoE metrics of the step (the share of choices dropped, with a capacity; the
+  // load-balancing loss, when on); resets the layers' counters. Collective over the world.
+  void moe_metrics(StepMetrics& m);
   void start_save(int64_t step);
 
   TrainOptions options_;

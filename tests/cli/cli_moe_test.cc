@@ -55,6 +55,31 @@ TEST(MoeEval, CapacityDroppingEqualsOneRankAndDrops) {
   }
 }
 
+TEST(MoeEval, LoadBalancingLossEqualsOneRankAndReachesTheRouters) {
+  const std::string model = model_fixture("mixtral_moe");
+  const std::string dir = make_temp_dir("weft_moe_aux");
+  const std::string tokens = eval_tokens(dir);
+  auto eval = [&](const Mesh& m) { return eval_on_mesh(model, tokens, dir, m); };
+  const std::string aux = "--moe-aux-loss-coef 0.5";
+  const std::string one = eval({1, aux});
+  const float value = load_tensor(one, "moe_aux_loss").item();
+  EXPECT_GE(value, 2.0f) << "E sum f P is at least k = 2 (equality: perfectly balanced)";
+  const std::string gate = "model.layers.0.block_sparse_moe.gate.weight";
+  const Tensor without = load_tensor(eval({1, ""}), gate);
+  EXPECT_FALSE(::weft::testing::tensors_close(load_tensor(one, gate), without, 1e-3))
+      << "the loss must change the routers' gradients";
+  EXPECT_TENSORS_CLOSE(load_tensor(one, "loss"), load_tensor(eval({1, ""}), "loss"), 0.0)
+      << "reported apart: `loss` stays the language-model loss";
+  for (const Mesh& m : std::vector<Mesh>{{2, "--ep 2 " + aux},
+                                         {2, "--tp 2 " + aux},
+                                         {4, "--tp 2 --ep 2 --sequence-parallel " + aux},
+                                         {4, "--pp 2 --tp 2 --ep 2 " + aux},
+                                         {2, "--micro-batch 4 " + aux}}) {
+    SCOPED_TRACE(absl::StrCat(m.ranks, " ranks ", m.flags));
+    expect_same_tensors(eval(m), one, 1e-5);
+  }
+}
+
 // A Mixtral layout sized for the training token file (vocabulary 96), config only.
 std::string moe_model() {
   const std::string dir = make_temp_dir("weft_moe_model");
@@ -82,6 +107,13 @@ TEST(MoeTrain, ExpertParallelTrainingEqualsOneRank) {
                              {4, "--ep 4 --zero 1 --micro-batch 1"},
                              {4, "--pp 2 --ep 2 --micro-batch 1"}},
                             4, kClip);
+}
+
+TEST(MoeTrain, LoadBalancingLossTrainingEqualsOneRank) {
+  // The statistics are per global micro-batch (the m-th of every dp rank): one per step here, as
+  // on one rank.
+  expect_meshes_train_alike(moe_model(), {{2, "--ep 2"}, {4, "--tp 2 --ep 2"}}, 4,
+                            kClip + " --moe-aux-loss-coef 0.01");
 }
 
 TEST(MoeTrain, CapacityDroppingTrainingEqualsOneRank) {

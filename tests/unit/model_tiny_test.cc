@@ -13,6 +13,7 @@
 
 #include "kernels/ops.h"
 #include "models/causal_lm.h"
+#include "models/moe_block.h"
 #include "runtime/core/allocator.h"
 #include "tests/support/test_util.h"
 
@@ -102,6 +103,60 @@ TEST_P(TinyModel, BackwardMatchesFiniteDifferences) {
     EXPECT_NEAR(numeric, analytic, 2e-3 * std::max(scale, 1e-3))
         << "numeric " << numeric << " analytic " << analytic;
   }
+}
+
+// The load-balancing loss A = (1/L) sum_l E sum_e f_e P_e (f_e counted, P_e differentiable):
+// with it on at coefficient c, the gradients grow by c dA/dW, which equals finite differences of
+// the A that the layers report. Only the routers' weights and the layers below them move A.
+TEST(TinyMoe, LoadBalancingLossGradientMatchesFiniteDifferences) {
+  auto model = tiny_model("mixtral_moe");
+  const Tensor tokens = random_ids({2, 7}, 3, model->config().vocab_size);
+  const int64_t layers = model->config().num_hidden_layers;
+  auto grads_with = [&](double coef) {
+    for (auto [layer, moe] : model->moe_layers()) moe->set_aux_loss_scale(coef);
+    model->zero_grad();
+    const ForwardResult out = model->forward(tokens, {.for_backward = true});
+    model->backward(1.0f / static_cast<float>(out.predicted));
+    std::vector<std::vector<float>> g;
+    for (const Param* p : model->parameters()) g.push_back(p->grad.to_floats());
+    return g;
+  };
+  auto aux_loss = [&]() {  // A of one forward (the counters reset first)
+    for (auto [layer, moe] : model->moe_layers()) (void)moe->take_counts();
+    (void)model->forward(tokens, {});
+    double a = 0;
+    for (auto [layer, moe] : model->moe_layers()) a += moe->take_counts().aux;
+    return a / static_cast<double>(layers);
+  };
+  const double coef = 0.5;
+  const auto base = grads_with(0), with = grads_with(coef);
+  for (auto [layer, moe] : model->moe_layers()) moe->set_aux_loss_scale(1.0);  // A is computed
+  EXPECT_GT(aux_loss(), 1.0) << "E sum f P is k = 2 when perfectly balanced, more otherwise";
+  const float eps = 1e-3f;
+  uint64_t seed = 2000;
+  int moved = 0;
+  for (size_t i = 0; i < model->parameters().size(); ++i) {
+    Param* p = model->parameters()[i];
+    SCOPED_TRACE(p->name);
+    const Tensor u = random_tensor(p->value.shape(), ++seed);
+    const std::vector<float> uf = u.to_floats();
+    double analytic = 0, scale = 0;
+    for (size_t j = 0; j < uf.size(); ++j) {
+      const double d = (static_cast<double>(with[i][j]) - base[i][j]) / coef * uf[j];
+      analytic += d;
+      scale += std::fabs(d);
+    }
+    kernels::add_(p->value, u, eps);
+    const double plus = aux_loss();
+    kernels::add_(p->value, u, -2 * eps);
+    const double minus = aux_loss();
+    kernels::add_(p->value, u, eps);
+    const double numeric = (plus - minus) / (2.0 * eps);
+    EXPECT_NEAR(numeric, analytic, 2e-3 * std::max(scale, 1e-3))
+        << "numeric " << numeric << " analytic " << analytic;
+    if (std::fabs(analytic) > 1e-4) ++moved;
+  }
+  EXPECT_GT(moved, 2) << "the loss must reach the routers and the layers below them";
 }
 
 TEST_P(TinyModel, BackwardAddsIntoGradients) {
