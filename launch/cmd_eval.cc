@@ -127,7 +127,7 @@ absl::Status run_eval(Session& session, const Args& args) {
 
   const bool grads = flags.boolean("grads");
   const int64_t global_predicted = batch * (seq - 1);
-  std::vector<Tensor> logits_blocks;  // [m, T, V/tp] per micro-batch, on the last stage
+  std::vector<Tensor> logits_blocks;  // [m, T, V_r] per micro-batch, on the last stage
   model.set_logits_sink([&](Tensor logits) { logits_blocks.push_back(std::move(logits)); });
   if (grads) model.zero_grad();
   // The load-balancing loss, averaged over the micro-batches (every rank has as many).

@@ -3,6 +3,7 @@
 #include <cstring>
 
 #include "models/sharding.h"
+#include "models/tp_context.h"
 #include "parallel/shard_gather.h"
 
 namespace weft::cli {
@@ -97,10 +98,12 @@ Tensor gather_logits(const parallel::Mesh& mesh, const std::vector<Tensor>& loca
   comm::Communicator& world = mesh.world();
   Tensor whole;  // [b, T, V] on this dp rank's last-stage ranks with sp = 0
   if (c.pp == last) {
-    Tensor mine = concat_rows(local_blocks);  // [b, c, V/tp]
+    Tensor mine = concat_rows(local_blocks);  // [b, c, V_r]
     Shape global = mine.shape();
     global[2] = vocab;
-    whole = parallel::gather_shards(mesh.tp(), mine, 2, c.tp * mine.dim(2), global);
+    const int64_t vocab_start =
+        models::shard_extent(vocab, models::TpContext{d.tp, c.tp}.vocab()).offset;
+    whole = parallel::gather_shards(mesh.tp(), mine, 2, vocab_start, global);
     if (c.tp == 0) whole = gather_sequence(mesh.sp(), whole, positions, seq_len);
   }
   if (mesh.rank() != 0) {

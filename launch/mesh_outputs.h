@@ -14,9 +14,10 @@
 namespace weft::cli {
 
 // The whole [B, T, V] logits on world rank 0 (undefined elsewhere). `local_blocks`: the logits
-// [b_i, c, V/tp] of each micro-batch this rank's last pipeline stage produced (empty on other
-// stages), for this rank's `positions` of the T (all of them, or its share under --sp); dp rank
-// d holds `rows_of_dp[d]` rows of the batch, in dp order. Collective over the world.
+// [b_i, c, V_r] of each micro-batch this rank's last pipeline stage produced (its vocabulary
+// block, models::shard_extent(vocab, tp.vocab()); empty on other stages), for this rank's
+// `positions` of the T (all of them, or its share under --sp); dp rank d holds `rows_of_dp[d]` rows
+// of the batch, in dp order. Collective over the world.
 Tensor gather_logits(const parallel::Mesh& mesh, const std::vector<Tensor>& local_blocks,
                      const std::vector<int64_t>& positions, int64_t seq_len, int64_t vocab,
                      const std::vector<int64_t>& rows_of_dp);

@@ -33,9 +33,11 @@ struct ForwardOptions {
 
 struct ForwardResult {
   // [B, T, V] f32 when keep_logits, else undefined. Under tensor parallelism this rank's
-  // vocabulary block [B, T, V/tp] (columns from tp_rank * V/tp; parallel::gather_shards over
-  // the tp group along dim 2 gives the whole logits). Under sequence parallelism (--sp) only
-  // this rank's positions: [B, c, ...] in the order of sp_positions().
+  // vocabulary block [B, T, V_r], columns [offset, offset + V_r) with {offset, V_r} =
+  // shard_extent(V, tp.vocab()) (models/sharding.h; blocks are shorter on the last ranks when
+  // tp does not divide V); parallel::gather_shards over the tp group along dim 2 gives the
+  // whole logits, exactly V columns. Under sequence parallelism (--sp) only this rank's
+  // positions: [B, c, ...] in the order of sp_positions().
   Tensor logits;
   // Sum of next-token cross-entropy over predicted positions (under --sp, this rank's
   // positions: the sum over the sp group is the sequence's).
@@ -144,7 +146,7 @@ class CausalLM {
   // micro-batch's backward of its chunk, or after finish_grads for the parameters that
   // reduces): data-parallel reduction hooks in here to overlap with the rest of the backward.
   virtual void set_grad_ready_hook(std::function<void(Param&)> hook) = 0;
-  // For eval: the last pipeline stage hands each micro-batch's logits [b, T, V/tp] (this rank's
+  // For eval: the last pipeline stage hands each micro-batch's logits [b, T, V_r] (this rank's
   // vocabulary block) to `sink` from forward_chunk, in micro-batch order. Null: none kept.
   virtual void set_logits_sink(std::function<void(Tensor)> sink) = 0;
   // The MoE blocks this rank holds, with their decoder layer index (none for a dense model):

@@ -1,7 +1,8 @@
 // Token embedding: model.embed_tokens.weight [V, D]. With tied embeddings the LM head reads the
 // same Param and adds its gradient into it. Vocabulary-parallel under tp: this rank holds rows
-// [vocab_start, vocab_start + V/tp) and gives zero rows for other ids, so the forward is a
-// partial sum that the caller's tp region reduces.
+// [vocab_start, vocab_start + V_r) (V_r = shard_extent(V, tp.vocab()).length: ceil(V/tp), less
+// on the last ranks when tp does not divide V) and gives zero rows for other ids, so the forward
+// is a partial sum that the caller's tp region reduces.
 #pragma once
 
 #include <cstdint>
@@ -25,7 +26,7 @@ class Embedding {
   [[nodiscard]] Param& table() { return table_; }
 
  private:
-  Param table_;  // [V/tp, D]
+  Param table_;  // [V_r, D]
 };
 
 }  // namespace weft::models

@@ -1,6 +1,7 @@
 // The LM head: logits = x @ W^T with W "lm_head.weight" [V, D], or the embedding table when
 // the embeddings are tied (then its gradient is added into the embedding's). Vocabulary-parallel
-// under tp: this rank computes the logits of its vocabulary block [vocab_start(), + V/tp), and
+// under tp: this rank computes the logits of its vocabulary block [vocab_start(), + V_r), V_r
+// = shard_extent(V, tp.vocab()).length (the padded ids past V have no row, hence no logit), and
 // dx is a partial sum for the caller's tp region.
 #pragma once
 
@@ -26,9 +27,9 @@ class LmHead {
   LmHead(const LmHead&) = delete;
   LmHead& operator=(const LmHead&) = delete;
 
-  // x [N, D] -> logits [N, V/tp].
+  // x [N, D] -> logits [N, V_r].
   [[nodiscard]] Tensor forward(const Tensor& x) const;
-  // dlogits [N, V/tp] -> dx [N, D] (partial under tp); adds dW += dlogits^T x.
+  // dlogits [N, V_r] -> dx [N, D] (partial under tp); adds dW += dlogits^T x.
   [[nodiscard]] Tensor backward(const Tensor& x, const Tensor& dlogits);
 
   // The head's own parameter (none when tied to this rank's embedding).
@@ -37,7 +38,7 @@ class LmHead {
   [[nodiscard]] Param& weight() { return *weight_; }
 
  private:
-  Param own_;      // [V/tp, D]; undefined when tied
+  Param own_;      // [V_r, D]; undefined when tied
   Param* weight_;  // &own_ or the embedding table
 };
 

@@ -5,6 +5,7 @@
 #include <string>
 
 #include "absl/strings/str_cat.h"
+#include "models/sharding.h"
 #include "runtime/core/status.h"
 
 namespace weft::models {
@@ -31,7 +32,16 @@ absl::Status check_tensor_parallel(const io::ModelConfig& c, int tp, bool expert
   } else if (experts_over_tp) {
     WEFT_RETURN_IF_ERROR(check_divides(tp, c.intermediate_size, "the experts' intermediate_size"));
   }
-  return check_divides(tp, c.vocab_size, "vocab_size");
+  // Any vocabulary is padded to a multiple of tp, but every rank must hold some of it: the last
+  // rank's block starts at (tp - 1) * ceil(V / tp), which reaches V only when V <= (tp - 1)^2.
+  const ShardExtent last = shard_extent(c.vocab_size, TpContext{tp, tp - 1}.vocab());
+  if (last.length <= 0) {
+    const int64_t block = shard_extent(c.vocab_size, TpContext{tp, 0}.vocab()).length;
+    return absl::InvalidArgumentError(absl::StrCat(
+        "--tp ", tp, " leaves tp rank ", tp - 1, " no rows of vocab_size ", c.vocab_size,
+        " (each rank takes ceil(", c.vocab_size, "/", tp, ") = ", block, " ids)"));
+  }
+  return absl::OkStatus();
 }
 
 bool has_layer(const io::ModelConfig& c, io::LayerType type) {

@@ -33,8 +33,9 @@ struct ModelLayout {
 };
 
 // Errors name the flag and the value: "--tp 3 does not divide num_attention_heads 8". tp must
-// divide the heads, the KV heads (or, when larger, be a multiple of them), the (experts')
-// intermediate size and the vocabulary (no padding: a vocabulary tp does not divide is refused).
+// divide the heads, the KV heads (or, when larger, be a multiple of them) and the (experts')
+// intermediate size. The vocabulary may be any size (padded to a multiple of tp, sharding.h),
+// as long as the last tp rank holds at least one id of it.
 // Under sp, the algorithms must fit the model and each other (usp's Ulysses size divides sp;
 // Ulysses needs at least sp query heads per tp rank; ZeCO follows a contiguous or per-rank
 // zigzag layout). --ep/--etp need an MoE model, ep dividing the experts and etp their

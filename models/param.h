@@ -7,8 +7,10 @@
 
 namespace weft::models {
 
-// How this rank's `value` relates to the whole tensor named `name`. The same spec drives
-// loading, checkpoint save/resharding and export. Unsharded: split_dim = -1.
+// How this rank's `value` relates to the whole tensor named `name`: it is the box starting at
+// `offset` along split_dim, as long as the value is there (the same on every rank but for the
+// vocabulary's last ranks, models::shard_extent). The same spec drives loading, checkpoint
+// save/resharding and export. Unsharded: split_dim = -1.
 struct ShardSpec {
   Shape global_shape;
   int split_dim = -1;  // dimension split across `group`, or -1 when replicated

@@ -44,15 +44,15 @@ Param new_param(std::string name, Shape shape) {
 
 Param new_sharded_param(std::string name, Shape global_shape, int split_dim, const TpShard& shard) {
   if (split_dim < 0 || shard.parts == 1) return new_param(std::move(name), std::move(global_shape));
-  WEFT_CHECK_EQ(global_shape[split_dim] % shard.parts, 0)
-      << name << ": dimension " << split_dim << " does not split into " << shard.parts;
+  const ShardExtent extent = shard_extent(global_shape[split_dim], shard);
+  WEFT_CHECK_LT(0, extent.length) << name << ": block " << shard.index << " of " << shard.parts
+                                  << " holds no entries of dimension " << split_dim;
   Shape local = global_shape;
-  local[split_dim] /= shard.parts;
+  local[split_dim] = extent.length;
   Param p;
   p.value = allocate_param(name, local);
   p.name = std::move(name);
-  p.spec = {std::move(global_shape), split_dim, "tp", shard.index * local[split_dim],
-            shard.replica};
+  p.spec = {std::move(global_shape), split_dim, "tp", extent.offset, shard.replica};
   return p;
 }
 

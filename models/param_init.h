@@ -14,7 +14,7 @@ namespace weft::models {
 // A Param named `name` with an uninitialised f32 value of `shape` and no gradient yet.
 Param new_param(std::string name, Shape shape);
 // This rank's block `shard` of a tensor of `global_shape` split along `split_dim` over "tp"
-// (split_dim -1 or one part: the whole tensor).
+// (split_dim -1 or one part: the whole tensor), cut by shard_extent.
 Param new_sharded_param(std::string name, Shape global_shape, int split_dim, const TpShard& shard);
 
 // Allocates a zero gradient when there is none (inference never allocates gradients).

@@ -1,9 +1,23 @@
 #include "models/sharding.h"
 
+#include <algorithm>
+
 #include "parallel/shard_gather.h"
 #include "runtime/core/check.h"
 
 namespace weft::models {
+
+ShardExtent shard_extent(int64_t size, const TpShard& shard) {
+  if (!shard.padded) {
+    WEFT_CHECK_EQ(size % shard.parts, 0) << "a dimension of " << size << " entries does not split "
+                                         << "evenly into " << shard.parts << " blocks";
+    const int64_t length = size / shard.parts;
+    return {shard.index * length, length};
+  }
+  const int64_t stride = (size + shard.parts - 1) / shard.parts;  // ceil(size / parts)
+  const int64_t offset = shard.index * stride;
+  return {offset, std::min(stride, size - offset)};
+}
 
 Tensor take_shard(const Tensor& whole, const ShardSpec& spec, const Shape& local) {
   if (spec.split_dim < 0) return whole.to_dtype(DType::kF32);

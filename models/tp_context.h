@@ -1,6 +1,6 @@
 // The tensor-parallel position of this rank, handed to every layer's constructor: which block of
-// each split it holds (Megatron: heads, MLP/expert features and the vocabulary split evenly over
-// the tp group; KV heads replicated when tp exceeds them).
+// each split it holds (Megatron: heads and MLP/expert features split evenly over the tp group;
+// KV heads replicated when tp exceeds them; the vocabulary padded to a multiple of tp).
 #pragma once
 
 #include <algorithm>
@@ -18,6 +18,9 @@ struct TpContext {
 
   // An even split over the group (every rank its own block).
   [[nodiscard]] TpShard even() const { return {size, rank, 0}; }
+  // The vocabulary (embedding and LM head rows): ceil(V/tp) ids per rank, the last ranks holding
+  // only the ids below V (shard_extent), so any vocabulary fits any tp.
+  [[nodiscard]] TpShard vocab() const { return {size, rank, 0, /*padded=*/true}; }
   // KV heads: min(tp, Hkv) blocks; with tp > Hkv (tp % Hkv == 0) tp/Hkv ranks share each head.
   [[nodiscard]] TpShard kv(int64_t kv_heads) const {
     const int parts = static_cast<int>(std::min<int64_t>(size, kv_heads));

@@ -38,7 +38,7 @@ struct Transformer::ChunkSaved final : ChunkState {
   std::vector<DecoderBlock::Saved> blocks;
   RmsNorm::Saved final_norm;
   Tensor normed;                 // [N, D] input of the LM head (all rows)
-  Tensor logits;                 // [N, V/tp]
+  Tensor logits;                 // [N, V_r]
   Tensor lse;                    // [N] over the whole vocabulary
   bool logits_returned = false;  // returned to the caller: backward must not overwrite them
 };
@@ -80,7 +80,7 @@ Transformer::Transformer(io::ModelConfig config, ModelLayout layout)
   const int chunks = static_cast<int>(layout_.chunks.size());  // chunks_ is not built yet
   const bool first = is_first_stage(0), last = is_last_stage(chunks - 1);
   if (first) {
-    embedding_ = std::make_unique<Embedding>(config_.vocab_size, config_.hidden_size, tp.even());
+    embedding_ = std::make_unique<Embedding>(config_.vocab_size, config_.hidden_size, tp.vocab());
   }
   chunks_.resize(chunks);
   for (int c = 0; c < chunks; ++c) {
@@ -100,7 +100,7 @@ Transformer::Transformer(io::ModelConfig config, ModelLayout layout)
     if (config_.tie_word_embeddings) {
       weight = first ? LmHead::Weight::kTied : LmHead::Weight::kTiedCopy;
     }
-    head_ = std::make_unique<LmHead>(config_.vocab_size, config_.hidden_size, tp.even(), weight,
+    head_ = std::make_unique<LmHead>(config_.vocab_size, config_.hidden_size, tp.vocab(), weight,
                                      first ? &embedding_->table() : nullptr);
     final_norm_->collect_params(chunks_.back().params);
     head_->collect_params(chunks_.back().params);
@@ -279,7 +279,7 @@ Tensor Transformer::chunk_forward(int c, const Tensor& tokens, const Tensor& inp
   if (!is_last_stage(c)) return x.view({b, rows / b, d});
 
   Tensor normed = region_.enter(final_norm_->forward(x, keep ? &s.final_norm : nullptr));  // [N, D]
-  Tensor chunk_logits = head_->forward(normed);  // [N, V/tp]
+  Tensor chunk_logits = head_->forward(normed);  // [N, V_r]
   Tensor targets = next_token_targets(tokens);   // [B*T]
   if (layout_.sp > 1)
     targets = take_columns(targets.view({b, tokens.dim(1)}), positions).view({b * t});
@@ -298,7 +298,7 @@ Tensor Transformer::chunk_forward(int c, const Tensor& tokens, const Tensor& inp
 
 Tensor Transformer::forward_chunk(int chunk, const Tensor& tokens, const Tensor& input,
                                   ChunkState& state, double* loss_sum) {
-  Tensor logits;  // [b, T, V/tp] on the last stage, when a sink wants it
+  Tensor logits;  // [b, T, V_r] on the last stage, when a sink wants it
   Tensor out = chunk_forward(chunk, tokens, input, static_cast<ChunkSaved&>(state), true,
                              logits_sink_ ? &logits : nullptr, loss_sum);
   if (logits.defined()) logits_sink_(logits);
@@ -315,7 +315,7 @@ Tensor Transformer::backward_chunk(int c, ChunkState& state, const Tensor& dout,
   Tensor dx;  // [rows, D]
   if (is_last_stage(c)) {
     ensure_grad(head_->weight());  // the embedding table of an earlier chunk when tied
-    // The [N, V/tp] gradient overwrites the logits in place unless the caller holds them.
+    // The [N, V_r] gradient overwrites the logits in place unless the caller holds them.
     Tensor dlogits = s.logits_returned ? Tensor::empty(s.logits.shape()) : s.logits;
     cross_entropy_grad(s.logits, s.targets, head_->vocab_start(), s.lse, loss_scale, dlogits);
     s.logits = Tensor();
@@ -419,7 +419,7 @@ Tensor Transformer::forward_incremental(InferenceState& state_base, const Tensor
     x = blocks[i]->forward(batch, x, region, state.layers[i].get(), nullptr);
   }
   state.consumed += t;
-  const Tensor logits = head_->forward(final_norm_->forward(x, nullptr));  // [N, V/tp]
+  const Tensor logits = head_->forward(final_norm_->forward(x, nullptr));  // [N, V_r]
   if (region.size() == 1) return logits.view({b, t, config_.vocab_size});
   return parallel::gather_shards(*layout_.tp.group, logits, 1, head_->vocab_start(),
                                  {b * t, config_.vocab_size})
@@ -482,7 +482,7 @@ Tensor Transformer::forward_paged(PagedKvCache& cache_base, const PagedBatch& pa
   for (int64_t i = 0; i < s; ++i) {
     rows.slice(i, i + 1).copy_from(x.slice(paged.sample_rows[i], paged.sample_rows[i] + 1));
   }
-  const Tensor logits = head_->forward(final_norm_->forward(rows, nullptr));  // [S, V/tp]
+  const Tensor logits = head_->forward(final_norm_->forward(rows, nullptr));  // [S, V_r]
   if (region.size() == 1) return logits;
   return parallel::gather_shards(*layout_.tp.group, logits, 1, head_->vocab_start(),
                                  {s, config_.vocab_size});

@@ -74,7 +74,7 @@ class Transformer final : public CausalLM {
   };
 
   // One chunk's forward of one micro-batch. keep: fill `s` for the backward. logits: where to
-  // return the last stage's [N, V/tp] logits (or null).
+  // return the last stage's [N, V_r] logits (or null).
   Tensor chunk_forward(int chunk, const Tensor& tokens, const Tensor& input, ChunkSaved& s,
                        bool keep, Tensor* logits, double* loss_sum);
   // The groups finish_grads reduces over: norm weights (sequence parallelism), replicated KV

@@ -1,5 +1,6 @@
 #include "parallel/shard_gather.h"
 
+#include <algorithm>
 #include <cstring>
 #include <vector>
 
@@ -12,27 +13,47 @@ Tensor gather_shards(comm::Communicator& group, const Tensor& local, int split_d
   WEFT_CHECK(local.is_cpu()) << "gather_shards needs CPU tensors, got " << local.str();
   WEFT_CHECK(split_dim >= 0 && split_dim < local.ndim()) << "split_dim " << split_dim;
   const int p = group.size();
-  Tensor blocks = Tensor::empty({p * local.numel()}, local.dtype());  // [P * local numel]
-  group.all_gather(local.view({local.numel()}), blocks);
-  Tensor offsets = Tensor::empty({p}, DType::kI64);  // [P] where each rank's block starts
-  group.all_gather(Tensor::from_ints({offset}, {1}), offsets);
-  const std::vector<int64_t> starts = offsets.to_ints();
+  // Every rank's [offset, length] along split_dim: the blocks travel padded to the longest.
+  Tensor extents = Tensor::empty({2 * p}, DType::kI64);  // [P * 2]
+  group.all_gather(Tensor::from_ints({offset, local.dim(split_dim)}, {2}), extents);
+  const std::vector<int64_t> ext = extents.to_ints();
+  int64_t longest = 0;
+  for (int r = 0; r < p; ++r) longest = std::max(longest, ext[2 * r + 1]);
 
-  // As [outer, len, inner]: the block of rank r fills rows [starts[r], starts[r] + n).
+  // As [outer, len, inner]: the block of rank r fills rows [start_r, start_r + n_r).
   int64_t outer = 1, inner = 1;
   for (int i = 0; i < split_dim; ++i) outer *= global_shape[i];
   for (size_t i = split_dim + 1; i < global_shape.size(); ++i) inner *= global_shape[i];
+  WEFT_CHECK_EQ(local.numel(), outer * local.dim(split_dim) * inner)
+      << "block " << local.str() << " disagrees with the global shape off split_dim";
   const int64_t len = global_shape[split_dim], n = local.dim(split_dim);
-  const size_t row_bytes = static_cast<size_t>(n * inner) * dtype_size(local.dtype());
   const size_t elem = dtype_size(local.dtype());
+  const size_t row_bytes = static_cast<size_t>(inner) * elem;
+  Tensor mine = local;  // [outer, longest, inner]: a copy only when this block is shorter
+  if (n < longest) {
+    Shape padded = local.shape();
+    padded[split_dim] = longest;
+    mine = Tensor::zeros(padded, local.dtype());
+    for (int64_t o = 0; o < outer; ++o) {
+      std::memcpy(static_cast<char*>(mine.raw()) + o * longest * row_bytes,
+                  static_cast<const char*>(local.raw()) + o * n * row_bytes, n * row_bytes);
+    }
+  }
+  Tensor blocks = Tensor::empty({p * mine.numel()}, local.dtype());  // [P, outer, longest, inner]
+  group.all_gather(mine.view({mine.numel()}), blocks);
+
   Tensor whole = Tensor::empty(global_shape, local.dtype());
   auto* dst = static_cast<char*>(whole.raw());
   const auto* src = static_cast<const char*>(blocks.raw());
   for (int r = 0; r < p; ++r) {
-    WEFT_CHECK_LE(starts[r] + n, len) << "shard of rank " << r << " runs past the global shape";
+    const int64_t start = ext[2 * r], rows = ext[2 * r + 1];
+    WEFT_CHECK(start >= 0 && start + rows <= len)
+        << "the block of rank " << r << " ([" << start << ", " << start + rows
+        << ")) runs past the global length " << len;
     for (int64_t o = 0; o < outer; ++o) {
-      std::memcpy(dst + ((o * len + starts[r]) * inner) * elem,
-                  src + static_cast<size_t>(r * local.numel()) * elem + o * row_bytes, row_bytes);
+      std::memcpy(dst + (o * len + start) * row_bytes,
+                  src + ((static_cast<int64_t>(r) * outer + o) * longest) * row_bytes,
+                  rows * row_bytes);
     }
   }
   return whole;

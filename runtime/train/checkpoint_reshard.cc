@@ -2,12 +2,12 @@
 
 #include <filesystem>
 #include <map>
-#include <numeric>
 
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
 #include "models/model_layout.h"
+#include "models/sharding.h"
 #include "parallel/pipeline_layout.h"
 #include "runtime/core/status.h"
 #include "runtime/io/model_config.h"
@@ -131,14 +131,18 @@ absl::StatusOr<std::string> reshard_checkpoint(const std::string& from, const st
     WEFT_ASSIGN_OR_RETURN(parallel::Group group, group_of(rule.group()));
     const int d = rule.split_dim();
     const int size = static_cast<int>(parallel::group_ranks(0, group, dims).size());
-    const int64_t parts = std::gcd(static_cast<int64_t>(size), global[d]);
-    for (int64_t k = 0; k < parts; ++k) {
+    for (int k = 0; k < size; ++k) {
+      // Blocks as the model cuts the vocabulary (an even split when `size` divides the
+      // dimension); a block that starts past the end holds nothing and is not written.
+      const models::ShardExtent block =
+          models::shard_extent(global[d], {size, k, 0, /*padded=*/true});
+      if (block.length <= 0) continue;
       std::vector<int64_t> offsets(global.size(), 0);
       std::vector<int64_t> lengths(global.begin(), global.end());
-      lengths[d] = global[d] / parts;
-      offsets[d] = k * lengths[d];
+      offsets[d] = block.offset;
+      lengths[d] = block.length;
       WEFT_ASSIGN_OR_RETURN(Tensor slice, reader->read_slice(e.name(), offsets, lengths));
-      per_rank[layout.writer_of(stage, group, static_cast<int>(k))].push_back(
+      per_rank[layout.writer_of(stage, group, k)].push_back(
           {e.name(), slice, global, offsets, d, rule.group()});
     }
   }

@@ -11,7 +11,6 @@
 #include <cstring>
 #include <filesystem>
 #include <fstream>
-#include <numeric>
 
 #include "comm/mpi_communicator.h"
 #include "runtime/io/file_util.h"
@@ -345,12 +344,19 @@ TEST(Checkpoint, ReshardFollowsTheTargetMeshAndKeepsEveryValue) {
         EXPECT_EQ((*reader)->read(s.name)->to_floats(), global_value(s).to_floats()) << s.name;
       }
       expect_reads_every_partition(**reader);
-      // Split tensors are cut into gcd(tp, extent) parts; the moment follows its parameter.
+      // Split tensors are cut into tp parts as the vocabulary is (models::shard_extent: 8
+      // columns over tp 3 are 3, 3 and 2); the moment follows its parameter.
       const io::TensorEntry& rows = **(*reader)->entry("model.embed_tokens.weight");
       EXPECT_EQ(rows.chunks_size(), dims->tp);
-      EXPECT_EQ(
-          (**(*reader)->entry("model.layers.0.self_attn.o_proj.weight.exp_avg")).chunks_size(),
-          std::gcd(dims->tp, 8));
+      const io::TensorEntry& moment =
+          **(*reader)->entry("model.layers.0.self_attn.o_proj.weight.exp_avg");
+      ASSERT_EQ(moment.chunks_size(), dims->tp);
+      const int64_t block = (8 + dims->tp - 1) / dims->tp;
+      for (int k = 0; k < dims->tp; ++k) {
+        EXPECT_EQ(moment.chunks(k).offsets(1), k * block) << "part " << k;
+        EXPECT_EQ(moment.chunks(k).lengths(1), std::min<int64_t>(block, 8 - k * block))
+            << "part " << k;
+      }
       // Stage 0 holds the embeddings, the last stage the head (world rank tp*dp*(pp-1)).
       EXPECT_EQ(rows.chunks(0).file(), "shard-00000.safetensors");
       const int last_stage_root = dims->tp * dims->dp * (dims->pp - 1);

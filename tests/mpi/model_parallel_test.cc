@@ -17,6 +17,7 @@
 #include "kernels/ops.h"
 #include "models/causal_lm.h"
 #include "models/sharding.h"
+#include "models/tp_context.h"
 #include "parallel/mesh.h"
 #include "parallel/shard_gather.h"
 #include "runtime/io/safetensors.h"
@@ -149,10 +150,10 @@ void expect_matches_reference(const Case& c) {
     const ForwardResult out = model.forward(tokens, {.keep_logits = true, .for_backward = true});
     EXPECT_NEAR(out.loss_sum / predicted, ref_loss, 1e-4 * ref_loss);
     const int64_t v = model.config().vocab_size;
-    EXPECT_EQ(out.logits.dim(2), v / c.tp);  // each rank holds only its vocabulary block
-    const Tensor logits =
-        parallel::gather_shards(mesh->tp(), out.logits, 2, mesh->coord().tp * (v / c.tp),
-                                {tokens.dim(0), tokens.dim(1), v});
+    const ShardExtent block = shard_extent(v, TpContext{c.tp, mesh->coord().tp}.vocab());
+    EXPECT_EQ(out.logits.dim(2), block.length);  // each rank holds only its vocabulary block
+    const Tensor logits = parallel::gather_shards(mesh->tp(), out.logits, 2, block.offset,
+                                                  {tokens.dim(0), tokens.dim(1), v});
     EXPECT_TENSORS_CLOSE(logits, ref.get("logits"), 1e-4);
     model.backward(1.0f / static_cast<float>(predicted));
     model.finish_grads();
@@ -316,8 +317,8 @@ TEST(ModelParallelRefusals, ImpossibleMeshesAreRefusedNamingFlagAndValue) {
                          "heads are replicated tp/kv times)");
   EXPECT_EQ(refusal([](io::ModelConfig& c) { c.intermediate_size = 41; }),
             tp + " does not divide intermediate_size 41");
-  EXPECT_EQ(refusal([](io::ModelConfig& c) { c.vocab_size = 41; }),
-            tp + " does not divide vocab_size 41");
+  // Any vocabulary fits (padded to a multiple of tp; tests/mpi/vocab_padding_test.cc).
+  EXPECT_EQ(refusal([](io::ModelConfig& c) { c.vocab_size = 41; }), "accepted");
   EXPECT_EQ(refusal([](io::ModelConfig& c) {
               c.architecture = "MixtralForCausalLM";
               c.tie_word_embeddings = false;

@@ -3,9 +3,12 @@
 // served alone, among 30 concurrent requests, with prefill chunked into tiny pieces and requests
 // preempted for lack of KV blocks, and with prefix-cache hits — on one rank, and on two ranks
 // split by tensor parallelism or by pipeline stages. The fixtures' greedy continuation equals
-// the PyTorch reference's (one rank and N ranks alike).
+// the PyTorch reference's (one rank and N ranks alike), and a vocabulary tp does not divide is
+// served at tp 2 as on one rank.
 #include <gtest/gtest.h>
 
+#include <algorithm>
+#include <cmath>
 #include <map>
 #include <memory>
 #include <random>
@@ -17,6 +20,7 @@
 #include "parallel/mesh.h"
 #include "runtime/io/safetensors.h"
 #include "runtime/serve/engine.h"
+#include "tests/support/odd_vocab_model.h"
 #include "tests/support/test_util.h"
 
 namespace weft::serve {
@@ -62,18 +66,20 @@ struct Served {
   EngineStats stats;
 };
 
-// Runs `requests` (all at once, or one engine run per request when `alone`) on every rank.
+// Runs `requests` (all at once, or one engine run per request when `alone`) on every rank of
+// `ranks` (default: the world).
 Served serve(models::CausalLM& model, const parallel::Mesh* mesh, EngineConfig config,
-             const std::vector<Request>& requests, bool alone) {
+             const std::vector<Request>& requests, bool alone,
+             comm::Communicator& ranks = world()) {
   config.eos_ids.clear();  // lengths stay fixed: the comparison is token by token
-  absl::StatusOr<std::unique_ptr<Engine>> engine = Engine::create(model, world(), mesh, config);
+  absl::StatusOr<std::unique_ptr<Engine>> engine = Engine::create(model, ranks, mesh, config);
   WEFT_CHECK(engine.ok()) << engine.status().message();
   Served out;
   out.tokens.resize(requests.size());
   out.logprobs.resize(requests.size());
   const size_t rounds = alone ? requests.size() : 1;
   for (size_t round = 0; round < rounds; ++round) {
-    if (world().rank() != 0) {
+    if (ranks.rank() != 0) {
       (*engine)->run_worker();
       continue;
     }
@@ -96,7 +102,7 @@ Served serve(models::CausalLM& model, const parallel::Mesh* mesh, EngineConfig c
     }
     (*engine)->run_until_done();
   }
-  if (world().rank() == 0) out.stats = (*engine)->stats();
+  if (ranks.rank() == 0) out.stats = (*engine)->stats();
   return out;
 }
 
@@ -196,6 +202,48 @@ INSTANTIATE_TEST_SUITE_P(ExpertParallel, BatchInvariance,
                          ::testing::Combine(::testing::Values("mixtral_moe"),
                                             ::testing::Values(Layout{2, 1, 2})),
                          layout_name);
+
+// A vocabulary tp does not divide (97 ids over tp 2, padded to 98: docs/algorithms.md "Tensor
+// parallelism"): the tp-2 engine serves what a one-rank engine serves, token for token and with
+// the same log-probabilities. With kPaddingWouldWin every real logit is negative, so a padded id
+// that had a logit would win every argmax.
+TEST(Engine, VocabularyTpDoesNotDivideServesAsOneRank) {
+  if (world().size() != 2) GTEST_SKIP() << "tp 2 against one rank";
+  auto dims = parallel::resolve_dims(2, 2, 1, 1, 1, 1);
+  ASSERT_TRUE(dims.ok());
+  std::unique_ptr<parallel::Mesh> mesh = parallel::Mesh::create(world(), *dims);
+  std::unique_ptr<comm::Communicator> alone = world().split(world().rank(), 0, "alone");
+  std::vector<Request> requests = make_requests(testing::kOddVocab);
+  requests.resize(12);
+  EngineConfig config;
+  config.num_blocks = 64;
+  config.block_size = 8;
+  config.scheduler.max_num_batched_tokens = 24;  // prefill in pieces
+  for (bool adversarial : {false, true}) {
+    SCOPED_TRACE(adversarial ? "padding would win" : "random weights");
+    const io::ModelConfig model_config = testing::odd_vocab_config(/*tied=*/!adversarial);
+    const auto weights =
+        testing::odd_vocab_weights(model_config,
+                                   adversarial ? testing::OddVocabWeights::kPaddingWouldWin
+                                               : testing::OddVocabWeights::kRandom,
+                                   9);
+    auto one = testing::model_with_weights(model_config, weights);
+    const Served want = serve(*one, nullptr, config, requests, false, *alone);
+    auto tp = testing::model_with_weights(model_config, weights, {.mesh = mesh.get()});
+    const Served got = serve(*tp, mesh.get(), config, requests, false);
+    if (world().rank() != 0) continue;
+    for (size_t i = 0; i < requests.size(); ++i) {
+      ASSERT_EQ(want.tokens[i].size(), static_cast<size_t>(requests[i].max_tokens)) << i;
+      EXPECT_EQ(got.tokens[i], want.tokens[i]) << "request " << i;
+      ASSERT_EQ(got.logprobs[i].size(), want.logprobs[i].size()) << i;
+      for (size_t t = 0; t < want.logprobs[i].size(); ++t) {
+        EXPECT_NEAR(got.logprobs[i][t], want.logprobs[i][t],
+                    1e-5 * std::max(1.0f, std::abs(want.logprobs[i][t])))
+            << "request " << i << " token " << t;
+      }
+    }
+  }
+}
 
 TEST(Engine, RefusesModelsWithLinearAttention) {
   auto model = models::CausalLM::from_pretrained(fixtures_dir() + "/models/hybrid_linear");

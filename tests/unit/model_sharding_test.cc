@@ -1,6 +1,7 @@
 // One rank's view of tensor-parallel sharding: the blocks take_shard cuts (rows, column blocks,
-// from bf16 files), the specs new_sharded_param writes, the KV-head replication table, and the
-// tp region's identity on one rank.
+// from bf16 files), the specs new_sharded_param writes, the vocabulary's padded split (any
+// vocabulary over any tp), the KV-head replication table, and the tp region's identity on one
+// rank.
 #include <gtest/gtest.h>
 
 #include <vector>
@@ -45,6 +46,49 @@ TEST(ModelSharding, OnePartIsTheWholeUnsplitTensor) {
   const Param p = new_sharded_param("w", {4, 6}, 0, {1, 0, 0});
   EXPECT_EQ(p.spec.split_dim, -1);
   EXPECT_EQ(p.value.shape(), (Shape{4, 6}));
+}
+
+TEST(ModelSharding, PaddedVocabularyBlocksHoldOnlyRealIds) {
+  // 97 ids padded to 100 over tp 4: blocks of 25 from rank * 25, the last holding 22.
+  const int64_t want_length[] = {25, 25, 25, 22};
+  for (int rank = 0; rank < 4; ++rank) {
+    const ShardExtent e = shard_extent(97, TpContext{4, rank, nullptr}.vocab());
+    EXPECT_EQ(e.offset, 25 * rank);
+    EXPECT_EQ(e.length, want_length[rank]);
+  }
+  // Any tp whose last block is not empty: the blocks tile [0, V) in order.
+  for (int64_t vocab : {1, 2, 7, 97, 50257}) {
+    for (int tp = 1; tp <= 16; ++tp) {
+      if (shard_extent(vocab, TpContext{tp, tp - 1, nullptr}.vocab()).length <= 0) continue;
+      int64_t next = 0;
+      for (int rank = 0; rank < tp; ++rank) {
+        const ShardExtent e = shard_extent(vocab, TpContext{tp, rank, nullptr}.vocab());
+        EXPECT_EQ(e.offset, next) << vocab << " over " << tp;
+        EXPECT_GT(e.length, 0) << vocab << " over " << tp;
+        next += e.length;
+      }
+      EXPECT_EQ(next, vocab) << vocab << " over " << tp;
+    }
+  }
+  // An even split is unchanged by the rule.
+  const ShardExtent even = shard_extent(96, TpContext{4, 3, nullptr}.even());
+  EXPECT_EQ(even.offset, 72);
+  EXPECT_EQ(even.length, 24);
+}
+
+TEST(ModelSharding, LastVocabularyShardIsShorterAndLoadsItsRows) {
+  // [7, 6] over tp 3: blocks of ceil(7/3) = 3 rows; rank 2 holds row 6 only.
+  std::vector<float> v;
+  for (int r = 0; r < 7; ++r) {
+    for (int c = 0; c < 6; ++c) v.push_back(static_cast<float>(10 * r + c));
+  }
+  const Tensor whole = Tensor::from_floats(v, {7, 6});
+  const Param p = new_sharded_param("embed", {7, 6}, 0, TpContext{3, 2, nullptr}.vocab());
+  EXPECT_EQ(p.value.shape(), (Shape{1, 6}));
+  EXPECT_EQ(p.spec.offset, 6);
+  EXPECT_EQ(p.spec.global_shape, (Shape{7, 6}));
+  EXPECT_EQ(take_shard(whole, p.spec, p.value.shape()).to_floats(),
+            (std::vector<float>{60, 61, 62, 63, 64, 65}));
 }
 
 TEST(ModelSharding, KvHeadsReplicateWhenTpExceedsThem) {
