@@ -127,7 +127,6 @@ Tensor gather_logits(const parallel::Mesh& mesh, const std::vector<Tensor>& loca
 std::map<std::string, Tensor> gather_parameters(const parallel::Mesh& mesh,
                                                 const std::vector<models::Param*>& params,
                                                 Tensor models::Param::*pick) {
-  const parallel::ParallelDims& d = mesh.dims();
   const parallel::Coord& c = mesh.coord();
   comm::Communicator& world = mesh.world();
   std::map<std::string, Tensor> out;
