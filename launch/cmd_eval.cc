@@ -92,6 +92,9 @@ absl::Status run_eval(Session& session, const Args& args) {
   const bool sequence_parallel = flags.boolean("sequence-parallel");
   const int pp_virtual = static_cast<int>(flags.integer("pp-virtual", 1));
   const double capacity = flags.number("moe-capacity-factor", 0);
+  const absl::StatusOr<models::Recompute> recompute =
+      models::parse_recompute(flags.str("recompute"));
+  WEFT_RETURN_IF_ERROR(session.agree(recompute.status()));
   if (!(flags.number("moe-aux-loss-coef", 0) >= 0)) {
     return session.agree(invalid_argument("--moe-aux-loss-coef ",
                                           flags.number("moe-aux-loss-coef", 0),
@@ -104,6 +107,7 @@ absl::Status run_eval(Session& session, const Args& args) {
                                                              .sp_attn = sp->attn,
                                                              .sp_linear = sp->linear,
                                                              .sp_ulysses = sp->ulysses,
+                                                             .recompute = *recompute,
                                                              .moe_capacity_factor = capacity,
                                                              .expert_placement = moe->placement,
                                                              .speculative_moe = moe->speculative});

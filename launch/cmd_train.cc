@@ -157,6 +157,7 @@ absl::StatusOr<train::TrainOptions> options_from(const io::RunConfig& cfg, bool 
                             " must be a finite number >= 0");
   }
   o.moe_aux_loss_coef = par.moe_aux_loss_coef();
+  WEFT_ASSIGN_OR_RETURN(o.recompute, models::parse_recompute(par.recompute()));
   WEFT_ASSIGN_OR_RETURN(const MoePlacement moe,
                         moe_placement(cfg.model(), par.speculative_moe(), o.ep));
   o.expert_placement = moe.placement;

@@ -41,6 +41,12 @@ absl::StatusOr<std::unique_ptr<CausalLM>> allocating(
 
 }  // namespace
 
+absl::StatusOr<Recompute> parse_recompute(const std::string& name) {
+  if (name.empty() || name == "none") return Recompute::kNone;
+  if (name == "full") return Recompute::kFull;
+  return invalid_argument("--recompute '", name, "': choose none or full");
+}
+
 absl::StatusOr<std::unique_ptr<CausalLM>> CausalLM::from_pretrained(
     const std::string& model_dir, const ParallelOptions& parallel) {
   WEFT_ASSIGN_OR_RETURN(io::ModelConfig config, io::load_model_config(model_dir));

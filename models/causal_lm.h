@@ -54,6 +54,10 @@ class InferenceState {
 };
 
 // How a model is split over a Mesh (null mesh = one rank holds everything).
+enum class Recompute { kNone, kFull };
+// "none" / "full" -> the mode; an error naming the flag and the choices otherwise.
+absl::StatusOr<Recompute> parse_recompute(const std::string& name);
+
 struct ParallelOptions {
   const parallel::Mesh* mesh = nullptr;
   bool sequence_parallel = false;  // Megatron SP over the tp group
@@ -65,6 +69,9 @@ struct ParallelOptions {
   int sp_ulysses = 1;
   // MoE (models/expert_context.h): per-sequence expert capacity (0 = dropless); the expert
   // placement over ep ranks per layer (empty: contiguous blocks) and speculative dispatch.
+  // Activation recomputation (--recompute): kFull keeps each decoder layer's input only and runs
+  // its forward again in the backward.
+  Recompute recompute = Recompute::kNone;
   double moe_capacity_factor = 0;
   std::vector<std::vector<int64_t>> expert_placement;
   bool speculative_moe = false;

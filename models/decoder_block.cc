@@ -72,6 +72,10 @@ Tensor DecoderBlock::backward(Saved& saved, const Tensor& dy,
 
 MoeBlock* DecoderBlock::moe() const { return dynamic_cast<MoeBlock*>(ffn_.get()); }
 
+void DecoderBlock::set_recomputing(bool recomputing) {
+  if (MoeBlock* m = moe()) m->set_recomputing(recomputing);
+}
+
 void DecoderBlock::collect_params(std::vector<Param*>& out) {
   // Hugging Face's named_parameters() order.
   mixer_->collect_params(out);

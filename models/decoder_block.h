@@ -58,6 +58,8 @@ class DecoderBlock {
   void collect_params(std::vector<Param*>& out);
   // The MoE block, or null for a dense MLP.
   [[nodiscard]] MoeBlock* moe() const;
+  // A forward that repeats one already counted (--recompute): MoE counters stay as they are.
+  void set_recomputing(bool recomputing);
 
  private:
   RmsNorm input_norm_;

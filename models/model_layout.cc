@@ -178,6 +178,7 @@ absl::StatusOr<ModelLayout> plan_layout(const io::ModelConfig& config,
         "--moe-capacity-factor ", parallel.moe_capacity_factor, " must be a finite number >= 0"));
   }
   layout.experts.capacity_factor = parallel.moe_capacity_factor;
+  layout.recompute = parallel.recompute;
   if (parallel.mesh == nullptr) {
     WEFT_ASSIGN_OR_RETURN(layout.chunks, parallel::stage_layers(layers, 1, parallel.pp_virtual, 0));
     layout.stages = parallel.pp_virtual;

@@ -17,6 +17,7 @@ struct ModelLayout {
   const parallel::Mesh* mesh = nullptr;  // null: one rank
   TpContext tp;
   ExpertContext experts;  // the MoE view of this stage (plain when ep = etp = 1)
+  Recompute recompute = Recompute::kNone;
   bool sequence_parallel = false;
   // Sequence parallelism: the sp group, how the sequence is split over it, the algorithms.
   int sp = 1;

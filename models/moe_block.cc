@@ -123,9 +123,11 @@ MoeBlock::Routed MoeBlock::route(const Tensor& x, int64_t sequences) const {
   } else {
     r.keep.assign(n * k, true);
   }
-  if (routing_sink_) routing_sink_(r.idx);
-  counts_.routed += n * k;
-  counts_.dropped += std::count(r.keep.begin(), r.keep.end(), false);
+  if (!recomputing_) {
+    if (routing_sink_) routing_sink_(r.idx);
+    counts_.routed += n * k;
+    counts_.dropped += std::count(r.keep.begin(), r.keep.end(), false);
+  }
   return r;
 }
 
@@ -155,7 +157,7 @@ std::vector<float> MoeBlock::balance(const Routed& routed, bool counted) const {
     dprob[e] = static_cast<float>(aux_scale_ * static_cast<double>(e_count) * f /
                                   (static_cast<double>(num_layers_) * rows));
   }
-  counts_.aux += aux;
+  if (!recomputing_) counts_.aux += aux;
   return dprob;
 }
 
@@ -288,7 +290,9 @@ Tensor MoeBlock::dispatch_forward(const Tensor& x, Routed routed, Saved* s) cons
   }
   for (int d = 0; d < ep_.ep; ++d) {
     if (d == ep_.ep_rank) continue;
-    for (int64_t j = 0; j < local; ++j) counts_.remote_rows += counts[d * local + j];
+    for (int64_t j = 0; j < local; ++j) {
+      if (!recomputing_) counts_.remote_rows += counts[d * local + j];
+    }
   }
   s->dispatch = parallel::ExpertDispatch(ep_.ep_group, ep_.etp_group, counts, local);
   const Tensor xg = s->dispatch.dispatch(x_send);  // [R, D] grouped by local expert
@@ -388,7 +392,7 @@ Tensor MoeBlock::speculative_forward(const Tensor& x, Routed routed, Saved* s) c
     }
   }
   const auto sent = static_cast<int64_t>(s->send_token.size());
-  counts_.remote_rows += sent - s->send_rows[ep_.ep_rank];
+  if (!recomputing_) counts_.remote_rows += sent - s->send_rows[ep_.ep_rank];
   Tensor counts = Tensor::empty({p}, DType::kI64);
   ep_.ep_group->all_to_all(Tensor::from_ints(s->send_rows, {p}), counts);
   s->recv_rows = counts.to_ints();

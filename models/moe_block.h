@@ -80,6 +80,9 @@ class MoeBlock final : public FeedForward {
   // coefficient over the step's micro-batches (0: off). Its statistics are collective over
   // ExpertContext::token_groups in every forward while it is on.
   void set_aux_loss_scale(double scale) { aux_scale_ = scale; }
+  // While set, forwards repeat an earlier one (activation recomputation): they neither count
+  // nor call the routing sink.
+  void set_recomputing(bool recomputing) { recomputing_ = recomputing; }
   // Called with the expert choices idx [n, k] (i32) of every forward's routed rows.
   void set_routing_sink(std::function<void(const Tensor& idx)> sink) {
     routing_sink_ = std::move(sink);
@@ -122,6 +125,7 @@ class MoeBlock final : public FeedForward {
   mutable MoeCounts counts_;
   std::function<void(const Tensor&)> routing_sink_;
   double aux_scale_ = 0;
+  bool recomputing_ = false;
   int64_t num_layers_;  // L: the aux terms are averaged over layers
 };
 

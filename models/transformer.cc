@@ -36,6 +36,7 @@ struct Transformer::ChunkSaved final : ChunkState {
   Tensor ids;      // [N]
   Tensor targets;  // [N] i64, -1 where nothing is predicted (last stage)
   std::vector<DecoderBlock::Saved> blocks;
+  std::vector<Tensor> block_inputs;  // --recompute full: each block's input [rows, D] only
   RmsNorm::Saved final_norm;
   Tensor normed;                 // [N, D] input of the LM head (all rows)
   Tensor logits;                 // [N, V_r]
@@ -273,8 +274,12 @@ Tensor Transformer::chunk_forward(int c, const Tensor& tokens, const Tensor& inp
     WEFT_CHECK_EQ(input.numel(), rows * d) << "chunk " << c << " got input " << input.str();
     x = input.view({rows, d});
   }
+  const bool recompute = keep && layout_.recompute == Recompute::kFull;
+  if (recompute) s.block_inputs.resize(chunk.blocks.size());
   for (size_t i = 0; i < chunk.blocks.size(); ++i) {
-    x = chunk.blocks[i]->forward(s.batch, x, region_, nullptr, keep ? &s.blocks[i] : nullptr);
+    if (recompute) s.block_inputs[i] = x;
+    x = chunk.blocks[i]->forward(s.batch, x, region_, nullptr,
+                                 keep && !recompute ? &s.blocks[i] : nullptr);
   }
   if (!is_last_stage(c)) return x.view({b, rows / b, d});
 
@@ -327,6 +332,15 @@ Tensor Transformer::backward_chunk(int c, ChunkState& state, const Tensor& dout,
     dx = dout.view({rows, d});
   }
   for (size_t i = chunk.blocks.size(); i-- > 0;) {
+    if (!s.block_inputs.empty()) {
+      // --recompute full: the block's forward again from its kept input, now keeping what its
+      // backward needs (the same values: every kernel is deterministic).
+      DecoderBlock& block = *chunk.blocks[i];
+      block.set_recomputing(true);
+      (void)block.forward(s.batch, s.block_inputs[i], region_, nullptr, &s.blocks[i]);
+      block.set_recomputing(false);
+      s.block_inputs[i] = Tensor();
+    }
     dx = chunk.blocks[i]->backward(s.blocks[i], dx, region_);
     s.blocks[i] = DecoderBlock::Saved();
   }
