@@ -95,8 +95,8 @@ std::vector<FlagSpec> model_parallel_flags() {
       {"moe-capacity-factor", FlagKind::kFloat,
        "per-sequence expert capacity factor F (default: dropless)"},
       {"recompute", FlagKind::kString,
-       "activation recomputation: none (default) or full (keep each layer's input, recompute "
-       "its forward in the backward)"},
+       "activation recomputation: none (default), selective (rerun the attention core in the "
+       "backward) or full (keep each layer's input, rerun its forward)"},
       {"moe-aux-loss-coef", FlagKind::kFloat,
        "MoE load-balancing loss coefficient (default 0: off); reported apart from the loss"},
       {"speculative-moe", FlagKind::kString,

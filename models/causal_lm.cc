@@ -43,8 +43,9 @@ absl::StatusOr<std::unique_ptr<CausalLM>> allocating(
 
 absl::StatusOr<Recompute> parse_recompute(const std::string& name) {
   if (name.empty() || name == "none") return Recompute::kNone;
+  if (name == "selective") return Recompute::kSelective;
   if (name == "full") return Recompute::kFull;
-  return invalid_argument("--recompute '", name, "': choose none or full");
+  return invalid_argument("--recompute '", name, "': choose none, selective or full");
 }
 
 absl::StatusOr<std::unique_ptr<CausalLM>> CausalLM::from_pretrained(

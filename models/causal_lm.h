@@ -54,8 +54,8 @@ class InferenceState {
 };
 
 // How a model is split over a Mesh (null mesh = one rank holds everything).
-enum class Recompute { kNone, kFull };
-// "none" / "full" -> the mode; an error naming the flag and the choices otherwise.
+enum class Recompute { kNone, kSelective, kFull };
+// "none" / "selective" / "full" -> the mode; an error naming the flag and the choices otherwise.
 absl::StatusOr<Recompute> parse_recompute(const std::string& name);
 
 struct ParallelOptions {
@@ -70,7 +70,7 @@ struct ParallelOptions {
   // MoE (models/expert_context.h): per-sequence expert capacity (0 = dropless); the expert
   // placement over ep ranks per layer (empty: contiguous blocks) and speculative dispatch.
   // Activation recomputation (--recompute): kFull keeps each decoder layer's input only and runs
-  // its forward again in the backward.
+  // its forward again in the backward; kSelective reruns the softmax-attention core only.
   Recompute recompute = Recompute::kNone;
   double moe_capacity_factor = 0;
   std::vector<std::vector<int64_t>> expert_placement;

@@ -14,11 +14,12 @@ namespace weft::models {
 namespace {
 
 std::unique_ptr<TokenMixer> make_mixer(const io::ModelConfig& config, int64_t layer,
-                                       const TpContext& tp, const SpContext& sp) {
+                                       const TpContext& tp, const SpContext& sp,
+                                       bool recompute_attention) {
   if (config.layer_types[layer] == io::LayerType::kLinearAttention) {
     return std::make_unique<LinearAttention>(config, layer, tp, sp.linear);
   }
-  return std::make_unique<SoftmaxAttention>(config, layer, tp, sp.attention);
+  return std::make_unique<SoftmaxAttention>(config, layer, tp, sp.attention, recompute_attention);
 }
 
 std::unique_ptr<FeedForward> make_ffn(const io::ModelConfig& config, int64_t layer,
@@ -34,10 +35,11 @@ std::string norm_name(int64_t layer, const char* norm) {
 }  // namespace
 
 DecoderBlock::DecoderBlock(const io::ModelConfig& config, int64_t layer, const TpContext& tp,
-                           const SpContext& sp, const ExpertContext& experts)
+                           const SpContext& sp, const ExpertContext& experts,
+                           bool recompute_attention)
     : input_norm_(norm_name(layer, "input_layernorm"), config.hidden_size,
                   static_cast<float>(config.rms_norm_eps)),
-      mixer_(make_mixer(config, layer, tp, sp)),
+      mixer_(make_mixer(config, layer, tp, sp, recompute_attention)),
       post_attention_norm_(norm_name(layer, "post_attention_layernorm"), config.hidden_size,
                            static_cast<float>(config.rms_norm_eps)),
       ffn_(make_ffn(config, layer, tp, experts)) {}

@@ -32,9 +32,11 @@ class DecoderBlock {
   };
 
   // sp: the sequence-parallel mixer cores (training and full forwards; decoding runs whole);
-  // experts: the MoE layout (plain when it does not dispatch).
+  // experts: the MoE layout (plain when it does not dispatch); recompute_attention: softmax
+  // attention reruns its core in the backward (--recompute selective).
   DecoderBlock(const io::ModelConfig& config, int64_t layer, const TpContext& tp,
-               const SpContext& sp = {}, const ExpertContext& experts = {});
+               const SpContext& sp = {}, const ExpertContext& experts = {},
+               bool recompute_attention = false);
 
   // x [n, D] -> [n, D] with n = region.local_rows(N). cache: decoding state of this layer (or
   // null); saved: fill for backward.

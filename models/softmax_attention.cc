@@ -37,11 +37,13 @@ class SoftmaxAttention::PagedCache final : public MixerCache {
 };
 
 SoftmaxAttention::SoftmaxAttention(const io::ModelConfig& config, int64_t layer,
-                                   const TpContext& tp, parallel::SequenceParallelAttention* sp)
+                                   const TpContext& tp, parallel::SequenceParallelAttention* sp,
+                                   bool recompute_core)
     : proj_(config, layer, tp),
       sp_(sp),
       rope_theta_(static_cast<float>(config.rope_theta)),
-      scale_(1.0f / std::sqrt(static_cast<float>(config.head_dim))) {}
+      scale_(1.0f / std::sqrt(static_cast<float>(config.head_dim))),
+      recompute_core_(recompute_core) {}
 
 Tensor SoftmaxAttention::forward(const TokenBatch& batch, const Tensor& x, MixerCache* cache,
                                  SavedPtr* saved) const {
@@ -72,8 +74,10 @@ Tensor SoftmaxAttention::forward(const TokenBatch& batch, const Tensor& x, Mixer
     s->batch = batch;
     s->x = x;
     s->qkv = std::move(qkv);
-    s->o = std::move(o);
-    s->lse = std::move(lse);
+    if (!recompute_core_ || sp_saved != nullptr) {
+      s->o = std::move(o);
+      s->lse = std::move(lse);
+    }
     s->sp = std::move(sp_saved);
     *saved = std::move(s);
   }
@@ -113,6 +117,11 @@ void SoftmaxAttention::attend_paged(const PagedBatch& paged, const QkvHeads& qkv
 
 Tensor SoftmaxAttention::backward(LayerSaved& saved_base, const Tensor& dy) {
   auto& s = static_cast<Saved&>(saved_base);
+  if (!s.o.defined()) {  // --recompute selective: the core again, from the kept q, k, v
+    s.o = Tensor::empty(s.qkv.q.shape());
+    s.lse = Tensor::empty({s.batch.batch, proj_.heads(), s.batch.len});
+    attend(s.qkv, s.o, s.lse);
+  }
   const Tensor d_o = proj_.backward_out(s.o, dy);  // [B, T, H, d]
   QkvHeads grads = proj_.zero_grads(s.batch);
   if (s.sp != nullptr) {

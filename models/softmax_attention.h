@@ -18,9 +18,11 @@ namespace weft::models {
 class SoftmaxAttention final : public TokenMixer {
  public:
   // sp: the sequence-parallel core that replaces attend() when the sequence is split (null:
-  // this rank holds whole sequences).
+  // this rank holds whole sequences). recompute_core (--recompute selective): a training
+  // forward keeps q, k, v but not the core's output o and log-sum-exp, and the backward runs
+  // the core again (whole sequences only: a sequence-parallel core keeps what it keeps).
   SoftmaxAttention(const io::ModelConfig& config, int64_t layer, const TpContext& tp,
-                   parallel::SequenceParallelAttention* sp = nullptr);
+                   parallel::SequenceParallelAttention* sp = nullptr, bool recompute_core = false);
 
   [[nodiscard]] Tensor forward(const TokenBatch& batch, const Tensor& x, MixerCache* cache,
                                SavedPtr* saved) const override;
@@ -51,6 +53,7 @@ class SoftmaxAttention final : public TokenMixer {
   parallel::SequenceParallelAttention* sp_;
   float rope_theta_;
   float scale_;  // 1 / sqrt(head_dim)
+  bool recompute_core_;
 };
 
 }  // namespace weft::models

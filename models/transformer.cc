@@ -89,8 +89,8 @@ Transformer::Transformer(io::ModelConfig config, ModelLayout layout)
     chunk.range = layout_.chunks[c];
     if (c == 0 && first) embedding_->collect_params(chunk.params);
     for (int layer = chunk.range.first; layer < chunk.range.last; ++layer) {
-      chunk.blocks.push_back(
-          std::make_unique<DecoderBlock>(config_, layer, tp, sp, layout_.experts));
+      chunk.blocks.push_back(std::make_unique<DecoderBlock>(
+          config_, layer, tp, sp, layout_.experts, layout_.recompute == Recompute::kSelective));
       chunk.blocks.back()->collect_params(chunk.params);
     }
   }

@@ -1,7 +1,8 @@
-// Activation recomputation (--recompute full, docs/algorithms.md "Long-context training"): each
-// decoder layer keeps only its input and runs its forward again in the backward. Exact: eval
-// with --grads and training give the run without it, on one rank and composed with tp (and
-// Megatron-SP), sp, pp, dp, ZeRO-1 and expert parallelism; the accounted peak memory falls.
+// Activation recomputation (docs/algorithms.md "Activation recomputation"): --recompute full keeps
+// each decoder layer's input only and runs its forward again in the backward; selective reruns
+// the softmax-attention core. Exact: eval with --grads and training give the run without it, on
+// one rank and composed with tp (and Megatron-SP), sp, pp, dp, ZeRO-1 and expert parallelism;
+// the accounted peak memory falls.
 #include <gtest/gtest.h>
 
 #include "tests/cli/cli_util.h"
@@ -9,7 +10,7 @@
 namespace weft::testing {
 namespace {
 
-TEST(RecomputeEval, FullRecomputationGivesTheSameLogitsLossAndGradients) {
+TEST(RecomputeEval, RecomputationGivesTheSameLogitsLossAndGradients) {
   for (const auto& [fixture, meshes] : std::vector<std::pair<std::string, std::vector<Mesh>>>{
            {"llama_gqa",
             {{1, ""}, {2, "--tp 2 --sequence-parallel"}, {2, "--sp 2"}, {2, "--pp 2"}}},
@@ -23,9 +24,12 @@ TEST(RecomputeEval, FullRecomputationGivesTheSameLogitsLossAndGradients) {
     for (const Mesh& m : meshes) {
       SCOPED_TRACE(absl::StrCat(m.ranks, " ranks ", m.flags));
       const std::string plain = eval_on_mesh(model, tokens, dir, m);
-      const std::string again =
-          eval_on_mesh(model, tokens, dir, {m.ranks, m.flags + " --recompute full"});
-      expect_same_tensors(again, plain, 1e-6);
+      for (const char* mode : {"full", "selective"}) {
+        SCOPED_TRACE(mode);
+        const std::string again =
+            eval_on_mesh(model, tokens, dir, {m.ranks, m.flags + " --recompute " + mode});
+        expect_same_tensors(again, plain, 1e-6);
+      }
     }
   }
 }
@@ -40,9 +44,11 @@ std::string four_layer_model() {
   return dir;
 }
 
-TEST(RecomputeTrain, FullRecomputationTrainsAsWithout) {
+TEST(RecomputeTrain, RecomputationTrainsAsWithout) {
   expect_meshes_train_alike(four_layer_model(),
                             {{1, "--recompute full"},
+                             {1, "--recompute selective"},
+                             {2, "--recompute selective --tp 2 --sequence-parallel"},
                              {2, "--recompute full --tp 2"},
                              {2, "--recompute full --zero 1 --micro-batch 1"},
                              {2, "--recompute full --pp 2 --micro-batch 1"}},
@@ -59,10 +65,14 @@ int64_t peak_bytes(const std::string& model, const std::string& flags) {
   return line["peak_bytes"].get<int64_t>();
 }
 
-TEST(RecomputeTrain, FullRecomputationLowersThePeakMemory) {
+TEST(RecomputeTrain, RecomputationLowersThePeakMemory) {
   const std::string model = four_layer_model();
   const int64_t none = peak_bytes(model, "");
+  const int64_t selective = peak_bytes(model, "--recompute selective");
   const int64_t full = peak_bytes(model, "--recompute full");
+  // Selective drops each layer's attention output and log-sum-exp (N*D + B*H*T floats).
+  EXPECT_LT(selective, none);
+  EXPECT_LT(full, selective);
   // Without recomputation all 4 layers' activations are alive at the start of the backward;
   // with it, the 4 inputs and one layer's activations at a time.
   EXPECT_LT(full, none);
@@ -74,7 +84,9 @@ TEST(RecomputeRefusals, UnknownModeIsNamed) {
   const std::string dir = make_temp_dir("weft_recompute_bad");
   RunResult r = run_weft(train_args(four_layer_model(), dir, 1) + " --recompute sometimes");
   EXPECT_EQ(r.exit_code, 1);
-  EXPECT_NE(r.err.find("--recompute 'sometimes': choose none or full"), std::string::npos) << r.err;
+  EXPECT_NE(r.err.find("--recompute 'sometimes': choose none, selective or full"),
+            std::string::npos)
+      << r.err;
 }
 
 }  // namespace
