@@ -100,17 +100,18 @@ absl::Status run_eval(Session& session, const Args& args) {
                                           flags.number("moe-aux-loss-coef", 0),
                                           " must be a finite number >= 0"));
   }
-  absl::StatusOr<std::unique_ptr<models::CausalLM>> loaded =
-      models::CausalLM::from_pretrained(flags.str("model"), {.mesh = mesh.get(),
-                                                             .sequence_parallel = sequence_parallel,
-                                                             .pp_virtual = pp_virtual,
-                                                             .sp_attn = sp->attn,
-                                                             .sp_linear = sp->linear,
-                                                             .sp_ulysses = sp->ulysses,
-                                                             .recompute = *recompute,
-                                                             .moe_capacity_factor = capacity,
-                                                             .expert_placement = moe->placement,
-                                                             .speculative_moe = moe->speculative});
+  absl::StatusOr<std::unique_ptr<models::CausalLM>> loaded = models::CausalLM::from_pretrained(
+      flags.str("model"), {.mesh = mesh.get(),
+                           .sequence_parallel = sequence_parallel,
+                           .pp_virtual = pp_virtual,
+                           .sp_attn = sp->attn,
+                           .sp_linear = sp->linear,
+                           .sp_ulysses = sp->ulysses,
+                           .recompute = *recompute,
+                           .streambp = flags.integer("streambp", 0),
+                           .moe_capacity_factor = capacity,
+                           .expert_placement = moe->placement,
+                           .speculative_moe = moe->speculative});
   WEFT_RETURN_IF_ERROR(session.agree(loaded.status()));
   models::CausalLM& model = **loaded;
   const int64_t batch = data->num_sequences();

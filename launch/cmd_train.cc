@@ -158,6 +158,8 @@ absl::StatusOr<train::TrainOptions> options_from(const io::RunConfig& cfg, bool 
   }
   o.moe_aux_loss_coef = par.moe_aux_loss_coef();
   WEFT_ASSIGN_OR_RETURN(o.recompute, models::parse_recompute(par.recompute()));
+  if (par.streambp() < 0) return invalid_argument("--streambp ", par.streambp(), " must be >= 1");
+  o.streambp = par.streambp();
   WEFT_ASSIGN_OR_RETURN(const MoePlacement moe,
                         moe_placement(cfg.model(), par.speculative_moe(), o.ep));
   o.expert_placement = moe.placement;

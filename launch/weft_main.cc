@@ -97,6 +97,10 @@ std::vector<FlagSpec> model_parallel_flags() {
       {"recompute", FlagKind::kString,
        "activation recomputation: none (default), selective (rerun the attention core in the "
        "backward) or full (keep each layer's input, rerun its forward)"},
+      {"streambp", FlagKind::kInt,
+       "StreamBP loss head: LM head and loss over CHUNK rows at a time (no [N, vocab] logits "
+       "kept for the backward)",
+       false, 1},
       {"moe-aux-loss-coef", FlagKind::kFloat,
        "MoE load-balancing loss coefficient (default 0: off); reported apart from the loss"},
       {"speculative-moe", FlagKind::kString,

@@ -179,6 +179,11 @@ absl::StatusOr<ModelLayout> plan_layout(const io::ModelConfig& config,
   }
   layout.experts.capacity_factor = parallel.moe_capacity_factor;
   layout.recompute = parallel.recompute;
+  if (parallel.streambp < 0) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("--streambp ", parallel.streambp, " must be a chunk size >= 1"));
+  }
+  layout.streambp = parallel.streambp;
   if (parallel.mesh == nullptr) {
     WEFT_ASSIGN_OR_RETURN(layout.chunks, parallel::stage_layers(layers, 1, parallel.pp_virtual, 0));
     layout.stages = parallel.pp_virtual;

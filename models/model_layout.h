@@ -18,6 +18,7 @@ struct ModelLayout {
   TpContext tp;
   ExpertContext experts;  // the MoE view of this stage (plain when ep = etp = 1)
   Recompute recompute = Recompute::kNone;
+  int64_t streambp = 0;  // rows per chunk of the LM head and loss (0: all at once)
   bool sequence_parallel = false;
   // Sequence parallelism: the sp group, how the sequence is split over it, the algorithms.
   int sp = 1;

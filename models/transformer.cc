@@ -284,19 +284,43 @@ Tensor Transformer::chunk_forward(int c, const Tensor& tokens, const Tensor& inp
   if (!is_last_stage(c)) return x.view({b, rows / b, d});
 
   Tensor normed = region_.enter(final_norm_->forward(x, keep ? &s.final_norm : nullptr));  // [N, D]
-  Tensor chunk_logits = head_->forward(normed);  // [N, V_r]
-  Tensor targets = next_token_targets(tokens);   // [B*T]
+  Tensor targets = next_token_targets(tokens);                                             // [B*T]
   if (layout_.sp > 1)
     targets = take_columns(targets.view({b, tokens.dim(1)}), positions).view({b * t});
   Tensor lse = Tensor::empty({b * t});  // [N]
-  *loss_sum = cross_entropy_sum(chunk_logits, targets, head_->vocab_start(), layout_.tp.group, lse);
-  if (logits != nullptr) *logits = chunk_logits.view({b, t, chunk_logits.dim(1)});
+  const int64_t n = b * t, step = layout_.streambp > 0 ? layout_.streambp : n;
+  if (step >= n) {
+    Tensor chunk_logits = head_->forward(normed);  // [N, V_r]
+    *loss_sum =
+        cross_entropy_sum(chunk_logits, targets, head_->vocab_start(), layout_.tp.group, lse);
+    if (logits != nullptr) *logits = chunk_logits.view({b, t, chunk_logits.dim(1)});
+    if (keep) {
+      s.logits = std::move(chunk_logits);
+      s.logits_returned = logits != nullptr;
+    }
+  } else {
+    // --streambp: the head and the loss over `step` rows at a time; the [N, V_r] logits exist
+    // only when the caller asks for them (evaluation's output), never for the backward.
+    *loss_sum = 0;
+    Tensor all_logits;
+    for (int64_t r = 0; r < n; r += step) {
+      const int64_t e = std::min(n, r + step);
+      const Tensor part = head_->forward(normed.slice(r, e));  // [e - r, V_r]
+      Tensor part_lse = lse.slice(r, e);
+      *loss_sum += cross_entropy_sum(part, targets.slice(r, e), head_->vocab_start(),
+                                     layout_.tp.group, part_lse);
+      if (logits != nullptr) {
+        if (!all_logits.defined()) all_logits = Tensor::empty({n, part.dim(1)});
+        Tensor rows_out = all_logits.slice(r, e);
+        rows_out.copy_from(part);
+      }
+    }
+    if (logits != nullptr) *logits = all_logits.view({b, t, all_logits.dim(1)});
+  }
   if (keep) {
     s.targets = std::move(targets);
     s.normed = std::move(normed);
-    s.logits = std::move(chunk_logits);
     s.lse = std::move(lse);
-    s.logits_returned = logits != nullptr;
   }
   return Tensor();
 }
@@ -320,12 +344,29 @@ Tensor Transformer::backward_chunk(int c, ChunkState& state, const Tensor& dout,
   Tensor dx;  // [rows, D]
   if (is_last_stage(c)) {
     ensure_grad(head_->weight());  // the embedding table of an earlier chunk when tied
-    // The [N, V_r] gradient overwrites the logits in place unless the caller holds them.
-    Tensor dlogits = s.logits_returned ? Tensor::empty(s.logits.shape()) : s.logits;
-    cross_entropy_grad(s.logits, s.targets, head_->vocab_start(), s.lse, loss_scale, dlogits);
-    s.logits = Tensor();
-    dx = final_norm_->backward(s.final_norm,
-                               region_.enter_backward(head_->backward(s.normed, dlogits)));
+    Tensor dnormed;                // [N, D], partial over tp
+    if (s.logits.defined()) {
+      // The [N, V_r] gradient overwrites the logits in place unless the caller holds them.
+      Tensor dlogits = s.logits_returned ? Tensor::empty(s.logits.shape()) : s.logits;
+      cross_entropy_grad(s.logits, s.targets, head_->vocab_start(), s.lse, loss_scale, dlogits);
+      s.logits = Tensor();
+      dnormed = head_->backward(s.normed, dlogits);
+    } else {
+      // --streambp: each chunk's logits again, its loss gradient, its share of dW_head and of
+      // dnormed; then freed.
+      const int64_t n = s.normed.dim(0), step = layout_.streambp;
+      dnormed = Tensor::empty(s.normed.shape());
+      for (int64_t r = 0; r < n; r += step) {
+        const int64_t e = std::min(n, r + step);
+        const Tensor rows = s.normed.slice(r, e);
+        Tensor part = head_->forward(rows);  // [e - r, V_r], overwritten by its gradient
+        cross_entropy_grad(part, s.targets.slice(r, e), head_->vocab_start(), s.lse.slice(r, e),
+                           loss_scale, part);
+        Tensor d_rows = dnormed.slice(r, e);
+        d_rows.copy_from(head_->backward(rows, part));
+      }
+    }
+    dx = final_norm_->backward(s.final_norm, region_.enter_backward(dnormed));
     s.normed = Tensor();
   } else {
     WEFT_CHECK_EQ(dout.numel(), rows * d) << "chunk " << c << " got dout " << dout.str();

@@ -38,7 +38,7 @@ namespace weft::train {
 
 struct DataParallelOptions {
   comm::Communicator* dp = nullptr;  // null or one rank: no gradient reduction
-  bool zero1 = false;  // shard the AdamW state over dp (experts: over expert_dp)
+  bool zero1 = false;                // shard the AdamW state over dp (experts: over expert_dp)
   size_t bucket_bytes = size_t{25} << 20;
   // The replicas of expert-parallel parameters (Param::expert_parallel(): the mesh's edp group);
   // null: they are reduced over dp like the others.

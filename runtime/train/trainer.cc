@@ -188,6 +188,7 @@ absl::Status Trainer::load_model() {
                                          .sp_linear = options_.sp_linear,
                                          .sp_ulysses = options_.sp_ulysses,
                                          .recompute = options_.recompute,
+                                         .streambp = options_.streambp,
                                          .moe_capacity_factor = options_.moe_capacity_factor,
                                          .expert_placement = options_.expert_placement,
                                          .speculative_moe = options_.speculative_moe};

@@ -58,6 +58,7 @@ struct TrainOptions {
   double moe_capacity_factor = 0;  // per-sequence expert capacity (0 = dropless)
   double moe_aux_loss_coef = 0;    // load-balancing loss coefficient (0 = off)
   models::Recompute recompute = models::Recompute::kNone;  // --recompute
+  int64_t streambp = 0;  // --streambp: rows per chunk of the LM head and loss (0: off)
   // --speculative-moe: the per-layer expert placement (models/expert_context.h).
   std::vector<std::vector<int64_t>> expert_placement;
   bool speculative_moe = false;

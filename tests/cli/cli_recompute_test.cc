@@ -24,10 +24,12 @@ TEST(RecomputeEval, RecomputationGivesTheSameLogitsLossAndGradients) {
     for (const Mesh& m : meshes) {
       SCOPED_TRACE(absl::StrCat(m.ranks, " ranks ", m.flags));
       const std::string plain = eval_on_mesh(model, tokens, dir, m);
-      for (const char* mode : {"full", "selective"}) {
-        SCOPED_TRACE(mode);
+      // 5 rows per head chunk: not a divisor of the 48 (or 24 per rank) rows.
+      for (const char* saver : {"--recompute full", "--recompute selective", "--streambp 5",
+                                "--streambp 5 --recompute full"}) {
+        SCOPED_TRACE(saver);
         const std::string again =
-            eval_on_mesh(model, tokens, dir, {m.ranks, m.flags + " --recompute " + mode});
+            eval_on_mesh(model, tokens, dir, {m.ranks, m.flags + " " + saver});
         expect_same_tensors(again, plain, 1e-6);
       }
     }
@@ -51,7 +53,9 @@ TEST(RecomputeTrain, RecomputationTrainsAsWithout) {
                              {2, "--recompute selective --tp 2 --sequence-parallel"},
                              {2, "--recompute full --tp 2"},
                              {2, "--recompute full --zero 1 --micro-batch 1"},
-                             {2, "--recompute full --pp 2 --micro-batch 1"}},
+                             {2, "--recompute full --pp 2 --micro-batch 1"},
+                             {1, "--streambp 7"},
+                             {2, "--streambp 7 --tp 2"}},
                             4);
 }
 
@@ -78,6 +82,20 @@ TEST(RecomputeTrain, RecomputationLowersThePeakMemory) {
   EXPECT_LT(full, none);
   EXPECT_LT(static_cast<double>(full), 0.75 * static_cast<double>(none))
       << "none " << none << " full " << full;
+}
+
+// A vocabulary of 4096 (ids below 96 in the data): the [N, V] logits and their gradient are
+// the largest activation, and --streambp never keeps them.
+TEST(StreamBp, ChunkedLossHeadLowersThePeakMemory) {
+  const std::string dir = make_temp_dir("weft_streambp_model");
+  std::ofstream(dir + "/config.json") << R"({"architectures": ["LlamaForCausalLM"],
+    "vocab_size": 4096, "hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 2,
+    "num_attention_heads": 4, "num_key_value_heads": 2, "rms_norm_eps": 1e-5,
+    "max_position_embeddings": 64, "tie_word_embeddings": true})";
+  const int64_t none = peak_bytes(dir, "");
+  const int64_t chunked = peak_bytes(dir, "--streambp 16");
+  // 256 rows x 4096 x 4 bytes = 4 MiB of logits kept for the backward without it.
+  EXPECT_LT(chunked + (int64_t{3} << 20), none) << "none " << none << " streambp " << chunked;
 }
 
 TEST(RecomputeRefusals, UnknownModeIsNamed) {
