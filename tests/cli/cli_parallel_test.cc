@@ -31,14 +31,7 @@ INSTANTIATE_TEST_SUITE_P(Models, EvalMeshes,
                                            "hybrid_linear"));
 
 // A 4-layer Llama (config only; --init-random), so that pp=4 and pp=2 x 2 chunks are possible.
-std::string four_layer_model() {
-  const std::string dir = make_temp_dir("weft_4layer");
-  std::ofstream(dir + "/config.json") << R"({"architectures": ["LlamaForCausalLM"],
-    "vocab_size": 96, "hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 4,
-    "num_attention_heads": 4, "num_key_value_heads": 2, "rms_norm_eps": 1e-5,
-    "max_position_embeddings": 64, "tie_word_embeddings": true})";
-  return dir;
-}
+std::string four_layer_model() { return llama_config_model(96, 4); }
 
 TEST(TrainMeshes, EveryMeshEqualsOneRank) {
   expect_meshes_train_alike(four_layer_model(),

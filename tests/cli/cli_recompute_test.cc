@@ -36,15 +36,8 @@ TEST(RecomputeEval, RecomputationGivesTheSameLogitsLossAndGradients) {
   }
 }
 
-// A 4-layer Llama (config only), sized so that activations outweigh the weights at T = 64.
-std::string four_layer_model() {
-  const std::string dir = make_temp_dir("weft_recompute_model");
-  std::ofstream(dir + "/config.json") << R"({"architectures": ["LlamaForCausalLM"],
-    "vocab_size": 96, "hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 4,
-    "num_attention_heads": 4, "num_key_value_heads": 2, "rms_norm_eps": 1e-5,
-    "max_position_embeddings": 64, "tie_word_embeddings": true})";
-  return dir;
-}
+// A 4-layer Llama (config only), whose activations outweigh its weights at T = 64.
+std::string four_layer_model() { return llama_config_model(96, 4); }
 
 TEST(RecomputeTrain, RecomputationTrainsAsWithout) {
   expect_meshes_train_alike(four_layer_model(),
@@ -87,11 +80,7 @@ TEST(RecomputeTrain, RecomputationLowersThePeakMemory) {
 // A vocabulary of 4096 (ids below 96 in the data): the [N, V] logits and their gradient are
 // the largest activation, and --streambp never keeps them.
 TEST(StreamBp, ChunkedLossHeadLowersThePeakMemory) {
-  const std::string dir = make_temp_dir("weft_streambp_model");
-  std::ofstream(dir + "/config.json") << R"({"architectures": ["LlamaForCausalLM"],
-    "vocab_size": 4096, "hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 2,
-    "num_attention_heads": 4, "num_key_value_heads": 2, "rms_norm_eps": 1e-5,
-    "max_position_embeddings": 64, "tie_word_embeddings": true})";
+  const std::string dir = llama_config_model(4096, 2);
   const int64_t none = peak_bytes(dir, "");
   const int64_t chunked = peak_bytes(dir, "--streambp 16");
   // 256 rows x 4096 x 4 bytes = 4 MiB of logits kept for the backward without it.

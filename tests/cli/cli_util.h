@@ -134,6 +134,18 @@ inline void expect_same_run(const std::string& actual, const std::string& expect
   expect_same_tensors(export_weights(actual), export_weights(expected), 1e-5);
 }
 
+// A Llama model directory holding only config.json (for --init-random): hidden 32, MLP 64,
+// 4 heads / 2 KV heads, tied embeddings, 64 positions, `layers` layers and `vocab` ids.
+inline std::string llama_config_model(int64_t vocab = 96, int64_t layers = 4) {
+  const std::string dir = make_temp_dir("weft_llama_config");
+  std::ofstream(dir + "/config.json")
+      << R"({"architectures": ["LlamaForCausalLM"], "vocab_size": )" << vocab
+      << R"(, "hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": )" << layers
+      << R"(, "num_attention_heads": 4, "num_key_value_heads": 2, "rms_norm_eps": 1e-5,
+    "max_position_embeddings": 64, "tie_word_embeddings": true})";
+  return dir;
+}
+
 // The training token file of the llama_gqa fixture: sequences of 12 ids below 96.
 inline std::string train_tokens() { return fixtures_dir() + "/train/llama_gqa/tokens.txt"; }
 
