@@ -230,7 +230,8 @@ absl::StatusOr<Normalizer> Normalizer::from_json(const json& config) {
   const std::string type = type_of(config);
   if (type == "Sequence")
     return sequence_of<Normalizer>(config.value("normalizers", json::array()));
-  Step step{type};
+  Step step;
+  step.type = type;
   if (type == "Prepend") {
     step.content = config.value("prepend", "");
   } else if (type == "Replace") {
@@ -280,7 +281,8 @@ absl::StatusOr<PreTokenizer> PreTokenizer::from_json(const json& config) {
   if (type == "Sequence") {
     return sequence_of<PreTokenizer>(config.value("pretokenizers", json::array()));
   }
-  Step step{type};
+  Step step;
+  step.type = type;
   if (type == "Split") {
     WEFT_ASSIGN_OR_RETURN(step.pattern, parse_pattern(config.value("pattern", json())));
     step.behavior = config.value("behavior", "Isolated");
@@ -429,7 +431,8 @@ absl::StatusOr<Decoder> Decoder::from_json(const json& config) {
     d.present_ = true;
     return d;
   }
-  Step step{type};
+  Step step;
+  step.type = type;
   if (type == "Replace") {
     WEFT_ASSIGN_OR_RETURN(step.pattern, parse_pattern(config.value("pattern", json())));
     step.content = config.value("content", "");
