@@ -2,14 +2,14 @@
 # Serving benchmarks on the bench Llama (vocab 4096, hidden 256, 4 layers, 8 heads / 4 KV heads,
 # 5.3M parameters, random weights, token-id prompts), each against a fresh `weft serve`:
 #   1. decode tokens/s at batch 1, 8, 32 (16-token prompts, 128 new tokens each) and prefill
-#      tokens/s (one 1000-token prompt)
+#      tokens/s (one 1000-token prompt); then the same decode in PyTorch (bench/decode_torch.py)
 #   2. prefix caching: TTFT with a shared 1000-token prefix, cache on against off
 #   3. a seeded Poisson rate sweep, --scheduler continuous against static, on the same trace;
 #      plotted to bench/serve_rate_sweep.png
 # Results: $OUT/*.jsonl (one JSON line per run). Usage: bash bench/serve_bench.sh
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/../launch/setup.sh"
-weft_install_deps python3-matplotlib  # for bench/serve_plot.py
+weft_install_deps python3-matplotlib python3-torch  # serve_plot.py, decode_torch.py
 weft_build weft
 cd "$WEFT_ROOT"
 OUT="${WEFT_BENCH_OUT:-/tmp/weft-serve-bench}"
@@ -44,6 +44,10 @@ for b in 1 8 32; do
 done
 load prefill.jsonl --rate 1e9 --requests 1 --input 1000:1000 --output 1:1 --seed 5
 stop_server
+
+echo "== 1b. the same decode in PyTorch (eager, KV cache, one thread), same model and shapes"
+/usr/bin/python3 bench/decode_torch.py "$MODEL" --batches 1,8,32 --prompt 16 --new 128 |
+  tee "$OUT/decode_torch.jsonl"
 
 echo "== 2. prefix caching: 20 requests, one every 2 s, sharing a 1000-token prefix"
 for mode in on off; do
