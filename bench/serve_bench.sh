@@ -3,6 +3,7 @@
 # 5.3M parameters, random weights, token-id prompts), each against a fresh `weft serve`:
 #   1. decode tokens/s at batch 1, 8, 32 (16-token prompts, 128 new tokens each) and prefill
 #      tokens/s (one 1000-token prompt); then the same decode in PyTorch (bench/decode_torch.py)
+#      and in llama.cpp (bench/llama_to_gguf.py, bench/decode_llamacpp.mjs)
 #   2. prefix caching: TTFT with a shared 1000-token prefix, cache on against off
 #   3. a seeded Poisson rate sweep, --scheduler continuous against static, on the same trace;
 #      plotted to bench/serve_rate_sweep.png
@@ -10,6 +11,7 @@
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/../launch/setup.sh"
 weft_install_deps python3-matplotlib python3-torch  # serve_plot.py, decode_torch.py
+weft_install_npm bench    # llama.cpp (node-llama-cpp) for the decode comparison
 weft_build weft
 cd "$WEFT_ROOT"
 OUT="${WEFT_BENCH_OUT:-/tmp/weft-serve-bench}"
@@ -48,6 +50,10 @@ stop_server
 echo "== 1b. the same decode in PyTorch (eager, KV cache, one thread), same model and shapes"
 /usr/bin/python3 bench/decode_torch.py "$MODEL" --batches 1,8,32 --prompt 16 --new 128 |
   tee "$OUT/decode_torch.jsonl"
+echo "== 1c. the same decode in llama.cpp (node-llama-cpp's prebuilt CPU binary, one thread)"
+/usr/bin/python3 bench/llama_to_gguf.py "$MODEL" "$MODEL.gguf"
+node bench/decode_llamacpp.mjs "$MODEL.gguf" --batches 1,8,32 --prompt 16 --new 128 --vocab 4096 \
+  2> >(grep -v '^\[node-llama-cpp\]' >&2) | tee "$OUT/decode_llamacpp.jsonl"
 
 echo "== 2. prefix caching: 20 requests, one every 2 s, sharing a 1000-token prefix"
 for mode in on off; do

