@@ -11,33 +11,19 @@ Usage: python3 bench/decode_torch.py MODEL_DIR [--batches 1,8,32] [--prompt 16] 
 """
 import argparse
 import json
-import struct
 import time
 
 import torch
 
-
-def load_safetensors(path):
-    with open(path, "rb") as f:
-        data = f.read()
-    (n,) = struct.unpack("<Q", data[:8])
-    header = json.loads(data[8:8 + n])
-    out = {}
-    for name, info in header.items():
-        if name == "__metadata__":
-            continue
-        assert info["dtype"] == "F32", f"{name}: only f32 weights ({info['dtype']})"
-        begin, end = info["data_offsets"]
-        buf = bytearray(data[8 + n + begin:8 + n + end])
-        out[name] = torch.frombuffer(buf, dtype=torch.float32).reshape(info["shape"])
-    return out
+from safetensors_f32 import read_f32
 
 
 class Llama:
     def __init__(self, model_dir):
         with open(f"{model_dir}/config.json") as f:
             self.c = json.load(f)
-        self.w = load_safetensors(f"{model_dir}/model.safetensors")
+        self.w = {k: torch.from_numpy(v.copy()) for k, v in
+                  read_f32(f"{model_dir}/model.safetensors").items()}
         c = self.c
         self.heads, self.kv_heads = c["num_attention_heads"], c["num_key_value_heads"]
         self.head_dim = c.get("head_dim") or c["hidden_size"] // self.heads

@@ -13,25 +13,11 @@ import sys
 
 import numpy as np
 
+from safetensors_f32 import read_f32
+
 ALIGN = 32
 U32, I32, F32, STRING, ARRAY = 4, 5, 6, 8, 9
 GGML_F32 = 0
-
-
-def read_safetensors(path):
-    with open(path, "rb") as f:
-        data = f.read()
-    (n,) = struct.unpack("<Q", data[:8])
-    header = json.loads(data[8:8 + n])
-    out = {}
-    for name, info in header.items():
-        if name == "__metadata__":
-            continue
-        assert info["dtype"] == "F32", f"{name}: only f32 ({info['dtype']})"
-        begin, end = info["data_offsets"]
-        out[name] = np.frombuffer(data[8 + n + begin:8 + n + end], dtype="<f4").reshape(
-            info["shape"])
-    return out
 
 
 def gguf_string(s):
@@ -65,7 +51,7 @@ def rope_pairs(w, heads):
 def main(model_dir, out_path):
     with open(f"{model_dir}/config.json") as f:
         c = json.load(f)
-    w = read_safetensors(f"{model_dir}/model.safetensors")
+    w = read_f32(f"{model_dir}/model.safetensors")
     heads, kv_heads = c["num_attention_heads"], c["num_key_value_heads"]
     head_dim = c.get("head_dim") or c["hidden_size"] // heads
     vocab = c["vocab_size"]

@@ -21,6 +21,7 @@
 #include "parallel/mesh.h"
 #include "parallel/shard_gather.h"
 #include "runtime/io/safetensors.h"
+#include "tests/support/mpi_world.h"
 #include "tests/support/test_util.h"
 
 namespace weft::models {
@@ -30,10 +31,7 @@ using ::weft::testing::fixtures_dir;
 using ::weft::testing::random_ids;
 using ::weft::testing::random_tensor;
 
-comm::Communicator& world() {
-  static std::unique_ptr<comm::Communicator> w = comm::mpi_world_communicator();
-  return *w;
-}
+comm::Communicator& world() { return ::weft::testing::mpi_world(); }
 
 std::unique_ptr<parallel::Mesh> make_mesh(int tp, int pp) {
   auto dims = parallel::resolve_dims(world().size(), tp, pp, 1, 1, 1);

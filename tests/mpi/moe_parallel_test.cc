@@ -18,6 +18,7 @@
 #include "models/moe_block.h"
 #include "parallel/expert_dispatch.h"
 #include "parallel/mesh.h"
+#include "tests/support/mpi_world.h"
 #include "tests/support/test_util.h"
 
 namespace weft::models {
@@ -27,10 +28,7 @@ using ::weft::testing::fixtures_dir;
 using ::weft::testing::random_ids;
 using ::weft::testing::random_tensor;
 
-comm::Communicator& world() {
-  static std::unique_ptr<comm::Communicator> w = comm::mpi_world_communicator();
-  return *w;
-}
+comm::Communicator& world() { return ::weft::testing::mpi_world(); }
 
 std::unique_ptr<parallel::Mesh> make_mesh(int tp, int ep, int etp) {
   auto dims = parallel::resolve_dims(world().size(), tp, 1, 1, ep, etp);

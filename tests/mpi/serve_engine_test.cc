@@ -20,6 +20,7 @@
 #include "parallel/mesh.h"
 #include "runtime/io/safetensors.h"
 #include "runtime/serve/engine.h"
+#include "tests/support/mpi_world.h"
 #include "tests/support/odd_vocab_model.h"
 #include "tests/support/test_util.h"
 
@@ -28,10 +29,7 @@ namespace {
 
 using ::weft::testing::fixtures_dir;
 
-comm::Communicator& world() {
-  static std::unique_ptr<comm::Communicator> w = comm::mpi_world_communicator();
-  return *w;
-}
+comm::Communicator& world() { return ::weft::testing::mpi_world(); }
 
 struct Request {
   std::vector<int64_t> prompt;

@@ -21,16 +21,14 @@
 #include "parallel/shard_gather.h"
 #include "runtime/serve/generator.h"
 #include "runtime/train/optimizer.h"
+#include "tests/support/mpi_world.h"
 #include "tests/support/odd_vocab_model.h"
 #include "tests/support/test_util.h"
 
 namespace weft::testing {
 namespace {
 
-comm::Communicator& world() {
-  static std::unique_ptr<comm::Communicator> w = comm::mpi_world_communicator();
-  return *w;
-}
+comm::Communicator& world() { return ::weft::testing::mpi_world(); }
 
 std::unique_ptr<parallel::Mesh> tp_mesh() {
   auto dims = parallel::resolve_dims(world().size(), world().size(), 1, 1, 1, 1);
