@@ -100,6 +100,9 @@ class MoeBlock final : public FeedForward {
   // the counters; returns d(scaled aux)/d probs[n, e] (the same for every row), or empty when
   // the loss is off.
   [[nodiscard]] std::vector<float> balance(const Routed& routed, bool counted) const;
+  // The router's backward from dweights [n, k] and the aux loss: adds its weight gradient;
+  // returns its input gradient [n, D] when `with_dx`, else zeros of that shape.
+  [[nodiscard]] Tensor router_backward(const Saved& s, const Tensor& dweights, bool with_dx);
   // dlogits [n, E] += the softmax backward of the aux gradient `dprob` (every row the same).
   static void add_aux_grad(const Routed& routed, const std::vector<float>& dprob, Tensor& dlogits);
   // The plain layout on x [N, D] (inside the tp region).
@@ -107,7 +110,8 @@ class MoeBlock final : public FeedForward {
   // The expert-parallel path on this rank's own rows x [n, D] -> [n, D].
   [[nodiscard]] Tensor dispatch_forward(const Tensor& x, Routed routed, Saved* saved) const;
   [[nodiscard]] Tensor dispatch_backward(Saved& s, const Tensor& dy);
-  // Speculative dispatch: the same with one row per (token, destination rank).
+  // Speculative dispatch (models/moe_speculative.cc): the same with one row per (token,
+  // destination rank).
   [[nodiscard]] Tensor speculative_forward(const Tensor& x, Routed routed, Saved* saved) const;
   [[nodiscard]] Tensor speculative_backward(Saved& s, const Tensor& dy);
   // Rows replicated over tp: which of them each tp rank routes (s.tp_rows, s.tp_order, s.own).
