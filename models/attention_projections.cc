@@ -47,6 +47,27 @@ Tensor AttentionProjections::backward_qkv(const Tensor& x, const QkvHeads& grads
   return dx;
 }
 
+Tensor AttentionProjections::project_q(const TokenBatch& batch, const Tensor& x) const {
+  return q_proj_.forward(x).view({batch.batch, batch.len, heads_, head_dim_});
+}
+
+QkvHeads AttentionProjections::project_kv(const TokenBatch& batch, const Tensor& x) const {
+  const int64_t b = batch.batch, t = batch.len, d = head_dim_;
+  return {Tensor(), k_proj_.forward(x).view({b, t, kv_heads_, d}),
+          v_proj_.forward(x).view({b, t, kv_heads_, d})};
+}
+
+void AttentionProjections::backward_q(const Tensor& x, const Tensor& dq, Tensor& dx) {
+  q_proj_.backward(x, dq.view({x.dim(0), -1}), &dx, true);
+}
+
+void AttentionProjections::backward_kv(const Tensor& x, const Tensor& dk, const Tensor& dv,
+                                       Tensor& dx) {
+  const int64_t n = x.dim(0);
+  k_proj_.backward(x, dk.view({n, -1}), &dx, true);
+  v_proj_.backward(x, dv.view({n, -1}), &dx, true);
+}
+
 Tensor AttentionProjections::project_out(const Tensor& o) const {
   return o_proj_.forward(o.view({-1, heads_ * head_dim_}));
 }

@@ -33,6 +33,14 @@ class AttentionProjections {
   // The gradients of q, k, v (same shapes) -> dx [N, D]; adds into the q/k/v parameter grads.
   [[nodiscard]] Tensor backward_qkv(const Tensor& x, const QkvHeads& grads);
 
+  // The halves of the two above for StreamBP, whose chunks take their queries apart from the
+  // whole sequence's keys and values: q [B, T, H, d]; k and v (q left empty); dx [N, D] += the
+  // input gradient through q (or through k and v), adding into their parameter gradients.
+  [[nodiscard]] Tensor project_q(const TokenBatch& batch, const Tensor& x) const;
+  [[nodiscard]] QkvHeads project_kv(const TokenBatch& batch, const Tensor& x) const;
+  void backward_q(const Tensor& x, const Tensor& dq, Tensor& dx);
+  void backward_kv(const Tensor& x, const Tensor& dk, const Tensor& dv, Tensor& dx);
+
   // o [B, T, H, d] -> y [N, D].
   [[nodiscard]] Tensor project_out(const Tensor& o) const;
   // dy [N, D] -> do [B, T, H, d]; adds into the o_proj grads.

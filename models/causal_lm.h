@@ -72,8 +72,9 @@ struct ParallelOptions {
   // Activation recomputation (--recompute): kFull keeps each decoder layer's input only and runs
   // its forward again in the backward; kSelective reruns the softmax-attention core only.
   Recompute recompute = Recompute::kNone;
-  // StreamBP's loss head (--streambp CHUNK): the LM head and cross-entropy over CHUNK rows at a
-  // time, so the [N, vocab] logits are never kept for the backward (0: all rows at once).
+  // StreamBP (--streambp CHUNK): the LM head and cross-entropy over CHUNK rows at a time, so the
+  // [N, vocab] logits are never kept for the backward, and each decoder layer's backward chunk
+  // by chunk of CHUNK positions from its kept input (0: off). Whole sequences per rank only.
   int64_t streambp = 0;
   double moe_capacity_factor = 0;
   std::vector<std::vector<int64_t>> expert_placement;

@@ -1,11 +1,13 @@
 #include "models/decoder_block.h"
 
+#include <algorithm>
 #include <string>
 
 #include "absl/strings/str_cat.h"
 #include "kernels/ops.h"
 #include "models/linear_attention.h"
 #include "models/moe_block.h"
+#include "models/position_rows.h"
 #include "models/softmax_attention.h"
 #include "models/swiglu_mlp.h"
 
@@ -69,6 +71,47 @@ Tensor DecoderBlock::backward(Saved& saved, const Tensor& dy,
   saved.mixer.reset();
   Tensor dx = input_norm_.backward(saved.norm1, dxn);
   kernels::add_(dx, dh);  // residual
+  return dx;
+}
+
+Tensor DecoderBlock::backward_streamed(const TokenBatch& batch, const Tensor& x, const Tensor& dy,
+                                       const parallel::TensorParallelRegion& region, int64_t chunk,
+                                       const std::vector<float>* moe_balance) {
+  WEFT_CHECK(!region.sequence_parallel() && batch.offset == 0 && batch.paged == nullptr &&
+             chunk > 0 && x.dim(0) == batch.tokens())
+      << "StreamBP's layer backward takes whole sequences";
+  const int64_t b = batch.batch, t = batch.len;
+  MoeBlock* moe_block = moe();
+  if (moe_block != nullptr) moe_block->set_fixed_balance(moe_balance);
+  RmsNorm::Saved norm1;
+  const Tensor xn = region.enter(input_norm_.forward(x, &norm1));  // [N, D]
+  std::unique_ptr<MixerStream> stream = mixer_->stream_begin(batch, xn, chunk);
+  Tensor dx = Tensor::empty(x.shape(), DType::kF32, x.device());  // [N, D]
+  for (int64_t a = (t - 1) / chunk * chunk; a >= 0; a -= chunk) {
+    const int64_t e = std::min(t, a + chunk);
+    const TokenBatch rows = TokenBatch::make(b, e - a, a);
+    // The chunk's forward: h = x + mixer(.), then the feed-forward of h's rows.
+    SavedPtr mixer_saved, ffn_saved;
+    RmsNorm::Saved norm2;
+    Tensor h = region.leave(mixer_->stream_forward(*stream, a, e, &mixer_saved));
+    kernels::add_(h, position_rows(x, b, t, a, e));
+    const Tensor hn = post_attention_norm_.forward(h, &norm2);
+    (void)ffn_->forward_in_region(rows, hn, region, &ffn_saved);
+    // Its backward from dy's rows; the residual stream's gradient of the chunk is complete but
+    // for the part through the keys and values of later chunks, added by stream_end below.
+    const Tensor dy_rows = position_rows(dy, b, t, a, e);
+    const Tensor dhn = ffn_->backward_in_region(*ffn_saved, dy_rows, region);
+    ffn_saved.reset();
+    Tensor dh = post_attention_norm_.backward(norm2, dhn);
+    kernels::add_(dh, dy_rows);
+    mixer_->stream_backward(*stream, *mixer_saved, region.leave_backward(dh));
+    for (int64_t s = 0; s < b; ++s) {
+      dx.slice(s * t + a, s * t + e).copy_from(dh.slice(s * (e - a), (s + 1) * (e - a)));
+    }
+  }
+  const Tensor dxn = region.enter_backward(mixer_->stream_end(*stream));
+  kernels::add_(dx, input_norm_.backward(norm1, dxn));
+  if (moe_block != nullptr) moe_block->set_fixed_balance(nullptr);
   return dx;
 }
 

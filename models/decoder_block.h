@@ -47,6 +47,17 @@ class DecoderBlock {
   [[nodiscard]] Tensor backward(Saved& saved, const Tensor& dy,
                                 const parallel::TensorParallelRegion& region);
 
+  // StreamBP's chunk-wise backward (docs/algorithms.md "StreamBP"), from the kept input x [N, D]
+  // of `batch` (whole sequences, no sequence parallelism): for each chunk of `chunk` positions,
+  // last to first, the chunk's forward again (its queries against the keys of every earlier
+  // position, its residuals and its feed-forward rows), then its backward from dy's rows. The
+  // activations of one chunk exist at a time, besides the layer's keys and values. dy [N, D] ->
+  // dx [N, D]; adds into the parameter gradients. moe_balance: the MoE load-balancing gradient of
+  // the micro-batch's forward (MoeBlock::last_balance), or null.
+  [[nodiscard]] Tensor backward_streamed(const TokenBatch& batch, const Tensor& x, const Tensor& dy,
+                                         const parallel::TensorParallelRegion& region,
+                                         int64_t chunk, const std::vector<float>* moe_balance);
+
   [[nodiscard]] std::unique_ptr<MixerCache> new_cache(int64_t batch, int64_t max_len) const {
     return mixer_->new_cache(batch, max_len);
   }

@@ -6,14 +6,6 @@
 
 namespace weft::models {
 
-namespace {
-
-// Positions per chunk of the chunked kernel: quadratic work inside a chunk, a d x d state
-// carried between chunks.
-constexpr int64_t kChunk = 64;
-
-}  // namespace
-
 struct LinearAttention::Saved : LayerSaved {
   TokenBatch batch;
   Tensor x;                                     // [N, D] the layer input

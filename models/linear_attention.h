@@ -26,6 +26,14 @@ class LinearAttention final : public TokenMixer {
   [[nodiscard]] Tensor forward(const TokenBatch& batch, const Tensor& x, MixerCache* cache,
                                SavedPtr* saved) const override;
   [[nodiscard]] Tensor backward(LayerSaved& saved, const Tensor& dy) override;
+  // StreamBP (models/linear_attention_stream.cc): the state entering each chunk, computed once
+  // per layer; the chunks back-propagate from the last, handing the state's gradient down.
+  [[nodiscard]] std::unique_ptr<MixerStream> stream_begin(const TokenBatch& batch, const Tensor& x,
+                                                          int64_t chunk) const override;
+  [[nodiscard]] Tensor stream_forward(MixerStream& stream, int64_t a, int64_t e,
+                                      SavedPtr* saved) const override;
+  void stream_backward(MixerStream& stream, LayerSaved& saved, const Tensor& dy) override;
+  [[nodiscard]] Tensor stream_end(MixerStream& stream) override;
   [[nodiscard]] std::unique_ptr<MixerCache> new_cache(int64_t batch,
                                                       int64_t max_len) const override;
   void collect_params(std::vector<Param*>& out) override { proj_.collect_params(out); }
@@ -35,7 +43,13 @@ class LinearAttention final : public TokenMixer {
 
  private:
   struct Saved;
+  struct Stream;
+  struct ChunkSaved;
   class State;
+
+  // Positions per chunk of the chunked kernel: quadratic work inside a chunk, a d x d state
+  // carried between chunks.
+  static constexpr int64_t kChunk = 64;
 
   // The carried decoding state after `len` tokens: s = gamma^len s + m (s, m [B, H, d, d]).
   void carry_state(int64_t len, const Tensor& m, Tensor& s) const;

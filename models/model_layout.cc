@@ -168,6 +168,29 @@ absl::Status check_mesh_fits(const io::ModelConfig& config, const parallel::Para
       .status();
 }
 
+namespace {
+
+// StreamBP's layer backward cuts each sequence into chunks of positions on one rank: the
+// sequence must be whole there, and each chunk's rows must route as the whole sequence did.
+absl::Status check_streambp(const ParallelOptions& parallel, const parallel::ParallelDims& dims) {
+  if (parallel.streambp == 0) return absl::OkStatus();
+  if (dims.sp > 1) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "--streambp with --sp ", dims.sp,
+        ": StreamBP's chunk-wise layer backward needs whole sequences on a rank, and --sp splits "
+        "them (each chunk would attend across ranks); use --recompute full with --sp"));
+  }
+  if (parallel.sequence_parallel && dims.tp > 1) {
+    return absl::InvalidArgumentError(
+        "--streambp with --sequence-parallel: StreamBP's chunks take positions of whole "
+        "sequences, and Megatron sequence parallelism splits the residual stream's rows over tp; "
+        "use --streambp with plain --tp");
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace
+
 absl::StatusOr<ModelLayout> plan_layout(const io::ModelConfig& config,
                                         const ParallelOptions& parallel) {
   ModelLayout layout;
@@ -178,6 +201,12 @@ absl::StatusOr<ModelLayout> plan_layout(const io::ModelConfig& config,
         "--moe-capacity-factor ", parallel.moe_capacity_factor, " must be a finite number >= 0"));
   }
   layout.experts.capacity_factor = parallel.moe_capacity_factor;
+  if (parallel.streambp > 0 && parallel.moe_capacity_factor > 0 && config.is_moe()) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "--streambp with --moe-capacity-factor ", parallel.moe_capacity_factor,
+        ": an expert's capacity drops choices in the order of the whole sequence, which a chunk "
+        "of positions does not see; StreamBP needs dropless MoE"));
+  }
   layout.recompute = parallel.recompute;
   if (parallel.streambp < 0) {
     return absl::InvalidArgumentError(
@@ -197,6 +226,7 @@ absl::StatusOr<ModelLayout> plan_layout(const io::ModelConfig& config,
   WEFT_RETURN_IF_ERROR(plan_experts(config, parallel, layout));
   layout.sequence_parallel = parallel.sequence_parallel;
   if (dims.sp > 1) WEFT_RETURN_IF_ERROR(plan_sequence_parallel(config, parallel, layout));
+  WEFT_RETURN_IF_ERROR(check_streambp(parallel, dims));
   layout.pp = dims.pp;
   layout.pp_rank = parallel.mesh->coord().pp;
   layout.stages = dims.pp * parallel.pp_virtual;

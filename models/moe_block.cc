@@ -99,7 +99,8 @@ MoeBlock::Routed MoeBlock::route(const Tensor& x, int64_t sequences) const {
 }
 
 std::vector<float> MoeBlock::balance(const Routed& routed, bool counted) const {
-  if (!(aux_scale_ > 0)) return {};
+  if (fixed_balance_ != nullptr) return *fixed_balance_;
+  if (!(aux_scale_ > 0)) return last_balance_ = {};
   const int64_t e_count = num_experts_;
   // [count_e..., sum of p_e..., rows]
   std::vector<float> stats(2 * e_count + 1, 0.0f);
@@ -116,7 +117,7 @@ std::vector<float> MoeBlock::balance(const Routed& routed, bool counted) const {
   stats = t.to_floats();
   const double rows = stats[2 * e_count];
   std::vector<float> dprob(e_count, 0.0f);
-  if (rows == 0) return dprob;
+  if (rows == 0) return recomputing_ ? dprob : last_balance_ = dprob;
   double aux = 0;
   for (int64_t e = 0; e < e_count; ++e) {
     const double f = stats[e] / rows, p = stats[e_count + e] / rows;
@@ -124,7 +125,10 @@ std::vector<float> MoeBlock::balance(const Routed& routed, bool counted) const {
     dprob[e] = static_cast<float>(aux_scale_ * static_cast<double>(e_count) * f /
                                   (static_cast<double>(num_layers_) * rows));
   }
-  if (!recomputing_) counts_.aux += aux;
+  if (!recomputing_) {
+    counts_.aux += aux;
+    last_balance_ = dprob;
+  }
   return dprob;
 }
 

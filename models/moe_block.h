@@ -83,6 +83,12 @@ class MoeBlock final : public FeedForward {
   // While set, forwards repeat an earlier one (activation recomputation): they neither count
   // nor call the routing sink.
   void set_recomputing(bool recomputing) { recomputing_ = recomputing; }
+  // StreamBP runs a layer's backward chunk by chunk of positions, while the load-balancing
+  // gradient needs the statistics of the whole micro-batch: last_balance() is what the latest
+  // counted forward computed (d aux / d probs per expert, empty when the loss is off), and while
+  // `balance` is set the forwards use it instead of their own rows' statistics.
+  [[nodiscard]] const std::vector<float>& last_balance() const { return last_balance_; }
+  void set_fixed_balance(const std::vector<float>* balance) { fixed_balance_ = balance; }
   // Called with the expert choices idx [n, k] (i32) of every forward's routed rows.
   void set_routing_sink(std::function<void(const Tensor& idx)> sink) {
     routing_sink_ = std::move(sink);
@@ -130,6 +136,8 @@ class MoeBlock final : public FeedForward {
   std::function<void(const Tensor&)> routing_sink_;
   double aux_scale_ = 0;
   bool recomputing_ = false;
+  mutable std::vector<float> last_balance_;
+  const std::vector<float>* fixed_balance_ = nullptr;
   int64_t num_layers_;  // L: the aux terms are averaged over layers
 };
 

@@ -17,6 +17,13 @@ class MixerCache {
   virtual ~MixerCache() = default;
 };
 
+// What a mixer keeps for one layer while StreamBP's chunks run (the keys and values of every
+// position, or the carried linear-attention states) and the gradients the chunks gather into.
+class MixerStream {
+ public:
+  virtual ~MixerStream() = default;
+};
+
 class TokenMixer {
  public:
   virtual ~TokenMixer() = default;
@@ -28,6 +35,20 @@ class TokenMixer {
                                        SavedPtr* saved) const = 0;
   // dy [N, D] -> dx [N, D]; adds into the parameter gradients.
   [[nodiscard]] virtual Tensor backward(LayerSaved& saved, const Tensor& dy) = 0;
+
+  // StreamBP's chunk-wise layer backward (docs/algorithms.md "StreamBP"), whole sequences only.
+  // stream_begin: x [N, D] the layer's normed input of `batch`, cut into chunks of `chunk`
+  // positions. stream_forward: the output rows [B*(e-a), D] of positions [a, e) of every sequence
+  // (a chunk boundary), keeping in `saved` what stream_backward needs. The chunks run from the
+  // last to the first, each chunk's backward right after its forward; stream_backward adds into
+  // the parameter gradients and the stream. stream_end: dx [N, D] of the whole layer.
+  [[nodiscard]] virtual std::unique_ptr<MixerStream> stream_begin(const TokenBatch& batch,
+                                                                  const Tensor& x,
+                                                                  int64_t chunk) const = 0;
+  [[nodiscard]] virtual Tensor stream_forward(MixerStream& stream, int64_t a, int64_t e,
+                                              SavedPtr* saved) const = 0;
+  virtual void stream_backward(MixerStream& stream, LayerSaved& saved, const Tensor& dy) = 0;
+  [[nodiscard]] virtual Tensor stream_end(MixerStream& stream) = 0;
 
   [[nodiscard]] virtual std::unique_ptr<MixerCache> new_cache(int64_t batch,
                                                               int64_t max_len) const = 0;

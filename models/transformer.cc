@@ -36,7 +36,8 @@ struct Transformer::ChunkSaved final : ChunkState {
   Tensor ids;      // [N]
   Tensor targets;  // [N] i64, -1 where nothing is predicted (last stage)
   std::vector<DecoderBlock::Saved> blocks;
-  std::vector<Tensor> block_inputs;  // --recompute full: each block's input [rows, D] only
+  std::vector<Tensor> block_inputs;  // --recompute full, --streambp: each block's input only
+  std::vector<std::vector<float>> moe_balance;  // --streambp: each MoE block's aux gradient
   RmsNorm::Saved final_norm;
   Tensor normed;                 // [N, D] input of the LM head (all rows)
   Tensor logits;                 // [N, V_r]
@@ -274,12 +275,17 @@ Tensor Transformer::chunk_forward(int c, const Tensor& tokens, const Tensor& inp
     WEFT_CHECK_EQ(input.numel(), rows * d) << "chunk " << c << " got input " << input.str();
     x = input.view({rows, d});
   }
-  const bool recompute = keep && layout_.recompute == Recompute::kFull;
+  const bool streamed = keep && layout_.streambp > 0;
+  const bool recompute = streamed || (keep && layout_.recompute == Recompute::kFull);
   if (recompute) s.block_inputs.resize(chunk.blocks.size());
+  if (streamed) s.moe_balance.resize(chunk.blocks.size());
   for (size_t i = 0; i < chunk.blocks.size(); ++i) {
     if (recompute) s.block_inputs[i] = x;
     x = chunk.blocks[i]->forward(s.batch, x, region_, nullptr,
                                  keep && !recompute ? &s.blocks[i] : nullptr);
+    if (streamed && chunk.blocks[i]->moe() != nullptr) {
+      s.moe_balance[i] = chunk.blocks[i]->moe()->last_balance();
+    }
   }
   if (!is_last_stage(c)) return x.view({b, rows / b, d});
 
@@ -373,6 +379,17 @@ Tensor Transformer::backward_chunk(int c, ChunkState& state, const Tensor& dout,
     dx = dout.view({rows, d});
   }
   for (size_t i = chunk.blocks.size(); i-- > 0;) {
+    if (!s.moe_balance.empty()) {
+      // --streambp: the block's backward chunk by chunk of positions, each chunk's forward
+      // recomputed from the kept input.
+      DecoderBlock& block = *chunk.blocks[i];
+      block.set_recomputing(true);
+      dx = block.backward_streamed(s.batch, s.block_inputs[i], dx, region_, layout_.streambp,
+                                   &s.moe_balance[i]);
+      block.set_recomputing(false);
+      s.block_inputs[i] = Tensor();
+      continue;
+    }
     if (!s.block_inputs.empty()) {
       // --recompute full: the block's forward again from its kept input, now keeping what its
       // backward needs (the same values: every kernel is deterministic).

@@ -24,13 +24,20 @@ TEST(RecomputeEval, RecomputationGivesTheSameLogitsLossAndGradients) {
     for (const Mesh& m : meshes) {
       SCOPED_TRACE(absl::StrCat(m.ranks, " ranks ", m.flags));
       const std::string plain = eval_on_mesh(model, tokens, dir, m);
+      // StreamBP needs whole sequences per rank (the refusals are tested below).
+      const bool whole = m.flags.find("--sp ") == std::string::npos &&
+                         m.flags.find("--sequence-parallel") == std::string::npos;
       // 5 rows per head chunk: not a divisor of the 48 (or 24 per rank) rows.
       for (const char* saver : {"--recompute full", "--recompute selective", "--streambp 5",
                                 "--streambp 5 --recompute full"}) {
         SCOPED_TRACE(saver);
+        if (!whole && std::string(saver).find("streambp") != std::string::npos) continue;
         const std::string again =
             eval_on_mesh(model, tokens, dir, {m.ranks, m.flags + " " + saver});
-        expect_same_tensors(again, plain, 1e-6);
+        // Recomputation repeats the same kernels on the same rows; StreamBP's chunks sum the
+        // attention and the weight gradients in another order (the bound: 1e-5).
+        const bool chunked = std::string(saver).find("streambp") != std::string::npos;
+        expect_same_tensors(again, plain, chunked ? 1e-5 : 1e-6);
       }
     }
   }
@@ -46,27 +53,15 @@ TEST(RecomputeTrain, RecomputationTrainsAsWithout) {
                              {2, "--recompute selective --tp 2 --sequence-parallel"},
                              {2, "--recompute full --tp 2"},
                              {2, "--recompute full --zero 1 --micro-batch 1"},
-                             {2, "--recompute full --pp 2 --micro-batch 1"},
-                             {1, "--streambp 7"},
-                             {2, "--streambp 7 --tp 2"}},
+                             {2, "--recompute full --pp 2 --micro-batch 1"}},
                             4);
-}
-
-// The metrics' peak_bytes of one training step at sequence length 64.
-int64_t peak_bytes(const std::string& model, const std::string& flags) {
-  const std::string dir = make_temp_dir("weft_recompute_peak");
-  const std::string data = write_token_file(dir, random_ids({4, 64}, 3, 96));
-  RunResult r = run_weft(absl::StrCat(train_args(model, dir, 1, data, 64), " ", flags));
-  EXPECT_EQ(r.exit_code, 0) << r.err;
-  const auto line = nlohmann::json::parse(read_text(dir + "/metrics.jsonl"));
-  return line["peak_bytes"].get<int64_t>();
 }
 
 TEST(RecomputeTrain, RecomputationLowersThePeakMemory) {
   const std::string model = four_layer_model();
-  const int64_t none = peak_bytes(model, "");
-  const int64_t selective = peak_bytes(model, "--recompute selective");
-  const int64_t full = peak_bytes(model, "--recompute full");
+  const int64_t none = train_peak_bytes(model, "");
+  const int64_t selective = train_peak_bytes(model, "--recompute selective");
+  const int64_t full = train_peak_bytes(model, "--recompute full");
   // Selective drops each layer's attention output and log-sum-exp (N*D + B*H*T floats).
   EXPECT_LT(selective, none);
   EXPECT_LT(full, selective);
@@ -75,16 +70,6 @@ TEST(RecomputeTrain, RecomputationLowersThePeakMemory) {
   EXPECT_LT(full, none);
   EXPECT_LT(static_cast<double>(full), 0.75 * static_cast<double>(none))
       << "none " << none << " full " << full;
-}
-
-// A vocabulary of 4096 (ids below 96 in the data): the [N, V] logits and their gradient are
-// the largest activation, and --streambp never keeps them.
-TEST(StreamBp, ChunkedLossHeadLowersThePeakMemory) {
-  const std::string dir = llama_config_model(4096, 2);
-  const int64_t none = peak_bytes(dir, "");
-  const int64_t chunked = peak_bytes(dir, "--streambp 16");
-  // 256 rows x 4096 x 4 bytes = 4 MiB of logits kept for the backward without it.
-  EXPECT_LT(chunked + (int64_t{3} << 20), none) << "none " << none << " streambp " << chunked;
 }
 
 TEST(RecomputeRefusals, UnknownModeIsNamed) {

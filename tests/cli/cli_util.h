@@ -177,4 +177,15 @@ inline void expect_meshes_train_alike(const std::string& model, const std::vecto
   }
 }
 
+// The metrics' peak_bytes of one training step of `model` (4 sequences of 64, ids below 96) with
+// `flags`.
+inline int64_t train_peak_bytes(const std::string& model, const std::string& flags) {
+  const std::string dir = make_temp_dir("weft_train_peak");
+  const std::string data = write_token_file(dir, random_ids({4, 64}, 3, 96));
+  RunResult r = run_weft(absl::StrCat(train_args(model, dir, 1, data, 64), " ", flags));
+  EXPECT_EQ(r.exit_code, 0) << r.err;
+  const auto line = nlohmann::json::parse(read_text(dir + "/metrics.jsonl"));
+  return line["peak_bytes"].get<int64_t>();
+}
+
 }  // namespace weft::testing
