@@ -48,11 +48,13 @@ DecoderBlock::DecoderBlock(const io::ModelConfig& config, int64_t layer, const T
 
 Tensor DecoderBlock::forward(const TokenBatch& batch, const Tensor& x,
                              const parallel::TensorParallelRegion& region, MixerCache* cache,
-                             Saved* saved) const {
+                             Saved* saved, const StreamChunk* chunk) const {
   const bool keep = saved != nullptr;
-  const Tensor xn = input_norm_.forward(x, keep ? &saved->norm1 : nullptr);  // [n, D]
-  Tensor h =
-      region.leave(mixer_->forward(batch, region.enter(xn), cache, keep ? &saved->mixer : nullptr));
+  const Tensor xn = region.enter(input_norm_.forward(x, keep ? &saved->norm1 : nullptr));  // [n, D]
+  SavedPtr* mixer_saved = keep ? &saved->mixer : nullptr;
+  Tensor h = region.leave(
+      chunk != nullptr ? mixer_->stream_forward(*chunk->stream, chunk->a, chunk->e, xn, mixer_saved)
+                       : mixer_->forward(batch, xn, cache, mixer_saved));
   kernels::add_(h, x);  // h = x + mixer(.)
   const Tensor hn = post_attention_norm_.forward(h, keep ? &saved->norm2 : nullptr);
   Tensor out = ffn_->forward_in_region(batch, hn, region, keep ? &saved->ffn : nullptr);
@@ -61,13 +63,15 @@ Tensor DecoderBlock::forward(const TokenBatch& batch, const Tensor& x,
 }
 
 Tensor DecoderBlock::backward(Saved& saved, const Tensor& dy,
-                              const parallel::TensorParallelRegion& region) {
+                              const parallel::TensorParallelRegion& region, MixerStream* stream) {
   const Tensor dhn = ffn_->backward_in_region(*saved.ffn, dy, region);
   saved.ffn.reset();
   Tensor dh = post_attention_norm_.backward(saved.norm2, dhn);
   kernels::add_(dh, dy);  // residual
-  const Tensor dxn =
-      region.enter_backward(mixer_->backward(*saved.mixer, region.leave_backward(dh)));
+  const Tensor dmix = region.leave_backward(dh);
+  const Tensor dxn = region.enter_backward(
+      stream != nullptr ? mixer_->stream_backward(*stream, *saved.mixer, dmix)
+                        : mixer_->backward(*saved.mixer, dmix));
   saved.mixer.reset();
   Tensor dx = input_norm_.backward(saved.norm1, dxn);
   kernels::add_(dx, dh);  // residual
@@ -83,34 +87,20 @@ Tensor DecoderBlock::backward_streamed(const TokenBatch& batch, const Tensor& x,
   const int64_t b = batch.batch, t = batch.len;
   MoeBlock* moe_block = moe();
   if (moe_block != nullptr) moe_block->set_fixed_balance(moe_balance);
-  RmsNorm::Saved norm1;
-  const Tensor xn = region.enter(input_norm_.forward(x, &norm1));  // [N, D]
-  std::unique_ptr<MixerStream> stream = mixer_->stream_begin(batch, xn, chunk);
+  std::unique_ptr<MixerStream> stream = mixer_->stream_begin(batch, chunk);
+  mixer_->stream_prefill(*stream, region.enter(input_norm_.forward(x, nullptr)));
   Tensor dx = Tensor::empty(x.shape(), DType::kF32, x.device());  // [N, D]
   for (int64_t a = (t - 1) / chunk * chunk; a >= 0; a -= chunk) {
     const int64_t e = std::min(t, a + chunk);
-    const TokenBatch rows = TokenBatch::make(b, e - a, a);
-    // The chunk's forward: h = x + mixer(.), then the feed-forward of h's rows.
-    SavedPtr mixer_saved, ffn_saved;
-    RmsNorm::Saved norm2;
-    Tensor h = region.leave(mixer_->stream_forward(*stream, a, e, &mixer_saved));
-    kernels::add_(h, position_rows(x, b, t, a, e));
-    const Tensor hn = post_attention_norm_.forward(h, &norm2);
-    (void)ffn_->forward_in_region(rows, hn, region, &ffn_saved);
-    // Its backward from dy's rows; the residual stream's gradient of the chunk is complete but
-    // for the part through the keys and values of later chunks, added by stream_end below.
-    const Tensor dy_rows = position_rows(dy, b, t, a, e);
-    const Tensor dhn = ffn_->backward_in_region(*ffn_saved, dy_rows, region);
-    ffn_saved.reset();
-    Tensor dh = post_attention_norm_.backward(norm2, dhn);
-    kernels::add_(dh, dy_rows);
-    mixer_->stream_backward(*stream, *mixer_saved, region.leave_backward(dh));
+    const StreamChunk rows{stream.get(), a, e};
+    Saved saved;
+    (void)forward(TokenBatch::make(b, e - a, a), position_rows(x, b, t, a, e), region, nullptr,
+                  &saved, &rows);
+    const Tensor dx_rows = backward(saved, position_rows(dy, b, t, a, e), region, stream.get());
     for (int64_t s = 0; s < b; ++s) {
-      dx.slice(s * t + a, s * t + e).copy_from(dh.slice(s * (e - a), (s + 1) * (e - a)));
+      dx.slice(s * t + a, s * t + e).copy_from(dx_rows.slice(s * (e - a), (s + 1) * (e - a)));
     }
   }
-  const Tensor dxn = region.enter_backward(mixer_->stream_end(*stream));
-  kernels::add_(dx, input_norm_.backward(norm1, dxn));
   if (moe_block != nullptr) moe_block->set_fixed_balance(nullptr);
   return dx;
 }

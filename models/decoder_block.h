@@ -38,20 +38,38 @@ class DecoderBlock {
                const SpContext& sp = {}, const ExpertContext& experts = {},
                bool recompute_attention = false);
 
+  // A chunk of positions [a, e) of every sequence, run through the layer's mixer stream
+  // (TokenMixer::stream_forward): StreamBP and SeCO.
+  struct StreamChunk {
+    MixerStream* stream = nullptr;
+    int64_t a = 0, e = 0;
+  };
+
   // x [n, D] -> [n, D] with n = region.local_rows(N). cache: decoding state of this layer (or
-  // null); saved: fill for backward.
+  // null); saved: fill for backward. chunk: `batch` is the chunk's rows (B sequences of e - a
+  // positions from a) and the mixer runs them through chunk->stream (no sequence parallelism).
   [[nodiscard]] Tensor forward(const TokenBatch& batch, const Tensor& x,
                                const parallel::TensorParallelRegion& region, MixerCache* cache,
-                               Saved* saved) const;
-  // dy [n, D] -> dx [n, D]; adds into the parameter gradients. `region` as in the forward.
+                               Saved* saved, const StreamChunk* chunk = nullptr) const;
+  // dy [n, D] -> dx [n, D]; adds into the parameter gradients. `region` as in the forward;
+  // stream: the forward's chunk->stream.
   [[nodiscard]] Tensor backward(Saved& saved, const Tensor& dy,
-                                const parallel::TensorParallelRegion& region);
+                                const parallel::TensorParallelRegion& region,
+                                MixerStream* stream = nullptr);
+  // The layer's stream for chunks of `chunk` positions of `batch`.
+  [[nodiscard]] std::unique_ptr<MixerStream> stream_begin(const TokenBatch& batch,
+                                                          int64_t chunk) const {
+    return mixer_->stream_begin(batch, chunk);
+  }
+  void stream_skip(MixerStream& stream, int64_t a, int64_t e) const {
+    mixer_->stream_skip(stream, a, e);
+  }
 
   // StreamBP's chunk-wise backward (docs/algorithms.md "StreamBP"), from the kept input x [N, D]
-  // of `batch` (whole sequences, no sequence parallelism): for each chunk of `chunk` positions,
-  // last to first, the chunk's forward again (its queries against the keys of every earlier
-  // position, its residuals and its feed-forward rows), then its backward from dy's rows. The
-  // activations of one chunk exist at a time, besides the layer's keys and values. dy [N, D] ->
+  // of `batch` (whole sequences, no sequence parallelism): the keys and values of every position
+  // (or the linear-attention states) once, then for each chunk of `chunk` positions, last to
+  // first, the chunk's forward again and its backward from dy's rows. The activations of one
+  // chunk exist at a time, besides the layer's keys and values and their gradients. dy [N, D] ->
   // dx [N, D]; adds into the parameter gradients. moe_balance: the MoE load-balancing gradient of
   // the micro-batch's forward (MoeBlock::last_balance), or null.
   [[nodiscard]] Tensor backward_streamed(const TokenBatch& batch, const Tensor& x, const Tensor& dy,

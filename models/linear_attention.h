@@ -26,14 +26,16 @@ class LinearAttention final : public TokenMixer {
   [[nodiscard]] Tensor forward(const TokenBatch& batch, const Tensor& x, MixerCache* cache,
                                SavedPtr* saved) const override;
   [[nodiscard]] Tensor backward(LayerSaved& saved, const Tensor& dy) override;
-  // StreamBP (models/linear_attention_stream.cc): the state entering each chunk, computed once
-  // per layer; the chunks back-propagate from the last, handing the state's gradient down.
-  [[nodiscard]] std::unique_ptr<MixerStream> stream_begin(const TokenBatch& batch, const Tensor& x,
+  // Chunk-wise runs (models/linear_attention_stream.cc): the stream holds the state entering
+  // each chunk; the chunks back-propagate from the last, handing the state's gradient down.
+  [[nodiscard]] std::unique_ptr<MixerStream> stream_begin(const TokenBatch& batch,
                                                           int64_t chunk) const override;
-  [[nodiscard]] Tensor stream_forward(MixerStream& stream, int64_t a, int64_t e,
+  void stream_prefill(MixerStream& stream, const Tensor& x) const override;
+  [[nodiscard]] Tensor stream_forward(MixerStream& stream, int64_t a, int64_t e, const Tensor& x,
                                       SavedPtr* saved) const override;
-  void stream_backward(MixerStream& stream, LayerSaved& saved, const Tensor& dy) override;
-  [[nodiscard]] Tensor stream_end(MixerStream& stream) override;
+  [[nodiscard]] Tensor stream_backward(MixerStream& stream, LayerSaved& saved,
+                                       const Tensor& dy) override;
+  void stream_skip(MixerStream& stream, int64_t a, int64_t e) const override;
   [[nodiscard]] std::unique_ptr<MixerCache> new_cache(int64_t batch,
                                                       int64_t max_len) const override;
   void collect_params(std::vector<Param*>& out) override { proj_.collect_params(out); }

@@ -27,14 +27,16 @@ class SoftmaxAttention final : public TokenMixer {
   [[nodiscard]] Tensor forward(const TokenBatch& batch, const Tensor& x, MixerCache* cache,
                                SavedPtr* saved) const override;
   [[nodiscard]] Tensor backward(LayerSaved& saved, const Tensor& dy) override;
-  // StreamBP (models/softmax_attention_stream.cc): the keys and values of every position once
-  // per layer; each chunk its own queries, attending at the bottom right of the causal mask.
-  [[nodiscard]] std::unique_ptr<MixerStream> stream_begin(const TokenBatch& batch, const Tensor& x,
+  // Chunk-wise runs (models/softmax_attention_stream.cc): the stream holds the keys and values
+  // of the positions so far; a chunk's queries attend at the bottom right of the causal mask.
+  [[nodiscard]] std::unique_ptr<MixerStream> stream_begin(const TokenBatch& batch,
                                                           int64_t chunk) const override;
-  [[nodiscard]] Tensor stream_forward(MixerStream& stream, int64_t a, int64_t e,
+  void stream_prefill(MixerStream& stream, const Tensor& x) const override;
+  [[nodiscard]] Tensor stream_forward(MixerStream& stream, int64_t a, int64_t e, const Tensor& x,
                                       SavedPtr* saved) const override;
-  void stream_backward(MixerStream& stream, LayerSaved& saved, const Tensor& dy) override;
-  [[nodiscard]] Tensor stream_end(MixerStream& stream) override;
+  [[nodiscard]] Tensor stream_backward(MixerStream& stream, LayerSaved& saved,
+                                       const Tensor& dy) override;
+  void stream_skip(MixerStream& stream, int64_t a, int64_t e) const override;
   [[nodiscard]] std::unique_ptr<MixerCache> new_cache(int64_t batch,
                                                       int64_t max_len) const override;
   [[nodiscard]] std::unique_ptr<MixerCache> new_paged_cache(int64_t num_blocks,

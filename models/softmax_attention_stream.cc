@@ -1,9 +1,10 @@
-// StreamBP's chunk-wise backward of softmax attention (docs/algorithms.md "StreamBP"): the keys
-// and values of all T positions are projected once per layer and kept, with their gradients, for
-// the layer's backward; a chunk of positions [a, e) projects its own queries, attends to keys
-// [0, e) with the causal mask aligned at the bottom right (query a + i sees keys <= a + i), and
-// back-propagates into dq of its rows and dk, dv of rows [0, e). The key/value projections'
-// backward runs once, at the end.
+// Softmax attention chunk by chunk of positions (docs/algorithms.md "StreamBP", "SeCO and
+// SpaCO"). The stream holds the keys and values of all T positions ([B, T, Hkv, d], filled
+// chunk by chunk in order, or at once by stream_prefill) and their gradients. A chunk [a, e)
+// projects its own queries and attends to keys [0, e) with the causal mask aligned at the bottom
+// right (query a + i sees keys <= a + i). Its backward adds into dq of its rows and into dk, dv of
+// rows [0, e); the chunks run last to first, so the chunk's own dk, dv rows are complete when its
+// backward ends, and their projections' backward runs then, on the chunk's rows.
 #include <utility>
 
 #include "kernels/ops.h"
@@ -14,10 +15,22 @@ namespace weft::models {
 
 struct SoftmaxAttention::Stream final : MixerStream {
   TokenBatch batch;
-  Tensor x;       // [N, D] the layer's normed input
-  Tensor k, v;    // [B, T, Hkv, d], k after RoPE
-  Tensor dk, dv;  // their gradients, gathered over the chunks
-  Tensor dx;      // [N, D] the input gradient, gathered over the chunks
+  Shape shape;         // [B, T, Hkv, d]
+  Tensor k, v;         // k after RoPE
+  Tensor dk, dv;       // their gradients, gathered over the chunks
+  int64_t filled = 0;  // positions [0, filled) of k, v hold values
+
+  // The buffers, on the device of the first input.
+  void allocate(Device device) {
+    if (!k.defined()) {
+      k = Tensor::empty(shape, DType::kF32, device);
+      v = Tensor::empty(shape, DType::kF32, device);
+    }
+    if (!dk.defined()) {
+      dk = Tensor::zeros(shape, DType::kF32, device);
+      dv = Tensor::zeros(shape, DType::kF32, device);
+    }
+  }
 };
 
 struct SoftmaxAttention::ChunkSaved final : LayerSaved {
@@ -36,73 +49,119 @@ Tensor prefix(const Tensor& t, int64_t b, int64_t e) {
   return t.slice(b, b + 1).view({s[1], s[2], s[3]}).slice(0, e).view({1, e, s[2], s[3]});
 }
 
+// t [B, T, Hkv, d] seen as rows b*T + position.
+Tensor as_rows(const Tensor& t) {
+  const Shape& s = t.shape();
+  return t.view({s[0] * s[1], s[2] * s[3]});
+}
+
+// Positions [a, e) of every sequence of t [B, T, Hkv, d] -> [B, e-a, Hkv, d].
+Tensor chunk_of(const Tensor& t, int64_t a, int64_t e) {
+  const Shape& s = t.shape();
+  return position_rows(as_rows(t), s[0], s[1], a, e).view({s[0], e - a, s[2], s[3]});
+}
+
 }  // namespace
 
 std::unique_ptr<MixerStream> SoftmaxAttention::stream_begin(const TokenBatch& batch,
-                                                            const Tensor& x, int64_t chunk) const {
+                                                            int64_t chunk) const {
   (void)chunk;  // any chunking of the queries sees the same keys
   auto st = std::make_unique<Stream>();
   st->batch = batch;
-  st->x = x;
-  QkvHeads kv = proj_.project_kv(batch, x);
-  kernels::rope_forward(kv.k, batch.positions, rope_theta_);
-  st->k = std::move(kv.k);
-  st->v = std::move(kv.v);
-  st->dk = Tensor::zeros(st->k.shape(), DType::kF32, st->k.device());
-  st->dv = Tensor::zeros(st->v.shape(), DType::kF32, st->v.device());
-  st->dx = Tensor::zeros(x.shape(), DType::kF32, x.device());
+  st->shape = {batch.batch, batch.len, proj_.kv_heads(), proj_.head_dim()};
   return st;
 }
 
-Tensor SoftmaxAttention::stream_forward(MixerStream& stream, int64_t a, int64_t e,
+void SoftmaxAttention::stream_prefill(MixerStream& stream, const Tensor& x) const {
+  auto& st = static_cast<Stream&>(stream);
+  QkvHeads kv = proj_.project_kv(st.batch, x);
+  kernels::rope_forward(kv.k, st.batch.positions, rope_theta_);
+  st.k = std::move(kv.k);
+  st.v = std::move(kv.v);
+  st.filled = st.batch.len;
+  st.allocate(x.device());
+}
+
+Tensor SoftmaxAttention::stream_forward(MixerStream& stream, int64_t a, int64_t e, const Tensor& x,
                                         SavedPtr* saved) const {
   auto& st = static_cast<Stream&>(stream);
-  const int64_t b_count = st.batch.batch, c = e - a;
-  auto cs = std::make_unique<ChunkSaved>();
-  cs->a = a;
-  cs->e = e;
-  cs->batch = TokenBatch::make(b_count, c, a);
-  cs->x = position_rows(st.x, b_count, st.batch.len, a, e);
-  cs->q = proj_.project_q(cs->batch, cs->x);
-  kernels::rope_forward(cs->q, cs->batch.positions, rope_theta_);
-  cs->o = Tensor::empty(cs->q.shape(), DType::kF32, cs->q.device());
-  cs->lse = Tensor::empty({b_count, proj_.heads(), c}, DType::kF32, cs->q.device());
-  for (int64_t b = 0; b < b_count; ++b) {
-    Tensor o_b = cs->o.slice(b, b + 1);
-    Tensor lse_b = cs->lse.slice(b, b + 1);
-    kernels::attention_forward(cs->q.slice(b, b + 1), prefix(st.k, b, e), prefix(st.v, b, e),
-                               scale_, /*causal=*/true, a, 0, o_b, lse_b);
+  const int64_t b_count = st.batch.batch, t = st.batch.len, c = e - a;
+  const TokenBatch rows = TokenBatch::make(b_count, c, a);
+  st.allocate(x.device());
+  if (e > st.filled) {  // the chunk's keys and values, into the stream
+    WEFT_CHECK_EQ(a, st.filled) << "chunks must first run in order";
+    QkvHeads kv = proj_.project_kv(rows, x);
+    kernels::rope_forward(kv.k, rows.positions, rope_theta_);
+    for (int64_t b = 0; b < b_count; ++b) {
+      as_rows(st.k).slice(b * t + a, b * t + e).copy_from(as_rows(kv.k).slice(b * c, (b + 1) * c));
+      as_rows(st.v).slice(b * t + a, b * t + e).copy_from(as_rows(kv.v).slice(b * c, (b + 1) * c));
+    }
+    st.filled = e;
   }
-  Tensor y = proj_.project_out(cs->o);
-  *saved = std::move(cs);
+  Tensor q = proj_.project_q(rows, x);
+  kernels::rope_forward(q, rows.positions, rope_theta_);
+  Tensor o = Tensor::empty(q.shape(), DType::kF32, x.device());
+  Tensor lse = Tensor::empty({b_count, proj_.heads(), c}, DType::kF32, x.device());
+  for (int64_t b = 0; b < b_count; ++b) {
+    Tensor o_b = o.slice(b, b + 1);
+    Tensor lse_b = lse.slice(b, b + 1);
+    kernels::attention_forward(q.slice(b, b + 1), prefix(st.k, b, e), prefix(st.v, b, e), scale_,
+                               /*causal=*/true, a, 0, o_b, lse_b);
+  }
+  Tensor y = proj_.project_out(o);
+  if (saved != nullptr) {
+    auto cs = std::make_unique<ChunkSaved>();
+    cs->a = a;
+    cs->e = e;
+    cs->batch = rows;
+    cs->x = x;
+    cs->q = std::move(q);
+    cs->o = std::move(o);
+    cs->lse = std::move(lse);
+    *saved = std::move(cs);
+  }
   return y;
 }
 
-void SoftmaxAttention::stream_backward(MixerStream& stream, LayerSaved& saved, const Tensor& dy) {
+Tensor SoftmaxAttention::stream_backward(MixerStream& stream, LayerSaved& saved, const Tensor& dy) {
   auto& st = static_cast<Stream&>(stream);
   auto& cs = static_cast<ChunkSaved&>(saved);
+  const int64_t b_count = cs.batch.batch, t = st.batch.len, c = cs.e - cs.a;
+  if (st.handover_scale != 1.0f) {  // SpaCO: what later chunks left on this chunk's rows
+    for (int64_t b = 0; b < b_count; ++b) {
+      Tensor dk_rows = as_rows(st.dk).slice(b * t + cs.a, b * t + cs.e);
+      Tensor dv_rows = as_rows(st.dv).slice(b * t + cs.a, b * t + cs.e);
+      kernels::scale_(dk_rows, st.handover_scale);
+      kernels::scale_(dv_rows, st.handover_scale);
+    }
+  }
   const Tensor d_o = proj_.backward_out(cs.o, dy);  // [B, c, H, d]
-  Tensor dq = Tensor::zeros(cs.q.shape(), DType::kF32, cs.q.device());
-  for (int64_t b = 0; b < cs.batch.batch; ++b) {
+  Tensor dq = Tensor::zeros(cs.q.shape(), DType::kF32, dy.device());
+  for (int64_t b = 0; b < b_count; ++b) {
     Tensor dq_b = dq.slice(b, b + 1);
     Tensor dk_b = prefix(st.dk, b, cs.e);
     Tensor dv_b = prefix(st.dv, b, cs.e);
-    kernels::attention_backward(cs.q.slice(b, b + 1), prefix(st.k, b, cs.e), prefix(st.v, b, cs.e),
-                                cs.o.slice(b, b + 1), cs.lse.slice(b, b + 1), d_o.slice(b, b + 1),
-                                scale_,
+    kernels::attention_backward(cs.q.slice(b, b + 1), prefix(st.k, b, cs.e),
+                                prefix(st.v, b, cs.e), cs.o.slice(b, b + 1),
+                                cs.lse.slice(b, b + 1), d_o.slice(b, b + 1), scale_,
                                 /*causal=*/true, cs.a, 0, dq_b, dk_b, dv_b);
   }
   kernels::rope_backward(dq, cs.batch.positions, rope_theta_);
-  Tensor dx = Tensor::zeros(cs.x.shape(), DType::kF32, cs.x.device());
+  // Every later chunk has run: the gradients of this chunk's keys and values are complete.
+  Tensor dk = chunk_of(st.dk, cs.a, cs.e);
+  const Tensor dv = chunk_of(st.dv, cs.a, cs.e);
+  kernels::rope_backward(dk, cs.batch.positions, rope_theta_);
+  Tensor dx = Tensor::zeros(cs.x.shape(), DType::kF32, dy.device());
   proj_.backward_q(cs.x, dq, dx);
-  add_position_rows(st.dx, st.batch.batch, st.batch.len, cs.a, cs.e, dx);
+  proj_.backward_kv(cs.x, dk, dv, dx);
+  return dx;
 }
 
-Tensor SoftmaxAttention::stream_end(MixerStream& stream) {
-  auto& st = static_cast<Stream&>(stream);
-  kernels::rope_backward(st.dk, st.batch.positions, rope_theta_);
-  proj_.backward_kv(st.x, st.dk, st.dv, st.dx);
-  return std::move(st.dx);
+void SoftmaxAttention::stream_skip(MixerStream& stream, int64_t a, int64_t e) const {
+  // A skipped chunk's own key/value gradients go nowhere; earlier chunks keep theirs.
+  (void)stream;
+  (void)a;
+  (void)e;
 }
 
 }  // namespace weft::models

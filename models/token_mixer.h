@@ -17,11 +17,15 @@ class MixerCache {
   virtual ~MixerCache() = default;
 };
 
-// What a mixer keeps for one layer while StreamBP's chunks run (the keys and values of every
-// position, or the carried linear-attention states) and the gradients the chunks gather into.
+// What a mixer keeps for one layer while a sequence runs chunk by chunk of positions (StreamBP,
+// SeCO): the keys and values of the positions so far, or the carried linear-attention states,
+// and the gradients later chunks leave on them.
 class MixerStream {
  public:
   virtual ~MixerStream() = default;
+  // SpaCO: the factor on the gradient that later chunks left on a chunk's keys and values (or
+  // its outgoing state), applied as the chunk's backward starts (1: exact).
+  float handover_scale = 1.0f;
 };
 
 class TokenMixer {
@@ -36,19 +40,23 @@ class TokenMixer {
   // dy [N, D] -> dx [N, D]; adds into the parameter gradients.
   [[nodiscard]] virtual Tensor backward(LayerSaved& saved, const Tensor& dy) = 0;
 
-  // StreamBP's chunk-wise layer backward (docs/algorithms.md "StreamBP"), whole sequences only.
-  // stream_begin: x [N, D] the layer's normed input of `batch`, cut into chunks of `chunk`
-  // positions. stream_forward: the output rows [B*(e-a), D] of positions [a, e) of every sequence
-  // (a chunk boundary), keeping in `saved` what stream_backward needs. The chunks run from the
-  // last to the first, each chunk's backward right after its forward; stream_backward adds into
-  // the parameter gradients and the stream. stream_end: dx [N, D] of the whole layer.
+  // Chunk-wise runs (docs/algorithms.md "StreamBP", "SeCO and SpaCO"), whole sequences only.
+  // stream_begin: a stream for `batch` cut into chunks of `chunk` positions. stream_prefill: fill
+  // it from the normed input of every position x [N, D] at once (StreamBP has it). stream_forward:
+  // the output [B*(e-a), D] of the chunk [a, e) from its rows x [B*(e-a), D], filling the stream
+  // with the chunk's keys and values (or state) unless it holds them; saved: keep what
+  // stream_backward needs. stream_backward: chunks from the last to the first, each right after
+  // its forward; dy [B*(e-a), D] -> the chunk's dx, complete because every later chunk has left
+  // its gradient on the chunk's keys and values; adds into the parameter gradients.
+  // stream_skip (SpaCO): a chunk whose backward does not run.
   [[nodiscard]] virtual std::unique_ptr<MixerStream> stream_begin(const TokenBatch& batch,
-                                                                  const Tensor& x,
                                                                   int64_t chunk) const = 0;
+  virtual void stream_prefill(MixerStream& stream, const Tensor& x) const = 0;
   [[nodiscard]] virtual Tensor stream_forward(MixerStream& stream, int64_t a, int64_t e,
-                                              SavedPtr* saved) const = 0;
-  virtual void stream_backward(MixerStream& stream, LayerSaved& saved, const Tensor& dy) = 0;
-  [[nodiscard]] virtual Tensor stream_end(MixerStream& stream) = 0;
+                                              const Tensor& x, SavedPtr* saved) const = 0;
+  [[nodiscard]] virtual Tensor stream_backward(MixerStream& stream, LayerSaved& saved,
+                                               const Tensor& dy) = 0;
+  virtual void stream_skip(MixerStream& stream, int64_t a, int64_t e) const = 0;
 
   [[nodiscard]] virtual std::unique_ptr<MixerCache> new_cache(int64_t batch,
                                                               int64_t max_len) const = 0;
