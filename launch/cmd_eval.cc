@@ -70,7 +70,8 @@ absl::Status run_eval(Session& session, const Args& args) {
       {"tokens", FlagKind::kString, "token file: one sequence per line", true},
       {"out", FlagKind::kString, "output .safetensors (logits, loss, grads)", true},
       {"grads", FlagKind::kBool, "also write d loss / d parameter, by HF name"},
-      {"comm-report", FlagKind::kString, "write per-rank traffic counters (JSON)"}};
+      {"comm-report", FlagKind::kString, "write per-rank traffic counters (JSON)"},
+      {"seed", FlagKind::kInt, "seed of SpaCO's draw of chunks (default 0)"}};
   for (const FlagSpec& s : model_parallel_flags()) specs.push_back(s);
   WEFT_ASSIGN_OR_RETURN(
       Flags flags,
@@ -100,6 +101,9 @@ absl::Status run_eval(Session& session, const Args& args) {
                                           flags.number("moe-aux-loss-coef", 0),
                                           " must be a finite number >= 0"));
   }
+  if (flags.integer("seco", 0) > 0 && flags.number("moe-aux-loss-coef", 0) > 0) {
+    return session.agree(seco_refuses_aux_loss());
+  }
   absl::StatusOr<std::unique_ptr<models::CausalLM>> loaded = models::CausalLM::from_pretrained(
       flags.str("model"), {.mesh = mesh.get(),
                            .sequence_parallel = sequence_parallel,
@@ -109,6 +113,9 @@ absl::Status run_eval(Session& session, const Args& args) {
                            .sp_ulysses = sp->ulysses,
                            .recompute = *recompute,
                            .streambp = flags.integer("streambp", 0),
+                           .seco = flags.integer("seco", 0),
+                           .spaco_keep = flags.integer("spaco-keep", 0),
+                           .spaco_seed = static_cast<uint64_t>(flags.integer("seed", 0)),
                            .moe_capacity_factor = capacity,
                            .expert_placement = moe->placement,
                            .speculative_moe = moe->speculative});

@@ -160,6 +160,12 @@ absl::StatusOr<train::TrainOptions> options_from(const io::RunConfig& cfg, bool 
   WEFT_ASSIGN_OR_RETURN(o.recompute, models::parse_recompute(par.recompute()));
   if (par.streambp() < 0) return invalid_argument("--streambp ", par.streambp(), " must be >= 1");
   o.streambp = par.streambp();
+  if (par.seco() < 0) return invalid_argument("--seco ", par.seco(), " must be >= 1");
+  if (par.spaco_keep() < 0)
+    return invalid_argument("--spaco-keep ", par.spaco_keep(), " must be >= 1");
+  o.seco = par.seco();
+  o.spaco_keep = par.spaco_keep();
+  if (o.seco > 0 && o.moe_aux_loss_coef > 0) return seco_refuses_aux_loss();
   WEFT_ASSIGN_OR_RETURN(const MoePlacement moe,
                         moe_placement(cfg.model(), par.speculative_moe(), o.ep));
   o.expert_placement = moe.placement;
@@ -171,6 +177,12 @@ absl::StatusOr<train::TrainOptions> options_from(const io::RunConfig& cfg, bool 
 }
 
 }  // namespace
+
+absl::Status seco_refuses_aux_loss() {
+  return absl::InvalidArgumentError(
+      "--seco with --moe-aux-loss-coef: SeCO's forward routes one chunk of the micro-batch at a "
+      "time, and the load-balancing loss needs the routing of all of it; use --streambp");
+}
 
 absl::Status run_train(Session& session, const Args& args) {
   WEFT_ASSIGN_OR_RETURN(

@@ -35,6 +35,10 @@ struct MoePlacement {
 absl::StatusOr<MoePlacement> moe_placement(const std::string& model_dir, const std::string& path,
                                            int ep);
 
+// --seco with --moe-aux-loss-coef: the error both commands give (SeCO's forward sees one chunk of
+// the micro-batch at a time; the load-balancing loss needs all of its routing).
+absl::Status seco_refuses_aux_loss();
+
 // Parses flags; `--help` prints the usage and returns a status marked as "help shown" (exit 0).
 absl::StatusOr<class Flags> parse_flags(Session& session, const std::string& subcommand,
                                         const std::string& summary, const Args& args,

@@ -98,8 +98,16 @@ std::vector<FlagSpec> model_parallel_flags() {
        "activation recomputation: none (default), selective (rerun the attention core in the "
        "backward) or full (keep each layer's input, rerun its forward)"},
       {"streambp", FlagKind::kInt,
-       "StreamBP loss head: LM head and loss over CHUNK rows at a time (no [N, vocab] logits "
-       "kept for the backward)",
+       "StreamBP: LM head and loss over CHUNK rows at a time (no [N, vocab] logits kept), and "
+       "each layer's backward chunk by chunk of CHUNK positions from its kept input",
+       false, 1},
+      {"seco", FlagKind::kInt,
+       "SeCO: forward and backward of the whole model chunk by chunk of CHUNK positions, each "
+       "layer's keys and values kept between them",
+       false, 1},
+      {"spaco-keep", FlagKind::kInt,
+       "SpaCO (with --seco): back-propagate about K of the chunks, drawn from --seed (an "
+       "unbiased estimate of the gradient, not the exact one)",
        false, 1},
       {"moe-aux-loss-coef", FlagKind::kFloat,
        "MoE load-balancing loss coefficient (default 0: off); reported apart from the loss"},

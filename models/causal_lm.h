@@ -67,8 +67,6 @@ struct ParallelOptions {
   parallel::SpAttnAlgo sp_attn = parallel::SpAttnAlgo::kRing;
   parallel::SpLinearAlgo sp_linear = parallel::SpLinearAlgo::kZeco;
   int sp_ulysses = 1;
-  // MoE (models/expert_context.h): per-sequence expert capacity (0 = dropless); the expert
-  // placement over ep ranks per layer (empty: contiguous blocks) and speculative dispatch.
   // Activation recomputation (--recompute): kFull keeps each decoder layer's input only and runs
   // its forward again in the backward; kSelective reruns the softmax-attention core only.
   Recompute recompute = Recompute::kNone;
@@ -76,6 +74,14 @@ struct ParallelOptions {
   // [N, vocab] logits are never kept for the backward, and each decoder layer's backward chunk
   // by chunk of CHUNK positions from its kept input (0: off). Whole sequences per rank only.
   int64_t streambp = 0;
+  // SeCO (--seco CHUNK): forward and backward of the whole model chunk by chunk of CHUNK
+  // positions, each layer's keys and values kept between them (0: off). SpaCO (--spaco-keep K):
+  // the backward of about K of the chunks, drawn with spaco_seed (0: all).
+  int64_t seco = 0;
+  int64_t spaco_keep = 0;
+  uint64_t spaco_seed = 0;
+  // MoE (models/expert_context.h): per-sequence expert capacity (0 = dropless); the expert
+  // placement over ep ranks per layer (empty: contiguous blocks) and speculative dispatch.
   double moe_capacity_factor = 0;
   std::vector<std::vector<int64_t>> expert_placement;
   bool speculative_moe = false;

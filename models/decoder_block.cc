@@ -69,9 +69,9 @@ Tensor DecoderBlock::backward(Saved& saved, const Tensor& dy,
   Tensor dh = post_attention_norm_.backward(saved.norm2, dhn);
   kernels::add_(dh, dy);  // residual
   const Tensor dmix = region.leave_backward(dh);
-  const Tensor dxn = region.enter_backward(
-      stream != nullptr ? mixer_->stream_backward(*stream, *saved.mixer, dmix)
-                        : mixer_->backward(*saved.mixer, dmix));
+  const Tensor dxn =
+      region.enter_backward(stream != nullptr ? mixer_->stream_backward(*stream, *saved.mixer, dmix)
+                                              : mixer_->backward(*saved.mixer, dmix));
   saved.mixer.reset();
   Tensor dx = input_norm_.backward(saved.norm1, dxn);
   kernels::add_(dx, dh);  // residual

@@ -52,7 +52,8 @@ Tensor LinearAttention::stream_forward(MixerStream& stream, int64_t a, int64_t e
                                        SavedPtr* saved) const {
   auto& st = static_cast<Stream&>(stream);
   const int64_t i = a / st.chunk, b_count = st.batch.batch, d = proj_.head_dim();
-  WEFT_CHECK(a % st.chunk == 0 && i < st.filled) << "chunk [" << a << ", " << e << ") before its state";
+  WEFT_CHECK(a % st.chunk == 0 && i < st.filled)
+      << "chunk [" << a << ", " << e << ") before its state";
   const TokenBatch rows = TokenBatch::make(b_count, e - a, a);
   QkvHeads qkv = proj_.project_qkv(rows, x);
   Tensor o = Tensor::empty(qkv.q.shape(), DType::kF32, x.device());

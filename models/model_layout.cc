@@ -170,21 +170,28 @@ absl::Status check_mesh_fits(const io::ModelConfig& config, const parallel::Para
 
 namespace {
 
-// StreamBP's layer backward cuts each sequence into chunks of positions on one rank: the
-// sequence must be whole there, and each chunk's rows must route as the whole sequence did.
-absl::Status check_streambp(const ParallelOptions& parallel, const parallel::ParallelDims& dims) {
-  if (parallel.streambp == 0) return absl::OkStatus();
+// StreamBP and SeCO cut each sequence into chunks of positions on one rank: the sequence must
+// be whole there, and each chunk's rows must route as the whole sequence did.
+absl::Status check_chunked(const ParallelOptions& parallel, const parallel::ParallelDims& dims) {
+  const char* flag = parallel.seco > 0 ? "--seco" : "--streambp";
+  if (parallel.streambp == 0 && parallel.seco == 0) return absl::OkStatus();
   if (dims.sp > 1) {
     return absl::InvalidArgumentError(absl::StrCat(
-        "--streambp with --sp ", dims.sp,
-        ": StreamBP's chunk-wise layer backward needs whole sequences on a rank, and --sp splits "
-        "them (each chunk would attend across ranks); use --recompute full with --sp"));
+        flag, " with --sp ", dims.sp, ": ", flag,
+        "'s chunks need whole sequences on a rank, and --sp splits them (each chunk would attend "
+        "across ranks); use --recompute full with --sp"));
   }
   if (parallel.sequence_parallel && dims.tp > 1) {
-    return absl::InvalidArgumentError(
-        "--streambp with --sequence-parallel: StreamBP's chunks take positions of whole "
-        "sequences, and Megatron sequence parallelism splits the residual stream's rows over tp; "
-        "use --streambp with plain --tp");
+    return absl::InvalidArgumentError(absl::StrCat(
+        flag,
+        " with --sequence-parallel: the chunks take positions of whole sequences, and "
+        "Megatron sequence parallelism splits the residual stream's rows over tp; use plain --tp"));
+  }
+  if (parallel.seco > 0 && dims.pp > 1) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "--seco with --pp ", dims.pp,
+        ": SeCO runs every layer for one chunk before the next chunk, which a pipeline stage "
+        "cannot; use --streambp with --pp"));
   }
   return absl::OkStatus();
 }
@@ -201,12 +208,35 @@ absl::StatusOr<ModelLayout> plan_layout(const io::ModelConfig& config,
         "--moe-capacity-factor ", parallel.moe_capacity_factor, " must be a finite number >= 0"));
   }
   layout.experts.capacity_factor = parallel.moe_capacity_factor;
-  if (parallel.streambp > 0 && parallel.moe_capacity_factor > 0 && config.is_moe()) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "--streambp with --moe-capacity-factor ", parallel.moe_capacity_factor,
-        ": an expert's capacity drops choices in the order of the whole sequence, which a chunk "
-        "of positions does not see; StreamBP needs dropless MoE"));
+  if (parallel.seco < 0 || parallel.spaco_keep < 0) {
+    return absl::InvalidArgumentError(absl::StrCat("--seco ", parallel.seco, " --spaco-keep ",
+                                                   parallel.spaco_keep, " must be >= 1"));
   }
+  if (parallel.seco > 0 && parallel.streambp > 0) {
+    return absl::InvalidArgumentError(
+        "--seco with --streambp: choose one; SeCO already runs the head and every layer chunk by "
+        "chunk");
+  }
+  if (parallel.spaco_keep > 0 && parallel.seco == 0) {
+    return absl::InvalidArgumentError(
+        "--spaco-keep needs --seco CHUNK: SpaCO back-propagates some of SeCO's chunks");
+  }
+  const int64_t chunked = parallel.seco > 0 ? parallel.seco : parallel.streambp;
+  if (chunked > 0 && parallel.moe_capacity_factor > 0 && config.is_moe()) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        parallel.seco > 0 ? "--seco" : "--streambp", " with --moe-capacity-factor ",
+        parallel.moe_capacity_factor,
+        ": an expert's capacity drops choices in the order of the whole sequence, which a chunk "
+        "of positions does not see; chunk-wise training needs dropless MoE"));
+  }
+  if (parallel.seco > 0 && parallel.pp_virtual > 1) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("--seco with --pp-virtual ", parallel.pp_virtual,
+                     ": SeCO runs the whole model for one chunk at a time, in one pipeline chunk"));
+  }
+  layout.seco = parallel.seco;
+  layout.spaco_keep = parallel.spaco_keep;
+  layout.spaco_seed = parallel.spaco_seed;
   layout.recompute = parallel.recompute;
   if (parallel.streambp < 0) {
     return absl::InvalidArgumentError(
@@ -226,7 +256,7 @@ absl::StatusOr<ModelLayout> plan_layout(const io::ModelConfig& config,
   WEFT_RETURN_IF_ERROR(plan_experts(config, parallel, layout));
   layout.sequence_parallel = parallel.sequence_parallel;
   if (dims.sp > 1) WEFT_RETURN_IF_ERROR(plan_sequence_parallel(config, parallel, layout));
-  WEFT_RETURN_IF_ERROR(check_streambp(parallel, dims));
+  WEFT_RETURN_IF_ERROR(check_chunked(parallel, dims));
   layout.pp = dims.pp;
   layout.pp_rank = parallel.mesh->coord().pp;
   layout.stages = dims.pp * parallel.pp_virtual;

@@ -18,7 +18,10 @@ struct ModelLayout {
   TpContext tp;
   ExpertContext experts;  // the MoE view of this stage (plain when ep = etp = 1)
   Recompute recompute = Recompute::kNone;
-  int64_t streambp = 0;  // rows per chunk of the LM head and loss (0: all at once)
+  int64_t streambp = 0;  // StreamBP: rows (head) and positions (layers) per chunk (0: off)
+  int64_t seco = 0;      // SeCO: positions per chunk (0: off)
+  int64_t spaco_keep = 0;
+  uint64_t spaco_seed = 0;
   bool sequence_parallel = false;
   // Sequence parallelism: the sp group, how the sequence is split over it, the algorithms.
   int sp = 1;

@@ -141,9 +141,9 @@ Tensor SoftmaxAttention::stream_backward(MixerStream& stream, LayerSaved& saved,
     Tensor dq_b = dq.slice(b, b + 1);
     Tensor dk_b = prefix(st.dk, b, cs.e);
     Tensor dv_b = prefix(st.dv, b, cs.e);
-    kernels::attention_backward(cs.q.slice(b, b + 1), prefix(st.k, b, cs.e),
-                                prefix(st.v, b, cs.e), cs.o.slice(b, b + 1),
-                                cs.lse.slice(b, b + 1), d_o.slice(b, b + 1), scale_,
+    kernels::attention_backward(cs.q.slice(b, b + 1), prefix(st.k, b, cs.e), prefix(st.v, b, cs.e),
+                                cs.o.slice(b, b + 1), cs.lse.slice(b, b + 1), d_o.slice(b, b + 1),
+                                scale_,
                                 /*causal=*/true, cs.a, 0, dq_b, dk_b, dv_b);
   }
   kernels::rope_backward(dq, cs.batch.positions, rope_theta_);

@@ -9,6 +9,7 @@
 #include "models/moe_block.h"
 #include "models/next_token_loss.h"
 #include "models/param_init.h"
+#include "models/transformer_saved.h"
 #include "parallel/shard_gather.h"
 #include "runtime/core/status.h"
 
@@ -28,21 +29,6 @@ class Transformer::DecodingState final : public InferenceState {
 class Transformer::PagedState final : public PagedKvCache {
  public:
   std::vector<std::unique_ptr<MixerCache>> layers;  // this rank's decoder layers, in order
-};
-
-// What one (micro-batch, chunk) keeps between its forward and its backward.
-struct Transformer::ChunkSaved final : ChunkState {
-  TokenBatch batch;
-  Tensor ids;      // [N]
-  Tensor targets;  // [N] i64, -1 where nothing is predicted (last stage)
-  std::vector<DecoderBlock::Saved> blocks;
-  std::vector<Tensor> block_inputs;  // --recompute full, --streambp: each block's input only
-  std::vector<std::vector<float>> moe_balance;  // --streambp: each MoE block's aux gradient
-  RmsNorm::Saved final_norm;
-  Tensor normed;                 // [N, D] input of the LM head (all rows)
-  Tensor logits;                 // [N, V_r]
-  Tensor lse;                    // [N] over the whole vocabulary
-  bool logits_returned = false;  // returned to the caller: backward must not overwrite them
 };
 
 namespace {
@@ -257,6 +243,11 @@ Tensor Transformer::chunk_forward(int c, const Tensor& tokens, const Tensor& inp
                                   bool keep, Tensor* logits, double* loss_sum) {
   const absl::Status valid = check_batch(tokens);
   WEFT_CHECK(valid.ok()) << valid.message();
+  if (keep && layout_.seco > 0) {
+    WEFT_CHECK(single_chunk()) << "--seco runs in one pipeline chunk";
+    seco_forward(tokens, s, logits, loss_sum);
+    return Tensor();
+  }
   const Chunk& chunk = chunks_[c];
   const int64_t b = tokens.dim(0), d = config_.hidden_size;
   // Under --sp this rank computes c of the T positions (any order the layout gives).
@@ -345,6 +336,11 @@ Tensor Transformer::backward_chunk(int c, ChunkState& state, const Tensor& dout,
   auto& s = static_cast<ChunkSaved&>(state);
   Chunk& chunk = chunks_[c];
   for (Param* p : chunk.params) ensure_grad(*p);
+  if (!s.streams.empty()) {
+    seco_backward(s, loss_scale);
+    if (last_microbatch) grads_ready(chunk);
+    return Tensor();
+  }
   const int64_t b = s.batch.batch, d = config_.hidden_size;
   const int64_t rows = region_.local_rows(s.batch.tokens());
   Tensor dx;  // [rows, D]
@@ -409,12 +405,15 @@ Tensor Transformer::backward_chunk(int c, ChunkState& state, const Tensor& dout,
     dinput = dx.view({b, rows / b, d});
   }
   // Only now is every grad of the chunk (the embedding's too) complete.
-  if (last_microbatch && grad_ready_) {
-    for (Param* p : chunk.params) {
-      if (!reduced_by_finish_grads(p)) grad_ready_(*p);
-    }
-  }
+  if (last_microbatch) grads_ready(chunk);
   return dinput;
+}
+
+void Transformer::grads_ready(const Chunk& chunk) {
+  if (!grad_ready_) return;
+  for (Param* p : chunk.params) {
+    if (!reduced_by_finish_grads(p)) grad_ready_(*p);
+  }
 }
 
 std::vector<std::pair<int64_t, MoeBlock*>> Transformer::moe_layers() {

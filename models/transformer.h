@@ -77,6 +77,13 @@ class Transformer final : public CausalLM {
   // return the last stage's [N, V_r] logits (or null).
   Tensor chunk_forward(int chunk, const Tensor& tokens, const Tensor& input, ChunkSaved& s,
                        bool keep, Tensor* logits, double* loss_sum);
+  // SeCO and SpaCO (models/transformer_seco.cc): the whole model chunk by chunk of positions, in
+  // the single pipeline chunk. The forward keeps each layer's keys and values (its stream);
+  // the backward reruns each chunk's forward and back-propagates it, last chunk first.
+  void seco_forward(const Tensor& tokens, ChunkSaved& s, Tensor* logits, double* loss_sum);
+  void seco_backward(ChunkSaved& s, float loss_scale);
+  // Hands `chunk`'s gradients to the grad-ready hook (all but those finish_grads reduces).
+  void grads_ready(const Chunk& chunk);
   // The groups finish_grads reduces over: norm weights (sequence parallelism), replicated KV
   // projections (tp > Hkv), the tied embedding's two copies (pp > 1).
   void plan_grad_reductions();
@@ -104,6 +111,7 @@ class Transformer final : public CausalLM {
   std::function<void(Param&)> grad_ready_;
   std::function<void(Tensor)> logits_sink_;
   std::unique_ptr<ChunkState> saved_;  // forward()/backward()'s micro-batch
+  uint64_t spaco_draws_ = 0;           // SpaCO: backward passes drawn so far
 };
 
 }  // namespace weft::models

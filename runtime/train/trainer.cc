@@ -189,6 +189,9 @@ absl::Status Trainer::load_model() {
                                          .sp_ulysses = options_.sp_ulysses,
                                          .recompute = options_.recompute,
                                          .streambp = options_.streambp,
+                                         .seco = options_.seco,
+                                         .spaco_keep = options_.spaco_keep,
+                                         .spaco_seed = options_.seed,
                                          .moe_capacity_factor = options_.moe_capacity_factor,
                                          .expert_placement = options_.expert_placement,
                                          .speculative_moe = options_.speculative_moe};

@@ -58,7 +58,9 @@ struct TrainOptions {
   double moe_capacity_factor = 0;  // per-sequence expert capacity (0 = dropless)
   double moe_aux_loss_coef = 0;    // load-balancing loss coefficient (0 = off)
   models::Recompute recompute = models::Recompute::kNone;  // --recompute
-  int64_t streambp = 0;  // --streambp: rows per chunk of the LM head and loss (0: off)
+  int64_t streambp = 0;    // --streambp: rows (head) and positions (layers) per chunk (0: off)
+  int64_t seco = 0;        // --seco: positions per chunk (0: off)
+  int64_t spaco_keep = 0;  // --spaco-keep: chunks back-propagated, about (0: all)
   // --speculative-moe: the per-layer expert placement (models/expert_context.h).
   std::vector<std::vector<int64_t>> expert_placement;
   bool speculative_moe = false;
