@@ -81,8 +81,9 @@ Tensor DecoderBlock::backward(Saved& saved, const Tensor& dy,
 Tensor DecoderBlock::backward_streamed(const TokenBatch& batch, const Tensor& x, const Tensor& dy,
                                        const parallel::TensorParallelRegion& region, int64_t chunk,
                                        const std::vector<float>* moe_balance) {
-  WEFT_CHECK(!region.sequence_parallel() && batch.offset == 0 && batch.paged == nullptr &&
-             chunk > 0 && x.dim(0) == batch.tokens())
+  if (region.sequence_parallel())
+    return backward_streamed_sp(batch, x, dy, region, chunk, moe_balance);
+  WEFT_CHECK(batch.offset == 0 && batch.paged == nullptr && chunk > 0 && x.dim(0) == batch.tokens())
       << "StreamBP's layer backward takes whole sequences";
   const int64_t b = batch.batch, t = batch.len;
   MoeBlock* moe_block = moe();
@@ -103,6 +104,27 @@ Tensor DecoderBlock::backward_streamed(const TokenBatch& batch, const Tensor& x,
   }
   if (moe_block != nullptr) moe_block->set_fixed_balance(nullptr);
   return dx;
+}
+
+Tensor DecoderBlock::backward_streamed_sp(const TokenBatch& batch, const Tensor& x,
+                                          const Tensor& dy,
+                                          const parallel::TensorParallelRegion& region,
+                                          int64_t chunk, const std::vector<float>* moe_balance) {
+  // Every tp rank runs the chunks over all rows, as plain tensor parallelism does.
+  RmsNorm* norms[] = {&input_norm_, &post_attention_norm_};
+  std::vector<Tensor> before;
+  for (RmsNorm* norm : norms) before.push_back(norm->weight().grad.clone());
+  const Tensor dx = backward_streamed(batch, region.enter(x), region.enter(dy),
+                                      region.without_sequence_parallel(), chunk, moe_balance);
+  // The norms' weight gradients are then whole on every rank, while the model sums them over tp
+  // as partials (each rank's own rows, Transformer::finish_grads): keep 1/tp of what was added.
+  for (size_t i = 0; i < before.size(); ++i) {
+    Tensor& grad = norms[i]->weight().grad;
+    kernels::add_(grad, before[i], -1.0f);
+    kernels::scale_(grad, 1.0f / static_cast<float>(region.size()));
+    kernels::add_(grad, before[i]);
+  }
+  return region.own_rows(dx);
 }
 
 MoeBlock* DecoderBlock::moe() const { return dynamic_cast<MoeBlock*>(ffn_.get()); }

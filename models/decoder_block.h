@@ -66,12 +66,12 @@ class DecoderBlock {
   }
 
   // StreamBP's chunk-wise backward (docs/algorithms.md "StreamBP"), from the kept input x [N, D]
-  // of `batch` (whole sequences, no sequence parallelism): the keys and values of every position
-  // (or the linear-attention states) once, then for each chunk of `chunk` positions, last to
-  // first, the chunk's forward again and its backward from dy's rows. The activations of one
-  // chunk exist at a time, besides the layer's keys and values and their gradients. dy [N, D] ->
-  // dx [N, D]; adds into the parameter gradients. moe_balance: the MoE load-balancing gradient of
-  // the micro-batch's forward (MoeBlock::last_balance), or null.
+  // of `batch` (whole sequences; under Megatron-SP each tp rank runs all rows): the keys and values
+  // of every position (or the linear-attention states) once, then for each chunk of `chunk`
+  // positions, last to first, the chunk's forward again and its backward from dy's rows. The
+  // activations of one chunk exist at a time, besides the layer's keys and values and their
+  // gradients. dy [N, D] -> dx [N, D]; adds into the parameter gradients. moe_balance: the MoE
+  // load-balancing gradient of the micro-batch's forward (MoeBlock::last_balance), or null.
   [[nodiscard]] Tensor backward_streamed(const TokenBatch& batch, const Tensor& x, const Tensor& dy,
                                          const parallel::TensorParallelRegion& region,
                                          int64_t chunk, const std::vector<float>* moe_balance);
@@ -93,6 +93,12 @@ class DecoderBlock {
   void set_recomputing(bool recomputing);
 
  private:
+  // backward_streamed under Megatron sequence parallelism: the chunks over all rows.
+  [[nodiscard]] Tensor backward_streamed_sp(const TokenBatch& batch, const Tensor& x,
+                                            const Tensor& dy,
+                                            const parallel::TensorParallelRegion& region,
+                                            int64_t chunk, const std::vector<float>* moe_balance);
+
   RmsNorm input_norm_;
   std::unique_ptr<TokenMixer> mixer_;
   RmsNorm post_attention_norm_;

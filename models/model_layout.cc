@@ -181,11 +181,11 @@ absl::Status check_chunked(const ParallelOptions& parallel, const parallel::Para
         "'s chunks need whole sequences on a rank, and --sp splits them (each chunk would attend "
         "across ranks); use --recompute full with --sp"));
   }
-  if (parallel.sequence_parallel && dims.tp > 1) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        flag,
-        " with --sequence-parallel: the chunks take positions of whole sequences, and "
-        "Megatron sequence parallelism splits the residual stream's rows over tp; use plain --tp"));
+  if (parallel.seco > 0 && parallel.sequence_parallel && dims.tp > 1) {
+    return absl::InvalidArgumentError(
+        "--seco with --sequence-parallel: SeCO's chunks take positions of whole sequences "
+        "through every layer, and Megatron sequence parallelism splits the residual stream's "
+        "rows over tp; use plain --tp (--streambp composes with --sequence-parallel)");
   }
   if (parallel.seco > 0 && dims.pp > 1) {
     return absl::InvalidArgumentError(absl::StrCat(

@@ -25,6 +25,7 @@ class RmsNorm {
   [[nodiscard]] Tensor backward(const Saved& saved, const Tensor& dy);
 
   void collect_params(std::vector<Param*>& out) { out.push_back(&weight_); }
+  [[nodiscard]] Param& weight() { return weight_; }
 
  private:
   Param weight_;  // [D]

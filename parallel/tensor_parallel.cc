@@ -15,6 +15,12 @@ int64_t TensorParallelRegion::local_rows(int64_t rows) const {
   return rows / size();
 }
 
+Tensor TensorParallelRegion::own_rows(const Tensor& x) const {
+  if (!sequence_parallel()) return x;
+  const int64_t n = local_rows(x.dim(0));
+  return x.slice(group_->rank() * n, (group_->rank() + 1) * n);
+}
+
 Tensor TensorParallelRegion::all_gather_rows(const Tensor& x) const {
   Shape shape = x.shape();
   shape[0] *= size();

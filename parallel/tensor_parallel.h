@@ -30,6 +30,10 @@ class TensorParallelRegion {
   // Rows of [n, D] this rank holds outside the region: n, or n/tp under sequence parallelism.
   [[nodiscard]] int64_t local_rows(int64_t rows) const;
 
+  // [n, D], the same on every rank -> this rank's rows [n_local, D] (a view): its block under
+  // sequence parallelism, else all of them.
+  [[nodiscard]] Tensor own_rows(const Tensor& x) const;
+
   // x [n_local, D] -> [n, D].
   [[nodiscard]] Tensor enter(const Tensor& x) const;
   // Partial dx [n, D] (this rank's column shard's contribution) -> whole dx [n_local, D].

@@ -25,8 +25,7 @@ TEST(RecomputeEval, RecomputationGivesTheSameLogitsLossAndGradients) {
       SCOPED_TRACE(absl::StrCat(m.ranks, " ranks ", m.flags));
       const std::string plain = eval_on_mesh(model, tokens, dir, m);
       // StreamBP needs whole sequences per rank (the refusals are tested below).
-      const bool whole = m.flags.find("--sp ") == std::string::npos &&
-                         m.flags.find("--sequence-parallel") == std::string::npos;
+      const bool whole = m.flags.find("--sp ") == std::string::npos;
       // 5 rows per head chunk: not a divisor of the 48 (or 24 per rank) rows.
       for (const char* saver : {"--recompute full", "--recompute selective", "--streambp 5",
                                 "--streambp 5 --recompute full"}) {

@@ -3,8 +3,8 @@
 // its kept input. Exact: eval with --grads and 4-step training equal the runs without it for
 // chunk sizes that divide T, that do not, of one position and of more than T; for dense, MoE
 // (with its load-balancing loss) and hybrid linear-attention models; on one rank and with tp,
-// pp, dp + ZeRO-1 and expert parallelism. The accounted peak memory falls below full
-// recomputation's; the meshes it cannot serve are refused by name.
+// Megatron-SP, pp, dp + ZeRO-1 and expert parallelism. The accounted peak memory falls below
+// full recomputation's; what it cannot serve (--sp, MoE capacity) is refused by name.
 #include <gtest/gtest.h>
 
 #include "tests/cli/cli_util.h"
@@ -14,9 +14,14 @@ namespace {
 
 TEST(StreamBpEval, ChunkWiseBackwardGivesTheSameLossAndGradients) {
   for (const auto& [fixture, meshes] : std::vector<std::pair<std::string, std::vector<Mesh>>>{
-           {"llama_gqa", {{1, ""}, {2, "--tp 2"}, {2, "--pp 2"}}},
-           {"mixtral_moe", {{1, ""}, {2, "--ep 2"}, {2, "--tp 2 --ep 2"}}},
-           {"hybrid_linear", {{1, ""}, {2, "--tp 2"}}}}) {
+           {"llama_gqa",
+            {{1, ""}, {2, "--tp 2"}, {2, "--tp 2 --sequence-parallel"}, {2, "--pp 2"}}},
+           {"mixtral_moe",
+            {{1, ""},
+             {2, "--ep 2"},
+             {2, "--tp 2 --ep 2"},
+             {2, "--tp 2 --ep 2 --sequence-parallel"}}},
+           {"hybrid_linear", {{1, ""}, {2, "--tp 2"}, {2, "--tp 2 --sequence-parallel"}}}}) {
     SCOPED_TRACE(fixture);
     const std::string model = model_fixture(fixture);
     const std::string dir = make_temp_dir("weft_streambp_eval");
@@ -65,6 +70,7 @@ TEST(StreamBpTrain, DenseTrainsAsWithout) {
                                   {1, "--streambp 5"},
                                   {1, "--streambp 5 --recompute full"},
                                   {2, "--streambp 4 --tp 2"},
+                                  {2, "--streambp 5 --tp 2 --sequence-parallel"},
                                   {2, "--streambp 5 --zero 1 --micro-batch 1"},
                                   {2, "--streambp 7 --pp 2 --micro-batch 1"}},
                                  "");
@@ -72,7 +78,9 @@ TEST(StreamBpTrain, DenseTrainsAsWithout) {
 
 TEST(StreamBpTrain, MoeWithItsLoadBalancingLossTrainsAsWithout) {
   expect_streamed_training_alike(model_fixture("mixtral_moe"), token_data(64),
-                                 {{1, "--streambp 5"}, {2, "--streambp 4 --ep 2"}},
+                                 {{1, "--streambp 5"},
+                                  {2, "--streambp 4 --ep 2"},
+                                  {2, "--streambp 3 --tp 2 --ep 2 --sequence-parallel"}},
                                  "--moe-aux-loss-coef 0.05");
 }
 
@@ -102,17 +110,12 @@ TEST(StreamBpMemory, PeakFallsBelowFullRecomputationAndWithTheChunk) {
   EXPECT_LT(chunked, full) << "streambp 8 " << chunked << " full " << full;
 }
 
-TEST(StreamBpRefusals, MeshesThatSplitSequencesAreNamed) {
+TEST(StreamBpRefusals, SequenceSplitsAndCapacityAreNamed) {
   const std::string dir = make_temp_dir("weft_streambp_bad");
-  for (const auto& [flags, message] : std::vector<std::pair<std::string, std::string>>{
-           {"--sp 2", "--streambp with --sp 2"},
-           {"--tp 2 --sequence-parallel", "--streambp with --sequence-parallel"}}) {
-    SCOPED_TRACE(flags);
-    RunResult r = run_weft(
-        absl::StrCat(train_args(llama_config_model(96, 2), dir, 1), " --streambp 4 ", flags), 2);
-    EXPECT_NE(r.exit_code, 0);
-    EXPECT_NE(r.err.find(message), std::string::npos) << r.err;
-  }
+  RunResult sp = run_weft(
+      absl::StrCat(train_args(llama_config_model(96, 2), dir, 1), " --streambp 4 --sp 2"), 2);
+  EXPECT_NE(sp.exit_code, 0);
+  EXPECT_NE(sp.err.find("--streambp with --sp 2"), std::string::npos) << sp.err;
   RunResult r =
       run_weft(absl::StrCat(train_args(model_fixture("mixtral_moe"), dir, 1, token_data(64)),
                             " --streambp 4 --moe-capacity-factor 1.5"));
