@@ -50,8 +50,46 @@ std::vector<FlagSpec> engine_flags() {
        "prompt + completion tokens at most (default: max_position_embeddings)", false, 1},
       {"no-prefix-caching", FlagKind::kBool, "do not reuse cached prompt blocks across requests"},
       {"scheduler", FlagKind::kString,
-       "continuous (default: chunked prefill, stall-free) or static (a batch runs to completion)"}};
+       "continuous (default: chunked prefill, stall-free) or static (a batch runs to completion)"},
+      {"shift-parallel", FlagKind::kBool,
+       "shift parallelism: steps above --shift-threshold tokens run sequence-parallel (Ulysses "
+       "over all ranks, full weights on each), the others tensor-parallel over all ranks; one KV "
+       "cache"},
+      {"sp", FlagKind::kInt,
+       "with --shift-parallel: the sequence-parallel degree (every rank; default the world)",
+       false, 1},
+      {"shift-threshold", FlagKind::kInt,
+       "with --shift-parallel: tokens in a step above which it runs sequence-parallel (default "
+       "256)",
+       false, 0}};
 }
+
+namespace {
+
+// --shift-parallel [--sp N] [--tp N]: both name every rank (SP mode with tp inside is not built).
+absl::StatusOr<int> shift_degree(const Flags& flags, int world) {
+  const int sp = static_cast<int>(flags.integer("sp", world));
+  const int tp = static_cast<int>(flags.integer("tp", 1));
+  if (!flags.boolean("shift-parallel")) {
+    if (flags.has("sp") || flags.has("shift-threshold")) {
+      return invalid_argument(flags.has("sp") ? "--sp" : "--shift-threshold",
+                              " applies to --shift-parallel (serving splits one model over "
+                              "--tp x --pp otherwise)");
+    }
+    return 0;
+  }
+  if (flags.has("pp") || flags.has("ep") || flags.has("etp")) {
+    return invalid_argument("--shift-parallel runs on --sp ranks alone (no --pp, --ep, --etp)");
+  }
+  if (sp != world || (tp != 1 && tp != world)) {
+    return invalid_argument("--shift-parallel --sp ", sp, " --tp ", tp, " on ", world,
+                            " ranks: both modes span every rank (--sp ", world,
+                            "; sequence-parallel mode with tp inside it is not built)");
+  }
+  return world;
+}
+
+}  // namespace
 
 absl::StatusOr<int64_t> parse_bytes(const std::string& flag, const std::string& text) {
   std::string t = absl::AsciiStrToLower(text);
@@ -90,9 +128,11 @@ absl::StatusOr<EngineSetup> setup_engine(Session& session, const Flags& flags, i
     kernels::set_cpu_threads(std::max(1, kernels::cpu_threads() - 1));
   }
   const std::string dir = flags.str("model");
-  absl::StatusOr<parallel::ParallelDims> dims =
-      parallel::resolve_dims(session.size(), flags.integer("tp", 1), flags.integer("pp", 1), 1,
-                             flags.integer("ep", 1), flags.integer("etp", 1));
+  const absl::StatusOr<int> shift = shift_degree(flags, session.size());
+  WEFT_RETURN_IF_ERROR(session.agree(shift.status()));
+  absl::StatusOr<parallel::ParallelDims> dims = parallel::resolve_dims(
+      session.size(), *shift > 0 ? *shift : flags.integer("tp", 1), flags.integer("pp", 1), 1,
+      flags.integer("ep", 1), flags.integer("etp", 1));
   absl::Status valid = dims.status();
   if (valid.ok() && dims->dp != 1) {
     valid = invalid_argument("serving splits one model over all ranks: ", session.size(),
@@ -123,6 +163,7 @@ absl::StatusOr<EngineSetup> setup_engine(Session& session, const Flags& flags, i
   config.max_queue = max_queue;
   config.prefix_caching = !flags.boolean("no-prefix-caching");
   config.eos_ids = serve::read_eos_ids(dir);
+  if (*shift > 0) config.shift_threshold = flags.integer("shift-threshold", 256);
   WEFT_RETURN_IF_ERROR(session.agree(valid));
 
   out.mesh = parallel::Mesh::create(session.world(), *dims);
@@ -130,6 +171,20 @@ absl::StatusOr<EngineSetup> setup_engine(Session& session, const Flags& flags, i
       models::CausalLM::from_pretrained(dir, {.mesh = out.mesh.get()});
   WEFT_RETURN_IF_ERROR(session.agree(model.status()));
   out.model = std::move(*model);
+  if (*shift > 0) {
+    // Sequence-parallel steps: every weight on every rank; the heads split as tp splits them.
+    const io::ModelConfig& c = out.model->config();
+    absl::Status heads;
+    if (c.num_attention_heads % *shift != 0 || c.num_key_value_heads % *shift != 0) {
+      heads = invalid_argument("--shift-parallel over ", *shift, " ranks: ",
+                               c.num_attention_heads, " heads and ", c.num_key_value_heads,
+                               " KV heads must both divide by it (Ulysses moves whole heads)");
+    }
+    WEFT_RETURN_IF_ERROR(session.agree(heads));
+    absl::StatusOr<std::unique_ptr<models::CausalLM>> full = models::CausalLM::from_pretrained(dir);
+    WEFT_RETURN_IF_ERROR(session.agree(full.status()));
+    out.shift_model = std::move(*full);
+  }
   absl::Status tok_status;
   if (session.is_root()) {
     absl::StatusOr<std::unique_ptr<serve::Tokenizer>> tok = serve::Tokenizer::load(dir);
@@ -167,6 +222,7 @@ absl::StatusOr<EngineSetup> setup_engine(Session& session, const Flags& flags, i
       *out.model, session.world(), out.mesh.get(), std::move(config), std::move(detok));
   WEFT_RETURN_IF_ERROR(session.agree(engine.status()));
   out.engine = std::move(*engine);
+  if (out.shift_model != nullptr) out.engine->set_shift_model(out.shift_model.get(), &out.mesh->tp());
   return out;
 }
 

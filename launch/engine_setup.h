@@ -16,12 +16,14 @@
 namespace weft::cli {
 
 // --tp --pp --max-num-seqs --max-num-batched-tokens --block-size --kv-cache-memory
-// --num-kv-blocks --max-model-len --no-prefix-caching --scheduler
+// --num-kv-blocks --max-model-len --no-prefix-caching --scheduler --shift-parallel --sp
+// --shift-threshold
 std::vector<FlagSpec> engine_flags();
 
 struct EngineSetup {
   std::unique_ptr<parallel::Mesh> mesh;
   std::unique_ptr<models::CausalLM> model;
+  std::unique_ptr<models::CausalLM> shift_model;  // --shift-parallel: every weight, one rank's
   std::unique_ptr<serve::Tokenizer> tokenizer;  // rank 0; null when the directory has none
   std::unique_ptr<serve::Engine> engine;
 };

@@ -189,6 +189,20 @@ class CausalLM {
   // positions, and with kernels::set_batch_invariant(true) its logits do not depend on the
   // rest of the batch. Every rank passes the same batch (the first stage reads the tokens).
   virtual Tensor forward_paged(PagedKvCache& cache, const PagedBatch& batch) = 0;
+  // Shift parallelism's sequence-parallel mode (docs/serving.md "Shift parallelism"), on a
+  // model that holds all the weights (one rank's layout), collective over `group`: each rank
+  // runs its share of the step's rows, attention goes Ulysses-style into `cache`, the KV cache
+  // of the tensor-parallel model over `group` (the same heads per rank). Returns the logits [S,
+  // V] of batch.sample_rows on group rank 0, undefined elsewhere. Needs at least one row per
+  // rank.
+  virtual Tensor forward_paged_ulysses(PagedKvCache& cache, const PagedBatch& batch,
+                                       comm::Communicator& group) {
+    (void)cache;
+    (void)batch;
+    (void)group;
+    WEFT_CHECK(false) << "this model has no sequence-parallel serving step";
+    return {};
+  }
 };
 
 }  // namespace weft::models

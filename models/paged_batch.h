@@ -6,9 +6,19 @@
 #include <cstdint>
 #include <vector>
 
+#include "comm/communicator.h"
 #include "runtime/core/tensor.h"
 
 namespace weft::models {
+
+// Shift parallelism's sequence-parallel mode (docs/serving.md "Shift parallelism"): the step's
+// rows are split over `group`, rank i holding rows [begin[i], begin[i+1]), and each attention
+// layer runs Ulysses-style: a rank's q, k, v go head by head to the rank whose KV-cache shard
+// holds those heads (the tensor-parallel layout), which attends for every row of the step.
+struct UlyssesSplit {
+  comm::Communicator* group = nullptr;
+  std::vector<int64_t> begin;  // [P + 1]
+};
 
 struct PagedBatch {
   Tensor tokens;        // [N] i64
@@ -19,6 +29,8 @@ struct PagedBatch {
   // Rows of the step whose next-token logits are wanted (the last token of a request's chunk
   // when that chunk reaches the end of what the request has so far), in the order returned.
   std::vector<int64_t> sample_rows;
+  // Set in shift parallelism's sequence-parallel mode (null: every rank runs every row).
+  const UlyssesSplit* ulysses = nullptr;
 
   [[nodiscard]] int64_t size() const { return tokens.defined() ? tokens.numel() : 0; }
 };

@@ -107,6 +107,7 @@ void SoftmaxAttention::attend_cached(const TokenBatch& batch, const QkvHeads& qk
 
 void SoftmaxAttention::attend_paged(const PagedBatch& paged, const QkvHeads& qkv, PagedCache& cache,
                                     Tensor& o) const {
+  if (paged.ulysses != nullptr) return attend_paged_ulysses(paged, qkv, cache.k, cache.v, o);
   const int64_t n = paged.size(), hkv = proj_.kv_heads(), d = proj_.head_dim();
   kernels::kv_cache_write(qkv.k.view({n, hkv, d}), qkv.v.view({n, hkv, d}), paged.slots, cache.k,
                           cache.v);

@@ -60,6 +60,12 @@ class SoftmaxAttention final : public TokenMixer {
   // own request's positions 0..pos through the block table (o [1, N, H, d]).
   void attend_paged(const PagedBatch& paged, const QkvHeads& qkv, PagedCache& cache,
                     Tensor& o) const;
+  // The same in shift parallelism's sequence-parallel mode (models/softmax_attention_shift.cc):
+  // qkv holds this rank's rows with every head; an all-to-all gives each rank every row of its
+  // KV-cache shard's heads, which it attends for, and a second one returns the rows.
+  // k_cache, v_cache: the layer's PagedCache.
+  void attend_paged_ulysses(const PagedBatch& paged, const QkvHeads& qkv, Tensor& k_cache,
+                            Tensor& v_cache, Tensor& o) const;
 
   AttentionProjections proj_;
   parallel::SequenceParallelAttention* sp_;

@@ -26,10 +26,6 @@ class Transformer::DecodingState final : public InferenceState {
   std::vector<std::unique_ptr<MixerCache>> layers;  // one per decoder layer
 };
 
-class Transformer::PagedState final : public PagedKvCache {
- public:
-  std::vector<std::unique_ptr<MixerCache>> layers;  // this rank's decoder layers, in order
-};
 
 namespace {
 

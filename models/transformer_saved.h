@@ -1,5 +1,6 @@
-// What one (micro-batch, pipeline chunk) of the Transformer keeps between its forward and its
-// backward: models/transformer.cc and models/transformer_seco.cc share it.
+// The Transformer's state that its source files share (models/transformer.cc, transformer_seco.cc,
+// transformer_shift.cc): what a (micro-batch, pipeline chunk) keeps between its forward and its
+// backward, and the paged KV cache.
 #pragma once
 
 #include <memory>
@@ -8,6 +9,12 @@
 #include "models/transformer.h"
 
 namespace weft::models {
+
+// The serving KV cache: one per softmax-attention layer of this rank.
+class Transformer::PagedState final : public PagedKvCache {
+ public:
+  std::vector<std::unique_ptr<MixerCache>> layers;  // this rank's decoder layers, in order
+};
 
 // What one (micro-batch, chunk) keeps between its forward and its backward.
 struct Transformer::ChunkSaved final : ChunkState {

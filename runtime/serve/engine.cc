@@ -298,7 +298,15 @@ models::PagedBatch Engine::build_batch(const StepPlan& plan) const {
   return b;
 }
 
+bool Engine::sequence_parallel_step(int64_t tokens) const {
+  return shift_model_ != nullptr && config_.shift_threshold >= 0 &&
+         tokens > config_.shift_threshold && tokens >= shift_group_->size();
+}
+
 Tensor Engine::run_model(const models::PagedBatch& batch) {
+  if (sequence_parallel_step(batch.size())) {
+    return shift_model_->forward_paged_ulysses(*cache_, batch, *shift_group_);
+  }
   Tensor logits = model_.forward_paged(*cache_, batch);
   const int pp = mesh_ != nullptr ? mesh_->pp().size() : 1;
   if (pp == 1) return logits;
@@ -461,6 +469,7 @@ bool Engine::step() {
   }
   std::lock_guard<std::mutex> lock(mu_);
   ++stats_.steps;
+  if (sequence_parallel_step(batch.size())) ++stats_.sequence_parallel_steps;
   stats_.prompt_tokens += prompt_computed;
   stats_.generated_tokens += static_cast<int64_t>(tokens.size());
   return true;

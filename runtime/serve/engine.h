@@ -44,6 +44,10 @@ struct EngineConfig {
   int64_t max_queue = 256;     // requests beyond the running ones before submit() refuses
   bool prefix_caching = true;
   std::vector<int64_t> eos_ids;  // the model's end-of-sequence tokens
+  // Shift parallelism (docs/serving.md "Shift parallelism"): a step of more than this many
+  // tokens (and at least one per rank) runs in sequence-parallel mode on the model given to
+  // set_shift_model; the others in tensor-parallel mode. -1: off.
+  int64_t shift_threshold = -1;
 };
 
 // One request's sampling and stop conditions (the OpenAI fields, vLLM's extensions).
@@ -102,6 +106,7 @@ struct EngineStats {
   int64_t requests_aborted = 0;   // cancelled (client gone) or cut short by shutdown
   int64_t preemptions = 0;
   int64_t steps = 0;
+  int64_t sequence_parallel_steps = 0;  // shift parallelism: steps run in SP mode
   std::vector<double> ttft_seconds;  // one per finished request, most recent last (capped)
   std::vector<double> tpot_seconds;
 };
@@ -116,6 +121,14 @@ class Engine {
                                                         const parallel::Mesh* mesh,
                                                         EngineConfig config,
                                                         DetokenizerFactory detokenizer = nullptr);
+
+  // Shift parallelism: `full` holds every weight on each rank (a one-rank layout) and runs the
+  // steps above config.shift_threshold Ulysses-style over `group` (the mesh's tp group), into
+  // this engine's KV cache. Every rank calls it, before serving.
+  void set_shift_model(models::CausalLM* full, comm::Communicator* group) {
+    shift_model_ = full;
+    shift_group_ = group;
+  }
   ~Engine();
 
   [[nodiscard]] int64_t vocab_size() const { return model_.config().vocab_size; }
@@ -161,6 +174,8 @@ class Engine {
          EngineConfig config, DetokenizerFactory detokenizer);
   void take_inbox();
   void shutdown_workers();
+  // Shift parallelism: whether a step of `tokens` runs in sequence-parallel mode.
+  [[nodiscard]] bool sequence_parallel_step(int64_t tokens) const;
   // Runs the model over the step (every rank) and returns the sampling rows' logits on rank 0.
   Tensor run_model(const models::PagedBatch& batch);
   [[nodiscard]] models::PagedBatch build_batch(const StepPlan& plan) const;
@@ -169,6 +184,8 @@ class Engine {
   void record_finish(const Request& r, bool aborted);
 
   models::CausalLM& model_;
+  models::CausalLM* shift_model_ = nullptr;
+  comm::Communicator* shift_group_ = nullptr;
   comm::Communicator& world_;
   const parallel::Mesh* mesh_;
   EngineConfig config_;

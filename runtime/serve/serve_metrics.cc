@@ -35,6 +35,9 @@ std::string prometheus_metrics(const EngineStats& s) {
   gauge("weft_preemptions_total", "Requests preempted (recomputed) for lack of KV blocks.",
         static_cast<double>(s.preemptions), "counter");
   gauge("weft_engine_steps_total", "Engine steps run.", static_cast<double>(s.steps), "counter");
+  gauge("weft_engine_sequence_parallel_steps_total",
+        "Engine steps run in shift parallelism's sequence-parallel mode.",
+        static_cast<double>(s.sequence_parallel_steps), "counter");
   auto histogram = [&](const char* name, const char* help, const std::vector<double>& values,
                        std::initializer_list<double> bounds) {
     absl::StrAppend(&out, "# HELP ", name, " ", help, "\n# TYPE ", name, " histogram\n");

@@ -86,6 +86,20 @@ TEST(BadInput, UnknownFlagAndSubcommand) {
   expect_error("generate --model x --prompt-ids 1 --max-new-tokens many", "--max-new-tokens");
 }
 
+TEST(BadInput, ShiftParallelSpansEveryRankAndWholeHeads) {
+  const std::string gen =
+      absl::StrCat("generate --model ", model_fixture("llama_gqa"), " --prompt-ids 1,2 ",
+                   "--max-new-tokens 2");
+  expect_error(gen + " --sp 2", "--sp applies to --shift-parallel");
+  expect_error(gen + " --shift-parallel --sp 3", "--shift-parallel --sp 3 --tp 1 on");
+  expect_error(gen + " --shift-parallel --pp 2", "--shift-parallel runs on --sp ranks alone");
+  // 4 ranks: tp 4 replicates the 2 KV heads, which Ulysses cannot split.
+  RunResult r = run_weft(gen + " --shift-parallel", 4, 120);
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_NE(r.err.find("--shift-parallel over 4 ranks: 4 heads and 2 KV heads"), std::string::npos)
+      << r.err;
+}
+
 TEST(BadInput, TrainSeqLenDisagreesWithData) {
   const std::string dir = make_temp_dir("weft_bad_train");
   expect_error(absl::StrCat("train --model ", model_fixture("llama_gqa"), " --data ", good_tokens(),

@@ -1,4 +1,4 @@
-// weft-mpi-ranks: 1 2
+// weft-mpi-ranks: 1 2 4
 // The serving engine's batch invariance (docs/serving.md): a request's greedy tokens are the same
 // served alone, among 30 concurrent requests, with prefill chunked into tiny pieces and requests
 // preempted for lack of KV blocks, and with prefix-cache hits — on one rank, and on two ranks
@@ -66,12 +66,15 @@ struct Served {
 
 // Runs `requests` (all at once, or one engine run per request when `alone`) on every rank of
 // `ranks` (default: the world).
+// `shift`: the full-weights model of shift parallelism's sequence-parallel steps (over the mesh's
+// tp group; config.shift_threshold decides which steps).
 Served serve(models::CausalLM& model, const parallel::Mesh* mesh, EngineConfig config,
              const std::vector<Request>& requests, bool alone,
-             comm::Communicator& ranks = world()) {
+             comm::Communicator& ranks = world(), models::CausalLM* shift = nullptr) {
   config.eos_ids.clear();  // lengths stay fixed: the comparison is token by token
   absl::StatusOr<std::unique_ptr<Engine>> engine = Engine::create(model, ranks, mesh, config);
   WEFT_CHECK(engine.ok()) << engine.status().message();
+  if (shift != nullptr) (*engine)->set_shift_model(shift, &mesh->tp());
   Served out;
   out.tokens.resize(requests.size());
   out.logprobs.resize(requests.size());
@@ -238,6 +241,63 @@ TEST(Engine, VocabularyTpDoesNotDivideServesAsOneRank) {
         EXPECT_NEAR(got.logprobs[i][t], want.logprobs[i][t],
                     1e-5 * std::max(1.0f, std::abs(want.logprobs[i][t])))
             << "request " << i << " token " << t;
+      }
+    }
+  }
+}
+
+// Shift parallelism (docs/serving.md "Shift parallelism"): tensor-parallel steps on the tp model,
+// sequence-parallel steps (Ulysses over the same ranks, full weights) on another, one KV cache.
+// Forced to either mode, switching with the step size (every prefill chunk above 8 tokens in SP
+// mode, the decodes in TP mode), and within one request alone: the one-rank engine's tokens,
+// and its log-probabilities within 1e-5.
+TEST(ShiftParallel, EveryModeServesAsOneRank) {
+  const int p = world().size();
+  if (p == 1) GTEST_SKIP() << "needs 2 or more ranks";
+  auto dims = parallel::resolve_dims(p, p, 1, 1, 1, 1);
+  ASSERT_TRUE(dims.ok());
+  std::unique_ptr<parallel::Mesh> mesh = parallel::Mesh::create(world(), *dims);
+  std::unique_ptr<comm::Communicator> alone = world().split(world().rank(), 0, "alone");
+  for (const char* fixture : {"llama_gqa", "qwen2_tied", "mixtral_moe"}) {
+    const std::string dir = fixtures_dir() + "/models/" + fixture;
+    auto full = models::CausalLM::from_pretrained(dir);
+    ASSERT_TRUE(full.ok()) << full.status().message();
+    if ((*full)->config().num_key_value_heads % p != 0) continue;
+    SCOPED_TRACE(fixture);
+    auto tp = models::CausalLM::from_pretrained(dir, {.mesh = mesh.get()});
+    ASSERT_TRUE(tp.ok()) << tp.status().message();
+    std::vector<Request> requests = make_requests((*full)->config().vocab_size);
+    EngineConfig config;
+    config.num_blocks = 128;
+    config.block_size = 8;
+    config.scheduler.max_num_batched_tokens = 24;  // prefill in pieces
+    const Served want = serve(**full, nullptr, config, requests, false, *alone);
+    for (int64_t threshold : {int64_t{-1}, int64_t{0}, int64_t{8}}) {
+      SCOPED_TRACE(threshold);
+      config.shift_threshold = threshold;
+      const Served got = serve(**tp, mesh.get(), config, requests, false, world(), full->get());
+      // One request alone: its prefill in SP mode, its decodes in TP mode.
+      config.shift_threshold = 1;
+      const std::vector<Request> one = {requests[3]};
+      const Served single = serve(**tp, mesh.get(), config, one, false, world(), full->get());
+      if (world().rank() != 0) continue;
+      if (threshold < 0) EXPECT_EQ(got.stats.sequence_parallel_steps, 0);
+      if (threshold == 0) EXPECT_GT(got.stats.sequence_parallel_steps, got.stats.steps / 2);
+      if (threshold == 8) {
+        EXPECT_GT(got.stats.sequence_parallel_steps, 0);
+        EXPECT_LT(got.stats.sequence_parallel_steps, got.stats.steps);
+      }
+      EXPECT_GT(single.stats.sequence_parallel_steps, 0);  // the prefill chunks
+      EXPECT_LT(single.stats.sequence_parallel_steps, single.stats.steps);  // the decodes
+      EXPECT_EQ(single.tokens[0], want.tokens[3]);
+      for (size_t i = 0; i < requests.size(); ++i) {
+        EXPECT_EQ(got.tokens[i], want.tokens[i]) << "request " << i;
+        ASSERT_EQ(got.logprobs[i].size(), want.logprobs[i].size()) << i;
+        for (size_t t = 0; t < want.logprobs[i].size(); ++t) {
+          EXPECT_NEAR(got.logprobs[i][t], want.logprobs[i][t],
+                      1e-5 * std::max(1.0f, std::abs(want.logprobs[i][t])))
+              << "request " << i << " token " << t;
+        }
       }
     }
   }
