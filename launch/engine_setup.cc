@@ -56,8 +56,11 @@ std::vector<FlagSpec> engine_flags() {
        "over all ranks, full weights on each), the others tensor-parallel over all ranks; one KV "
        "cache"},
       {"sp", FlagKind::kInt,
-       "with --shift-parallel: the sequence-parallel degree (every rank; default the world)",
-       false, 1},
+       "with --shift-parallel: the sequence-parallel degree (every rank; default the world)", false,
+       1},
+      {"token-weave", FlagKind::kBool,
+       "TokenWeave under --tp: each step in two halves, one half's reduce-scatter/all-gather "
+       "overlapping the other's compute; residual and norms on this rank's rows"},
       {"shift-threshold", FlagKind::kInt,
        "with --shift-parallel: tokens in a step above which it runs sequence-parallel (default "
        "256)",
@@ -167,8 +170,8 @@ absl::StatusOr<EngineSetup> setup_engine(Session& session, const Flags& flags, i
   WEFT_RETURN_IF_ERROR(session.agree(valid));
 
   out.mesh = parallel::Mesh::create(session.world(), *dims);
-  absl::StatusOr<std::unique_ptr<models::CausalLM>> model =
-      models::CausalLM::from_pretrained(dir, {.mesh = out.mesh.get()});
+  absl::StatusOr<std::unique_ptr<models::CausalLM>> model = models::CausalLM::from_pretrained(
+      dir, {.mesh = out.mesh.get(), .token_weave = flags.boolean("token-weave")});
   WEFT_RETURN_IF_ERROR(session.agree(model.status()));
   out.model = std::move(*model);
   if (*shift > 0) {
@@ -176,8 +179,8 @@ absl::StatusOr<EngineSetup> setup_engine(Session& session, const Flags& flags, i
     const io::ModelConfig& c = out.model->config();
     absl::Status heads;
     if (c.num_attention_heads % *shift != 0 || c.num_key_value_heads % *shift != 0) {
-      heads = invalid_argument("--shift-parallel over ", *shift, " ranks: ",
-                               c.num_attention_heads, " heads and ", c.num_key_value_heads,
+      heads = invalid_argument("--shift-parallel over ", *shift, " ranks: ", c.num_attention_heads,
+                               " heads and ", c.num_key_value_heads,
                                " KV heads must both divide by it (Ulysses moves whole heads)");
     }
     WEFT_RETURN_IF_ERROR(session.agree(heads));
@@ -222,7 +225,8 @@ absl::StatusOr<EngineSetup> setup_engine(Session& session, const Flags& flags, i
       *out.model, session.world(), out.mesh.get(), std::move(config), std::move(detok));
   WEFT_RETURN_IF_ERROR(session.agree(engine.status()));
   out.engine = std::move(*engine);
-  if (out.shift_model != nullptr) out.engine->set_shift_model(out.shift_model.get(), &out.mesh->tp());
+  if (out.shift_model != nullptr)
+    out.engine->set_shift_model(out.shift_model.get(), &out.mesh->tp());
   return out;
 }
 

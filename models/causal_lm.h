@@ -85,6 +85,10 @@ struct ParallelOptions {
   double moe_capacity_factor = 0;
   std::vector<std::vector<int64_t>> expert_placement;
   bool speculative_moe = false;
+  // TokenWeave (serving, docs/serving.md "TokenWeave"): each tp step in two halves whose
+  // collectives overlap the other half's compute, with reduce-scatter, the residual and the
+  // norms on this rank's rows, and all-gather in place of all-reduce.
+  bool token_weave = false;
 };
 
 // What one (micro-batch, pipeline chunk) keeps between forward_chunk and backward_chunk.

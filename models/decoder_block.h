@@ -38,6 +38,19 @@ class DecoderBlock {
                const SpContext& sp = {}, const ExpertContext& experts = {},
                bool recompute_attention = false);
 
+  // The block's four stages for TokenWeave (models/transformer_weave.cc), which runs the tp
+  // collectives between them itself: the norms on this rank's rows, the mixer and the
+  // feed-forward on all rows (their outputs partial sums over tp; plain tp layout).
+  [[nodiscard]] Tensor norm1(const Tensor& x) const { return input_norm_.forward(x, nullptr); }
+  [[nodiscard]] Tensor mixer_partial(const TokenBatch& batch, const Tensor& xn,
+                                     MixerCache* cache) const {
+    return mixer_->forward(batch, xn, cache, nullptr);
+  }
+  [[nodiscard]] Tensor norm2(const Tensor& h) const {
+    return post_attention_norm_.forward(h, nullptr);
+  }
+  [[nodiscard]] Tensor ffn_partial(const Tensor& hn) const { return ffn_->forward(hn, nullptr); }
+
   // A chunk of positions [a, e) of every sequence, run through the layer's mixer stream
   // (TokenMixer::stream_forward): StreamBP and SeCO.
   struct StreamChunk {

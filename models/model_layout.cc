@@ -234,6 +234,7 @@ absl::StatusOr<ModelLayout> plan_layout(const io::ModelConfig& config,
         absl::StrCat("--seco with --pp-virtual ", parallel.pp_virtual,
                      ": SeCO runs the whole model for one chunk at a time, in one pipeline chunk"));
   }
+  layout.token_weave = parallel.token_weave;
   layout.seco = parallel.seco;
   layout.spaco_keep = parallel.spaco_keep;
   layout.spaco_seed = parallel.spaco_seed;
@@ -254,6 +255,11 @@ absl::StatusOr<ModelLayout> plan_layout(const io::ModelConfig& config,
                                                               parallel.mesh->coord().pp));
   layout.tp = {dims.tp, parallel.mesh->coord().tp, &parallel.mesh->tp()};
   WEFT_RETURN_IF_ERROR(plan_experts(config, parallel, layout));
+  if (parallel.token_weave && (dims.pp > 1 || layout.experts.dispatches() || dims.sp > 1)) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("--token-weave runs each serving step over tp alone (got --pp ", dims.pp,
+                     " --ep ", dims.ep, " --etp ", dims.etp, " --sp ", dims.sp, ")"));
+  }
   layout.sequence_parallel = parallel.sequence_parallel;
   if (dims.sp > 1) WEFT_RETURN_IF_ERROR(plan_sequence_parallel(config, parallel, layout));
   WEFT_RETURN_IF_ERROR(check_chunked(parallel, dims));

@@ -520,6 +520,7 @@ std::unique_ptr<PagedKvCache> Transformer::new_paged_cache(int64_t num_blocks, i
 }
 
 Tensor Transformer::forward_paged(PagedKvCache& cache_base, const PagedBatch& paged) {
+  if (layout_.token_weave && layout_.tp.size > 1) return forward_paged_weave(cache_base, paged);
   auto& cache = static_cast<PagedState&>(cache_base);
   const int64_t n = paged.size();
   WEFT_CHECK(n > 0) << "an empty serving step";

@@ -62,6 +62,8 @@ class Transformer final : public CausalLM {
   [[nodiscard]] std::unique_ptr<PagedKvCache> new_paged_cache(int64_t num_blocks,
                                                               int64_t block_size) override;
   Tensor forward_paged(PagedKvCache& cache, const PagedBatch& batch) override;
+  // TokenWeave's serving step (models/transformer_weave.cc): forward_paged under --token-weave.
+  Tensor forward_paged_weave(PagedKvCache& cache, const PagedBatch& batch);
   // models/transformer_shift.cc
   Tensor forward_paged_ulysses(PagedKvCache& cache, const PagedBatch& batch,
                                comm::Communicator& group) override;

@@ -107,7 +107,7 @@ struct EngineStats {
   int64_t preemptions = 0;
   int64_t steps = 0;
   int64_t sequence_parallel_steps = 0;  // shift parallelism: steps run in SP mode
-  std::vector<double> ttft_seconds;  // one per finished request, most recent last (capped)
+  std::vector<double> ttft_seconds;     // one per finished request, most recent last (capped)
   std::vector<double> tpot_seconds;
 };
 

@@ -87,9 +87,8 @@ TEST(BadInput, UnknownFlagAndSubcommand) {
 }
 
 TEST(BadInput, ShiftParallelSpansEveryRankAndWholeHeads) {
-  const std::string gen =
-      absl::StrCat("generate --model ", model_fixture("llama_gqa"), " --prompt-ids 1,2 ",
-                   "--max-new-tokens 2");
+  const std::string gen = absl::StrCat("generate --model ", model_fixture("llama_gqa"),
+                                       " --prompt-ids 1,2 ", "--max-new-tokens 2");
   expect_error(gen + " --sp 2", "--sp applies to --shift-parallel");
   expect_error(gen + " --shift-parallel --sp 3", "--shift-parallel --sp 3 --tp 1 on");
   expect_error(gen + " --shift-parallel --pp 2", "--shift-parallel runs on --sp ranks alone");

@@ -377,21 +377,22 @@ test('two ranks (tp 2): the same greedy tokens as one rank, SIGTERM ends both', 
 });
 
 // Shift parallelism (docs/serving.md "Shift parallelism"): forced to sequence-parallel steps,
-// forced to tensor-parallel ones, and switching by step size; 30 concurrent requests through the
-// openai client get one rank's greedy tokens each.
-test('two ranks, --shift-parallel: every mode serves one rank\'s tokens under concurrency', async () => {
+// forced to tensor-parallel ones, and switching by step size; and TokenWeave at tp 2. 30
+// concurrent requests through the openai client get one rank's greedy tokens each.
+test('two ranks, --shift-parallel and --token-weave: one rank\'s tokens under concurrency', async () => {
   const c1 = client(one);
   const prompts = Array.from({ length: 30 }, (_, i) => `${PROMPTS[i % PROMPTS.length]} shift #${i}`);
   const ask = (c, p) => c.completions.create({ model: 'tiny', prompt: p, max_tokens: 6, temperature: 0, ignore_eos: true, return_token_ids: true });
   const want = [];
   for (const p of prompts) want.push((await ask(c1, p)).choices[0].token_ids);
-  for (const [threshold, sp] of [['0', 'all'], ['1000000', 'none'], ['8', 'some']]) {
-    const s = await startServer(['--shift-parallel', '--sp', '2', '--shift-threshold', threshold, '--served-model-name', 'tiny'], { ranks: 2 });
+  for (const [threshold, sp] of [['0', 'all'], ['1000000', 'none'], ['8', 'some'], [null, 'weave']]) {
+    const flags = threshold === null ? ['--tp', '2', '--token-weave'] : ['--shift-parallel', '--sp', '2', '--shift-threshold', threshold];
+    const s = await startServer([...flags, '--served-model-name', 'tiny'], { ranks: 2 });
     const got = await Promise.all(prompts.map((p) => ask(client(s), p)));
     for (let i = 0; i < prompts.length; i++) assert.deepEqual(got[i].choices[0].token_ids, want[i], `threshold ${threshold}, request ${i}`);
     const m = await metrics(s);
     const spSteps = m.value('weft_engine_sequence_parallel_steps_total'), steps = m.value('weft_engine_steps_total');
-    if (sp === 'none') assert.equal(spSteps, 0);
+    if (sp === 'none' || sp === 'weave') assert.equal(spSteps, 0);
     if (sp === 'all') assert.ok(spSteps > 0 && spSteps >= steps - 30, `${spSteps} of ${steps}`);
     if (sp === 'some') assert.ok(spSteps > 0 && spSteps < steps, `${spSteps} of ${steps}`);
     const ranks = execFileSync('pgrep', ['-P', String(s.proc.pid)], { encoding: 'utf8' }).trim().split('\n');

@@ -1,0 +1,62 @@
+#!/usr/bin/env bash
+# Shift parallelism against its two fixed modes on 2 ranks (docs/serving.md "Shift parallelism"),
+# the bench Llama of bench/serve_bench.sh (vocab 4096, hidden 256, 4 layers, 8 heads / 4 KV heads):
+#   tp     weft serve --tp 2                                      (every step tensor-parallel)
+#   sp     weft serve --shift-parallel --sp 2 --shift-threshold 0 (every step of >= 2 tokens SP)
+#   shift  weft serve --shift-parallel --sp 2                      (SP above 256 tokens a step)
+# Low load: 8 requests one after another (512-token prompt, 32 new tokens): mean latency.
+# High load: 48 requests at once (512-token prompts, 32 new tokens): output tokens/s.
+# Results: $OUT/shift_*.jsonl. Usage: bash bench/shift_bench.sh
+set -euo pipefail
+source "$(dirname "${BASH_SOURCE[0]}")/../launch/setup.sh"
+weft_build weft
+cd "$WEFT_ROOT"
+OUT="${WEFT_BENCH_OUT:-/tmp/weft-shift-bench}"
+MODEL="$OUT/llama-small"
+mkdir -p "$OUT"
+rm -f "$OUT"/shift_*.jsonl
+node -e "import('$WEFT_ROOT/tests/node/lib/model.mjs').then((m) => m.writeLlama('$MODEL', {
+  vocab: 4096, hidden: 256, inter: 768, layers: 4, heads: 8, kvHeads: 4, maxPositions: 2048,
+  seed: 7, scale: 0.1 }))"
+read -r -a MPIRUN <<<"${WEFT_MPIRUN:-mpirun --allow-run-as-root --oversubscribe}"
+
+for mode in tp sp shift; do
+  case $mode in
+    tp) flags=(--tp 2) ;;
+    sp) flags=(--shift-parallel --sp 2 --shift-threshold 0) ;;
+    shift) flags=(--shift-parallel --sp 2) ;;
+  esac
+  # One BLAS thread per rank: the two ranks share the two cores.
+  OPENBLAS_NUM_THREADS=1 "${MPIRUN[@]}" -np 2 "$WEFT_BUILD_DIR/weft" serve --model "$MODEL" \
+    --port 0 --served-model-name small "${flags[@]}" >"$OUT/server.out" 2>"$OUT/server.err" &
+  pid=$!
+  URL=$(weft_serve_url "$OUT/server.out")
+  for i in 1 2 3 4 5 6 7 8; do
+    node bench/serve_load.mjs --url "$URL" --model small --vocab 4096 --rate 1e9 --requests 1 \
+      --input 512:512 --output 32:32 --seed "$i" | sed "s/^{/{\"mode\":\"$mode\",/" >>"$OUT/shift_low.jsonl"
+  done
+  node bench/serve_load.mjs --url "$URL" --model small --vocab 4096 --rate 1e9 --requests 48 \
+    --input 512:512 --output 32:32 --seed 9 | sed "s/^{/{\"mode\":\"$mode\",/" >>"$OUT/shift_high.jsonl"
+  curl -s "$URL/metrics" | grep -E '^weft_engine_(sequence_parallel_)?steps_total' |
+    sed "s/^/$mode /" >>"$OUT/shift_steps.txt"
+  for r in $(pgrep -P "$pid"); do kill -TERM "$r"; done
+  wait "$pid"
+done
+/usr/bin/python3 - "$OUT" <<'PY'
+import json, sys, statistics
+out = sys.argv[1]
+low, high = {}, {}
+for line in open(f"{out}/shift_low.jsonl"):
+    r = json.loads(line)
+    low.setdefault(r["mode"], []).append(r["makespan_s"])
+for line in open(f"{out}/shift_high.jsonl"):
+    r = json.loads(line)
+    high[r["mode"]] = r["output_tokens_per_s"]
+print("mode   low-load latency (s, mean of 8)   high-load output tokens/s")
+for m in ("tp", "sp", "shift"):
+    print(f"{m:6} {statistics.mean(low[m]):10.3f} {high[m]:30.1f}")
+best_low = min(statistics.mean(low[m]) for m in ("tp", "sp"))
+best_high = max(high[m] for m in ("tp", "sp"))
+print(f"shift latency / best fixed mode: {statistics.mean(low['shift']) / best_low:.3f}")
+print(f"shift throughput / best fixed mode: {high['shift'] / best_high:.3f}")
+PY
