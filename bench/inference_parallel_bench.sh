@@ -1,36 +1,53 @@
 #!/usr/bin/env bash
-# Shift parallelism against its two fixed modes on 2 ranks (docs/serving.md "Shift parallelism"),
-# the bench Llama of bench/serve_bench.sh (vocab 4096, hidden 256, 4 layers, 8 heads / 4 KV heads):
+# Inference parallelism on 2 ranks, the bench Llama of bench/serve_bench.sh (vocab 4096, hidden
+# 256, 4 layers, 8 heads / 4 KV heads), one BLAS thread per rank.
+# 1. Shift parallelism against its two fixed modes (docs/serving.md "Shift parallelism"):
 #   tp     weft serve --tp 2                                      (every step tensor-parallel)
 #   sp     weft serve --shift-parallel --sp 2 --shift-threshold 0 (every step of >= 2 tokens SP)
 #   shift  weft serve --shift-parallel --sp 2                      (SP above 256 tokens a step)
 # Low load: 8 requests one after another (512-token prompt, 32 new tokens): mean latency.
 # High load: 48 requests at once (512-token prompts, 32 new tokens): output tokens/s.
-# Results: $OUT/shift_*.jsonl. Usage: bash bench/shift_bench.sh
+# 2. TokenWeave (docs/serving.md "TokenWeave"): 16 prompts of 512 tokens at once, one new token
+#    each, steps of up to 2048 tokens: the makespan (median of 3) of --tp 2, of --tp 2
+#    --token-weave, and of the latter with every collective replaced by a local copy
+#    (WEFT_BENCH_DROP_COMM=1: the compute alone, wrong results), the floor overlap approaches.
+# Results: $OUT/*.jsonl. Usage: bash bench/inference_parallel_bench.sh
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/../launch/setup.sh"
 weft_build weft
 cd "$WEFT_ROOT"
-OUT="${WEFT_BENCH_OUT:-/tmp/weft-shift-bench}"
+OUT="${WEFT_BENCH_OUT:-/tmp/weft-inference-bench}"
 MODEL="$OUT/llama-small"
 mkdir -p "$OUT"
-rm -f "$OUT"/shift_*.jsonl
+rm -f "$OUT"/shift_*.jsonl "$OUT"/shift_steps.txt "$OUT"/weave.jsonl
 node -e "import('$WEFT_ROOT/tests/node/lib/model.mjs').then((m) => m.writeLlama('$MODEL', {
   vocab: 4096, hidden: 256, inter: 768, layers: 4, heads: 8, kvHeads: 4, maxPositions: 2048,
   seed: 7, scale: 0.1 }))"
 read -r -a MPIRUN <<<"${WEFT_MPIRUN:-mpirun --allow-run-as-root --oversubscribe}"
 
+serve2() {  # serve2 [ENV=VALUE...] -- FLAGS: weft serve on 2 ranks; sets pid and URL
+  local envs=()
+  while [ "$1" != -- ]; do envs+=(-x "$1"); shift; done
+  shift
+  OPENBLAS_NUM_THREADS=1 "${MPIRUN[@]}" -np 2 -x OPENBLAS_NUM_THREADS "${envs[@]}" \
+    "$WEFT_BUILD_DIR/weft" serve --model "$MODEL" --port 0 --served-model-name small "$@" \
+    >"$OUT/server.out" 2>"$OUT/server.err" &
+  pid=$!
+  URL=$(weft_serve_url "$OUT/server.out")
+}
+stop2() {
+  for r in $(pgrep -P "$pid"); do kill -TERM "$r"; done
+  wait "$pid"
+}
+
+echo "== 1. shift parallelism"
 for mode in tp sp shift; do
   case $mode in
     tp) flags=(--tp 2) ;;
     sp) flags=(--shift-parallel --sp 2 --shift-threshold 0) ;;
     shift) flags=(--shift-parallel --sp 2) ;;
   esac
-  # One BLAS thread per rank: the two ranks share the two cores.
-  OPENBLAS_NUM_THREADS=1 "${MPIRUN[@]}" -np 2 "$WEFT_BUILD_DIR/weft" serve --model "$MODEL" \
-    --port 0 --served-model-name small "${flags[@]}" >"$OUT/server.out" 2>"$OUT/server.err" &
-  pid=$!
-  URL=$(weft_serve_url "$OUT/server.out")
+  serve2 -- "${flags[@]}"
   for i in 1 2 3 4 5 6 7 8; do
     node bench/serve_load.mjs --url "$URL" --model small --vocab 4096 --rate 1e9 --requests 1 \
       --input 512:512 --output 32:32 --seed "$i" | sed "s/^{/{\"mode\":\"$mode\",/" >>"$OUT/shift_low.jsonl"
@@ -39,8 +56,21 @@ for mode in tp sp shift; do
     --input 512:512 --output 32:32 --seed 9 | sed "s/^{/{\"mode\":\"$mode\",/" >>"$OUT/shift_high.jsonl"
   curl -s "$URL/metrics" | grep -E '^weft_engine_(sequence_parallel_)?steps_total' |
     sed "s/^/$mode /" >>"$OUT/shift_steps.txt"
-  for r in $(pgrep -P "$pid"); do kill -TERM "$r"; done
-  wait "$pid"
+  stop2
+done
+
+echo "== 2. TokenWeave"
+for mode in tp weave nocomm; do
+  case $mode in
+    tp) serve2 -- --tp 2 --max-num-batched-tokens 2048 ;;
+    weave) serve2 -- --tp 2 --token-weave --max-num-batched-tokens 2048 ;;
+    nocomm) serve2 WEFT_BENCH_DROP_COMM=1 -- --tp 2 --token-weave --max-num-batched-tokens 2048 ;;
+  esac
+  for i in 1 2 3; do
+    node bench/serve_load.mjs --url "$URL" --model small --vocab 4096 --rate 1e9 --requests 16 \
+      --input 512:512 --output 1:1 --seed "$((20 + i))" | sed "s/^{/{\"mode\":\"$mode\",/" >>"$OUT/weave.jsonl"
+  done
+  stop2
 done
 /usr/bin/python3 - "$OUT" <<'PY'
 import json, sys, statistics
@@ -59,4 +89,12 @@ best_low = min(statistics.mean(low[m]) for m in ("tp", "sp"))
 best_high = max(high[m] for m in ("tp", "sp"))
 print(f"shift latency / best fixed mode: {statistics.mean(low['shift']) / best_low:.3f}")
 print(f"shift throughput / best fixed mode: {high['shift'] / best_high:.3f}")
+weave = {}
+for line in open(f"{out}/weave.jsonl"):
+    r = json.loads(line)
+    weave.setdefault(r["mode"], []).append(r["makespan_s"])
+print("TokenWeave makespan (s, median of 3): " +
+      ", ".join(f"{m} {statistics.median(weave[m]):.3f}" for m in ("tp", "weave", "nocomm")))
+print(f"weave / no-communication: {statistics.median(weave['weave']) / statistics.median(weave['nocomm']):.3f}; "
+      f"tp / no-communication: {statistics.median(weave['tp']) / statistics.median(weave['nocomm']):.3f}")
 PY
