@@ -26,7 +26,17 @@ const std::vector<FlagSpec>& train_flags() {
       {"steps", FlagKind::kInt, "the step to stop at", false, 1},
       {"global-batch", FlagKind::kInt, "sequences per step over all ranks", false, 1},
       {"seq-len", FlagKind::kInt, "tokens per sequence (the token file's line length)", false, 2},
-      {"lr", FlagKind::kFloat, "learning rate (constant)"},
+      {"lr", FlagKind::kFloat, "peak learning rate (default 1e-3)"},
+      {"lr-schedule", FlagKind::kString,
+       "constant (default), linear or cosine decay from --lr to --min-lr after the warmup"},
+      {"warmup-steps", FlagKind::kInt, "linear warmup from 0 over the first N steps", false, 0},
+      {"min-lr", FlagKind::kFloat, "the decay's floor (default 0)"},
+      {"lr-decay-steps", FlagKind::kInt,
+       "the step where the decay reaches --min-lr (default --steps; give it to a run that stops "
+       "early and resumes)",
+       false, 1},
+      {"skip-nonfinite", FlagKind::kBool,
+       "skip a step whose loss or gradient norm is not finite (default: stop the run)"},
       {"weight-decay", FlagKind::kFloat, "AdamW weight decay (matrices only)"},
       {"beta1", FlagKind::kFloat, "AdamW beta1 (default 0.9)"},
       {"beta2", FlagKind::kFloat, "AdamW beta2 (default 0.95)"},
@@ -120,6 +130,11 @@ absl::StatusOr<train::TrainOptions> options_from(const io::RunConfig& cfg, bool 
   if (cfg.has_beta2()) o.adamw.beta2 = static_cast<float>(cfg.beta2());
   if (cfg.has_eps()) o.adamw.eps = static_cast<float>(cfg.eps());
   o.clip_grad = cfg.clip_grad();
+  WEFT_ASSIGN_OR_RETURN(o.lr_decay, train::parse_lr_decay(cfg.lr_schedule()));
+  o.warmup_steps = cfg.warmup_steps();
+  o.min_lr = cfg.min_lr();
+  o.lr_decay_steps = cfg.lr_decay_steps();
+  o.skip_nonfinite = cfg.skip_nonfinite();
   o.save_dir = cfg.save();
   o.load_dir = cfg.load();
   o.load_fallback = cfg.load_fallback();

@@ -59,6 +59,7 @@ std::string metrics_json_line(const StepMetrics& m) {
   if (m.moe_drop_rate >= 0) j["moe_drop_rate"] = m.moe_drop_rate;
   if (m.moe_aux_loss >= 0) j["moe_aux_loss"] = m.moe_aux_loss;
   if (!nonfinite.empty()) j["nonfinite"] = nonfinite;
+  if (m.skipped) j["skipped"] = true;
   return j.dump() + "\n";
 }
 

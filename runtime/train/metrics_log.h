@@ -28,6 +28,8 @@ struct StepMetrics {
   // With a load-balancing loss: its value this step, mean over MoE layers and micro-batches
   // (not part of `loss`); negative when off (not written).
   double moe_aux_loss = -1;
+  // --skip-nonfinite skipped this step's optimizer update (written only when true).
+  bool skipped = false;
 };
 
 // {"step": 3, "loss": 4.5, ...}; a non-finite value is null and its key is listed in

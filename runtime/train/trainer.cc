@@ -40,6 +40,14 @@ absl::Status validate(const TrainOptions& o, const TokenFile& data) {
   if (!(o.adamw.lr >= 0) || !std::isfinite(o.adamw.lr)) {
     return invalid_argument("--lr ", o.adamw.lr, " must be a finite number >= 0");
   }
+  WEFT_RETURN_IF_ERROR(check_lr_schedule({.decay = o.lr_decay,
+                                          .peak = o.adamw.lr,
+                                          .warmup_steps = o.warmup_steps,
+                                          .min_lr = o.min_lr,
+                                          .steps = o.steps}));
+  if (o.lr_decay_steps < 0) {
+    return invalid_argument("--lr-decay-steps ", o.lr_decay_steps, " must be >= 1");
+  }
   if (o.save_every < 0) return invalid_argument("--save-every ", o.save_every, " must be >= 0");
   if (o.keep_last < 0) return invalid_argument("--keep-last ", o.keep_last, " must be >= 0");
   if (o.log_every <= 0) return invalid_argument("--log-every ", o.log_every, " must be positive");
@@ -324,7 +332,13 @@ StepMetrics Trainer::train_step(int64_t step) {
   m.loss = loss.item() / static_cast<double>(global_predicted);
   m.grad_norm = optimizer_->clip_grad_norm(options_.clip_grad, &mesh_->tp(), &mesh_->pp(),
                                            {&mesh_->ep(), &mesh_->etp()});
-  m.lr = optimizer_->config().lr;
+  m.lr = LrSchedule{.decay = options_.lr_decay,
+                    .peak = options_.adamw.lr,
+                    .warmup_steps = options_.warmup_steps,
+                    .min_lr = options_.min_lr,
+                    .steps = options_.lr_decay_steps > 0 ? options_.lr_decay_steps : options_.steps}
+             .at(step);
+  optimizer_->set_lr(static_cast<float>(m.lr));
   if (writer_) {
     // The save in flight reads these tensors: the optimizer may change them only once copied.
     const auto wait_start = SteadyClock::now();
@@ -440,6 +454,7 @@ absl::Status Trainer::run() {
   for (int64_t step = start_step_ + 1; step <= options_.steps; ++step) {
     StepMetrics m = train_step(step);
     const bool finite = std::isfinite(m.loss) && std::isfinite(m.grad_norm);
+    m.skipped = !finite && options_.skip_nonfinite;
     const bool save_now =
         writer_ != nullptr && finite &&
         ((options_.save_every > 0 && step % options_.save_every == 0) || step == options_.steps);
@@ -456,7 +471,14 @@ absl::Status Trainer::run() {
       std::fflush(stdout);
     }
     WEFT_RETURN_IF_ERROR(agree_(status));
-    if (!finite) {
+    if (!finite && options_.skip_nonfinite) {
+      if (root) {
+        std::fprintf(stderr,
+                     "weft train: step %lld skipped: the loss is %g and the gradient norm %g "
+                     "(not finite); the weights are unchanged (--skip-nonfinite)\n",
+                     static_cast<long long>(step), m.loss, m.grad_norm);
+      }
+    } else if (!finite) {
       const std::string kept = writer_ ? absl::StrCat("the newest complete checkpoint in ",
                                                       options_.save_dir, " is kept")
                                        : std::string("nothing was saved (no --save)");

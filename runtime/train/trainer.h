@@ -21,6 +21,7 @@
 #include "parallel/mesh.h"
 #include "runtime/core/clock.h"
 #include "runtime/train/checkpoint.h"
+#include "runtime/train/lr_schedule.h"
 #include "runtime/train/metrics_log.h"
 #include "runtime/train/optimizer.h"
 #include "runtime/train/token_data.h"
@@ -36,6 +37,14 @@ struct TrainOptions {
   int64_t seq_len = 0;       // must equal the token file's line length
   kernels::AdamWConfig adamw;
   double clip_grad = 0;  // 0 = no clipping
+  // --lr-schedule / --warmup-steps / --min-lr / --lr-decay-steps (peak: adamw.lr).
+  LrDecay lr_decay = LrDecay::kConstant;
+  int64_t warmup_steps = 0;
+  double min_lr = 0;
+  int64_t lr_decay_steps = 0;  // 0: `steps`
+  // --skip-nonfinite: a step whose loss or gradient norm is not finite is skipped (no optimizer
+  // step, counted in the metrics) instead of stopping the run.
+  bool skip_nonfinite = false;
   std::string save_dir;
   std::string load_dir;
   // --load DIR whose newest checkpoint is damaged: resume from the newest older one that loads

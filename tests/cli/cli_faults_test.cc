@@ -210,6 +210,19 @@ TEST(Faults, NanLossStopsTheRunAndTheMetricsStayValidJson) {
     EXPECT_TRUE(record["loss"].is_null()) << line;
     EXPECT_EQ(record["nonfinite"], json::array({"loss", "grad_norm"})) << line;
   }
+  // --skip-nonfinite: every step is skipped, named, marked in the metrics; the run ends with 0.
+  RunResult skipped = run_weft(
+      absl::StrCat("train --model ", model, " --data ", s.tokens,
+                   " --steps 3 --global-batch 4 --seq-len 16 --skip-nonfinite --metrics ", metrics),
+      kRanks);
+  EXPECT_EQ(skipped.exit_code, 0) << skipped.err;
+  EXPECT_NE(skipped.err.find("step 3 skipped: the loss is nan"), std::string::npos) << skipped.err;
+  std::istringstream again(read_text(metrics));
+  int records = 0;
+  for (std::string line; std::getline(again, line); ++records) {
+    EXPECT_EQ(json::parse(line)["skipped"], true) << line;
+  }
+  EXPECT_EQ(records, 3);
 }
 
 TEST(Faults, AbsurdConfigIsAnErrorNotACrash) {
