@@ -63,7 +63,12 @@ absl::Status run_serve(Session& session, const Args& args) {
   std::signal(SIGTERM, on_stop_signal);
   if (!session.is_root()) {
     WEFT_RETURN_IF_ERROR(session.agree(absl::OkStatus()));
-    setup.engine->run_worker();
+    const serve::Disaggregation* disagg = setup.engine->disaggregation();
+    if (disagg != nullptr && disagg->is_leader()) {
+      setup.engine->run_decode();  // a decode instance's leader, until rank 0 stops it
+    } else {
+      setup.engine->run_worker();
+    }
     return absl::OkStatus();
   }
   server_config.threads =

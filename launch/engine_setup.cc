@@ -61,6 +61,16 @@ std::vector<FlagSpec> engine_flags() {
       {"token-weave", FlagKind::kBool,
        "TokenWeave under --tp: each step in two halves, one half's reduce-scatter/all-gather "
        "overlapping the other's compute; residual and norms on this rank's rows"},
+      {"prefill-ranks", FlagKind::kInt,
+       "disaggregated serving: the first N ranks prefill (one instance, tp over them); the rest "
+       "decode",
+       false, 1},
+      {"decode-ranks", FlagKind::kInt, "disaggregated serving: the ranks that decode", false, 1},
+      {"prefill-tp", FlagKind::kInt,
+       "disaggregated serving: the prefill instance's tp (= --prefill-ranks)", false, 1},
+      {"decode-tp", FlagKind::kInt,
+       "disaggregated serving: each decode instance's tp (default --decode-ranks: one instance)",
+       false, 1},
       {"shift-threshold", FlagKind::kInt,
        "with --shift-parallel: tokens in a step above which it runs sequence-parallel (default "
        "256)",
@@ -90,6 +100,46 @@ absl::StatusOr<int> shift_degree(const Flags& flags, int world) {
                             "; sequence-parallel mode with tp inside it is not built)");
   }
   return world;
+}
+
+// --prefill-ranks A --decode-ranks B [--prefill-tp A] [--decode-tp b]: the disaggregated
+// layout, or nullopt when neither rank flag is given.
+absl::StatusOr<std::optional<serve::DisaggLayout>> disagg_layout(const Flags& flags, int world) {
+  if (!flags.has("prefill-ranks") && !flags.has("decode-ranks")) {
+    for (const char* f : {"prefill-tp", "decode-tp"}) {
+      if (flags.has(f)) {
+        return invalid_argument("--", f, " applies to --prefill-ranks/--decode-ranks");
+      }
+    }
+    return std::nullopt;
+  }
+  serve::DisaggLayout l;
+  l.prefill_ranks = static_cast<int>(flags.integer("prefill-ranks", 1));
+  l.decode_ranks = static_cast<int>(flags.integer("decode-ranks", world - l.prefill_ranks));
+  l.decode_tp = static_cast<int>(flags.integer("decode-tp", l.decode_ranks));
+  if (l.prefill_ranks + l.decode_ranks != world || l.decode_ranks < 1) {
+    return invalid_argument("--prefill-ranks ", l.prefill_ranks, " + --decode-ranks ",
+                            l.decode_ranks, " must be the ", world, " ranks, each at least 1");
+  }
+  if (flags.integer("prefill-tp", l.prefill_ranks) != l.prefill_ranks) {
+    return invalid_argument("--prefill-tp ", flags.integer("prefill-tp", 0),
+                            ": one prefill instance over the --prefill-ranks ", l.prefill_ranks,
+                            " (several prefill instances are not built)");
+  }
+  if (l.decode_tp < 1 || l.decode_ranks % l.decode_tp != 0) {
+    return invalid_argument("--decode-tp ", l.decode_tp, " does not divide --decode-ranks ",
+                            l.decode_ranks);
+  }
+  for (const char* f :
+       {"tp", "pp", "ep", "etp", "shift-parallel", "token-weave", "no-prefix-caching"}) {
+    if (flags.has(f)) {
+      return invalid_argument("--", f,
+                              " with disaggregated serving: each instance is tensor-parallel over "
+                              "its own ranks (--prefill-ranks, --decode-tp), and the decode "
+                              "instances reuse the transferred blocks as cached prefixes");
+    }
+  }
+  return l;
 }
 
 }  // namespace
@@ -133,9 +183,25 @@ absl::StatusOr<EngineSetup> setup_engine(Session& session, const Flags& flags, i
   const std::string dir = flags.str("model");
   const absl::StatusOr<int> shift = shift_degree(flags, session.size());
   WEFT_RETURN_IF_ERROR(session.agree(shift.status()));
-  absl::StatusOr<parallel::ParallelDims> dims = parallel::resolve_dims(
-      session.size(), *shift > 0 ? *shift : flags.integer("tp", 1), flags.integer("pp", 1), 1,
-      flags.integer("ep", 1), flags.integer("etp", 1));
+  const absl::StatusOr<std::optional<serve::DisaggLayout>> disagg =
+      disagg_layout(flags, session.size());
+  WEFT_RETURN_IF_ERROR(session.agree(disagg.status()));
+  // Disaggregated: this rank's instance (prefill, or its decode instance) is its own world.
+  comm::Communicator* group = &session.world();
+  bool leads = session.is_root();  // loads a tokenizer: rank 0, and each decode leader
+  if (disagg->has_value()) {
+    const serve::DisaggLayout& l = **disagg;
+    const int r = session.rank();
+    out.group = session.world().split(l.instance_of(r) + 1, r, "serving_instance");
+    group = out.group.get();
+    leads = r == 0 || (r >= l.prefill_ranks && (r - l.prefill_ranks) % l.decode_tp == 0);
+  }
+  absl::StatusOr<parallel::ParallelDims> dims =
+      disagg->has_value()
+          ? parallel::resolve_dims(group->size(), group->size(), 1, 1, 1, 1)
+          : parallel::resolve_dims(session.size(), *shift > 0 ? *shift : flags.integer("tp", 1),
+                                   flags.integer("pp", 1), 1, flags.integer("ep", 1),
+                                   flags.integer("etp", 1));
   absl::Status valid = dims.status();
   if (valid.ok() && dims->dp != 1) {
     valid = invalid_argument("serving splits one model over all ranks: ", session.size(),
@@ -169,7 +235,7 @@ absl::StatusOr<EngineSetup> setup_engine(Session& session, const Flags& flags, i
   if (*shift > 0) config.shift_threshold = flags.integer("shift-threshold", 256);
   WEFT_RETURN_IF_ERROR(session.agree(valid));
 
-  out.mesh = parallel::Mesh::create(session.world(), *dims);
+  out.mesh = parallel::Mesh::create(*group, *dims);
   absl::StatusOr<std::unique_ptr<models::CausalLM>> model = models::CausalLM::from_pretrained(
       dir, {.mesh = out.mesh.get(), .token_weave = flags.boolean("token-weave")});
   WEFT_RETURN_IF_ERROR(session.agree(model.status()));
@@ -189,7 +255,7 @@ absl::StatusOr<EngineSetup> setup_engine(Session& session, const Flags& flags, i
     out.shift_model = std::move(*full);
   }
   absl::Status tok_status;
-  if (session.is_root()) {
+  if (leads) {
     absl::StatusOr<std::unique_ptr<serve::Tokenizer>> tok = serve::Tokenizer::load(dir);
     if (tok.ok()) {
       out.tokenizer = std::move(*tok);
@@ -221,10 +287,27 @@ absl::StatusOr<EngineSetup> setup_engine(Session& session, const Flags& flags, i
     const serve::Tokenizer* tok = out.tokenizer.get();
     detok = [tok] { return std::make_unique<StreamDetokenizer>(*tok); };
   }
+  absl::Status heads;
+  if (disagg->has_value()) {
+    const int64_t kv = out.model->config().num_key_value_heads;
+    if (kv % (*disagg)->prefill_ranks != 0 || kv % (*disagg)->decode_tp != 0) {
+      heads = invalid_argument("disaggregated serving moves whole KV heads: --prefill-ranks ",
+                               (*disagg)->prefill_ranks, " and --decode-tp ", (*disagg)->decode_tp,
+                               " must divide the ", kv, " KV heads");
+    }
+  }
+  WEFT_RETURN_IF_ERROR(session.agree(heads));
+  const int block_size = config.block_size;
   absl::StatusOr<std::unique_ptr<serve::Engine>> engine = serve::Engine::create(
-      *out.model, session.world(), out.mesh.get(), std::move(config), std::move(detok));
+      *out.model, *group, out.mesh.get(), std::move(config), std::move(detok));
   WEFT_RETURN_IF_ERROR(session.agree(engine.status()));
   out.engine = std::move(*engine);
+  if (disagg->has_value()) {
+    serve::DisaggLayout l = **disagg;
+    l.kv_heads = out.model->config().num_key_value_heads;
+    l.block_size = block_size;
+    out.engine->set_disaggregation(serve::Disaggregation::create(session.world(), l));
+  }
   if (out.shift_model != nullptr)
     out.engine->set_shift_model(out.shift_model.get(), &out.mesh->tp());
   return out;

@@ -17,14 +17,16 @@ namespace weft::cli {
 
 // --tp --pp --max-num-seqs --max-num-batched-tokens --block-size --kv-cache-memory
 // --num-kv-blocks --max-model-len --no-prefix-caching --scheduler --shift-parallel --sp
-// --shift-threshold
+// --shift-threshold --token-weave --prefill-ranks --decode-ranks --prefill-tp --decode-tp
 std::vector<FlagSpec> engine_flags();
 
 struct EngineSetup {
+  // Disaggregated serving: this rank's instance (the prefill ranks, or its decode instance).
+  std::unique_ptr<comm::Communicator> group;
   std::unique_ptr<parallel::Mesh> mesh;
   std::unique_ptr<models::CausalLM> model;
   std::unique_ptr<models::CausalLM> shift_model;  // --shift-parallel: every weight, one rank's
-  std::unique_ptr<serve::Tokenizer> tokenizer;  // rank 0; null when the directory has none
+  std::unique_ptr<serve::Tokenizer> tokenizer;    // rank 0; null when the directory has none
   std::unique_ptr<serve::Engine> engine;
 };
 

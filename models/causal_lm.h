@@ -193,6 +193,12 @@ class CausalLM {
   // positions, and with kernels::set_batch_invariant(true) its logits do not depend on the
   // rest of the batch. Every rank passes the same batch (the first stage reads the tokens).
   virtual Tensor forward_paged(PagedKvCache& cache, const PagedBatch& batch) = 0;
+  // The paged cache's k and v [num_blocks, block_size, Hkv_local, d] of each of this rank's
+  // layers (shared storage): disaggregated serving moves a request's blocks with them.
+  [[nodiscard]] virtual std::vector<std::pair<Tensor, Tensor>> paged_kv(PagedKvCache& cache) {
+    (void)cache;
+    return {};
+  }
   // Shift parallelism's sequence-parallel mode (docs/serving.md "Shift parallelism"), on a
   // model that holds all the weights (one rank's layout), collective over `group`: each rank
   // runs its share of the step's rows, attention goes Ulysses-style into `cache`, the KV cache

@@ -33,6 +33,7 @@ class SoftmaxAttention::PagedCache final : public MixerCache {
   PagedCache(int64_t num_blocks, int64_t block_size, int64_t kv_heads, int64_t head_dim)
       : k(Tensor::zeros({num_blocks, block_size, kv_heads, head_dim})),
         v(Tensor::zeros({num_blocks, block_size, kv_heads, head_dim})) {}
+  [[nodiscard]] std::pair<Tensor, Tensor> paged_kv() const override { return {k, v}; }
   Tensor k, v;
 };
 

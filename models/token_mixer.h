@@ -3,6 +3,7 @@
 
 #include <cstdint>
 #include <memory>
+#include <utility>
 #include <vector>
 
 #include "models/param.h"
@@ -15,6 +16,9 @@ namespace weft::models {
 class MixerCache {
  public:
   virtual ~MixerCache() = default;
+  // A paged cache's k and v [num_blocks, block_size, Hkv_local, d] (shared storage), for KV
+  // transfer between serving instances; empty for other caches.
+  [[nodiscard]] virtual std::pair<Tensor, Tensor> paged_kv() const { return {}; }
 };
 
 // What a mixer keeps for one layer while a sequence runs chunk by chunk of positions (StreamBP,

@@ -64,6 +64,7 @@ class Transformer final : public CausalLM {
   Tensor forward_paged(PagedKvCache& cache, const PagedBatch& batch) override;
   // TokenWeave's serving step (models/transformer_weave.cc): forward_paged under --token-weave.
   Tensor forward_paged_weave(PagedKvCache& cache, const PagedBatch& batch);
+  [[nodiscard]] std::vector<std::pair<Tensor, Tensor>> paged_kv(PagedKvCache& cache) override;
   // models/transformer_shift.cc
   Tensor forward_paged_ulysses(PagedKvCache& cache, const PagedBatch& batch,
                                comm::Communicator& group) override;

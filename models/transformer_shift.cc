@@ -63,4 +63,10 @@ Tensor Transformer::forward_paged_ulysses(PagedKvCache& cache_base, const PagedB
   return all;
 }
 
+std::vector<std::pair<Tensor, Tensor>> Transformer::paged_kv(PagedKvCache& cache) {
+  std::vector<std::pair<Tensor, Tensor>> out;
+  for (const auto& layer : static_cast<PagedState&>(cache).layers) out.push_back(layer->paged_kv());
+  return out;
+}
+
 }  // namespace weft::models

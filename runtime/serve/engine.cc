@@ -9,18 +9,13 @@
 #include "kernels/ops.h"
 #include "nlohmann/json.hpp"
 #include "runtime/core/check.h"
+#include "runtime/serve/engine_internal.h"
 
 namespace weft::serve {
 
 namespace {
 
-using Clock = std::chrono::steady_clock;
-
 constexpr size_t kLatencySamples = 100000;  // TTFT/TPOT samples kept for /metrics
-
-// Step messages from rank 0 to the others: a header, then one i64 payload.
-enum StepCommand : int64_t { kShutdown = 0, kStep = 1 };
-constexpr int64_t kHeaderSize = 5;  // command, tokens N, block-table rows R, max blocks, samples S
 
 // The largest prefix of `text` that ends on a UTF-8 character boundary at or before `cut`.
 size_t utf8_boundary(const std::string& text, size_t cut) {
@@ -54,23 +49,6 @@ void append_json_ids(const nlohmann::json& value, std::vector<int64_t>& out) {
 
 }  // namespace
 
-struct Engine::Request {
-  int64_t id = 0;
-  std::vector<int64_t> prompt;
-  GenerationParams params;
-  UpdateFn on_update;
-  std::unique_ptr<Sampler> sampler;
-  std::unique_ptr<Detokenizer> detok;
-  std::string text;      // everything decoded so far
-  size_t emitted = 0;    // bytes of `text` already delivered
-  size_t hold_back = 0;  // bytes kept back while they may begin a stop string
-  int64_t generated = 0;
-  int64_t cached_prompt = -1;  // set at its first scheduled chunk
-  Clock::time_point submitted;
-  std::optional<Clock::time_point> first_token;
-  bool done = false;
-};
-
 std::vector<int64_t> read_eos_ids(const std::string& model_dir) {
   std::vector<int64_t> ids;
   for (const char* name : {"generation_config.json", "config.json"}) {
@@ -92,7 +70,9 @@ Engine::Engine(models::CausalLM& model, comm::Communicator& world, const paralle
       detokenizer_(std::move(detokenizer)),
       seeds_(std::random_device{}()) {}
 
-Engine::~Engine() = default;
+Engine::~Engine() {
+  if (relay_.joinable()) relay_.detach();  // run() never ended it (an error on the way out)
+}
 
 absl::StatusOr<std::unique_ptr<Engine>> Engine::create(models::CausalLM& model,
                                                        comm::Communicator& world,
@@ -192,6 +172,9 @@ std::optional<Engine::Invalid> Engine::check(const std::vector<int64_t>& prompt,
 
 absl::StatusOr<int64_t> Engine::submit(std::vector<int64_t> prompt, GenerationParams params,
                                        UpdateFn on_update) {
+  if (disagg_ != nullptr && disagg_->is_front()) {
+    return submit_front(std::move(prompt), std::move(params), std::move(on_update));
+  }
   auto r = std::make_unique<Request>();
   r->prompt = std::move(prompt);
   r->params = std::move(params);
@@ -215,6 +198,7 @@ absl::StatusOr<int64_t> Engine::submit(std::vector<int64_t> prompt, GenerationPa
 }
 
 void Engine::cancel(int64_t request) {
+  if (disagg_ != nullptr && disagg_->is_front()) cancel_front(request);
   std::lock_guard<std::mutex> lock(mu_);
   cancelled_.push_back(request);
   wake_.notify_one();
@@ -434,6 +418,7 @@ bool Engine::step() {
     world_.broadcast(payload, 0);
   }
   const Tensor logits = run_model(batch);
+  if (disagg_ != nullptr && disagg_->is_front()) export_prefills(plan);
   const int64_t vocab = vocab_size();
   std::map<int64_t, int64_t> sampled;
   std::vector<std::pair<int64_t, GeneratedToken>> tokens;
@@ -501,6 +486,7 @@ void Engine::run(const std::atomic<bool>& stop) {
   }
   requests_.clear();
   shutdown_workers();
+  if (disagg_ != nullptr) stop_disaggregation();
 }
 
 void Engine::run_until_done() {
@@ -525,7 +511,20 @@ void Engine::run_worker() {
     }
     work->wait();
     const int64_t* h = header.data<int64_t>();
-    if (h[0] == kShutdown) return;
+    if (h[0] == kShutdown) {
+      if (disagg_ != nullptr) disagg_->finish_sends();
+      return;
+    }
+    if (h[0] == kExport || h[0] == kImport) {  // disaggregated serving
+      Tensor payload = Tensor::empty({h[1]}, DType::kI64);
+      world_.broadcast(payload, 0);
+      if (h[0] == kExport) {
+        (void)run_export(payload);
+      } else {
+        run_import(payload);
+      }
+      continue;
+    }
     const int64_t n = h[1], rows = h[2], width = h[3], s = h[4];
     Tensor payload = Tensor::empty({4 * n + rows * width + s}, DType::kI64);
     world_.broadcast(payload, 0);

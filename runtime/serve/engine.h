@@ -22,13 +22,16 @@
 #include <mutex>
 #include <optional>
 #include <string>
+#include <thread>
 #include <utility>
 #include <vector>
 
 #include "absl/status/statusor.h"
 #include "comm/communicator.h"
 #include "models/causal_lm.h"
+#include "nlohmann/json.hpp"
 #include "parallel/mesh.h"
+#include "runtime/serve/disaggregation.h"
 #include "runtime/serve/kv_block_manager.h"
 #include "runtime/serve/sampling.h"
 #include "runtime/serve/scheduler.h"
@@ -107,7 +110,11 @@ struct EngineStats {
   int64_t preemptions = 0;
   int64_t steps = 0;
   int64_t sequence_parallel_steps = 0;  // shift parallelism: steps run in SP mode
-  std::vector<double> ttft_seconds;     // one per finished request, most recent last (capped)
+  // Disaggregated serving, rank 0: requests handed to decode instances, and the KV bytes this
+  // rank sent them (each prefill rank sends its own heads).
+  int64_t disaggregated_requests = 0;
+  int64_t kv_transfer_bytes = 0;
+  std::vector<double> ttft_seconds;  // one per finished request, most recent last (capped)
   std::vector<double> tpot_seconds;
 };
 
@@ -129,6 +136,14 @@ class Engine {
     shift_model_ = full;
     shift_group_ = group;
   }
+  // Disaggregated serving (runtime/serve/engine_disagg.cc; docs/serving.md): every rank calls
+  // it before serving. This engine is then the prefill instance's (rank 0 also runs the front:
+  // routing, forwarding, relaying the decode instances' updates) or a decode instance's.
+  void set_disaggregation(std::unique_ptr<Disaggregation> disagg);
+  [[nodiscard]] const Disaggregation* disaggregation() const { return disagg_.get(); }
+  // A decode instance's leader: takes requests (and their keys and values) from rank 0 and
+  // steps until rank 0 says stop; its updates go back to rank 0.
+  void run_decode();
   ~Engine();
 
   [[nodiscard]] int64_t vocab_size() const { return model_.config().vocab_size; }
@@ -172,6 +187,23 @@ class Engine {
   struct Request;
   Engine(models::CausalLM& model, comm::Communicator& world, const parallel::Mesh* mesh,
          EngineConfig config, DetokenizerFactory detokenizer);
+  struct FrontRequest;
+  // Rank 0 (runtime/serve/engine_disagg.cc): a request for a decode instance; its prefill runs
+  // here first (the prompt's whole blocks before its last token), unless too short.
+  absl::StatusOr<int64_t> submit_front(std::vector<int64_t> prompt, GenerationParams params,
+                                       UpdateFn on_update);
+  // Rank 0, in step(): the requests whose prefill the plan completes send their KV (every
+  // prefill rank, run_export) and go to their decode instance.
+  void export_prefills(const StepPlan& plan);
+  int64_t run_export(const Tensor& payload);
+  void forward_front(int64_t id, int tag, int64_t tokens);
+  void cancel_front(int64_t id);
+  void relay_loop();
+  void stop_disaggregation();
+  // A decode leader: the request's KV into fresh blocks named for prefix reuse (every rank of
+  // the instance, run_import), then the request itself.
+  void import_request(const nlohmann::json& message, std::map<int64_t, int64_t>& local_of);
+  void run_import(const Tensor& payload);
   void take_inbox();
   void shutdown_workers();
   // Shift parallelism: whether a step of `tokens` runs in sequence-parallel mode.
@@ -204,6 +236,13 @@ class Engine {
   int64_t unfinished_ = 0;  // submitted, not yet finished
   bool stopping_ = false;
   EngineStats stats_;
+
+  std::unique_ptr<Disaggregation> disagg_;
+  std::mutex front_mu_;  // rank 0: guards the fields below
+  std::map<int64_t, std::unique_ptr<FrontRequest>> front_;
+  std::vector<int> outstanding_;  // per decode instance
+  int next_tag_ = 0;              // engine thread
+  std::thread relay_;
 };
 
 // The model directory's end-of-sequence ids: generation_config.json's eos_token_id (a number or

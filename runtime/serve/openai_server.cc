@@ -62,6 +62,7 @@ struct Choice {
   std::string text;
   std::vector<GeneratedToken> tokens;
   std::string finish_reason;
+  int64_t cached_prompt_tokens = 0;  // served from the prefix cache (as the engine reports)
 };
 
 }  // namespace
@@ -231,10 +232,19 @@ json OpenAiServer::Impl::logprobs_json(const Choice& c, bool chat) const {
 json OpenAiServer::Impl::usage(const std::vector<Choice>& choices, const ParsedRequest& p) const {
   int64_t prompt = 0, completion = 0;
   for (const Prompt& pr : p.prompts) prompt += static_cast<int64_t>(pr.ids.size());
-  for (const Choice& c : choices) completion += static_cast<int64_t>(c.tokens.size());
+  std::map<int, int64_t> cached_of;  // per prompt: its choices share it
+  for (const Choice& c : choices) {
+    completion += static_cast<int64_t>(c.tokens.size());
+    cached_of[c.prompt] = std::max(cached_of[c.prompt], c.cached_prompt_tokens);
+  }
+  int64_t cached = 0;
+  for (const auto& [prompt_index, n] : cached_of) cached += n;
+  // OpenAI's prompt_tokens_details.cached_tokens: prompt tokens whose keys and values were
+  // reused (a prefix-cache hit, or a disaggregated prefill's transfer).
   return {{"prompt_tokens", prompt},
           {"completion_tokens", completion},
-          {"total_tokens", prompt + completion}};
+          {"total_tokens", prompt + completion},
+          {"prompt_tokens_details", {{"cached_tokens", cached}}}};
 }
 
 json OpenAiServer::Impl::final_response(const ParsedRequest& p, const std::vector<Choice>& choices,
@@ -313,7 +323,10 @@ void OpenAiServer::Impl::completions(const httplib::Request& req, httplib::Respo
     Choice& c = (*choices)[index];
     c.text += u.text;
     c.tokens.insert(c.tokens.end(), u.tokens.begin(), u.tokens.end());
-    if (u.finished) c.finish_reason = u.finish_reason;
+    if (u.finished) {
+      c.finish_reason = u.finish_reason;
+      c.cached_prompt_tokens = u.cached_prompt_tokens;
+    }
   };
   if (!p.stream) {
     std::unique_lock<std::mutex> lock(ex->mu);

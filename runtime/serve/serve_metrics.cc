@@ -35,6 +35,12 @@ std::string prometheus_metrics(const EngineStats& s) {
   gauge("weft_preemptions_total", "Requests preempted (recomputed) for lack of KV blocks.",
         static_cast<double>(s.preemptions), "counter");
   gauge("weft_engine_steps_total", "Engine steps run.", static_cast<double>(s.steps), "counter");
+  gauge("weft_disaggregated_requests_total",
+        "Requests whose prefill ran here and whose decode went to a decode instance.",
+        static_cast<double>(s.disaggregated_requests), "counter");
+  gauge("weft_kv_transfer_bytes_total",
+        "Bytes of keys and values this rank sent to decode instances.",
+        static_cast<double>(s.kv_transfer_bytes), "counter");
   gauge("weft_engine_sequence_parallel_steps_total",
         "Engine steps run in shift parallelism's sequence-parallel mode.",
         static_cast<double>(s.sequence_parallel_steps), "counter");

@@ -1,0 +1,155 @@
+#include "runtime/serve/disaggregation.h"
+
+#include <algorithm>
+#include <cstring>
+#include <string>
+
+#include "runtime/core/check.h"
+
+namespace weft::serve {
+
+namespace {
+
+constexpr int kHeaderTag = 1;
+constexpr int kBodyTag = 2;
+
+// The bytes of `text` in an i64 tensor (the communicators move tensors).
+Tensor pack_text(const std::string& text) {
+  Tensor t = Tensor::zeros({static_cast<int64_t>((text.size() + 7) / 8)}, DType::kI64);
+  std::memcpy(t.raw(), text.data(), text.size());
+  return t;
+}
+
+}  // namespace
+
+void send_message(comm::Communicator& link, int dst, const nlohmann::json& message) {
+  const std::string text = message.dump();
+  Tensor header = Tensor::from_ints({static_cast<int64_t>(text.size())}, {1});
+  link.send(header, dst, kHeaderTag);
+  if (!text.empty()) link.send(pack_text(text), dst, kBodyTag);
+}
+
+MessageInbox::MessageInbox(comm::Communicator& link, int src) : link_(link), src_(src) { post(); }
+
+void MessageInbox::post() {
+  header_ = Tensor::empty({1}, DType::kI64);
+  pending_ = link_.recv_async(header_, src_, kHeaderTag);
+}
+
+std::optional<nlohmann::json> MessageInbox::poll() {
+  if (!pending_->done()) return std::nullopt;
+  pending_->wait();
+  const int64_t length = header_.data<int64_t>()[0];
+  std::string text(static_cast<size_t>(length), '\0');
+  if (length > 0) {
+    Tensor body = Tensor::empty({(length + 7) / 8}, DType::kI64);
+    link_.recv(body, src_, kBodyTag);
+    std::memcpy(text.data(), body.raw(), static_cast<size_t>(length));
+  }
+  nlohmann::json message = nlohmann::json::parse(text);
+  // After a link's last message no receive may stay posted: the communicator's thread finishes
+  // every posted operation before it exits.
+  const bool last = message["type"] == "bye" || message["type"] == "shutdown";
+  if (!last) post();
+  return message;
+}
+
+std::unique_ptr<Disaggregation> Disaggregation::create(comm::Communicator& world,
+                                                       DisaggLayout layout) {
+  WEFT_CHECK_EQ(world.size(), layout.prefill_ranks + layout.decode_ranks)
+      << "the disaggregated layout must name every rank";
+  std::unique_ptr<Disaggregation> d(new Disaggregation(layout, world.rank()));
+  d->kv_ = world.split(0, world.rank(), "kv_transfer");
+  for (int i = 0; i < layout.instances(); ++i) {
+    const bool member = world.rank() == 0 || world.rank() == layout.leader(i);
+    for (auto* links : {&d->down_, &d->up_}) {
+      std::unique_ptr<comm::Communicator> c = world.split(
+          member ? 1 : 0, world.rank(), links == &d->down_ ? "disagg_down" : "disagg_up");
+      if (member) {
+        links->push_back(std::move(c));
+      } else {
+        links->push_back(nullptr);
+        d->others_.push_back(std::move(c));
+      }
+    }
+    d->down_mu_.push_back(std::make_unique<std::mutex>());
+  }
+  return d;
+}
+
+void Disaggregation::send_down(int d, const nlohmann::json& message) {
+  std::lock_guard<std::mutex> lock(*down_mu_.at(d));
+  send_message(down(d), 1, message);
+}
+
+int64_t Disaggregation::send_kv(const std::vector<std::pair<Tensor, Tensor>>& layers,
+                                const std::vector<int64_t>& slots, int instance, int tag) {
+  reap_sends();
+  const auto [lo, hi] = layout_.prefill_heads(rank_);
+  const int64_t n = static_cast<int64_t>(slots.size());
+  int64_t bytes = 0;
+  for (const auto& [k, v] : layers) {
+    const int64_t local = k.dim(2), hd = k.dim(3);
+    WEFT_CHECK_EQ(local, hi - lo) << "a prefill rank's cache holds " << local << " KV heads";
+    for (int s = 0; s < layout_.decode_tp; ++s) {
+      const auto [slo, shi] = layout_.decode_heads(s);
+      const int64_t first = std::max(lo, slo), end = std::min(hi, shi);
+      if (first >= end) continue;
+      const int64_t heads = end - first;
+      Tensor packed = Tensor::empty({2, n, heads, hd});  // k then v of the tokens, these heads
+      for (int which = 0; which < 2; ++which) {
+        const float* src = (which == 0 ? k : v).data<float>();
+        float* dst = packed.data<float>() + which * n * heads * hd;
+        for (int64_t t = 0; t < n; ++t) {
+          std::memcpy(dst + t * heads * hd, src + (slots[t] * local + (first - lo)) * hd,
+                      static_cast<size_t>(heads * hd) * sizeof(float));
+        }
+      }
+      bytes += static_cast<int64_t>(packed.nbytes());
+      sends_.push_back(kv_->send_async(packed, layout_.leader(instance) + s, tag));
+    }
+  }
+  return bytes;
+}
+
+void Disaggregation::receive_kv(const std::vector<std::pair<Tensor, Tensor>>& layers,
+                                const std::vector<int64_t>& slots, int tag) {
+  const int s = (rank_ - layout_.prefill_ranks) % layout_.decode_tp;
+  const auto [lo, hi] = layout_.decode_heads(s);
+  const int64_t n = static_cast<int64_t>(slots.size());
+  for (const auto& [k, v] : layers) {
+    const int64_t local = k.dim(2), hd = k.dim(3);
+    for (int r = 0; r < layout_.prefill_ranks; ++r) {
+      const auto [plo, phi] = layout_.prefill_heads(r);
+      const int64_t first = std::max(lo, plo), end = std::min(hi, phi);
+      if (first >= end) continue;
+      const int64_t heads = end - first;
+      Tensor packed = Tensor::empty({2, n, heads, hd});
+      kv_->recv(packed, r, tag);
+      for (int which = 0; which < 2; ++which) {
+        float* dst = (which == 0 ? k : v).data<float>();
+        const float* src = packed.data<float>() + which * n * heads * hd;
+        for (int64_t t = 0; t < n; ++t) {
+          if (slots[t] < 0) continue;
+          std::memcpy(dst + (slots[t] * local + (first - lo)) * hd, src + t * heads * hd,
+                      static_cast<size_t>(heads * hd) * sizeof(float));
+        }
+      }
+    }
+  }
+}
+
+void Disaggregation::reap_sends() {
+  std::erase_if(sends_, [](const comm::WorkPtr& w) {
+    if (!w->done()) return false;
+    w->wait();
+    return true;
+  });
+}
+
+void Disaggregation::finish_sends() {
+  for (const comm::WorkPtr& w : sends_) w->wait();
+  sends_.clear();
+}
+
+}  // namespace weft::serve

@@ -1,0 +1,366 @@
+// Disaggregated serving in the engine (docs/serving.md "Disaggregated prefill and decode").
+//
+// Rank 0 (the front): a request is routed to the decode instance with the fewest requests in
+// flight. Its prompt's whole blocks before the last token (n tokens) are prefilled here as an
+// internal request; in the step that completes them every prefill rank sends its heads' keys
+// and values of those n tokens to the instance, layer by layer, asynchronously (the next step
+// runs meanwhile); then rank 0 forwards the request. The decode leader writes the received keys
+// and values into fresh blocks, names them for prefix reuse and queues the request as an
+// ordinary one: its scheduler finds the prompt's first n tokens cached and computes the rest
+// (at most a block) and every generated token, with the request's own sampler, detokenizer and
+// stop conditions, exactly as a one-instance engine would. Its updates return to rank 0, which
+// hands them to the client. A prompt of at most one block goes to the instance at once.
+#include <algorithm>
+#include <span>
+#include <thread>
+
+#include "absl/strings/str_cat.h"
+#include "runtime/core/check.h"
+#include "runtime/serve/engine_internal.h"
+
+namespace weft::serve {
+
+using nlohmann::json;
+
+namespace {
+
+json params_json(const GenerationParams& p) {
+  json j = {{"max_tokens", p.max_tokens},
+            {"temperature", p.temperature},
+            {"top_p", p.top_p},
+            {"top_k", p.top_k},
+            {"stop", p.stop},
+            {"stop_token_ids", p.stop_token_ids},
+            {"ignore_eos", p.ignore_eos},
+            {"logprobs", p.logprobs}};
+  if (p.seed.has_value()) j["seed"] = *p.seed;
+  return j;
+}
+
+GenerationParams params_of(const json& j) {
+  GenerationParams p;
+  p.max_tokens = j["max_tokens"];
+  p.temperature = j["temperature"];
+  p.top_p = j["top_p"];
+  p.top_k = j["top_k"];
+  p.stop = j["stop"].get<std::vector<std::string>>();
+  p.stop_token_ids = j["stop_token_ids"].get<std::vector<int64_t>>();
+  p.ignore_eos = j["ignore_eos"];
+  p.logprobs = j["logprobs"];
+  if (j.contains("seed")) p.seed = j["seed"].get<uint64_t>();
+  return p;
+}
+
+json update_json(const RequestUpdate& u, int64_t front) {
+  json tokens = json::array();
+  for (const GeneratedToken& t : u.tokens) tokens.push_back({t.id, t.logprob, t.top});
+  return {{"type", "update"},
+          {"id", front},
+          {"tokens", tokens},
+          {"text", u.text},
+          {"finished", u.finished},
+          {"finish_reason", u.finish_reason},
+          {"prompt_tokens", u.prompt_tokens},
+          {"completion_tokens", u.completion_tokens},
+          {"cached_prompt_tokens", u.cached_prompt_tokens}};
+}
+
+RequestUpdate update_of(const json& j) {
+  RequestUpdate u;
+  u.request = j["id"];
+  for (const json& t : j["tokens"]) {
+    GeneratedToken g;
+    g.id = t[0];
+    g.logprob = t[1];
+    g.top = t[2].get<std::vector<std::pair<int64_t, float>>>();
+    u.tokens.push_back(std::move(g));
+  }
+  u.text = j["text"];
+  u.finished = j["finished"];
+  u.finish_reason = j["finish_reason"];
+  u.prompt_tokens = j["prompt_tokens"];
+  u.completion_tokens = j["completion_tokens"];
+  u.cached_prompt_tokens = j["cached_prompt_tokens"];
+  return u;
+}
+
+// Broadcasts a kExport/kImport command and its payload to an instance's other ranks.
+void broadcast_command(comm::Communicator& group, StepCommand command, const Tensor& payload) {
+  if (group.size() == 1) return;
+  Tensor header = Tensor::zeros({kHeaderSize}, DType::kI64);
+  header.data<int64_t>()[0] = command;
+  header.data<int64_t>()[1] = payload.numel();
+  group.broadcast(header, 0);
+  Tensor copy = payload.clone();
+  group.broadcast(copy, 0);
+}
+
+}  // namespace
+
+void Engine::set_disaggregation(std::unique_ptr<Disaggregation> disagg) {
+  disagg_ = std::move(disagg);
+  if (!disagg_->is_front()) return;
+  outstanding_.assign(disagg_->layout().instances(), 0);
+  relay_ = std::thread([this] { relay_loop(); });
+}
+
+absl::StatusOr<int64_t> Engine::submit_front(std::vector<int64_t> prompt, GenerationParams params,
+                                             UpdateFn on_update) {
+  std::lock_guard<std::mutex> front_lock(front_mu_);
+  int64_t id = 0;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (stopping_) return absl::FailedPreconditionError("the server is shutting down");
+    id = next_id_++;
+  }
+  const int instance = static_cast<int>(std::min_element(outstanding_.begin(), outstanding_.end()) -
+                                        outstanding_.begin());
+  ++outstanding_[instance];
+  auto f = std::make_unique<FrontRequest>();
+  f->instance = instance;
+  f->on_update = std::move(on_update);
+  f->prompt = std::move(prompt);
+  f->params = std::move(params);
+  const int64_t bs = config_.block_size;
+  const int64_t n = (static_cast<int64_t>(f->prompt.size()) - 1) / bs * bs;
+  if (n == 0) {
+    f->forwarded = true;
+    disagg_->send_down(instance, {{"type", "request"},
+                                  {"id", id},
+                                  {"prompt", f->prompt},
+                                  {"params", params_json(f->params)},
+                                  {"tag", -1},
+                                  {"tokens", 0}});
+  } else {
+    auto r = std::make_unique<Request>();
+    r->id = id;
+    r->prompt.assign(f->prompt.begin(), f->prompt.begin() + n);
+    r->params.max_tokens = 1;  // the step that computes the last of the n samples once: dropped
+    r->params.temperature = 0;
+    r->params.ignore_eos = true;
+    r->submitted = Clock::now();
+    r->export_to = instance;
+    r->front = id;
+    std::lock_guard<std::mutex> lock(mu_);
+    ++unfinished_;
+    inbox_.push_back(std::move(r));
+    wake_.notify_one();
+  }
+  front_[id] = std::move(f);
+  return id;
+}
+
+void Engine::export_prefills(const StepPlan& plan) {
+  std::vector<int64_t> payload = {0};
+  std::vector<std::tuple<int64_t, int, int64_t>> sent;  // front id, tag, tokens
+  for (const ScheduledChunk& c : plan.chunks) {
+    if (!c.samples) continue;
+    const Request& r = *requests_.at(c.seq_id);
+    if (r.export_to < 0) continue;
+    const Sequence& s = *scheduler_->find(c.seq_id);
+    const int64_t n = static_cast<int64_t>(r.prompt.size()), bs = config_.block_size;
+    const int tag = 100 + next_tag_++ % 30000;
+    payload.insert(payload.end(), {r.export_to, tag, n});
+    for (int64_t t = 0; t < n; ++t) payload.push_back(s.blocks[t / bs] * bs + t % bs);
+    ++payload[0];
+    sent.emplace_back(r.front, tag, n);
+  }
+  if (sent.empty()) return;
+  const Tensor t = Tensor::from_ints(payload, {static_cast<int64_t>(payload.size())});
+  broadcast_command(world_, kExport, t);
+  const int64_t bytes = run_export(t);
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    stats_.kv_transfer_bytes += bytes;
+    stats_.disaggregated_requests += static_cast<int64_t>(sent.size());
+  }
+  for (const auto& [front, tag, n] : sent) forward_front(front, tag, n);
+}
+
+int64_t Engine::run_export(const Tensor& payload) {
+  const std::vector<int64_t> p = payload.to_ints();
+  const std::vector<std::pair<Tensor, Tensor>> layers = model_.paged_kv(*cache_);
+  int64_t bytes = 0;
+  size_t at = 1;
+  for (int64_t i = 0; i < p[0]; ++i) {
+    const int instance = static_cast<int>(p[at]), tag = static_cast<int>(p[at + 1]);
+    const int64_t n = p[at + 2];
+    const std::vector<int64_t> slots(p.begin() + at + 3, p.begin() + at + 3 + n);
+    bytes += disagg_->send_kv(layers, slots, instance, tag);
+    at += 3 + n;
+  }
+  return bytes;
+}
+
+void Engine::forward_front(int64_t id, int tag, int64_t tokens) {
+  std::lock_guard<std::mutex> lock(front_mu_);
+  auto it = front_.find(id);
+  WEFT_CHECK(it != front_.end()) << "front request " << id << " is gone before its forward";
+  FrontRequest& f = *it->second;
+  // Forwarded even when cancelled: the instance must take the keys and values sent to it.
+  f.forwarded = true;
+  disagg_->send_down(f.instance, {{"type", "request"},
+                                  {"id", id},
+                                  {"prompt", f.prompt},
+                                  {"params", params_json(f.params)},
+                                  {"tag", tag},
+                                  {"tokens", tokens}});
+  if (f.cancelled) disagg_->send_down(f.instance, {{"type", "cancel"}, {"id", id}});
+}
+
+void Engine::relay_loop() {
+  const int instances = disagg_->layout().instances();
+  std::vector<std::unique_ptr<MessageInbox>> inboxes;
+  for (int d = 0; d < instances; ++d) {
+    inboxes.push_back(std::make_unique<MessageInbox>(disagg_->up(d), 1));
+  }
+  int open = instances;
+  std::vector<bool> closed(instances, false);
+  while (open > 0) {
+    bool any = false;
+    for (int d = 0; d < instances; ++d) {
+      if (closed[d]) continue;
+      while (std::optional<json> m = inboxes[d]->poll()) {
+        any = true;
+        if ((*m)["type"] == "bye") {
+          closed[d] = true;
+          --open;
+          break;
+        }
+        RequestUpdate u = update_of(*m);
+        UpdateFn callback;
+        {
+          std::lock_guard<std::mutex> lock(front_mu_);
+          auto it = front_.find(u.request);
+          if (it == front_.end()) continue;
+          callback = it->second->on_update;
+          if (u.finished) {
+            --outstanding_[it->second->instance];
+            front_.erase(it);
+          }
+        }
+        if (callback) callback(u);
+      }
+    }
+    if (!any) std::this_thread::sleep_for(std::chrono::microseconds(200));
+  }
+}
+
+void Engine::stop_disaggregation() {
+  for (int d = 0; d < disagg_->layout().instances(); ++d) {
+    disagg_->send_down(d, {{"type", "shutdown"}});
+  }
+  relay_.join();
+  disagg_->finish_sends();
+  // What the instances never finished (they abort theirs before they leave).
+  std::map<int64_t, std::unique_ptr<FrontRequest>> left;
+  {
+    std::lock_guard<std::mutex> lock(front_mu_);
+    left.swap(front_);
+  }
+  for (auto& [id, f] : left) {
+    RequestUpdate u;
+    u.request = id;
+    u.finished = true;
+    u.finish_reason = "abort";
+    if (f->on_update) f->on_update(u);
+  }
+}
+
+void Engine::cancel_front(int64_t id) {
+  std::lock_guard<std::mutex> lock(front_mu_);
+  auto it = front_.find(id);
+  if (it == front_.end()) return;
+  it->second->cancelled = true;
+  if (it->second->forwarded)
+    disagg_->send_down(it->second->instance, {{"type", "cancel"}, {"id", id}});
+}
+
+void Engine::run_decode() {
+  const int d = disagg_->instance();
+  MessageInbox inbox(disagg_->down(d), 0);
+  std::map<int64_t, int64_t> local_of;  // front id -> this engine's id
+  bool open = true;
+  while (open) {
+    while (std::optional<json> m = inbox.poll()) {
+      const std::string type = (*m)["type"];
+      if (type == "request") {
+        import_request(*m, local_of);
+      } else if (type == "cancel") {
+        if (auto it = local_of.find((*m)["id"]); it != local_of.end()) cancel(it->second);
+      } else {
+        open = false;  // "shutdown"
+        break;
+      }
+    }
+    if (open && !step()) std::this_thread::sleep_for(std::chrono::microseconds(200));
+  }
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    stopping_ = true;
+  }
+  take_inbox();
+  for (auto& [id, r] : requests_) {
+    if (r->done) continue;
+    scheduler_->finish(id);
+    RequestUpdate update;
+    finish(*r, "abort", update);
+  }
+  requests_.clear();
+  send_message(disagg_->up(d), 0, {{"type", "bye"}});
+  shutdown_workers();
+}
+
+void Engine::import_request(const json& message, std::map<int64_t, int64_t>& local_of) {
+  const int64_t front = message["id"];
+  const std::vector<int64_t> prompt = message["prompt"].get<std::vector<int64_t>>();
+  const int64_t n = message["tokens"];
+  const int tag = message["tag"];
+  if (n > 0) {
+    // Fresh blocks for the n tokens (all or none: what cannot be placed is received and
+    // dropped, and the scheduler computes those tokens again).
+    const int64_t bs = config_.block_size;
+    std::vector<int> blocks;
+    for (int64_t i = 0; i < n / bs; ++i) {
+      const std::optional<int> b = blocks_->allocate();
+      if (!b) break;
+      blocks.push_back(*b);
+    }
+    const bool placed = static_cast<int64_t>(blocks.size()) == n / bs;
+    std::vector<int64_t> payload = {tag, n};
+    for (int64_t t = 0; t < n; ++t) payload.push_back(placed ? blocks[t / bs] * bs + t % bs : -1);
+    const Tensor p = Tensor::from_ints(payload, {static_cast<int64_t>(payload.size())});
+    broadcast_command(world_, kImport, p);
+    run_import(p);
+    if (placed) {
+      uint64_t parent = 0;
+      for (size_t i = 0; i < blocks.size(); ++i) {
+        parent = blocks_->name_full_block(blocks[i], parent,
+                                          std::span<const int64_t>(prompt.data() + i * bs, bs));
+      }
+    }
+    blocks_->release(blocks);
+  }
+  const int instance = disagg_->instance();
+  Disaggregation* links = disagg_.get();
+  absl::StatusOr<int64_t> id = submit(prompt, params_of(message["params"]),
+                                      [links, instance, front](const RequestUpdate& u) {
+                                        send_message(links->up(instance), 0, update_json(u, front));
+                                      });
+  if (!id.ok()) {
+    RequestUpdate u;
+    u.finished = true;
+    u.finish_reason = "abort";
+    send_message(disagg_->up(instance), 0, update_json(u, front));
+    return;
+  }
+  local_of[front] = *id;
+}
+
+void Engine::run_import(const Tensor& payload) {
+  const std::vector<int64_t> p = payload.to_ints();
+  const std::vector<int64_t> slots(p.begin() + 2, p.end());
+  disagg_->receive_kv(model_.paged_kv(*cache_), slots, static_cast<int>(p[0]));
+}
+
+}  // namespace weft::serve
