@@ -143,6 +143,10 @@ absl::Status run_generate(Session& session, const Args& args) {
       return generate_contiguous(session, flags, id_prompt, sampling);
     }
   }
+  if (flags.has("prefill-ranks") || flags.has("decode-ranks")) {
+    return session.agree(invalid_argument(
+        "--prefill-ranks/--decode-ranks: disaggregated prefill and decode is for weft serve"));
+  }
   WEFT_ASSIGN_OR_RETURN(EngineSetup setup, setup_engine(session, flags, /*max_queue=*/1 << 20));
   if (!session.is_root()) {
     setup.engine->run_worker();

@@ -92,6 +92,10 @@ TEST(BadInput, ShiftParallelSpansEveryRankAndWholeHeads) {
   expect_error(gen + " --sp 2", "--sp applies to --shift-parallel");
   expect_error(gen + " --shift-parallel --sp 3", "--shift-parallel --sp 3 --tp 1 on");
   expect_error(gen + " --shift-parallel --pp 2", "--shift-parallel runs on --sp ranks alone");
+  expect_error(gen + " --prefill-ranks 1 --decode-ranks 1", "is for weft serve");
+  expect_error(absl::StrCat("serve --model ", model_fixture("llama_gqa"),
+                            " --prefill-ranks 3 --decode-ranks 3"),
+               "--prefill-ranks 3 + --decode-ranks 3 must be the");
   // 4 ranks: tp 4 replicates the 2 KV heads, which Ulysses cannot split.
   RunResult r = run_weft(gen + " --shift-parallel", 4, 120);
   EXPECT_EQ(r.exit_code, 1);

@@ -117,6 +117,7 @@ test('completions: greedy tokens equal weft generate; usage; prompt ids equal HF
     assert.deepEqual(r.usage, {
       prompt_tokens: r.prompt_token_ids.length, completion_tokens: 12,
       total_tokens: r.prompt_token_ids.length + 12,
+      prompt_tokens_details: { cached_tokens: 0 },  // short prompts: no whole block to reuse
     });
     assert.equal(r.object, 'text_completion');
     assert.ok(r.id && r.created > 0);
@@ -399,6 +400,65 @@ test('two ranks, --shift-parallel and --token-weave: one rank\'s tokens under co
     for (const pid of ranks) process.kill(Number(pid), 'SIGTERM');
     assert.deepEqual(await s.exit, { code: 0, signal: null });
   }
+});
+
+// Disaggregated prefill and decode (docs/serving.md "Disaggregated prefill and decode"): 1
+// prefill + 1 decode rank, 2 prefill ranks (tp 2) + 2 decode instances of tp 1, and 1 + 1
+// instance of tp 2: 30 concurrent requests get one rank's tokens; each prompt's whole blocks
+// before its last token arrive from the prefill instance and are reused (cached_tokens); the KV
+// bytes rank 0 sent equal layers x 2 x kv_heads x head_dim x tokens x 4 over the prefill tp.
+test('disaggregated 1+1, 2+2 (tp 2 -> two tp-1 instances), 1+2 (tp 1 -> tp 2): one rank\'s tokens', async () => {
+  const prompts = Array.from({ length: 30 }, (_, i) => `${PROMPTS[i % PROMPTS.length]} and then, as ${'so '.repeat(i % 7 * 4)}it goes on #${i}`);
+  const ask = (c, p) => c.completions.create({ model: 'tiny', prompt: p, max_tokens: 6, temperature: 0, ignore_eos: true, return_token_ids: true });
+  const want = [];
+  for (const p of prompts) want.push((await ask(client(one), p)).choices[0].token_ids);
+  for (const [ranks, flags, prefillTp] of [
+    [2, ['--prefill-ranks', '1', '--decode-ranks', '1'], 1],
+    [4, ['--prefill-ranks', '2', '--decode-ranks', '2', '--decode-tp', '1'], 2],
+    [3, ['--prefill-ranks', '1', '--decode-ranks', '2', '--decode-tp', '2'], 1]]) {
+    const s = await startServer([...flags, '--served-model-name', 'tiny'], { ranks });
+    const got = await Promise.all(prompts.map((p) => ask(client(s), p)));
+    let tokens = 0;
+    for (let i = 0; i < prompts.length; i++) {
+      assert.deepEqual(got[i].choices[0].token_ids, want[i], `${flags.join(' ')}: request ${i}`);
+      const whole = Math.floor((got[i].usage.prompt_tokens - 1) / 16) * 16;  // blocks of 16
+      assert.equal(got[i].usage.prompt_tokens_details.cached_tokens, whole, `request ${i}`);
+      tokens += whole;
+    }
+    assert.ok(tokens > 0, 'no prompt was long enough to transfer');
+    const m = await metrics(s);
+    // The tiny Llama: 2 layers, 2 KV heads of 32 / 4 = 8 dimensions, f32.
+    assert.equal(m.value('weft_kv_transfer_bytes_total'), 2 * 2 * 2 * 8 * tokens * 4 / prefillTp);
+    const pids = execFileSync('pgrep', ['-P', String(s.proc.pid)], { encoding: 'utf8' }).trim().split('\n');
+    for (const pid of pids) process.kill(Number(pid), 'SIGTERM');
+    assert.deepEqual(await s.exit, { code: 0, signal: null });
+  }
+});
+
+// A decode rank killed with SIGKILL mid-load: every request completes or fails within 60 s, and
+// the server exits non-zero with mpirun naming the rank (an MPI job cannot lose a rank and go
+// on; the clients see their connections end instead of hanging).
+test('disaggregated: kill -9 of the decode rank ends every request and the server', async () => {
+  const s = await startServer(['--prefill-ranks', '1', '--decode-ranks', '1', '--served-model-name', 'tiny'], { ranks: 2 });
+  const c = client(s, { maxRetries: 0 });
+  const started = Date.now();
+  let streaming;
+  const firstChunk = new Promise((r) => { streaming = r; });
+  const requests = Array.from({ length: 8 }, (_, i) => (async () => {
+    const stream = await c.completions.create({ model: 'tiny', prompt: `${PROMPTS[1]} ${'again '.repeat(10)} ${i}`, max_tokens: 220, temperature: 0, ignore_eos: true, stream: true });
+    for await (const _ of stream) streaming();
+  })());
+  await firstChunk;  // decoding has begun
+  const pids = execFileSync('pgrep', ['-P', String(s.proc.pid)], { encoding: 'utf8' }).trim().split('\n');
+  assert.equal(pids.length, 2);
+  process.kill(Number(pids[1]), 'SIGKILL');
+  const results = await Promise.allSettled(requests);
+  assert.ok(Date.now() - started < 60000, 'a request outlived the 60 s bound');
+  const exit = await s.exit;
+  assert.ok(Date.now() - started < 60000, 'the server outlived the 60 s bound');
+  assert.notEqual(exit.code, 0);
+  assert.match(s.stderr, /rank 1 .*(signal 9|Killed)/s);
+  assert.equal(results.length, 8);
 });
 
 test('a model directory without a tokenizer serves token ids only', async () => {
