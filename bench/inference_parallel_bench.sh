@@ -14,31 +14,14 @@
 # Results: $OUT/*.jsonl. Usage: bash bench/inference_parallel_bench.sh
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/../launch/setup.sh"
+source "$(dirname "${BASH_SOURCE[0]}")/bench_lib.sh"
 weft_build weft
 cd "$WEFT_ROOT"
 OUT="${WEFT_BENCH_OUT:-/tmp/weft-inference-bench}"
 MODEL="$OUT/llama-small"
 mkdir -p "$OUT"
 rm -f "$OUT"/shift_*.jsonl "$OUT"/shift_steps.txt "$OUT"/weave.jsonl
-node -e "import('$WEFT_ROOT/tests/node/lib/model.mjs').then((m) => m.writeLlama('$MODEL', {
-  vocab: 4096, hidden: 256, inter: 768, layers: 4, heads: 8, kvHeads: 4, maxPositions: 2048,
-  seed: 7, scale: 0.1 }))"
-read -r -a MPIRUN <<<"${WEFT_MPIRUN:-mpirun --allow-run-as-root --oversubscribe}"
-
-serve2() {  # serve2 [ENV=VALUE...] -- FLAGS: weft serve on 2 ranks; sets pid and URL
-  local envs=()
-  while [ "$1" != -- ]; do envs+=(-x "$1"); shift; done
-  shift
-  OPENBLAS_NUM_THREADS=1 "${MPIRUN[@]}" -np 2 -x OPENBLAS_NUM_THREADS "${envs[@]}" \
-    "$WEFT_BUILD_DIR/weft" serve --model "$MODEL" --port 0 --served-model-name small "$@" \
-    >"$OUT/server.out" 2>"$OUT/server.err" &
-  pid=$!
-  URL=$(weft_serve_url "$OUT/server.out")
-}
-stop2() {
-  for r in $(pgrep -P "$pid"); do kill -TERM "$r"; done
-  wait "$pid"
-}
+bench_llama "$MODEL"
 
 echo "== 1. shift parallelism"
 for mode in tp sp shift; do
@@ -47,7 +30,7 @@ for mode in tp sp shift; do
     sp) flags=(--shift-parallel --sp 2 --shift-threshold 0) ;;
     shift) flags=(--shift-parallel --sp 2) ;;
   esac
-  serve2 -- "${flags[@]}"
+  serve_ranks 2 -- "${flags[@]}"
   for i in 1 2 3 4 5 6 7 8; do
     node bench/serve_load.mjs --url "$URL" --model small --vocab 4096 --rate 1e9 --requests 1 \
       --input 512:512 --output 32:32 --seed "$i" | sed "s/^{/{\"mode\":\"$mode\",/" >>"$OUT/shift_low.jsonl"
@@ -56,21 +39,21 @@ for mode in tp sp shift; do
     --input 512:512 --output 32:32 --seed 9 | sed "s/^{/{\"mode\":\"$mode\",/" >>"$OUT/shift_high.jsonl"
   curl -s "$URL/metrics" | grep -E '^weft_engine_(sequence_parallel_)?steps_total' |
     sed "s/^/$mode /" >>"$OUT/shift_steps.txt"
-  stop2
+  stop_ranks
 done
 
 echo "== 2. TokenWeave"
 for mode in tp weave nocomm; do
   case $mode in
-    tp) serve2 -- --tp 2 --max-num-batched-tokens 2048 ;;
-    weave) serve2 -- --tp 2 --token-weave --max-num-batched-tokens 2048 ;;
-    nocomm) serve2 WEFT_BENCH_DROP_COMM=1 -- --tp 2 --token-weave --max-num-batched-tokens 2048 ;;
+    tp) serve_ranks 2 -- --tp 2 --max-num-batched-tokens 2048 ;;
+    weave) serve_ranks 2 -- --tp 2 --token-weave --max-num-batched-tokens 2048 ;;
+    nocomm) serve_ranks 2 WEFT_BENCH_DROP_COMM=1 -- --tp 2 --token-weave --max-num-batched-tokens 2048 ;;
   esac
   for i in 1 2 3; do
     node bench/serve_load.mjs --url "$URL" --model small --vocab 4096 --rate 1e9 --requests 16 \
       --input 512:512 --output 1:1 --seed "$((20 + i))" | sed "s/^{/{\"mode\":\"$mode\",/" >>"$OUT/weave.jsonl"
   done
-  stop2
+  stop_ranks
 done
 /usr/bin/python3 - "$OUT" <<'PY'
 import json, sys, statistics

@@ -10,6 +10,7 @@
 # Results: $OUT/*.jsonl (one JSON line per run). Usage: bash bench/serve_bench.sh
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/../launch/setup.sh"
+source "$(dirname "${BASH_SOURCE[0]}")/bench_lib.sh"
 weft_install_deps python3-matplotlib python3-torch  # serve_plot.py, decode_torch.py
 weft_install_npm bench    # llama.cpp (node-llama-cpp) for the decode comparison
 weft_build weft
@@ -18,9 +19,7 @@ OUT="${WEFT_BENCH_OUT:-/tmp/weft-serve-bench}"
 MODEL="$OUT/llama-small"
 mkdir -p "$OUT"
 rm -f "$OUT"/*.jsonl
-node -e "import('$WEFT_ROOT/tests/node/lib/model.mjs').then((m) => m.writeLlama('$MODEL', {
-  vocab: 4096, hidden: 256, inter: 768, layers: 4, heads: 8, kvHeads: 4, maxPositions: 2048,
-  seed: 7, scale: 0.1 }))"
+bench_llama "$MODEL"
 
 SERVER_PID=""
 start_server() {

@@ -473,6 +473,12 @@ void Engine::run(const std::atomic<bool>& stop) {
     wake_.wait_for(lock, std::chrono::milliseconds(20),
                    [&] { return !inbox_.empty() || !cancelled_.empty(); });
   }
+  abort_all();
+  shutdown_workers();
+  if (disagg_ != nullptr) stop_disaggregation();
+}
+
+void Engine::abort_all() {
   {
     std::lock_guard<std::mutex> lock(mu_);
     stopping_ = true;
@@ -485,8 +491,6 @@ void Engine::run(const std::atomic<bool>& stop) {
     finish(*r, "abort", update);
   }
   requests_.clear();
-  shutdown_workers();
-  if (disagg_ != nullptr) stop_disaggregation();
 }
 
 void Engine::run_until_done() {

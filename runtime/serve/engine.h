@@ -204,6 +204,8 @@ class Engine {
   // the instance, run_import), then the request itself.
   void import_request(const nlohmann::json& message, std::map<int64_t, int64_t>& local_of);
   void run_import(const Tensor& payload);
+  // Stops taking requests and ends every one still here with "abort" (the end of run()).
+  void abort_all();
   void take_inbox();
   void shutdown_workers();
   // Shift parallelism: whether a step of `tokens` runs in sequence-parallel mode.

@@ -295,18 +295,7 @@ void Engine::run_decode() {
     }
     if (open && !step()) std::this_thread::sleep_for(std::chrono::microseconds(200));
   }
-  {
-    std::lock_guard<std::mutex> lock(mu_);
-    stopping_ = true;
-  }
-  take_inbox();
-  for (auto& [id, r] : requests_) {
-    if (r->done) continue;
-    scheduler_->finish(id);
-    RequestUpdate update;
-    finish(*r, "abort", update);
-  }
-  requests_.clear();
+  abort_all();  // their updates still reach rank 0
   send_message(disagg_->up(d), 0, {{"type", "bye"}});
   shutdown_workers();
 }

@@ -107,6 +107,21 @@ Served serve(models::CausalLM& model, const parallel::Mesh* mesh, EngineConfig c
   return out;
 }
 
+// Rank 0: every request's tokens equal `want`'s, its log-probabilities within 1e-5 (another
+// layout sums in another order).
+void expect_served_alike(const Served& got, const Served& want, const std::vector<Request>& requests) {
+  for (size_t i = 0; i < requests.size(); ++i) {
+    ASSERT_EQ(want.tokens[i].size(), static_cast<size_t>(requests[i].max_tokens)) << i;
+    EXPECT_EQ(got.tokens[i], want.tokens[i]) << "request " << i;
+    ASSERT_EQ(got.logprobs[i].size(), want.logprobs[i].size()) << i;
+    for (size_t t = 0; t < want.logprobs[i].size(); ++t) {
+      EXPECT_NEAR(got.logprobs[i][t], want.logprobs[i][t],
+                  1e-5 * std::max(1.0f, std::abs(want.logprobs[i][t])))
+          << "request " << i << " token " << t;
+    }
+  }
+}
+
 struct Layout {
   int tp = 1;
   int pp = 1;
@@ -233,16 +248,7 @@ TEST(Engine, VocabularyTpDoesNotDivideServesAsOneRank) {
     auto tp = testing::model_with_weights(model_config, weights, {.mesh = mesh.get()});
     const Served got = serve(*tp, mesh.get(), config, requests, false);
     if (world().rank() != 0) continue;
-    for (size_t i = 0; i < requests.size(); ++i) {
-      ASSERT_EQ(want.tokens[i].size(), static_cast<size_t>(requests[i].max_tokens)) << i;
-      EXPECT_EQ(got.tokens[i], want.tokens[i]) << "request " << i;
-      ASSERT_EQ(got.logprobs[i].size(), want.logprobs[i].size()) << i;
-      for (size_t t = 0; t < want.logprobs[i].size(); ++t) {
-        EXPECT_NEAR(got.logprobs[i][t], want.logprobs[i][t],
-                    1e-5 * std::max(1.0f, std::abs(want.logprobs[i][t])))
-            << "request " << i << " token " << t;
-      }
-    }
+    expect_served_alike(got, want, requests);
   }
 }
 
@@ -290,15 +296,7 @@ TEST(ShiftParallel, EveryModeServesAsOneRank) {
       EXPECT_GT(single.stats.sequence_parallel_steps, 0);                   // the prefill chunks
       EXPECT_LT(single.stats.sequence_parallel_steps, single.stats.steps);  // the decodes
       EXPECT_EQ(single.tokens[0], want.tokens[3]);
-      for (size_t i = 0; i < requests.size(); ++i) {
-        EXPECT_EQ(got.tokens[i], want.tokens[i]) << "request " << i;
-        ASSERT_EQ(got.logprobs[i].size(), want.logprobs[i].size()) << i;
-        for (size_t t = 0; t < want.logprobs[i].size(); ++t) {
-          EXPECT_NEAR(got.logprobs[i][t], want.logprobs[i][t],
-                      1e-5 * std::max(1.0f, std::abs(want.logprobs[i][t])))
-              << "request " << i << " token " << t;
-        }
-      }
+      expect_served_alike(got, want, requests);
     }
   }
 }
@@ -333,15 +331,7 @@ TEST(TokenWeave, ServesAsOneRank) {
     const Served want = serve(**one, nullptr, config, requests, false, *alone);
     const Served got = serve(**weave, mesh.get(), config, requests, false);
     if (world().rank() != 0) continue;
-    for (size_t i = 0; i < requests.size(); ++i) {
-      EXPECT_EQ(got.tokens[i], want.tokens[i]) << "request " << i;
-      ASSERT_EQ(got.logprobs[i].size(), want.logprobs[i].size()) << i;
-      for (size_t t = 0; t < want.logprobs[i].size(); ++t) {
-        EXPECT_NEAR(got.logprobs[i][t], want.logprobs[i][t],
-                    1e-5 * std::max(1.0f, std::abs(want.logprobs[i][t])))
-            << "request " << i << " token " << t;
-      }
-    }
+    expect_served_alike(got, want, requests);
   }
 }
 
