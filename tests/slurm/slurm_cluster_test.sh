@@ -202,11 +202,18 @@ echo "cluster up: node $NODE idle, slurmctld on port $CTLD_PORT, MpiDefault=$MPI
 
 # --- jobs ---------------------------------------------------------------------------------------
 field() { scontrol show job -o "$1" | grep -o "$2=[^ ]*" | cut -d= -f2; }
+ended() { # ended STATE: whether a job in STATE has ended
+  case "$1" in
+    COMPLETED | FAILED | CANCELLED | TIMEOUT | NODE_FAIL | OUT_OF_MEMORY | BOOT_FAIL | DEADLINE | \
+      PREEMPTED) return 0 ;;
+  esac
+  return 1
+}
 wait_job() { # wait_job ID [SECONDS]: until the job ends; prints its state
   local s=""
   for _ in $(seq $((${2:-240} * 2))); do
     s="$(field "$1" JobState)"
-    case "$s" in COMPLETED | FAILED | CANCELLED | TIMEOUT | NODE_FAIL | OUT_OF_MEMORY | BOOT_FAIL | DEADLINE | PREEMPTED) break ;; esac
+    ended "$s" && break
     sleep 0.5
   done
   echo "$s"
@@ -277,7 +284,7 @@ echo "train.sbatch with WEFT_LAUNCHER=mpirun: job $MPIRUN COMPLETED"
 
 # Requeue: enough steps (about 4 ms each here, 2 ranks of 16 sequences) that the signal lands
 # mid-run: it is sent once the run has written 20 steps, and takes about a second.
-STEPS=4000
+STEPS=5000
 requeue_env=("WEFT_STEPS=$STEPS" WEFT_GLOBAL_BATCH=32 WEFT_SAVE_EVERY=100000
   WEFT_TRAIN_FLAGS="--init-random --seed 1 --log-every 1000")
 lines() { wc -l 2>/dev/null <"$WORK/$1/metrics.jsonl" || echo 0; }
@@ -342,8 +349,8 @@ url=""
 for _ in $(seq 480); do
   url="$(grep -o 'listening on http://[^ ]*' "$WORK/serve.out" 2>/dev/null | cut -d' ' -f3 || true)"
   [ -n "$url" ] && break
-  [ "$(field "$SERVE" JobState)" = RUNNING ] || [ "$(field "$SERVE" JobState)" = PENDING ] ||
-    fail "serve job $SERVE ended before listening"
+  state="$(field "$SERVE" JobState)"
+  ended "$state" && fail "serve job $SERVE ended ($state) before listening"
   sleep 0.25
 done
 [ -n "$url" ] || fail "serve job $SERVE never printed its listening line"
