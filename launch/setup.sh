@@ -7,23 +7,29 @@ WEFT_PACKAGES=(cmake g++ make pkg-config openmpi-bin libopenmpi-dev libprotobuf-
   protobuf-compiler libabsl-dev libopenblas-dev nlohmann-json3-dev libssl-dev libgtest-dev
   libgmock-dev libbenchmark-dev libpcre2-dev libicu-dev libsentencepiece-dev libcpp-httplib-dev curl)
 
-# weft_install_deps [PACKAGE...]: WEFT_PACKAGES and the given extra Debian packages.
-weft_install_deps() {
+# weft_apt_install PACKAGE...: installs those of the given Debian packages that are missing.
+weft_apt_install() {
   local missing=()
-  for p in "${WEFT_PACKAGES[@]}" "$@"; do
+  for p in "$@"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
   done
-  # Node.js and npm (the tests' oracles and clients): Debian's packages unless a node with npm is
-  # already installed some other way (e.g. NodeSource's nodejs, which conflicts with Debian's npm).
-  if ! command -v node >/dev/null 2>&1 || ! command -v npm >/dev/null 2>&1; then
-    missing+=(nodejs npm)
-  fi
   [ ${#missing[@]} -eq 0 ] && return 0
   echo "weft: installing ${missing[*]}"
   local sudo=""
   [ "$(id -u)" -ne 0 ] && sudo="sudo"
   $sudo apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${missing[@]}" >/dev/null
+}
+
+# weft_install_deps [PACKAGE...]: WEFT_PACKAGES and the given extra Debian packages.
+weft_install_deps() {
+  local extra=()
+  # Node.js and npm (the tests' oracles and clients): Debian's packages unless a node with npm is
+  # already installed some other way (e.g. NodeSource's nodejs, which conflicts with Debian's npm).
+  if ! command -v node >/dev/null 2>&1 || ! command -v npm >/dev/null 2>&1; then
+    extra+=(nodejs npm)
+  fi
+  weft_apt_install "${WEFT_PACKAGES[@]}" "$@" "${extra[@]}"
 }
 
 # weft_install_npm [DIR]: the pinned npm packages of DIR (default tests/node: the Hugging Face

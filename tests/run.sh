@@ -3,7 +3,10 @@
 # every test with ctest. Tests labelled `gpu` run only where a GPU is visible.
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/../launch/setup.sh"
-weft_install_deps
+# slurm-wlm and munge: the tests labelled `slurm` start a one-node Slurm cluster of their own
+# (their own munged, slurmctld and slurmd on their own socket and ports; the packages' services,
+# where systemd starts them, are not used: slurmctld and slurmd find no /etc/slurm/slurm.conf).
+weft_install_deps slurm-wlm munge
 weft_install_npm
 weft_build
 
