@@ -19,7 +19,7 @@ MODEL="$OUT/llama-small"
 mkdir -p "$OUT"
 rm -f "$OUT"/disagg.jsonl
 bench_llama "$MODEL"
-RATES="${WEFT_DISAGG_RATES:-0.5 1 1.5 2 3}"
+RATES="${WEFT_DISAGG_RATES:-2 4 6 8 12}"
 PER_STREAM="${WEFT_DISAGG_REQUESTS:-24}"
 
 for mode in colocated disaggregated; do
@@ -30,11 +30,13 @@ for mode in colocated disaggregated; do
   serve_ranks 2 -- "${flags[@]}"
   for rate in $RATES; do
     half=$(/usr/bin/python3 -c "print($rate / 2)")
+    # Fresh prompts at each rate (seeded by it): the prefix cache must not serve them.
+    seed=$(/usr/bin/python3 -c "print(int($rate * 100))")
     common=(--url "$URL" --model small --vocab 4096 --rate "$half" --requests "$PER_STREAM"
       --slo-ttft 3 --slo-tpot 0.05)
-    node bench/serve_load.mjs "${common[@]}" --input 768:1024 --output 8:16 --seed 31 >"$OUT/a.json" &
+    node bench/serve_load.mjs "${common[@]}" --input 768:1024 --output 8:16 --seed "$((seed + 1))" >"$OUT/a.json" &
     a=$!
-    node bench/serve_load.mjs "${common[@]}" --input 16:64 --output 128:192 --seed 32 >"$OUT/b.json"
+    node bench/serve_load.mjs "${common[@]}" --input 16:64 --output 128:192 --seed "$((seed + 2))" >"$OUT/b.json"
     wait "$a"
     /usr/bin/python3 - "$mode" "$rate" "$OUT/a.json" "$OUT/b.json" >>"$OUT/disagg.jsonl" <<'PY'
 import json, sys
