@@ -109,7 +109,8 @@ Served serve(models::CausalLM& model, const parallel::Mesh* mesh, EngineConfig c
 
 // Rank 0: every request's tokens equal `want`'s, its log-probabilities within 1e-5 (another
 // layout sums in another order).
-void expect_served_alike(const Served& got, const Served& want, const std::vector<Request>& requests) {
+void expect_served_alike(const Served& got, const Served& want,
+                         const std::vector<Request>& requests) {
   for (size_t i = 0; i < requests.size(); ++i) {
     ASSERT_EQ(want.tokens[i].size(), static_cast<size_t>(requests[i].max_tokens)) << i;
     EXPECT_EQ(got.tokens[i], want.tokens[i]) << "request " << i;
@@ -252,6 +253,17 @@ TEST(Engine, VocabularyTpDoesNotDivideServesAsOneRank) {
   }
 }
 
+// tp over the whole world, and each rank alone (for the one-rank engine to compare with).
+struct WorldTp {
+  std::unique_ptr<parallel::Mesh> mesh;
+  std::unique_ptr<comm::Communicator> alone;
+};
+WorldTp world_tp() {
+  auto dims = parallel::resolve_dims(world().size(), world().size(), 1, 1, 1, 1);
+  WEFT_CHECK(dims.ok()) << dims.status().message();
+  return {parallel::Mesh::create(world(), *dims), world().split(world().rank(), 0, "alone")};
+}
+
 // Shift parallelism (docs/serving.md "Shift parallelism"): tensor-parallel steps on the tp model,
 // sequence-parallel steps (Ulysses over the same ranks, full weights) on another, one KV cache.
 // Forced to either mode, switching with the step size (every prefill chunk above 8 tokens in SP
@@ -260,10 +272,9 @@ TEST(Engine, VocabularyTpDoesNotDivideServesAsOneRank) {
 TEST(ShiftParallel, EveryModeServesAsOneRank) {
   const int p = world().size();
   if (p == 1) GTEST_SKIP() << "needs 2 or more ranks";
-  auto dims = parallel::resolve_dims(p, p, 1, 1, 1, 1);
-  ASSERT_TRUE(dims.ok());
-  std::unique_ptr<parallel::Mesh> mesh = parallel::Mesh::create(world(), *dims);
-  std::unique_ptr<comm::Communicator> alone = world().split(world().rank(), 0, "alone");
+  const WorldTp w = world_tp();
+  const std::unique_ptr<parallel::Mesh>& mesh = w.mesh;
+  const std::unique_ptr<comm::Communicator>& alone = w.alone;
   for (const char* fixture : {"llama_gqa", "qwen2_tied", "mixtral_moe"}) {
     const std::string dir = fixtures_dir() + "/models/" + fixture;
     auto full = models::CausalLM::from_pretrained(dir);
@@ -308,10 +319,9 @@ TEST(ShiftParallel, EveryModeServesAsOneRank) {
 TEST(TokenWeave, ServesAsOneRank) {
   const int p = world().size();
   if (p == 1) GTEST_SKIP() << "needs 2 or more ranks";
-  auto dims = parallel::resolve_dims(p, p, 1, 1, 1, 1);
-  ASSERT_TRUE(dims.ok());
-  std::unique_ptr<parallel::Mesh> mesh = parallel::Mesh::create(world(), *dims);
-  std::unique_ptr<comm::Communicator> alone = world().split(world().rank(), 0, "alone");
+  const WorldTp w = world_tp();
+  const std::unique_ptr<parallel::Mesh>& mesh = w.mesh;
+  const std::unique_ptr<comm::Communicator>& alone = w.alone;
   for (const char* fixture : {"llama_gqa", "qwen2_tied", "mixtral_moe"}) {
     const std::string dir = fixtures_dir() + "/models/" + fixture;
     auto weave = models::CausalLM::from_pretrained(dir, {.mesh = mesh.get(), .token_weave = true});
