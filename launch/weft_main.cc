@@ -28,7 +28,7 @@ const std::map<std::string, std::pair<Command, const char*>>& commands() {
       {"generate", {run_generate, "continue prompts through the serving engine"}},
       {"serve", {run_serve, "serve a model over an OpenAI-compatible HTTP API"}},
       {"train", {run_train, "train with AdamW; metrics, checkpoints, resume"}},
-      {"ckpt", {run_ckpt, "checkpoint tools: inspect, verify, export"}},
+      {"ckpt", {run_ckpt, "checkpoint tools: inspect, verify, export, reshard"}},
       {"tokenize", {run_tokenize, "JSON strings to token ids (or --decode ids to strings)"}},
       {"moe", {run_moe, "MoE tools: profile (expert placement for --speculative-moe)"}},
   };
@@ -138,6 +138,13 @@ int run_main(int argc, char** argv) {
   if (sub.empty() || sub == "--help" || sub == "-h" || sub == "help") {
     if (session.is_root()) std::fputs(main_usage().c_str(), sub.empty() ? stderr : stdout);
     return sub.empty() ? 1 : 0;
+  }
+  if (sub == "--version" || sub == "version") {
+    if (session.is_root()) {
+      std::printf("weft %s (commit %s, %s build)\n", WEFT_VERSION, WEFT_GIT_COMMIT,
+                  WEFT_BUILD_KIND);
+    }
+    return 0;
   }
   auto it = commands().find(sub);
   if (it == commands().end()) {

@@ -103,6 +103,25 @@ TEST(BadInput, ShiftParallelSpansEveryRankAndWholeHeads) {
       << r.err;
 }
 
+// Help and version are not errors: `weft --version`, and --help of every subcommand and ckpt
+// action, exit 0 and print to stdout.
+TEST(Cli, VersionAndEveryHelpExitZero) {
+  RunResult version = run_weft("--version");
+  EXPECT_EQ(version.exit_code, 0) << version.err;
+  EXPECT_EQ(version.out.rfind("weft ", 0), 0u) << version.out;
+  EXPECT_NE(version.out.find("(commit "), std::string::npos) << version.out;
+  for (const char* args : {"--help", "eval --help", "train --help", "generate --help",
+                           "serve --help", "tokenize --help", "moe --help", "ckpt --help",
+                           "ckpt inspect --help", "ckpt verify --help", "ckpt export --help",
+                           "ckpt reshard --help"}) {
+    SCOPED_TRACE(args);
+    RunResult r = run_weft(args);
+    EXPECT_EQ(r.exit_code, 0) << r.err;
+    EXPECT_FALSE(r.out.empty());
+  }
+  EXPECT_NE(run_weft("--help").out.find("reshard"), std::string::npos);
+}
+
 TEST(BadInput, TrainSeqLenDisagreesWithData) {
   const std::string dir = make_temp_dir("weft_bad_train");
   expect_error(absl::StrCat("train --model ", model_fixture("llama_gqa"), " --data ", good_tokens(),
