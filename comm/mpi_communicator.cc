@@ -130,7 +130,28 @@ MpiCommunicator::MpiCommunicator(MPI_Comm comm, std::string name,
   WEFT_MPI_CHECK(MPI_Comm_get_attr(comm_, MPI_TAG_UB, &tag_ub, &found));
   if (found) scan_tag_ = *tag_ub;
   max_tag_ = scan_tag_ - 1;
+  // The group's world ranks, for naming the ranks of a stuck collective (comm/activity.h).
+  world_ranks_ = world_ranks_of(comm_);
+  members_ = format_ranks(world_ranks_);
   worker_ = std::make_unique<MpiWorker>();
+}
+
+OpRecord MpiCommunicator::collective(const char* kind) {
+  OpRecord r;
+  r.kind = kind;
+  r.comm = name_;
+  r.members = members_;
+  r.seq = ++collectives_issued_;
+  return r;
+}
+
+OpRecord MpiCommunicator::p2p(const char* kind, int peer) {
+  OpRecord r;
+  r.kind = kind;
+  r.comm = name_;
+  r.members = members_;
+  r.peer = world_ranks_[peer];
+  return r;
 }
 
 MpiCommunicator::~MpiCommunicator() {
@@ -156,7 +177,7 @@ WorkPtr MpiCommunicator::all_reduce_async(Tensor& t, ReduceOp op) {
   check_cpu(t, "all_reduce");
   const MPI_Datatype type = reduce_type(t.dtype(), op, "all_reduce");
   counters_->record("all_reduce", static_cast<int64_t>(t.nbytes()), size_);
-  return worker_->submit([this, t, type, op] {
+  return worker_->submit(collective("all_reduce"), [this, t, type, op] {
     char* base = static_cast<char*>(t.raw());
     const int64_t elem = static_cast<int64_t>(dtype_size(t.dtype()));
     for (const Chunk& c : chunks(t.numel())) {
@@ -179,7 +200,7 @@ WorkPtr MpiCommunicator::all_gather_async(const Tensor& in, Tensor& out) {
   const bool in_place = in.raw() == out.slice(rank_ * n, (rank_ + 1) * n).raw();
   if (!in_place) check_disjoint(in, out, "all_gather");
   counters_->record("all_gather", static_cast<int64_t>(out.nbytes()), size_);
-  return worker_->submit([this, in, out, n, in_place] {
+  return worker_->submit(collective("all_gather"), [this, in, out, n, in_place] {
     const int64_t bytes = row_bytes(in);
     if (bytes == 0) return InFlight{};
     const MPI_Datatype row = row_type(bytes);
@@ -199,7 +220,7 @@ WorkPtr MpiCommunicator::reduce_scatter_async(const Tensor& in, Tensor& out, Red
                                                << size_ << " x the rows of out " << out.str();
   check_disjoint(in, out, "reduce_scatter");
   counters_->record("reduce_scatter", static_cast<int64_t>(in.nbytes()), size_);
-  return worker_->submit([this, in, out, type, op] {
+  return worker_->submit(collective("reduce_scatter"), [this, in, out, type, op] {
     if (out.numel() == 0) return InFlight{};
     WEFT_MPI_CHECK(MPI_Reduce_scatter_block(in.raw(), out.raw(),
                                             as_count(out.numel(), "reduce_scatter elements"), type,
@@ -218,7 +239,7 @@ WorkPtr MpiCommunicator::all_to_all_async(const Tensor& in, Tensor& out) {
       << " need the same shape with dim 0 divisible by " << size_;
   check_disjoint(in, out, "all_to_all");
   counters_->record("all_to_all", static_cast<int64_t>(in.nbytes()), size_);
-  return worker_->submit([this, in, out] {
+  return worker_->submit(collective("all_to_all"), [this, in, out] {
     const int64_t bytes = row_bytes(in);
     if (bytes == 0) return InFlight{};
     const MPI_Datatype row = row_type(bytes);
@@ -238,7 +259,8 @@ WorkPtr MpiCommunicator::all_to_all_v_async(const Tensor& in, const std::vector<
   check_disjoint(in, out, "all_to_all_v");
   const int64_t bytes = row_bytes(in);
   counters_->record("all_to_all_v", (in.dim(0) - send_rows[rank_]) * bytes, size_);
-  return worker_->submit([this, in, out, bytes, send = std::move(send), recv = std::move(recv)] {
+  return worker_->submit(collective("all_to_all_v"), [this, in, out, bytes, send = std::move(send),
+                                                      recv = std::move(recv)] {
     if (bytes == 0) return InFlight{};
     const MPI_Datatype row = row_type(bytes);
     WEFT_MPI_CHECK(MPI_Alltoallv(in.raw(), send.counts.data(), send.displs.data(), row, out.raw(),
@@ -253,7 +275,7 @@ WorkPtr MpiCommunicator::send_async(const Tensor& t, int dst, int tag) {
   WEFT_CHECK(tag >= 0 && tag <= max_tag_)
       << "send tag " << tag << " outside [0, " << max_tag_ << "]";
   counters_->record("send", static_cast<int64_t>(t.nbytes()), size_);
-  return worker_->submit([this, t, dst, tag] {
+  return worker_->submit(p2p("send", dst), [this, t, dst, tag] {
     InFlight f;
     char* base = static_cast<char*>(t.raw());
     for (const Chunk& c : chunks(static_cast<int64_t>(t.nbytes()))) {
@@ -271,7 +293,7 @@ WorkPtr MpiCommunicator::recv_async(Tensor& t, int src, int tag) {
   WEFT_CHECK(tag >= 0 && tag <= max_tag_)
       << "recv tag " << tag << " outside [0, " << max_tag_ << "]";
   counters_->record("recv", static_cast<int64_t>(t.nbytes()), size_);
-  return worker_->submit([this, t, src, tag] {
+  return worker_->submit(p2p("recv", src), [this, t, src, tag] {
     InFlight f;
     std::vector<int> expected;
     char* base = static_cast<char*>(t.raw());
@@ -297,7 +319,7 @@ WorkPtr MpiCommunicator::broadcast_async(Tensor& t, int root) {
   check_cpu(t, "broadcast");
   WEFT_CHECK(root >= 0 && root < size_) << "broadcast from rank " << root << " of " << size_;
   counters_->record("broadcast", static_cast<int64_t>(t.nbytes()), size_);
-  return worker_->submit([this, t, root] {
+  return worker_->submit(collective("broadcast"), [this, t, root] {
     char* base = static_cast<char*>(t.raw());
     for (const Chunk& c : chunks(static_cast<int64_t>(t.nbytes()))) {
       WEFT_MPI_CHECK(MPI_Bcast(base + c.begin, c.count, MPI_BYTE, root, comm_));
@@ -308,7 +330,7 @@ WorkPtr MpiCommunicator::broadcast_async(Tensor& t, int root) {
 
 WorkPtr MpiCommunicator::barrier_async() {
   counters_->record("barrier", 0, size_);
-  return worker_->submit([this] {
+  return worker_->submit(collective("barrier"), [this] {
     WEFT_MPI_CHECK(MPI_Barrier(comm_));
     return InFlight{};
   });
@@ -323,47 +345,49 @@ WorkPtr MpiCommunicator::all_scan_async(const Tensor& local, const Tensor& decay
   check_cpu(local, "all_scan");
   ScanPlan plan = plan_all_scan(local, decay, s_in, rank_, size_, blocks, reverse, kMaxChunk);
   counters_->record("all_scan", plan.bytes_sent, size_);
-  return worker_->submit([this, local, decay, s_in, plan = std::move(plan)] {
-    const size_t n = plan.pieces.size();
-    std::vector<MPI_Request> received(n, MPI_REQUEST_NULL);
-    for (size_t k = 0; plan.prev >= 0 && k < n; ++k) {
-      const Tensor in = piece_of(s_in, plan.pieces[k]);
-      WEFT_MPI_CHECK(MPI_Irecv(in.raw(), static_cast<int>(in.numel()), MPI_FLOAT, plan.prev,
-                               scan_tag_, comm_, &received[k]));
-    }
-    InFlight f;
-    const Tensor out = plan.next >= 0 ? Tensor::empty(s_in.shape()) : Tensor();  // S_out
-    for (size_t k = 0; k < n; ++k) {
-      const ScanPiece& piece = plan.pieces[k];
-      if (plan.prev >= 0) {
-        MPI_Status status;
-        WEFT_MPI_CHECK(MPI_Wait(&received[k], &status));
-        int got = 0;
-        WEFT_MPI_CHECK(MPI_Get_count(&status, MPI_FLOAT, &got));
-        WEFT_CHECK_EQ(got, piece.count) << "all_scan piece " << k << " from rank " << plan.prev
-                                        << ": every rank must pass the same shape and blocks";
-      }
-      if (plan.next < 0) continue;
-      Tensor out_piece = piece_of(out, piece);
-      out_piece.copy_from(piece_of(s_in, piece));
-      kernels::mul_add_(out_piece, piece_of(decay, piece), piece_of(local, piece));
-      MPI_Request& request = f.requests.emplace_back();
-      WEFT_MPI_CHECK(MPI_Isend(out_piece.raw(), static_cast<int>(piece.count), MPI_FLOAT, plan.next,
-                               scan_tag_, comm_, &request));
-    }
-    if (out.defined()) f.buffers.push_back(out);
-    return f;
-  });
+  return worker_->submit(
+      collective("all_scan"), [this, local, decay, s_in, plan = std::move(plan)] {
+        const size_t n = plan.pieces.size();
+        std::vector<MPI_Request> received(n, MPI_REQUEST_NULL);
+        for (size_t k = 0; plan.prev >= 0 && k < n; ++k) {
+          const Tensor in = piece_of(s_in, plan.pieces[k]);
+          WEFT_MPI_CHECK(MPI_Irecv(in.raw(), static_cast<int>(in.numel()), MPI_FLOAT, plan.prev,
+                                   scan_tag_, comm_, &received[k]));
+        }
+        InFlight f;
+        const Tensor out = plan.next >= 0 ? Tensor::empty(s_in.shape()) : Tensor();  // S_out
+        for (size_t k = 0; k < n; ++k) {
+          const ScanPiece& piece = plan.pieces[k];
+          if (plan.prev >= 0) {
+            MPI_Status status;
+            WEFT_MPI_CHECK(MPI_Wait(&received[k], &status));
+            int got = 0;
+            WEFT_MPI_CHECK(MPI_Get_count(&status, MPI_FLOAT, &got));
+            WEFT_CHECK_EQ(got, piece.count) << "all_scan piece " << k << " from rank " << plan.prev
+                                            << ": every rank must pass the same shape and blocks";
+          }
+          if (plan.next < 0) continue;
+          Tensor out_piece = piece_of(out, piece);
+          out_piece.copy_from(piece_of(s_in, piece));
+          kernels::mul_add_(out_piece, piece_of(decay, piece), piece_of(local, piece));
+          MPI_Request& request = f.requests.emplace_back();
+          WEFT_MPI_CHECK(MPI_Isend(out_piece.raw(), static_cast<int>(piece.count), MPI_FLOAT,
+                                   plan.next, scan_tag_, comm_, &request));
+        }
+        if (out.defined()) f.buffers.push_back(out);
+        return f;
+      });
 }
 
 MPI_Comm MpiCommunicator::split_comm(int color, int key) {
   WEFT_CHECK(color >= 0) << "split colour " << color << " must be >= 0";
   MPI_Comm group = MPI_COMM_NULL;
   worker_
-      ->submit([this, color, key, &group] {
-        WEFT_MPI_CHECK(MPI_Comm_split(comm_, color, key, &group));
-        return InFlight{};
-      })
+      ->submit(collective("split"),
+               [this, color, key, &group] {
+                 WEFT_MPI_CHECK(MPI_Comm_split(comm_, color, key, &group));
+                 return InFlight{};
+               })
       ->wait();
   return group;
 }
@@ -374,6 +398,20 @@ std::unique_ptr<Communicator> MpiCommunicator::split(int color, int key, std::st
 
 std::unique_ptr<Communicator> MpiCommunicator::split_within(int color, int key, std::string name) {
   return std::make_unique<MpiCommunicator>(split_comm(color, key), std::move(name), counters_);
+}
+
+std::vector<int> world_ranks_of(MPI_Comm comm) {
+  int size = 0;
+  WEFT_MPI_CHECK(MPI_Comm_size(comm, &size));
+  MPI_Group group = MPI_GROUP_NULL, world_group = MPI_GROUP_NULL;
+  WEFT_MPI_CHECK(MPI_Comm_group(comm, &group));
+  WEFT_MPI_CHECK(MPI_Comm_group(MPI_COMM_WORLD, &world_group));
+  std::vector<int> local(size), world(size);
+  for (int i = 0; i < size; ++i) local[i] = i;
+  WEFT_MPI_CHECK(MPI_Group_translate_ranks(group, size, local.data(), world_group, world.data()));
+  MPI_Group_free(&group);
+  MPI_Group_free(&world_group);
+  return world;
 }
 
 std::unique_ptr<Communicator> mpi_world_communicator(std::string name) {

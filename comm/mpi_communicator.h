@@ -9,9 +9,11 @@
 
 #include <mpi.h>
 
+#include <atomic>
 #include <map>
 #include <memory>
 #include <string>
+#include <vector>
 
 #include "comm/communicator.h"
 #include "comm/mpi_worker.h"
@@ -66,6 +68,10 @@ class MpiCommunicator final : public Communicator {
   // buffers past 2 GiB keep their counts within int. Cached (creating one costs microseconds);
   // used on the comm thread only.
   MPI_Datatype row_type(int64_t bytes);
+  // Labels of the operations this communicator submits (comm/activity.h). Called on the issuing
+  // thread, in issue order, so collectives are numbered alike on every rank of the group.
+  OpRecord collective(const char* kind);
+  OpRecord p2p(const char* kind, int peer);
 
   MPI_Comm comm_;
   int rank_ = 0;
@@ -73,6 +79,9 @@ class MpiCommunicator final : public Communicator {
   int scan_tag_ = 32767;  // MPI_TAG_UB of comm_: All-Scan's tag
   int max_tag_ = 32766;   // the largest tag of send/recv
   std::string name_;
+  std::vector<int> world_ranks_;  // world rank of each rank of this group
+  std::string members_;           // the same, formatted
+  std::atomic<int64_t> collectives_issued_{0};
   std::shared_ptr<TrafficCounters> counters_;
   std::map<int64_t, MPI_Datatype> row_types_;  // the comm thread's
   std::unique_ptr<MpiWorker> worker_;  // declared last: its thread stops before the rest goes
@@ -80,6 +89,9 @@ class MpiCommunicator final : public Communicator {
 
 // A communicator over every rank of MPI_COMM_WORLD (a duplicate of it, so that raw MPI calls on
 // MPI_COMM_WORLD never match weft's). Needs MPI initialised (comm/mpi_runtime.h).
+// The world rank of each rank of `comm`, in its rank order.
+std::vector<int> world_ranks_of(MPI_Comm comm);
+
 std::unique_ptr<Communicator> mpi_world_communicator(std::string name = "world");
 
 }  // namespace weft::comm

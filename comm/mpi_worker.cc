@@ -43,12 +43,13 @@ MpiWorker::~MpiWorker() {
   thread_.join();
 }
 
-WorkPtr MpiWorker::submit(MpiOp op) {
+WorkPtr MpiWorker::submit(OpRecord label, MpiOp op) {
   auto work = std::make_shared<WorkerWork>();
+  label.idle_ok = IdleWaitScope::active();
   {
     std::lock_guard<std::mutex> lock(mutex_);
     WEFT_CHECK(!stopping_) << "submit to a communicator being destroyed";
-    queue_.push_back({std::move(op), work});
+    queue_.push_back({std::move(op), work, std::move(label)});
   }
   wake_.notify_one();
   return work;
@@ -61,7 +62,8 @@ void MpiWorker::loop() {
       Queued next = std::move(queue_.front());
       queue_.pop_front();
       lock.unlock();
-      running_.push_back({next.work, next.op(), false});
+      const int64_t token = Activity::get().begin(std::move(next.label));
+      running_.push_back({next.work, next.op(), false, token});
       next = {};  // drops the op's captured tensors before the work can be seen as done
       progress();
       lock.lock();
@@ -94,6 +96,7 @@ void MpiWorker::progress() {
     r.complete = true;
   }
   while (!running_.empty() && running_.front().complete) {
+    Activity::get().end(running_.front().activity);
     running_.front().work->finish();
     running_.pop_front();
   }

@@ -17,6 +17,7 @@
 #include <thread>
 #include <vector>
 
+#include "comm/activity.h"
 #include "comm/communicator.h"
 #include "runtime/core/tensor.h"
 
@@ -41,17 +42,21 @@ class MpiWorker {
   MpiWorker(const MpiWorker&) = delete;
   MpiWorker& operator=(const MpiWorker&) = delete;
 
-  WorkPtr submit(MpiOp op);
+  // `label` names the operation for comm/activity.h while it is in progress (its `since` is set
+  // when the thread starts it; idle_ok is taken from the submitting thread's IdleWaitScope).
+  WorkPtr submit(OpRecord label, MpiOp op);
 
  private:
   struct Queued {
     MpiOp op;
     std::shared_ptr<WorkerWork> work;
+    OpRecord label;
   };
   struct Running {
     std::shared_ptr<WorkerWork> work;
     InFlight in_flight;
     bool complete = false;
+    int64_t activity = 0;  // Activity token
   };
 
   void loop();

@@ -70,7 +70,7 @@ const std::vector<FlagSpec>& train_flags() {
 
 // Flags that are not RunConfig fields.
 bool is_cli_only(const std::string& flag) {
-  return flag == "config" || flag == "init-random" || flag == "help";
+  return flag == "config" || flag == "init-random" || flag == "help" || flag == "comm-timeout";
 }
 
 // RunConfig from --config (if any) with every flag given on the command line laid over it (a

@@ -2,6 +2,7 @@
 
 #include "absl/strings/cord.h"
 #include "absl/strings/str_cat.h"
+#include "runtime/train/stop_signal.h"
 
 namespace weft::cli {
 namespace {
@@ -25,6 +26,18 @@ absl::Status Session::agree(absl::Status local) {
   absl::Status quiet = absl::AbortedError(absl::StrCat("rank ", reporter, " failed"));
   quiet.SetPayload(kReportedElsewhere, absl::Cord("1"));
   return quiet;
+}
+
+void Session::watch_health(double timeout_s) {
+  if (health_started_) return;
+  health_started_ = true;
+  if (size() > 1 && timeout_s > 0) {
+    health_ = comm::HealthMonitor::start(timeout_s, train::stop_signal_received);
+  }
+}
+
+void Session::finish(int exit_code) {
+  if (health_ != nullptr) health_->finish(exit_code);
 }
 
 bool reported_elsewhere(const absl::Status& status) {

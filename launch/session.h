@@ -10,6 +10,7 @@
 
 #include "absl/status/status.h"
 #include "comm/communicator.h"
+#include "comm/health_monitor.h"
 
 namespace weft::cli {
 
@@ -26,8 +27,17 @@ class Session {
   // gets its own status back; the others get a status marked as already reported.
   absl::Status agree(absl::Status local);
 
+  // Failure detection (comm/health_monitor.h) with --comm-timeout `timeout_s`, started once:
+  // collective; nothing on one rank or with a timeout of 0.
+  void watch_health(double timeout_s);
+  // This rank is done: waits until every rank is (HealthMonitor::finish). Also done by the
+  // destructor.
+  void finish(int exit_code);
+
  private:
   std::unique_ptr<comm::Communicator> world_;
+  std::unique_ptr<comm::HealthMonitor> health_;
+  bool health_started_ = false;
 };
 
 // True for a status that agree() returned on a rank that did not fail itself.

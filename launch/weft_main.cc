@@ -1,10 +1,12 @@
 // weft: one binary, one process per rank. `mpirun -np N build/weft SUBCOMMAND [flags]`.
+#include <cmath>
 #include <cstdio>
 #include <cstdlib>
 #include <map>
 #include <string>
 
 #include "absl/strings/cord.h"
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "comm/mpi_communicator.h"
 #include "comm/mpi_runtime.h"
@@ -19,6 +21,9 @@ namespace weft::cli {
 namespace {
 
 constexpr char kHelpShown[] = "weft.help_shown";
+// --comm-timeout's default: long enough for a slow checkpoint or model load on one rank while
+// the others wait (NCCL's and PyTorch's default is 10 minutes).
+constexpr double kDefaultCommTimeout = 300;
 
 using Command = absl::Status (*)(Session&, const Args&);
 
@@ -55,6 +60,10 @@ absl::StatusOr<Flags> parse_flags(Session& session, const std::string& subcomman
                                   const std::string& summary, const Args& args,
                                   std::vector<FlagSpec> specs) {
   specs.push_back({"help", FlagKind::kBool, "print this help"});
+  specs.push_back({"comm-timeout", FlagKind::kFloat,
+                   "seconds a rank may wait in a collective, or go silent, before the job ends "
+                   "naming the rank and the collective (default 300 or $WEFT_COMM_TIMEOUT; 0: "
+                   "never)"});
   for (const std::string& a : args) {
     if (a == "--help" || a == "-h") {
       if (session.is_root()) std::fputs(usage(subcommand, summary, specs).c_str(), stdout);
@@ -69,6 +78,19 @@ absl::StatusOr<Flags> parse_flags(Session& session, const std::string& subcomman
     return session.agree(absl::InvalidArgumentError(absl::StrCat(
         std::string(flags.status().message()), " (see weft ", subcommand, " --help)")));
   }
+  double timeout_s = kDefaultCommTimeout;
+  if (flags->has("comm-timeout")) {
+    timeout_s = flags->number("comm-timeout");
+  } else if (const char* env = std::getenv("WEFT_COMM_TIMEOUT"); env != nullptr) {
+    if (!absl::SimpleAtod(env, &timeout_s) || !std::isfinite(timeout_s)) timeout_s = -1;
+  }
+  if (timeout_s < 0) {
+    return session.agree(absl::InvalidArgumentError(absl::StrCat(
+        "--comm-timeout (or WEFT_COMM_TIMEOUT) must be a number of seconds >= 0 (0: off), got ",
+        flags->has("comm-timeout") ? flags->str("comm-timeout")
+                                   : std::getenv("WEFT_COMM_TIMEOUT"))));
+  }
+  session.watch_health(timeout_s);
   return flags;
 }
 
@@ -128,6 +150,9 @@ absl::StatusOr<SpChoice> parse_sp_choice(const std::string& attn, const std::str
   return choice;
 }
 
+// The process's exit code for a subcommand's result, printing the error (once) if there is one.
+int exit_code_of(const std::string& sub, Session& session, const absl::Status& status);
+
 int run_main(int argc, char** argv) {
   comm::MpiRuntime mpi(&argc, &argv);
   Session session(comm::mpi_world_communicator("world"));
@@ -154,7 +179,13 @@ int run_main(int argc, char** argv) {
     }
     return 1;
   }
-  const absl::Status status = it->second.first(session, Args(argv + 2, argv + argc));
+  const int code =
+      exit_code_of(sub, session, it->second.first(session, Args(argv + 2, argv + argc)));
+  session.finish(code);
+  return code;
+}
+
+int exit_code_of(const std::string& sub, Session& session, const absl::Status& status) {
   if (status.ok() || is_help(status)) return 0;
   if (const std::optional<int> code = requested_exit_code(status)) {
     // Decided the same on every rank (a stop agreed at a step boundary): rank 0 says why.

@@ -3,14 +3,20 @@
 #include <cuda_runtime.h>
 #include <nccl.h>
 
+#include <deque>
 #include <functional>
 #include <limits>
+#include <memory>
 #include <mutex>
+#include <string>
 #include <utility>
 #include <vector>
 
+#include "absl/strings/str_cat.h"
+#include "comm/activity.h"
 #include "comm/all_scan.h"
 #include "comm/mpi_check.h"
+#include "comm/mpi_communicator.h"
 #include "comm/traffic.h"
 #include "kernels/cuda/stream.h"
 #include "kernels/ops.h"
@@ -115,30 +121,39 @@ std::vector<int64_t> row_offsets(const std::vector<int64_t>& rows, int p, int64_
 
 char* bytes_at(const Tensor& t, int64_t offset) { return static_cast<char*>(t.raw()) + offset; }
 
+// A CUDA event shared by a Work and the communicator's progress tracking.
+struct SharedEvent {
+  cudaEvent_t event = nullptr;
+  ~SharedEvent() { cudaEventDestroy(event); }
+};
+
 // An event recorded on the comm stream after one call (see nccl_communicator.h for wait()).
 class NcclWork final : public Work {
  public:
-  NcclWork(cudaEvent_t event, int device, bool blocks_host, std::vector<Tensor> buffers)
-      : event_(event), device_(device), blocks_host_(blocks_host), buffers_(std::move(buffers)) {}
-  ~NcclWork() override { cudaEventDestroy(event_); }
+  NcclWork(std::shared_ptr<SharedEvent> event, int device, bool blocks_host,
+           std::vector<Tensor> buffers)
+      : event_(std::move(event)),
+        device_(device),
+        blocks_host_(blocks_host),
+        buffers_(std::move(buffers)) {}
   NcclWork(const NcclWork&) = delete;
   NcclWork& operator=(const NcclWork&) = delete;
 
   void wait() override {
     const DeviceScope scope(device_);
-    WEFT_CUDA_CHECK(cudaStreamWaitEvent(compute_stream(), event_, 0));
-    if (blocks_host_) WEFT_CUDA_CHECK(cudaEventSynchronize(event_));
+    WEFT_CUDA_CHECK(cudaStreamWaitEvent(compute_stream(), event_->event, 0));
+    if (blocks_host_) WEFT_CUDA_CHECK(cudaEventSynchronize(event_->event));
   }
 
   [[nodiscard]] bool done() override {
-    const cudaError_t status = cudaEventQuery(event_);
+    const cudaError_t status = cudaEventQuery(event_->event);
     if (status == cudaErrorNotReady) return false;
     WEFT_CUDA_CHECK(status);
     return true;
   }
 
  private:
-  cudaEvent_t event_;
+  std::shared_ptr<SharedEvent> event_;
   int device_;
   bool blocks_host_;
   std::vector<Tensor> buffers_;  // kept alive until the Work goes
@@ -167,9 +182,13 @@ class NcclCommunicator final : public Communicator {
     WEFT_CUDA_CHECK(cudaEventCreateWithFlags(&piece_ready_, cudaEventDisableTiming));
     WEFT_CUDA_CHECK(cudaEventCreateWithFlags(&piece_combined_, cudaEventDisableTiming));
     barrier_buffer_ = Tensor::zeros({1}, DType::kI32, Device::cuda(device_));
+    members_ = format_ranks(world_ranks_of(mpi_comm_));
+    poller_ = add_poller([this] { return poll(); });
   }
 
   ~NcclCommunicator() override {
+    remove_poller(poller_);
+    for (auto& [event, token] : tracked_) Activity::get().end(token);
     {
       const DeviceScope scope(device_);
       cudaStreamSynchronize(stream_);
@@ -255,17 +274,23 @@ class NcclCommunicator final : public Communicator {
   WorkPtr send_async(const Tensor& t, int dst, int /*tag*/) override {
     check_cuda_tensor(t, device_, "send");
     check_peer(dst, "send");
-    return issue("send", static_cast<int64_t>(t.nbytes()), {t}, [&](cudaStream_t s) {
-      WEFT_NCCL_CHECK(ncclSend(t.raw(), t.nbytes(), ncclUint8, dst, comm_, s));
-    });
+    return issue(
+        "send", static_cast<int64_t>(t.nbytes()), {t},
+        [&](cudaStream_t s) {
+          WEFT_NCCL_CHECK(ncclSend(t.raw(), t.nbytes(), ncclUint8, dst, comm_, s));
+        },
+        false, dst);
   }
 
   WorkPtr recv_async(Tensor& t, int src, int /*tag*/) override {
     check_cuda_tensor(t, device_, "recv");
     check_peer(src, "recv");
-    return issue("recv", static_cast<int64_t>(t.nbytes()), {t}, [&](cudaStream_t s) {
-      WEFT_NCCL_CHECK(ncclRecv(t.raw(), t.nbytes(), ncclUint8, src, comm_, s));
-    });
+    return issue(
+        "recv", static_cast<int64_t>(t.nbytes()), {t},
+        [&](cudaStream_t s) {
+          WEFT_NCCL_CHECK(ncclRecv(t.raw(), t.nbytes(), ncclUint8, src, comm_, s));
+        },
+        false, src);
   }
 
   WorkPtr broadcast_async(Tensor& t, int root) override {
@@ -347,18 +372,56 @@ class NcclCommunicator final : public Communicator {
 
   // Issues one call on the comm stream after the compute stream's pending work, counts it, and
   // returns a Work on its completion. `buffers` stay alive as long as the Work.
+  // `peer`: point-to-point calls' other side (this group's rank), for the Activity record.
   WorkPtr issue(const char* kind, int64_t bytes, std::vector<Tensor> buffers,
-                const std::function<void(cudaStream_t)>& call, bool blocks_host = false) {
+                const std::function<void(cudaStream_t)>& call, bool blocks_host = false,
+                int peer = -1) {
     const std::lock_guard<std::mutex> lock(mutex_);
     const DeviceScope scope(device_);
     WEFT_CUDA_CHECK(cudaEventRecord(inputs_ready_, compute_stream()));
     WEFT_CUDA_CHECK(cudaStreamWaitEvent(stream_, inputs_ready_, 0));
     call(stream_);
-    cudaEvent_t finished = nullptr;
-    WEFT_CUDA_CHECK(cudaEventCreateWithFlags(&finished, cudaEventDisableTiming));
-    WEFT_CUDA_CHECK(cudaEventRecord(finished, stream_));
+    auto finished = std::make_shared<SharedEvent>();
+    WEFT_CUDA_CHECK(cudaEventCreateWithFlags(&finished->event, cudaEventDisableTiming));
+    WEFT_CUDA_CHECK(cudaEventRecord(finished->event, stream_));
     counters_->record(kind, bytes, size_);
+    track(kind, peer, finished);
     return std::make_shared<NcclWork>(finished, device_, blocks_host, std::move(buffers));
+  }
+
+  // The call is in progress (comm/activity.h) from its issue until the device has finished it,
+  // which poll() sees: the stream runs calls in order, so the oldest unfinished is the front.
+  void track(const char* kind, int peer, std::shared_ptr<SharedEvent> event) {
+    OpRecord r;
+    r.kind = kind;
+    r.comm = name_;
+    r.members = members_;
+    if (peer >= 0) {
+      r.peer = parse_ranks(members_).at(peer);
+    } else {
+      r.seq = ++collectives_issued_;
+    }
+    const std::lock_guard<std::mutex> lock(track_mu_);
+    tracked_.emplace_back(std::move(event), Activity::get().begin(std::move(r)));
+  }
+
+  // The health monitor's poller: ends the records of finished calls, and reports NCCL's
+  // asynchronous error (a peer lost, a network failure) as a message that ends the job.
+  std::string poll() {
+    {
+      const std::lock_guard<std::mutex> lock(track_mu_);
+      while (!tracked_.empty() && cudaEventQuery(tracked_.front().first->event) == cudaSuccess) {
+        Activity::get().end(tracked_.front().second);
+        tracked_.pop_front();
+      }
+    }
+    ncclResult_t async = ncclSuccess;
+    if (ncclCommGetAsyncError(comm_, &async) == ncclSuccess && async != ncclSuccess &&
+        async != ncclInProgress) {
+      return absl::StrCat("NCCL communicator '", name_, "' (ranks ", members_,
+                          ") reports an asynchronous error: ", ncclGetErrorString(async));
+    }
+    return "";
   }
 
   // Rows [send offset of j, + send_rows[j]) of `in` go to rank j; recv_rows[i] rows of `out`
@@ -427,6 +490,11 @@ class NcclCommunicator final : public Communicator {
   Tensor barrier_buffer_;  // i32[1] on the device
   std::mutex mutex_;       // one call at a time: NCCL calls on a comm must not race
   std::shared_ptr<TrafficCounters> counters_;
+  std::string members_;             // this group's world ranks (comm/activity.h)
+  int64_t collectives_issued_ = 0;  // under mutex_
+  std::mutex track_mu_;
+  std::deque<std::pair<std::shared_ptr<SharedEvent>, int64_t>> tracked_;  // calls in progress
+  int64_t poller_ = 0;
 };
 
 }  // namespace

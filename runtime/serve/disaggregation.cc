@@ -4,6 +4,7 @@
 #include <cstring>
 #include <string>
 
+#include "comm/activity.h"
 #include "runtime/core/check.h"
 
 namespace weft::serve {
@@ -33,6 +34,7 @@ MessageInbox::MessageInbox(comm::Communicator& link, int src) : link_(link), src
 
 void MessageInbox::post() {
   header_ = Tensor::empty({1}, DType::kI64);
+  const comm::IdleWaitScope idle;  // the next message may be a long time coming
   pending_ = link_.recv_async(header_, src_, kHeaderTag);
 }
 

@@ -6,6 +6,7 @@
 #include <thread>
 
 #include "absl/strings/str_cat.h"
+#include "comm/activity.h"
 #include "kernels/ops.h"
 #include "nlohmann/json.hpp"
 #include "runtime/core/check.h"
@@ -506,7 +507,11 @@ void Engine::run_worker() {
   while (true) {
     Tensor header = Tensor::empty({kHeaderSize}, DType::kI64);
     // Idle servers send nothing: poll, then sleep, so a waiting rank does not hold a core.
-    comm::WorkPtr work = world_.broadcast_async(header, 0);
+    comm::WorkPtr work;
+    {
+      const comm::IdleWaitScope idle;  // no timeout on waiting for the next step
+      work = world_.broadcast_async(header, 0);
+    }
     const Clock::time_point since = Clock::now();
     while (!work->done()) {
       if (Clock::now() - since > std::chrono::milliseconds(2)) {

@@ -11,6 +11,7 @@
 #include "models/moe_block.h"
 #include "runtime/core/allocator.h"
 #include "runtime/core/exit_code.h"
+#include "runtime/core/fault_injection.h"
 #include "runtime/core/logging.h"
 #include "runtime/core/status.h"
 #include "runtime/io/model_config.h"
@@ -452,6 +453,7 @@ absl::Status Trainer::run() {
   WEFT_RETURN_IF_ERROR(agree_(opened));
   install_stop_handlers();
   for (int64_t step = start_step_ + 1; step <= options_.steps; ++step) {
+    maybe_stall(mesh_->rank(), step);
     StepMetrics m = train_step(step);
     const bool finite = std::isfinite(m.loss) && std::isfinite(m.grad_norm);
     m.skipped = !finite && options_.skip_nonfinite;

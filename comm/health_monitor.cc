@@ -1,0 +1,357 @@
+#include "comm/health_monitor.h"
+
+#include <mpi.h>
+
+#include <algorithm>
+#include <atomic>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <deque>
+#include <mutex>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "absl/strings/str_join.h"
+#include "comm/activity.h"
+#include "comm/mpi_check.h"
+
+namespace weft::comm {
+namespace {
+
+enum BeatType : int32_t { kAlive = 0, kFinished = 1, kRelease = 2, kAck = 3 };
+
+// One heartbeat, sent as bytes (every rank runs the same binary).
+struct Beat {
+  int32_t rank = 0;
+  int32_t type = kAlive;
+  int32_t exit_code = 0;
+  int32_t busy = 0;     // an operation is in progress (the fields below describe it)
+  int32_t idle_ok = 0;  // ... and it is an idle wait
+  int32_t peer = -1;    // point-to-point: the other side's world rank
+  int64_t seq = 0;
+  double age_s = 0;  // busy: how long in it; otherwise how long since the last op completed
+  char kind[32] = {};
+  char comm[32] = {};
+  char members[400] = {};
+};
+
+constexpr int kTag = 1;
+
+void copy_field(char* dst, size_t size, const std::string& src) {
+  std::snprintf(dst, size, "%s", src.c_str());
+}
+
+std::mutex hooks_mu;
+std::vector<std::function<void()>>& hooks() {
+  static auto* list = new std::vector<std::function<void()>>();
+  return *list;
+}
+
+double seconds(ActivityClock::duration d) { return std::chrono::duration<double>(d).count(); }
+
+// The operation `b` describes: "all_reduce #57 on 'tp' (ranks 0-3)".
+std::string op_text(const Beat& b) {
+  if (b.peer >= 0) {
+    return absl::StrFormat("%s %s rank %d on '%s' (ranks %s)", b.kind,
+                           std::strcmp(b.kind, "send") == 0 ? "to" : "from", b.peer, b.comm,
+                           b.members);
+  }
+  return absl::StrFormat("%s #%d on '%s' (ranks %s)", b.kind, b.seq, b.comm, b.members);
+}
+
+// What `b` says its rank is doing, in words.
+std::string describe(const Beat& b) {
+  if (b.type == kFinished) return absl::StrFormat("finished (exit code %d)", b.exit_code);
+  if (b.busy) {
+    return absl::StrFormat("in %s for %.1f s%s", op_text(b), b.age_s,
+                           b.idle_ok ? " (waiting for work)" : "");
+  }
+  if (b.kind[0] == '\0')
+    return absl::StrFormat("computing for %.1f s (no collective yet)", b.age_s);
+  return absl::StrFormat("computing for %.1f s since %s", b.age_s, op_text(b));
+}
+
+bool same_op(const Beat& a, const Beat& b) {
+  return a.busy && b.busy && a.type != kFinished && b.type != kFinished && a.seq == b.seq &&
+         std::strcmp(a.kind, b.kind) == 0 && std::strcmp(a.comm, b.comm) == 0 &&
+         std::strcmp(a.members, b.members) == 0;
+}
+
+}  // namespace
+
+void add_abort_hook(std::function<void()> hook) {
+  std::lock_guard<std::mutex> lock(hooks_mu);
+  hooks().push_back(std::move(hook));
+}
+
+class HealthMonitor::Impl {
+ public:
+  Impl(MPI_Comm comm, double timeout_s, std::function<int()> pending_signal)
+      : comm_(comm), timeout_s_(timeout_s), pending_signal_(std::move(pending_signal)) {
+    WEFT_MPI_CHECK(MPI_Comm_rank(comm_, &rank_));
+    WEFT_MPI_CHECK(MPI_Comm_size(comm_, &size_));
+    interval_s_ = std::clamp(timeout_s / 8, 0.05, 2.0);
+    const ActivityClock::time_point now = ActivityClock::now();
+    last_seen_.assign(size_, now);
+    beats_.resize(size_);
+    acked_.assign(size_, false);
+    for (int r = 0; r < size_; ++r) beats_[r].rank = r;
+    thread_ = std::thread([this] { loop(); });
+  }
+
+  ~Impl() {
+    finish(0);
+    int finalized = 0;
+    MPI_Finalized(&finalized);
+    if (!finalized) MPI_Comm_free(&comm_);
+  }
+
+  void finish(int exit_code) {
+    if (!thread_.joinable()) return;
+    exit_code_.store(exit_code);
+    finished_.store(true);
+    thread_.join();
+  }
+
+ private:
+  // This rank's beat, from comm/activity.h.
+  Beat own_beat() const {
+    Beat b;
+    b.rank = rank_;
+    b.type = finished_.load() ? kFinished : kAlive;
+    b.exit_code = exit_code_.load();
+    const Activity::Snapshot s = Activity::get().snapshot();
+    const ActivityClock::time_point now = ActivityClock::now();
+    const OpRecord* r = nullptr;
+    if (s.oldest) {
+      r = &*s.oldest;
+      b.busy = 1;
+      b.idle_ok = r->idle_ok ? 1 : 0;
+      b.age_s = seconds(now - r->since);
+    } else {
+      if (s.last_done) r = &*s.last_done;
+      b.age_s = seconds(now - s.last_done_at);
+    }
+    if (r != nullptr) {
+      copy_field(b.kind, sizeof(b.kind), r->kind);
+      copy_field(b.comm, sizeof(b.comm), r->comm);
+      copy_field(b.members, sizeof(b.members), r->members);
+      b.seq = r->seq;
+      b.peer = r->peer;
+    }
+    return b;
+  }
+
+  void send(int dst, Beat b) {
+    auto& [buffer, request] = sends_.emplace_back(std::make_unique<Beat>(b), MPI_REQUEST_NULL);
+    WEFT_MPI_CHECK(MPI_Isend(buffer.get(), sizeof(Beat), MPI_BYTE, dst, kTag, comm_, &request));
+  }
+
+  void reap_sends() {
+    while (!sends_.empty()) {
+      int done = 0;
+      WEFT_MPI_CHECK(MPI_Test(&sends_.front().second, &done, MPI_STATUS_IGNORE));
+      if (!done) return;
+      sends_.pop_front();
+    }
+  }
+
+  [[noreturn]] void fail(const std::string& message) {
+    std::fprintf(stderr, "weft: rank %d: comm failure: %s; ending the job (exit code %d)\n", rank_,
+                 message.c_str(), kExitCommFailure);
+    std::fflush(stderr);
+    {
+      std::lock_guard<std::mutex> lock(hooks_mu);
+      for (const auto& hook : hooks()) hook();
+    }
+    std::fflush(stdout);
+    MPI_Abort(MPI_COMM_WORLD, kExitCommFailure);
+    std::_Exit(kExitCommFailure);
+  }
+
+  // Rank 0: the verdict on what every rank last said, or nothing while all is well.
+  void check_all(ActivityClock::time_point now) {
+    beats_[0] = own_beat();
+    for (int r = 1; r < size_; ++r) {
+      const double silent = seconds(now - last_seen_[r]);
+      if (silent > timeout_s_ && !acked_[r]) {
+        fail(absl::StrFormat(
+            "rank %d sent no heartbeat for %.1f s (--comm-timeout %g): it died or is stopped; its "
+            "last report: %s",
+            r, silent, timeout_s_, describe(beats_[r])));
+      }
+    }
+    for (int r = 0; r < size_; ++r) {
+      const Beat& b = beats_[r];
+      if (b.type == kFinished || !b.busy || b.idle_ok || b.age_s <= timeout_s_) continue;
+      std::string culprits;
+      if (b.peer >= 0) {
+        if (b.peer < size_) {
+          culprits = absl::StrFormat("rank %d is %s", b.peer, describe(beats_[b.peer]));
+        }
+      } else {
+        std::vector<std::string> missing;
+        for (int m : parse_ranks(b.members)) {
+          if (m < 0 || m >= size_ || same_op(b, beats_[m])) continue;
+          missing.push_back(absl::StrFormat("rank %d is %s", m, describe(beats_[m])));
+        }
+        culprits = missing.empty() ? "every rank of the group is in it (the transport is stuck)"
+                                   : absl::StrCat("not in it: ", absl::StrJoin(missing, "; "));
+      }
+      fail(absl::StrFormat("rank %d has waited %.1f s (--comm-timeout %g) in %s; %s", r, b.age_s,
+                           timeout_s_, op_text(b), culprits));
+    }
+  }
+
+  // Ranks > 0: rank 0's silence, or (rank 0 having said nothing) this rank's own stuck wait.
+  void check_root(ActivityClock::time_point now) {
+    const double silent = seconds(now - last_seen_[0]);
+    const Beat own = own_beat();
+    if (silent > timeout_s_) {
+      fail(absl::StrFormat(
+          "rank 0 (which watches the other ranks) sent no heartbeat for %.1f s (--comm-timeout "
+          "%g): it died or is stopped; this rank is %s",
+          silent, timeout_s_, describe(own)));
+    }
+    if (own.busy && !own.idle_ok && own.age_s > 2 * timeout_s_ + 4 * interval_s_) {
+      fail(absl::StrFormat("this rank has been %s (--comm-timeout %g)", describe(own), timeout_s_));
+    }
+  }
+
+  // Once, when the process is asked to terminate: what it is in, and (rank 0) who went silent.
+  void report_signal(int signal, ActivityClock::time_point now) {
+    std::string text = absl::StrFormat("weft: rank %d: signal %d (%s) while %s", rank_, signal,
+                                       strsignal(signal), describe(own_beat()));
+    for (int r = 1; rank_ == 0 && r < size_; ++r) {
+      const double silent = seconds(now - last_seen_[r]);
+      if (silent > 2 * interval_s_) {
+        absl::StrAppendFormat(&text, "; rank %d silent for %.1f s, its last report: %s", r, silent,
+                              describe(beats_[r]));
+      }
+    }
+    std::fprintf(stderr, "%s\n", text.c_str());
+    std::fflush(stderr);
+  }
+
+  void loop() {
+    Beat in;
+    MPI_Request recv = MPI_REQUEST_NULL;
+    auto post = [&] {
+      WEFT_MPI_CHECK(MPI_Irecv(&in, sizeof(Beat), MPI_BYTE, rank_ == 0 ? MPI_ANY_SOURCE : 0, kTag,
+                               comm_, &recv));
+    };
+    post();
+    ActivityClock::time_point last_send{};
+    ActivityClock::time_point released_at{};
+    bool released = false;
+    bool done = false;
+    while (!done) {
+      const ActivityClock::time_point now = ActivityClock::now();
+      for (;;) {  // everything that has arrived
+        int flag = 0;
+        MPI_Status status;
+        WEFT_MPI_CHECK(MPI_Test(&recv, &flag, &status));
+        if (!flag) break;
+        const int src = status.MPI_SOURCE;
+        last_seen_[src] = now;
+        if (rank_ == 0) {
+          if (in.type == kAck) {
+            acked_[src] = true;
+          } else {
+            beats_[src] = in;
+          }
+        } else if (in.type == kRelease) {
+          send(0, Beat{.rank = rank_, .type = kAck});
+          done = true;
+          break;
+        }
+        post();
+      }
+      if (done) break;
+      if (pending_signal_ && !signal_reported_) {
+        if (const int signal = pending_signal_(); signal != 0) {
+          report_signal(signal, now);
+          signal_reported_ = true;
+        }
+      }
+      if (!released && seconds(now - last_send) >= interval_s_) {
+        const Beat b = own_beat();
+        if (rank_ == 0) {
+          for (int r = 1; r < size_; ++r) send(r, b);
+        } else {
+          send(0, b);
+        }
+        last_send = now;
+      }
+      reap_sends();
+      if (const std::string error = poll_all(); !error.empty()) fail(error);
+      if (rank_ == 0) {
+        if (!released) {
+          check_all(now);
+          bool all = finished_.load();
+          for (int r = 1; r < size_ && all; ++r) all = beats_[r].type == kFinished;
+          if (all) {
+            for (int r = 1; r < size_; ++r) send(r, Beat{.rank = 0, .type = kRelease});
+            released = true;
+            released_at = now;
+          }
+        } else {
+          bool all = true;
+          for (int r = 1; r < size_ && all; ++r) all = acked_[r];
+          // A rank that finished and then died before its ack does not hold rank 0 up.
+          if (all || seconds(now - released_at) > timeout_s_) done = true;
+        }
+      } else {
+        check_root(now);
+      }
+      if (!done) std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    }
+    if (recv != MPI_REQUEST_NULL) {
+      MPI_Cancel(&recv);
+      MPI_Wait(&recv, MPI_STATUS_IGNORE);
+    }
+    reap_sends();
+    for (auto& [buffer, request] : sends_) {
+      // A beat still on its way to a rank that left after a timeout: MPI may still read the
+      // buffer, so it is left allocated (a few hundred bytes, at most once per rank and run).
+      MPI_Request_free(&request);
+      (void)buffer.release();
+    }
+  }
+
+  MPI_Comm comm_;
+  double timeout_s_;
+  std::function<int()> pending_signal_;
+  bool signal_reported_ = false;
+  double interval_s_ = 1;
+  int rank_ = 0;
+  int size_ = 1;
+  std::atomic<bool> finished_{false};
+  std::atomic<int> exit_code_{0};
+  // The thread's own:
+  std::vector<ActivityClock::time_point> last_seen_;
+  std::vector<Beat> beats_;  // rank 0: what each rank said last
+  std::vector<bool> acked_;
+  std::deque<std::pair<std::unique_ptr<Beat>, MPI_Request>> sends_;
+  std::thread thread_;
+};
+
+HealthMonitor::HealthMonitor(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
+HealthMonitor::~HealthMonitor() = default;
+
+std::unique_ptr<HealthMonitor> HealthMonitor::start(double timeout_s,
+                                                    std::function<int()> pending_signal) {
+  WEFT_CHECK(timeout_s > 0) << "comm timeout " << timeout_s << " must be > 0";
+  MPI_Comm comm = MPI_COMM_NULL;
+  WEFT_MPI_CHECK(MPI_Comm_dup(MPI_COMM_WORLD, &comm));
+  return std::unique_ptr<HealthMonitor>(
+      new HealthMonitor(std::make_unique<Impl>(comm, timeout_s, std::move(pending_signal))));
+}
+
+void HealthMonitor::finish(int exit_code) { impl_->finish(exit_code); }
+
+}  // namespace weft::comm

@@ -1,0 +1,56 @@
+// Failure detection for a multi-rank run (docs/operations.md, "Failure detection"): a rank that
+// dies, is stopped, or hangs makes every other rank exit within about --comm-timeout seconds,
+// with a message naming the rank and the collective, instead of waiting forever.
+//
+// Every rank runs a heartbeat thread on its own duplicate of MPI_COMM_WORLD. Each rank sends
+// rank 0 a beat every timeout/8 seconds (at most 2 s) carrying what it is doing (comm/activity.h:
+// the operation in progress and for how long, or the last one completed); rank 0 beats back to
+// every rank. Then:
+//   - rank 0 hears nothing from rank r for `timeout` seconds: r died or is stopped;
+//   - a rank has waited `timeout` seconds in a collective that is not an idle wait: rank 0 names
+//     the members of that collective's group that are not in it (computing, in another
+//     operation, or finished), or, for a receive, the sender;
+//   - a rank hears nothing from rank 0 for `timeout` seconds: rank 0 died or is stopped.
+// The rank that sees it prints one line to stderr and ends the job with MPI_Abort and exit code
+// kExitCommFailure. On a normal exit every rank reports that it finished and waits until rank 0
+// has heard from all of them, so no beat is left unreceived when MPI finalises.
+#pragma once
+
+#include <functional>
+#include <memory>
+
+namespace weft::comm {
+
+// The exit code of a run ended because a peer died or hung: the job may be resubmitted to resume
+// from its newest checkpoint.
+inline constexpr int kExitCommFailure = 76;
+
+// Called once, on the thread that aborts the job, before MPI_Abort (NCCL communicators abort
+// themselves so no kernel stays queued behind a dead peer).
+void add_abort_hook(std::function<void()> hook);
+
+class HealthMonitor {
+ public:
+  // Collective over MPI_COMM_WORLD; `timeout_s` > 0. `pending_signal` (optional) returns the
+  // termination signal the process has received, or 0: when one arrives, the monitor prints what
+  // this rank is in and, on rank 0, the last report of every rank that has gone silent — when a
+  // launcher ends the job because a rank died, that names the dead rank's last collective.
+  static std::unique_ptr<HealthMonitor> start(double timeout_s,
+                                              std::function<int()> pending_signal = nullptr);
+  // finish(0) unless finish() was called.
+  ~HealthMonitor();
+  HealthMonitor(const HealthMonitor&) = delete;
+  HealthMonitor& operator=(const HealthMonitor&) = delete;
+
+  // Reports that this rank is done (with `exit_code`), then returns once every rank has reported
+  // it (or ends the job if a rank dies or hangs first).
+  void finish(int exit_code);
+
+  class Impl;
+
+ private:
+  explicit HealthMonitor(std::unique_ptr<Impl> impl);
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace weft::comm
