@@ -24,6 +24,12 @@ const std::vector<FlagSpec>& train_flags() {
       {"init-random", FlagKind::kBool, "initialise weights from --seed (model dir: config only)"},
       {"data", FlagKind::kString, "token file: one sequence per line"},
       {"steps", FlagKind::kInt, "the step to stop at", false, 1},
+      {"eval-data", FlagKind::kString,
+       "token file for a validation loss (same line length), reported as eval_loss"},
+      {"eval-every", FlagKind::kInt, "evaluate after every N-th step (default: the last only)",
+       false, 1},
+      {"eval-batches", FlagKind::kInt,
+       "global batches per evaluation (default: every whole batch of --eval-data)", false, 1},
       {"global-batch", FlagKind::kInt, "sequences per step over all ranks", false, 1},
       {"seq-len", FlagKind::kInt, "tokens per sequence (the token file's line length)", false, 2},
       {"lr", FlagKind::kFloat, "peak learning rate (default 1e-3)"},
@@ -121,6 +127,12 @@ absl::StatusOr<train::TrainOptions> options_from(const io::RunConfig& cfg, bool 
   o.model_dir = cfg.model();
   o.init_random = init_random;
   o.data_path = cfg.data();
+  o.eval_data_path = cfg.eval_data();
+  if (cfg.eval_every() < 0 || cfg.eval_batches() < 0) {
+    return invalid_argument("eval_every and eval_batches must be >= 1");
+  }
+  o.eval_every = cfg.eval_every();
+  o.eval_batches = cfg.eval_batches();
   o.steps = cfg.steps();
   o.global_batch = cfg.global_batch();
   o.seq_len = cfg.seq_len();

@@ -58,6 +58,14 @@ std::string metrics_json_line(const StepMetrics& m) {
   j["checkpoint_wait_s"] = m.checkpoint_wait_s;
   if (m.moe_drop_rate >= 0) j["moe_drop_rate"] = m.moe_drop_rate;
   if (m.moe_aux_loss >= 0) j["moe_aux_loss"] = m.moe_aux_loss;
+  if (m.eval_loss) {
+    if (std::isfinite(*m.eval_loss)) {
+      j["eval_loss"] = *m.eval_loss;
+    } else {
+      j["eval_loss"] = nullptr;
+      nonfinite.push_back("eval_loss");
+    }
+  }
   if (!nonfinite.empty()) j["nonfinite"] = nonfinite;
   if (m.skipped) j["skipped"] = true;
   return j.dump() + "\n";

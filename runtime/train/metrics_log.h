@@ -5,6 +5,7 @@
 #pragma once
 
 #include <cstdint>
+#include <optional>
 #include <string>
 
 #include "absl/status/statusor.h"
@@ -30,6 +31,9 @@ struct StepMetrics {
   double moe_aux_loss = -1;
   // --skip-nonfinite skipped this step's optimizer update (written only when true).
   bool skipped = false;
+  // --eval-data: the validation loss of the weights after this step's update, on evaluation
+  // steps (written only then; null when not finite).
+  std::optional<double> eval_loss;
 };
 
 // {"step": 3, "loss": 4.5, ...}; a non-finite value is null and its key is listed in

@@ -94,6 +94,7 @@ absl::StatusOr<std::unique_ptr<Trainer>> Trainer::create(const TrainOptions& opt
                                                 model.config().max_position_embeddings)));
   }
   WEFT_RETURN_IF_ERROR(agree(model.check_batch(trainer->data_.sequences(0, 1))));
+  WEFT_RETURN_IF_ERROR(agree(trainer->load_eval_data()));
   model.zero_grad();  // the optimizer's reducer packs the grad tensors: they must exist
   trainer->optimizer_ =
       std::make_unique<AdamW>(model.parameters(), options.adamw,
@@ -457,6 +458,7 @@ absl::Status Trainer::run() {
     StepMetrics m = train_step(step);
     const bool finite = std::isfinite(m.loss) && std::isfinite(m.grad_norm);
     m.skipped = !finite && options_.skip_nonfinite;
+    if (finite && eval_due(step)) m.eval_loss = evaluate();
     const bool save_now =
         writer_ != nullptr && finite &&
         ((options_.save_every > 0 && step % options_.save_every == 0) || step == options_.steps);
@@ -466,10 +468,13 @@ absl::Status Trainer::run() {
     history_.push_back(m);
     // A failed metrics write stops every rank (none is left waiting in a collective).
     absl::Status status = metrics_ ? metrics_->append(m) : absl::OkStatus();
-    if (root && (step % options_.log_every == 0 || step == options_.steps || !finite)) {
-      std::printf("step %lld/%lld  loss %.6f  grad_norm %.4f  lr %.3g  %.3fs  %.0f tok/s\n",
+    if (root &&
+        (step % options_.log_every == 0 || step == options_.steps || !finite || m.eval_loss)) {
+      std::printf("step %lld/%lld  loss %.6f  grad_norm %.4f  lr %.3g  %.3fs  %.0f tok/s",
                   static_cast<long long>(step), static_cast<long long>(options_.steps), m.loss,
                   m.grad_norm, m.lr, m.step_time_s, m.tokens_per_s);
+      if (m.eval_loss) std::printf("  eval_loss %.6f", *m.eval_loss);
+      std::printf("\n");
       std::fflush(stdout);
     }
     WEFT_RETURN_IF_ERROR(agree_(status));

@@ -32,6 +32,12 @@ struct TrainOptions {
   std::string model_dir;     // HF model directory (config.json + weights)
   bool init_random = false;  // the model dir has only config.json: initialise from `seed`
   std::string data_path;
+  // --eval-data: a token file (lines of seq_len ids) for a validation loss, computed after the
+  // update of every eval_every-th step (0: only the last) over eval_batches global batches (0:
+  // every whole batch of the file).
+  std::string eval_data_path;
+  int64_t eval_every = 0;
+  int64_t eval_batches = 0;
   int64_t steps = 0;         // the step to stop at (a resumed run continues to it)
   int64_t global_batch = 0;  // sequences per step, over all dp ranks
   int64_t seq_len = 0;       // must equal the token file's line length
@@ -136,11 +142,17 @@ class Trainer {
   // load-balancing loss, when on); resets the layers' counters. Collective over the world.
   void moe_metrics(StepMetrics& m);
   void start_save(int64_t step);
+  // --eval-data (runtime/train/trainer_eval.cc): loads and checks it against the options and the
+  // model; evaluate() is the mean loss over its batches, forward only. Collective.
+  absl::Status load_eval_data();
+  [[nodiscard]] bool eval_due(int64_t step) const;
+  double evaluate();
 
   TrainOptions options_;
   std::unique_ptr<parallel::Mesh> mesh_;
   AgreeFn agree_;
   TokenFile data_;
+  std::optional<TokenFile> eval_data_;
   std::unique_ptr<models::CausalLM> model_;
   std::unique_ptr<AdamW> optimizer_;
   std::unique_ptr<CheckpointWriter> writer_;  // every rank (saves are collective)
