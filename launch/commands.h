@@ -22,6 +22,7 @@ absl::Status run_train(Session& session, const Args& args);
 absl::Status run_ckpt(Session& session, const Args& args);
 absl::Status run_tokenize(Session& session, const Args& args);
 absl::Status run_moe(Session& session, const Args& args);
+absl::Status run_plan(Session& session, const Args& args);
 
 // The per-layer expert placement that `weft moe profile` wrote to `path`, checked against the
 // model (experts, layers) and the run's --ep; errors name the file and what disagrees.

@@ -36,6 +36,7 @@ const std::map<std::string, std::pair<Command, const char*>>& commands() {
       {"ckpt", {run_ckpt, "checkpoint tools: inspect, verify, export, reshard"}},
       {"tokenize", {run_tokenize, "JSON strings to token ids (or --decode ids to strings)"}},
       {"moe", {run_moe, "MoE tools: profile (expert placement for --speculative-moe)"}},
+      {"plan", {run_plan, "the mesh and memory savers a cost model picks, with predictions"}},
   };
   return table;
 }

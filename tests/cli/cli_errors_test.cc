@@ -110,16 +110,45 @@ TEST(Cli, VersionAndEveryHelpExitZero) {
   EXPECT_EQ(version.exit_code, 0) << version.err;
   EXPECT_EQ(version.out.rfind("weft ", 0), 0u) << version.out;
   EXPECT_NE(version.out.find("(commit "), std::string::npos) << version.out;
-  for (const char* args : {"--help", "eval --help", "train --help", "generate --help",
-                           "serve --help", "tokenize --help", "moe --help", "ckpt --help",
-                           "ckpt inspect --help", "ckpt verify --help", "ckpt export --help",
-                           "ckpt reshard --help"}) {
+  for (const char* args :
+       {"--help", "eval --help", "train --help", "generate --help", "serve --help",
+        "tokenize --help", "moe --help", "ckpt --help", "ckpt inspect --help", "ckpt verify --help",
+        "ckpt export --help", "ckpt reshard --help", "plan --help"}) {
     SCOPED_TRACE(args);
     RunResult r = run_weft(args);
     EXPECT_EQ(r.exit_code, 0) << r.err;
     EXPECT_FALSE(r.out.empty());
   }
   EXPECT_NE(run_weft("--help").out.find("reshard"), std::string::npos);
+  EXPECT_NE(run_weft("--help").out.find("plan"), std::string::npos);
+}
+
+// `weft plan`: a table and a pick that `weft train` accepts; one layout with --mesh; no fit, a
+// mesh the model does not allow and a bad size are errors that name the problem.
+TEST(Cli, PlanPicksALayoutAndRefusesWhatCannotFit) {
+  const std::string plan = absl::StrCat("plan --model ", model_fixture("llama_gqa"),
+                                        " --ranks 4 --seq-len 16 "
+                                        "--global-batch 8 --flops-per-core 1e10");
+  RunResult r = run_weft(plan + " --memory 64MiB");
+  EXPECT_EQ(r.exit_code, 0) << r.err;
+  const size_t pick = r.out.find("pick: --tp ");
+  ASSERT_NE(pick, std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("layouts fit"), std::string::npos) << r.out;
+  // The picked flags train.
+  const std::string flags = r.out.substr(pick + 6, r.out.find(", predicted", pick) - pick - 6);
+  const std::string tokens =
+      write_token_file(make_temp_dir("weft_plan_tokens"), random_ids({8, 16}, 2, 96));
+  RunResult train =
+      run_weft(absl::StrCat("train --model ", model_fixture("llama_gqa"), " --data ", tokens,
+                            " --steps 1 --global-batch 8 --seq-len 16 ", flags),
+               4);
+  EXPECT_EQ(train.exit_code, 0) << flags << "\n" << train.err;
+  RunResult one = run_weft(plan + " --mesh tp=2 --recompute full --json");
+  EXPECT_EQ(one.exit_code, 0) << one.err;
+  EXPECT_NE(one.out.find("\"mesh\":\"tp=2,pp=1,sp=1,dp=2\""), std::string::npos) << one.out;
+  expect_error(plan + " --memory 1KiB", "no layout of 4 ranks fits 0.0 MiB per rank");
+  expect_error(plan + " --mesh tp=3", "does not divide the 4 ranks");
+  expect_error(plan + " --memory lots", "'lots' is not a size");
 }
 
 TEST(BadInput, TrainSeqLenDisagreesWithData) {
