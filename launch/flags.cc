@@ -1,5 +1,6 @@
 #include "launch/flags.h"
 
+#include <CLI/CLI.hpp>
 #include <charconv>
 #include <cmath>
 
@@ -24,43 +25,64 @@ bool parses_as_finite_float(const std::string& s) {
 
 }  // namespace
 
+// CLI11 splits the words (`--name value`, `--name=value`, boolean flags, a value that looks
+// like a negative number) and finds unknown flags and missing values; the checks of each value
+// (an integer, its minimum, a finite number) and the error messages are weft's.
 absl::StatusOr<Flags> Flags::parse(const std::vector<std::string>& args,
                                    const std::vector<FlagSpec>& specs) {
-  std::map<std::string, const FlagSpec*> by_name;
-  for (const FlagSpec& s : specs) by_name[s.name] = &s;
+  CLI::App app("weft");
+  app.allow_extras(true);
+  app.set_help_flag();  // --help is handled before parsing
+  std::map<std::string, std::string> raw;
+  std::map<std::string, CLI::Option*> options;
+  for (const FlagSpec& s : specs) {
+    if (s.kind == FlagKind::kBool) {
+      options[s.name] = app.add_flag("--" + s.name);
+    } else {
+      options[s.name] = app.add_option("--" + s.name, raw[s.name])
+                            ->multi_option_policy(CLI::MultiOptionPolicy::TakeLast);
+    }
+  }
+  std::vector<std::string> reversed(args.rbegin(), args.rend());  // CLI11 takes them reversed
+  try {
+    app.parse(reversed);
+  } catch (const CLI::ArgumentMismatch& e) {
+    const std::string what = e.what();  // "--name: 1 required TEXT missing"
+    return absl::InvalidArgumentError(
+        absl::StrCat(what.substr(0, what.find(':')), " needs a value"));
+  } catch (const CLI::ConversionError& e) {
+    const std::string what = e.what();  // "Could not convert: --name = value"
+    const size_t dashes = what.find("--"), eq = what.find(" = ");
+    if (dashes != std::string::npos && eq != std::string::npos) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          what.substr(dashes, eq - dashes), " takes no value (got '", what.substr(eq + 3), "')"));
+    }
+    return absl::InvalidArgumentError(what);
+  } catch (const CLI::ParseError& e) {
+    return absl::InvalidArgumentError(e.what());
+  }
+  if (const std::vector<std::string> rest = app.remaining(); !rest.empty()) {
+    const std::string& arg = rest.front();
+    if (arg.rfind("--", 0) == 0 && arg.size() > 2) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("unknown flag ", arg.substr(0, arg.find('='))));
+    }
+    return absl::InvalidArgumentError(absl::StrCat("unexpected argument '", arg, "'"));
+  }
   Flags flags;
-  for (size_t i = 0; i < args.size(); ++i) {
-    const std::string& arg = args[i];
-    if (arg.rfind("--", 0) != 0 || arg.size() == 2) {
-      return absl::InvalidArgumentError(absl::StrCat("unexpected argument '", arg, "'"));
-    }
-    std::string name = arg.substr(2);
-    std::string value;
-    bool inline_value = false;
-    if (size_t eq = name.find('='); eq != std::string::npos) {
-      value = name.substr(eq + 1);
-      name = name.substr(0, eq);
-      inline_value = true;
-    }
-    auto it = by_name.find(name);
-    if (it == by_name.end()) {
-      return absl::InvalidArgumentError(absl::StrCat("unknown flag --", name));
-    }
-    const FlagSpec& spec = *it->second;
+  for (const FlagSpec& spec : specs) {
+    if (options.at(spec.name)->count() == 0) continue;
+    const std::string& name = spec.name;
     if (spec.kind == FlagKind::kBool) {
-      if (inline_value && value != "true" && value != "1") {
-        return absl::InvalidArgumentError(
-            absl::StrCat("--", name, " takes no value (got '", value, "')"));
+      // "--name=value" reaches a counting flag as its result: only true or 1 is a yes.
+      for (const std::string& given : options.at(name)->results()) {
+        if (!given.empty() && given != "true" && given != "1") {
+          return absl::InvalidArgumentError(
+              absl::StrCat("--", name, " takes no value (got '", given, "')"));
+        }
       }
-      flags.values_[name] = "true";
-      continue;
     }
-    if (!inline_value) {
-      if (i + 1 >= args.size()) {
-        return absl::InvalidArgumentError(absl::StrCat("--", name, " needs a value"));
-      }
-      value = args[++i];
-    }
+    const std::string value = spec.kind == FlagKind::kBool ? "true" : raw.at(name);
     if (spec.kind == FlagKind::kInt && !parses_as_int(value)) {
       return absl::InvalidArgumentError(
           absl::StrCat("--", name, " expects an integer, got '", value, "'"));
@@ -75,9 +97,9 @@ absl::StatusOr<Flags> Flags::parse(const std::vector<std::string>& args,
     }
     flags.values_[name] = value;
   }
-  for (const FlagSpec& s : specs) {
-    if (s.required && !flags.has(s.name)) {
-      return absl::InvalidArgumentError(absl::StrCat("missing required flag --", s.name));
+  for (const FlagSpec& spec : specs) {
+    if (spec.required && !flags.has(spec.name)) {
+      return absl::InvalidArgumentError(absl::StrCat("missing required flag --", spec.name));
     }
   }
   return flags;

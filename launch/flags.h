@@ -1,5 +1,6 @@
 // Command-line flags for the `weft` subcommands: `--name value`, `--name=value`, and boolean
-// `--name`. Every subcommand declares its flags; anything else is an error that names it.
+// `--name`, parsed with CLI11. Every subcommand declares its flags; anything else is an error
+// that names it.
 #pragma once
 
 #include <cstdint>

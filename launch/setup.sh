@@ -5,7 +5,8 @@ WEFT_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 WEFT_BUILD_DIR="${WEFT_BUILD_DIR:-$WEFT_ROOT/build}"
 WEFT_PACKAGES=(cmake g++ make pkg-config openmpi-bin libopenmpi-dev libprotobuf-dev
   protobuf-compiler libabsl-dev libopenblas-dev nlohmann-json3-dev libssl-dev libgtest-dev
-  libgmock-dev libbenchmark-dev libpcre2-dev libicu-dev libsentencepiece-dev libcpp-httplib-dev curl)
+  libgmock-dev libbenchmark-dev libpcre2-dev libicu-dev libsentencepiece-dev libcpp-httplib-dev
+  libcli11-dev libspdlog-dev curl)
 
 # weft_apt_install PACKAGE...: installs those of the given Debian packages that are missing.
 weft_apt_install() {

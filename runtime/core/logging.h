@@ -1,4 +1,4 @@
-// Minimal leveled logging to stderr, prefixed with the rank once the process knows it.
+// Leveled logging to stderr through spdlog, prefixed with the rank once the process knows it.
 //   WEFT_LOG(INFO) << "loaded " << n << " tensors";
 #pragma once
 
@@ -23,6 +23,8 @@ class LogMessage {
 
  private:
   LogLevel level_;
+  const char* file_;
+  int line_;
   std::ostringstream message_;
 };
 
