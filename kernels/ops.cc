@@ -107,6 +107,40 @@ void check_state(const Check& c, const char* name, const Tensor& t, const Shape&
 
 // ---- dense algebra ----
 
+namespace {
+
+std::atomic<bool> g_bf16_compute{false};
+
+// `t` with every value rounded to the nearest bf16 (a copy), on the CPU path in bf16 mode; `t`
+// itself otherwise.
+Tensor bf16_input(const Tensor& t) {
+  if (!g_bf16_compute.load(std::memory_order_relaxed) || !t.defined() || !t.is_cpu() ||
+      t.dtype() != DType::kF32) {
+    return t;
+  }
+  Tensor r = Tensor::empty(t.shape());  // tensors are always contiguous
+  const float* in = t.data<float>();
+  float* out = r.data<float>();
+  const int64_t n = t.numel();
+  for (int64_t i = 0; i < n; ++i) out[i] = bf16_to_f32(f32_to_bf16(in[i]));
+  return r;
+}
+
+// Rounds `t` in place to bf16 values (CPU, bf16 mode): a result stored in bf16.
+void bf16_output(Tensor& t) {
+  if (!g_bf16_compute.load(std::memory_order_relaxed) || !t.is_cpu() || t.dtype() != DType::kF32) {
+    return;
+  }
+  float* v = t.data<float>();
+  const int64_t n = t.numel();
+  for (int64_t i = 0; i < n; ++i) v[i] = bf16_to_f32(f32_to_bf16(v[i]));
+}
+
+}  // namespace
+
+void set_bf16_compute(bool on) { g_bf16_compute.store(on, std::memory_order_relaxed); }
+bool bf16_compute() { return g_bf16_compute.load(std::memory_order_relaxed); }
+
 void gemm(const Tensor& a, bool trans_a, const Tensor& b, bool trans_b, Tensor& c, float alpha,
           float beta) {
   const Check ck("gemm");
@@ -120,7 +154,8 @@ void gemm(const Tensor& a, bool trans_a, const Tensor& b, bool trans_b, Tensor& 
   ck.that(k == kb, "inner dimensions differ: op(a) is " + shape_str({m, k}) + ", op(b) is " +
                        shape_str({kb, n}));
   ck.shape("c", c, {m, n});
-  WEFT_DISPATCH(dev, gemm, a, trans_a, b, trans_b, c, alpha, beta);
+  const Tensor ar = bf16_input(a), br = bf16_input(b);
+  WEFT_DISPATCH(dev, gemm, ar, trans_a, br, trans_b, c, alpha, beta);
 }
 
 void set_batch_invariant(bool on) { g_batch_invariant.store(on, std::memory_order_relaxed); }
@@ -138,9 +173,12 @@ void linear_forward(const Tensor& x, const Tensor& w, const Tensor* bias, Tensor
   y_shape.back() = out;
   ck.shape("y", y, y_shape);
   if (bias != nullptr) ck.floating("bias", *bias).shape("bias", *bias, {out});
-  Tensor x2 = rows_of(x);
+  Tensor x2 = bf16_input(rows_of(x));
   Tensor y2 = rows_of(y);
-  WEFT_DISPATCH(dev, linear_forward, x2, w, bias, y2);
+  const Tensor wr = bf16_input(w);
+  const Tensor br = bias != nullptr ? bf16_input(*bias) : Tensor();
+  WEFT_DISPATCH(dev, linear_forward, x2, wr, bias != nullptr ? &br : nullptr, y2);
+  bf16_output(y2);
 }
 
 void linear_backward(const Tensor& x, const Tensor& w, const Tensor& dy, Tensor* dx, Tensor* dw,
@@ -158,10 +196,13 @@ void linear_backward(const Tensor& x, const Tensor& w, const Tensor& dy, Tensor*
   if (dx != nullptr) ck.floating("dx", *dx).shape("dx", *dx, x.shape());
   if (dw != nullptr) ck.floating("dw", *dw).shape("dw", *dw, w.shape());
   if (db != nullptr) ck.floating("db", *db).shape("db", *db, {out});
-  const Tensor x2 = rows_of(x);
-  const Tensor dy2 = rows_of(dy);
+  const Tensor x2 = bf16_input(rows_of(x));
+  const Tensor dy2 = bf16_input(rows_of(dy));
+  const Tensor wr = bf16_input(w);
   Tensor dx2 = dx != nullptr ? rows_of(*dx) : Tensor();
-  WEFT_DISPATCH(dev, linear_backward, x2, w, dy2, dx != nullptr ? &dx2 : nullptr, dw, db);
+  // dw and db accumulate in f32 (the master gradients); dx is an activation gradient: bf16.
+  WEFT_DISPATCH(dev, linear_backward, x2, wr, dy2, dx != nullptr ? &dx2 : nullptr, dw, db);
+  if (dx != nullptr) bf16_output(dx2);
 }
 
 // ---- elementwise ----
@@ -439,6 +480,7 @@ void embedding_forward(const Tensor& ids, const Tensor& table, int64_t vocab_sta
   const Device dev = ck.device({&ids, &table, &out});
   check_embedding(ck, ids, table, out);
   WEFT_DISPATCH(dev, embedding_forward, ids, table, vocab_start, out);
+  bf16_output(out);
 }
 
 void embedding_backward(const Tensor& ids, const Tensor& dout, int64_t vocab_start,

@@ -88,6 +88,15 @@ void attention_merge(Tensor& o, Tensor& lse, const Tensor& o_b, const Tensor& ls
 // result is independent of the others. Every other kernel on the serving path is per row.
 inline constexpr int64_t kInvariantRows = 8;
 void set_batch_invariant(bool on);
+
+// bf16 compute on the CPU path (--precision bf16; docs/architecture.md "Precision"): GEMM and
+// linear inputs (activations, weights, output gradients) are rounded to bf16 before an f32
+// GEMM, which is what a bf16 GEMM with f32 accumulation computes; linear and embedding outputs
+// and the activation gradients of a linear are rounded to bf16 as a bf16 store would; weight
+// gradients accumulate in f32, the weights and AdamW state stay f32 (the master copy). Memory is
+// not saved on the CPU path (values stay in f32 tensors). Process-wide; off by default.
+void set_bf16_compute(bool on);
+[[nodiscard]] bool bf16_compute();
 [[nodiscard]] bool batch_invariant();
 
 // ---- paged KV cache (serving; docs/serving.md)

@@ -76,7 +76,8 @@ const std::vector<FlagSpec>& train_flags() {
 
 // Flags that are not RunConfig fields.
 bool is_cli_only(const std::string& flag) {
-  return flag == "config" || flag == "init-random" || flag == "help" || flag == "comm-timeout";
+  return flag == "config" || flag == "init-random" || flag == "help" || flag == "comm-timeout" ||
+         flag == "precision";
 }
 
 // RunConfig from --config (if any) with every flag given on the command line laid over it (a

@@ -33,6 +33,9 @@ std::vector<FlagSpec> engine_flags() {
   return {
       {"tp", FlagKind::kInt, "tensor-parallel degree: heads and KV cache split (default 1)", false,
        1},
+      {"precision", FlagKind::kString,
+       "f32 (default) or bf16: bf16 GEMM inputs and activations, f32 accumulation, f32 master "
+       "weights and optimizer state (on CPU an exact emulation that saves no memory)"},
       {"pp", FlagKind::kInt, "pipeline stages: layers split (default 1)", false, 1},
       {"ep", FlagKind::kInt,
        "MoE: experts split over N ranks of a stage; tokens dispatched to them (default 1)", false,

@@ -10,6 +10,7 @@
 #include "absl/strings/str_cat.h"
 #include "comm/mpi_communicator.h"
 #include "comm/mpi_runtime.h"
+#include "kernels/ops.h"
 #include "kernels/threads.h"
 #include "launch/commands.h"
 #include "launch/flags.h"
@@ -92,6 +93,14 @@ absl::StatusOr<Flags> parse_flags(Session& session, const std::string& subcomman
                                    : std::getenv("WEFT_COMM_TIMEOUT"))));
   }
   session.watch_health(timeout_s);
+  if (flags->has("precision")) {
+    const std::string precision = flags->str("precision");
+    if (precision != "f32" && precision != "bf16") {
+      return session.agree(absl::InvalidArgumentError(
+          absl::StrCat("--precision '", precision, "': expected f32 or bf16")));
+    }
+    kernels::set_bf16_compute(precision == "bf16");
+  }
   return flags;
 }
 
@@ -100,6 +109,9 @@ bool is_help(const absl::Status& status) { return status.GetPayload(kHelpShown).
 std::vector<FlagSpec> model_parallel_flags() {
   return {
       {"tp", FlagKind::kInt, "tensor-parallel degree (default 1)", false, 1},
+      {"precision", FlagKind::kString,
+       "f32 (default) or bf16: bf16 GEMM inputs and activations, f32 accumulation, f32 master "
+       "weights and optimizer state (on CPU an exact emulation that saves no memory)"},
       {"pp", FlagKind::kInt, "pipeline stages (default 1)", false, 1},
       {"pp-virtual", FlagKind::kInt, "interleaved chunks per pipeline rank (default 1)", false, 1},
       {"micro-batch", FlagKind::kInt, "sequences per micro-batch (default: all of a rank's)", false,
