@@ -74,6 +74,10 @@ std::vector<FlagSpec> engine_flags() {
       {"decode-tp", FlagKind::kInt,
        "disaggregated serving: each decode instance's tp (default --decode-ranks: one instance)",
        false, 1},
+      {"disagg-local-prefill", FlagKind::kInt,
+       "disaggregated serving: prompts of at most N tokens are prefilled on their decode "
+       "instance, without a KV transfer (default 0)",
+       false, 0},
       {"shift-threshold", FlagKind::kInt,
        "with --shift-parallel: tokens in a step above which it runs sequence-parallel (default "
        "256)",
@@ -109,7 +113,7 @@ absl::StatusOr<int> shift_degree(const Flags& flags, int world) {
 // layout, or nullopt when neither rank flag is given.
 absl::StatusOr<std::optional<serve::DisaggLayout>> disagg_layout(const Flags& flags, int world) {
   if (!flags.has("prefill-ranks") && !flags.has("decode-ranks")) {
-    for (const char* f : {"prefill-tp", "decode-tp"}) {
+    for (const char* f : {"prefill-tp", "decode-tp", "disagg-local-prefill"}) {
       if (flags.has(f)) {
         return invalid_argument("--", f, " applies to --prefill-ranks/--decode-ranks");
       }
@@ -236,6 +240,7 @@ absl::StatusOr<EngineSetup> setup_engine(Session& session, const Flags& flags, i
   config.prefix_caching = !flags.boolean("no-prefix-caching");
   config.eos_ids = serve::read_eos_ids(dir);
   if (*shift > 0) config.shift_threshold = flags.integer("shift-threshold", 256);
+  config.disagg_local_prefill = flags.integer("disagg-local-prefill", 0);
   WEFT_RETURN_IF_ERROR(session.agree(valid));
 
   out.mesh = parallel::Mesh::create(*group, *dims);

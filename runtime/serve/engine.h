@@ -51,6 +51,9 @@ struct EngineConfig {
   // tokens (and at least one per rank) runs in sequence-parallel mode on the model given to
   // set_shift_model; the others in tensor-parallel mode. -1: off.
   int64_t shift_threshold = -1;
+  // Disaggregated serving: a prompt of at most this many tokens skips the prefill instance and
+  // its decode instance computes it (no KV transfer; Splitwise's short-prompt routing).
+  int64_t disagg_local_prefill = 0;
 };
 
 // One request's sampling and stop conditions (the OpenAI fields, vLLM's extensions).

@@ -122,7 +122,10 @@ absl::StatusOr<int64_t> Engine::submit_front(std::vector<int64_t> prompt, Genera
   f->prompt = std::move(prompt);
   f->params = std::move(params);
   const int64_t bs = config_.block_size;
-  const int64_t n = (static_cast<int64_t>(f->prompt.size()) - 1) / bs * bs;
+  const int64_t length = static_cast<int64_t>(f->prompt.size());
+  // The prompt's whole blocks before its last token move; a short prompt is prefilled where it
+  // decodes.
+  const int64_t n = length <= config_.disagg_local_prefill ? 0 : (length - 1) / bs * bs;
   if (n == 0) {
     f->forwarded = true;
     disagg_->send_down(instance, {{"type", "request"},

@@ -436,6 +436,26 @@ test('disaggregated 1+1, 2+2 (tp 2 -> two tp-1 instances), 1+2 (tp 1 -> tp 2): o
     for (const pid of pids) process.kill(Number(pid), 'SIGTERM');
     assert.deepEqual(await s.exit, { code: 0, signal: null });
   }
+  // Short prompts routed straight to the decode instance: the same tokens, nothing transferred
+  // for them, the long ones still transferred.
+  const s = await startServer(['--prefill-ranks', '1', '--decode-ranks', '1', '--disagg-local-prefill', '40', '--served-model-name', 'tiny'], { ranks: 2 });
+  const got = await Promise.all(prompts.map((p) => ask(client(s), p)));
+  let moved = 0;
+  for (let i = 0; i < prompts.length; i++) {
+    assert.deepEqual(got[i].choices[0].token_ids, want[i], `local prefill: request ${i}`);
+    const n = got[i].usage.prompt_tokens;
+    if (n <= 40) continue;  // its cached tokens are the decode instance's own prefix-cache hits
+    const whole = Math.floor((n - 1) / 16) * 16;
+    assert.equal(got[i].usage.prompt_tokens_details.cached_tokens, whole, `local prefill: request ${i} (${n} tokens)`);
+    moved += whole;
+  }
+  const long = got.filter((g) => g.usage.prompt_tokens > 40).length;
+  assert.ok(moved > 0 && long < prompts.length, 'the prompts straddle the threshold');
+  const m = await metrics(s);
+  assert.equal(m.value('weft_kv_transfer_bytes_total'), 2 * 2 * 2 * 8 * moved * 4);
+  assert.equal(m.value('weft_disaggregated_requests_total'), long);
+  for (const pid of execFileSync('pgrep', ['-P', String(s.proc.pid)], { encoding: 'utf8' }).trim().split('\n')) process.kill(Number(pid), 'SIGTERM');
+  assert.deepEqual(await s.exit, { code: 0, signal: null });
 });
 
 // A decode rank killed with SIGKILL mid-load: every request completes or fails within 60 s, and
