@@ -100,7 +100,8 @@ weft_requeue() {
 # saves into WEFT_CKPT_DIR and, when a complete checkpoint is there (a requeued or resubmitted
 # job), resumes from its newest one with --load. A step that exits 75 was stopped by SIGTERM or
 # SIGUSR1 (`#SBATCH --signal=USR1@...`, preemption, `scancel --signal=USR1`) after saving a
-# checkpoint: the job requeues itself and the next run goes on from there.
+# checkpoint: the job requeues itself and the next run goes on from there. One that exits 76
+# lost a rank (dead or hung, docs/operations.md "Failure detection"): requeued the same way.
 weft_slurm_train() {
   mkdir -p "$WEFT_CKPT_DIR" "$(dirname "$WEFT_METRICS")"
   local load=() newest
@@ -121,6 +122,13 @@ weft_slurm_train() {
     --metrics "$WEFT_METRICS" "${load[@]}" $WEFT_MESH_FLAGS $WEFT_TRAIN_FLAGS || rc=$?
   if [ "$rc" -eq 75 ]; then
     echo "weft: the training step exited 75 (stopped after saving a checkpoint)"
+    weft_requeue && exit 0
+  fi
+  if [ "$rc" -eq 76 ]; then
+    # A rank died, was stopped or hung (weft's line above names it and its collective; the
+    # bound is --comm-timeout or $WEFT_COMM_TIMEOUT): go again from the newest checkpoint,
+    # at most WEFT_MAX_REQUEUES times.
+    echo "weft: the training step exited 76 (a rank died or hung): requeueing to resume"
     weft_requeue && exit 0
   fi
   [ "$rc" -eq 0 ] && echo "weft: training done: newest checkpoint $(weft_newest_checkpoint "$WEFT_CKPT_DIR")"
