@@ -54,7 +54,7 @@ TEST(CrashLoop, TwentyKillsDuringAsyncSavesAlwaysResumeFromTheNewestCompleteChec
   const std::string ckpt = dir + "/ckpt";
   const std::string metrics = dir + "/metrics.jsonl";
   std::mt19937 rng(2026);  // fixed: the same kill moments on every run of the test
-  std::uniform_int_distribution<int> delay_ms(300, 2500);
+  std::uniform_int_distribution<int> delay_ms(200, 1500);
   int interrupted_saves = 0;
   int64_t newest = 0;
   std::set<int64_t> verified;

@@ -127,7 +127,7 @@ TEST(Cli, VersionAndEveryHelpExitZero) {
 // mesh the model does not allow and a bad size are errors that name the problem.
 TEST(Cli, PlanPicksALayoutAndRefusesWhatCannotFit) {
   const std::string plan = absl::StrCat("plan --model ", model_fixture("llama_gqa"),
-                                        " --ranks 4 --seq-len 16 "
+                                        " --ranks 2 --seq-len 16 "
                                         "--global-batch 8 --flops-per-core 1e10");
   RunResult r = run_weft(plan + " --memory 64MiB");
   EXPECT_EQ(r.exit_code, 0) << r.err;
@@ -141,13 +141,14 @@ TEST(Cli, PlanPicksALayoutAndRefusesWhatCannotFit) {
   RunResult train =
       run_weft(absl::StrCat("train --model ", model_fixture("llama_gqa"), " --data ", tokens,
                             " --steps 1 --global-batch 8 --seq-len 16 ", flags),
-               4);
+               2);
   EXPECT_EQ(train.exit_code, 0) << flags << "\n" << train.err;
   RunResult one = run_weft(plan + " --mesh tp=2 --recompute full --json");
   EXPECT_EQ(one.exit_code, 0) << one.err;
-  EXPECT_NE(one.out.find("\"mesh\":\"tp=2,pp=1,sp=1,dp=2\""), std::string::npos) << one.out;
-  expect_error(plan + " --memory 1KiB", "no layout of 4 ranks fits 0.0 MiB per rank");
-  expect_error(plan + " --mesh tp=3", "does not divide the 4 ranks");
+  EXPECT_NE(one.out.find("\"mesh\":\"tp=2,pp=1,sp=1,dp=1\""), std::string::npos) << one.out;
+  expect_error(plan + " --memory 1KiB", "no layout of 2 ranks fits 0.0 MiB per rank");
+  expect_error(plan + " --mesh tp=3", "does not divide the 2 ranks");
+  expect_error(plan + " --mesh pp=2,dp=2", "is not the 2 ranks");
   expect_error(plan + " --memory lots", "'lots' is not a size");
 }
 
