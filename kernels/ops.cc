@@ -286,25 +286,31 @@ void rmsnorm_backward(const Tensor& x, const Tensor& w, const Tensor& rstd, cons
 // ---- rotary embedding ----
 
 namespace {
-void check_rope(const Check& ck, const Tensor& x, const Tensor& positions) {
-  ck.floating("x", x).ndim("x", x, 4).index("positions", positions);
+void check_rope(const Check& ck, const Tensor& x, const Tensor& positions, const Tensor& inv_freq) {
+  ck.floating("x", x).ndim("x", x, 4).index("positions", positions).f32("inv_freq", inv_freq);
   ck.that(x.dim(3) % 2 == 0, "head dim of x " + shape_str(x.shape()) + " is odd");
   ck.numel("positions", positions, x.dim(1));
+  const int64_t half = x.dim(3) / 2;
+  ck.that(inv_freq.shape() == Shape{half} || inv_freq.shape() == Shape{x.dim(1), half},
+          "inv_freq is " + shape_str(inv_freq.shape()) + ", expected [d/2] or [T, d/2] for x " +
+              shape_str(x.shape()));
 }
 }  // namespace
 
-void rope_forward(Tensor& x, const Tensor& positions, float theta) {
+void rope_forward(Tensor& x, const Tensor& positions, const Tensor& inv_freq,
+                  float attention_factor) {
   const Check ck("rope_forward");
-  const Device dev = ck.device({&x, &positions});
-  check_rope(ck, x, positions);
-  WEFT_DISPATCH(dev, rope_forward, x, positions, theta);
+  const Device dev = ck.device({&x, &positions, &inv_freq});
+  check_rope(ck, x, positions, inv_freq);
+  WEFT_DISPATCH(dev, rope_forward, x, positions, inv_freq, attention_factor);
 }
 
-void rope_backward(Tensor& dx, const Tensor& positions, float theta) {
+void rope_backward(Tensor& dx, const Tensor& positions, const Tensor& inv_freq,
+                   float attention_factor) {
   const Check ck("rope_backward");
-  const Device dev = ck.device({&dx, &positions});
-  check_rope(ck, dx, positions);
-  WEFT_DISPATCH(dev, rope_backward, dx, positions, theta);
+  const Device dev = ck.device({&dx, &positions, &inv_freq});
+  check_rope(ck, dx, positions, inv_freq);
+  WEFT_DISPATCH(dev, rope_backward, dx, positions, inv_freq, attention_factor);
 }
 
 // ---- softmax attention ----

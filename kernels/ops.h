@@ -53,11 +53,16 @@ void rmsnorm_backward(const Tensor& x, const Tensor& w, const Tensor& rstd, cons
 // ---- rotary embedding (HF rotate-half over the whole head dim) --------------------------------
 
 // In place on x[B,T,H,d]: for token t at position p = positions[t] and pair i < d/2 with
-// angle = p * theta^(-2i/d): (x_i, x_{i+d/2}) -> (x_i cos - x_{i+d/2} sin, x_{i+d/2} cos + x_i
-// sin). positions [T] (shared by the batch); any positions, so zigzag layouts work.
-void rope_forward(Tensor& x, const Tensor& positions, float theta);
-// In place: the transpose (rotation by -angle), turning dy into dx.
-void rope_backward(Tensor& dx, const Tensor& positions, float theta);
+// angle = float(p) * inv_freq[i] (f32, as Hugging Face), c = cos(angle) * attention_factor and
+// s = sin(angle) * attention_factor: (x_i, x_{i+d/2}) -> (x_i c - x_{i+d/2} s, x_{i+d/2} c + x_i
+// s). positions [T] (shared by the batch); any positions, so zigzag layouts work. inv_freq f32
+// [d/2] (every token), or [T, d/2] (a row per token), on x's device (models/rotary_embedding.h
+// computes it: 1 / theta^(2i/d) for plain RoPE).
+void rope_forward(Tensor& x, const Tensor& positions, const Tensor& inv_freq,
+                  float attention_factor);
+// In place: the transpose (rotation by -angle, the same factor), turning dy into dx.
+void rope_backward(Tensor& dx, const Tensor& positions, const Tensor& inv_freq,
+                   float attention_factor);
 
 // ---- softmax attention ------------------------------------------------------------------------
 

@@ -1,7 +1,9 @@
 // weft ckpt inspect|verify|export|reshard --from CKPT [--to DIR] [--to-mesh tp=2,pp=1,dp=2]
 //   inspect  what a checkpoint holds: step, data position, mesh, files, tensors and their chunks
 //   verify   file sizes and SHA-256 checksums, and that every tensor is fully covered
-//   export   a Hugging Face model directory (config.json + safetensors) of the weights
+//   export   a Hugging Face model directory of the weights: config.json as the run's, safetensors
+//            (sharded with an index past --max-shard-size, default 5GB as transformers), and
+//            the source model directory's tokenizer files and generation_config.json
 //   reshard  an offline rewrite into DIR/step-N whose shard files follow another mesh
 // CKPT may be a checkpoint directory or a parent holding several: the newest complete one is
 // used. Runs on rank 0.
@@ -15,6 +17,7 @@
 #include "runtime/core/dtype.h"
 #include "runtime/core/status.h"
 #include "runtime/io/file_util.h"
+#include "runtime/io/hf_model_files.h"
 #include "runtime/io/safetensors.h"
 #include "runtime/train/checkpoint.h"
 #include "runtime/train/checkpoint_chunks.h"
@@ -35,6 +38,8 @@ absl::Status inspect(const std::string& from) {
   std::printf("checkpoint %s\n  step %lld, data position %lld sequences, format %d\n",
               reader->path().c_str(), static_cast<long long>(m.step()),
               static_cast<long long>(m.data_position()), m.format_version());
+  std::printf("  source model %s\n",
+              m.source_model_dir().empty() ? "(none recorded)" : m.source_model_dir().c_str());
   std::printf("  saved on mesh dp=%d pp=%d tp=%d sp=%d ep=%d etp=%d\n", mesh.dp(), mesh.pp(),
               mesh.tp(), mesh.sp(), mesh.ep(), mesh.etp());
   for (const io::ShardFile& f : m.files()) {
@@ -73,8 +78,12 @@ absl::Status verify(const std::string& from) {
   return absl::OkStatus();
 }
 
-absl::Status export_hf(const std::string& from, const std::string& to, const std::string& dtype) {
+absl::Status export_hf(const std::string& from, const std::string& to, const std::string& dtype,
+                       const std::string& max_shard_size) {
   if (to.empty()) return invalid_argument("export needs --to DIR");
+  absl::StatusOr<uint64_t> shard_bytes = io::parse_size(max_shard_size);
+  if (!shard_bytes.ok())
+    return invalid_argument("--max-shard-size: ", shard_bytes.status().message());
   DType out_dtype = DType::kF32;
   if (dtype == "bf16") {
     out_dtype = DType::kBF16;
@@ -92,11 +101,20 @@ absl::Status export_hf(const std::string& from, const std::string& to, const std
   std::error_code ec;
   std::filesystem::create_directories(to, ec);
   if (ec) return absl::InternalError(absl::StrCat("cannot create ", to, ": ", ec.message()));
-  WEFT_RETURN_IF_ERROR(io::write_sharded_safetensors(to, weights, uint64_t{2} << 30));
-  WEFT_RETURN_IF_ERROR(io::write_file_atomic((std::filesystem::path(to) / "config.json").string(),
-                                             ckpt.manifest.model_config_json()));
+  WEFT_RETURN_IF_ERROR(io::write_sharded_safetensors(to, weights, *shard_bytes));
+  const std::string& config = ckpt.manifest.model_config_json();
+  WEFT_RETURN_IF_ERROR(
+      io::write_file_atomic((std::filesystem::path(to) / "config.json").string(), config));
+  const std::string& source = ckpt.manifest.source_model_dir();
+  WEFT_ASSIGN_OR_RETURN(const io::HfSideFiles files, io::write_hf_side_files(to, source, config));
   std::printf("exported %zu tensors of %s (step %lld) to %s\n", weights.size(), ckpt.path.c_str(),
               static_cast<long long>(ckpt.manifest.step()), to.c_str());
+  std::printf("  copied from the source model %s: %s\n",
+              source.empty() ? "(none recorded)" : source.c_str(),
+              files.copied.empty() ? "nothing" : absl::StrJoin(files.copied, ", ").c_str());
+  if (files.generation_from_config) {
+    std::printf("  generation_config.json written from config.json's token ids\n");
+  }
   return absl::OkStatus();
 }
 
@@ -138,13 +156,16 @@ absl::Status run_ckpt(Session& session, const Args& args) {
            {"to", FlagKind::kString,
             "export: the Hugging Face model directory; reshard: the new checkpoint's parent"},
            {"to-mesh", FlagKind::kString, "reshard: the target mesh, e.g. tp=2,pp=1,dp=2"},
-           {"dtype", FlagKind::kString, "export: f32 (default), bf16 or f16"}}));
+           {"dtype", FlagKind::kString, "export: f32 (default), bf16 or f16"},
+           {"max-shard-size", FlagKind::kString,
+            "export: largest safetensors file, e.g. 5GB (default), 500MB, 2GiB or bytes"}}));
   absl::Status status;
   if (session.is_root()) {
     if (action == "inspect") status = inspect(flags.str("from"));
     if (action == "verify") status = verify(flags.str("from"));
     if (action == "export")
-      status = export_hf(flags.str("from"), flags.str("to"), flags.str("dtype"));
+      status = export_hf(flags.str("from"), flags.str("to"), flags.str("dtype"),
+                         flags.str("max-shard-size", "5GB"));
     if (action == "reshard")
       status = reshard(flags.str("from"), flags.str("to"), flags.str("to-mesh"));
   }

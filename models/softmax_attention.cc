@@ -42,15 +42,15 @@ SoftmaxAttention::SoftmaxAttention(const io::ModelConfig& config, int64_t layer,
                                    bool recompute_core)
     : proj_(config, layer, tp),
       sp_(sp),
-      rope_theta_(static_cast<float>(config.rope_theta)),
+      rope_(config),
       scale_(1.0f / std::sqrt(static_cast<float>(config.head_dim))),
       recompute_core_(recompute_core) {}
 
 Tensor SoftmaxAttention::forward(const TokenBatch& batch, const Tensor& x, MixerCache* cache,
                                  SavedPtr* saved) const {
   QkvHeads qkv = proj_.project_qkv(batch, x);
-  kernels::rope_forward(qkv.q, batch.positions, rope_theta_);
-  kernels::rope_forward(qkv.k, batch.positions, rope_theta_);
+  rope_.forward(qkv.q, batch);
+  rope_.forward(qkv.k, batch);
   std::unique_ptr<parallel::SpAttentionSaved> sp_saved;
   Tensor o, lse;  // o [B, T, H, d], lse [B, H, T]
   if (batch.paged != nullptr) {
@@ -132,8 +132,8 @@ Tensor SoftmaxAttention::backward(LayerSaved& saved_base, const Tensor& dy) {
     kernels::attention_backward(s.qkv.q, s.qkv.k, s.qkv.v, s.o, s.lse, d_o, scale_,
                                 /*causal=*/true, 0, 0, grads.q, grads.k, grads.v);
   }
-  kernels::rope_backward(grads.q, s.batch.positions, rope_theta_);
-  kernels::rope_backward(grads.k, s.batch.positions, rope_theta_);
+  rope_.backward(grads.q, s.batch);
+  rope_.backward(grads.k, s.batch);
   return proj_.backward_qkv(s.x, grads);
 }
 

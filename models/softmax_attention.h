@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "models/attention_projections.h"
+#include "models/rotary_embedding.h"
 #include "models/token_mixer.h"
 #include "parallel/sp_attention.h"
 
@@ -69,7 +70,7 @@ class SoftmaxAttention final : public TokenMixer {
 
   AttentionProjections proj_;
   parallel::SequenceParallelAttention* sp_;
-  float rope_theta_;
+  RotaryEmbedding rope_;
   float scale_;  // 1 / sqrt(head_dim)
   bool recompute_core_;
 };

@@ -75,7 +75,7 @@ std::unique_ptr<MixerStream> SoftmaxAttention::stream_begin(const TokenBatch& ba
 void SoftmaxAttention::stream_prefill(MixerStream& stream, const Tensor& x) const {
   auto& st = static_cast<Stream&>(stream);
   QkvHeads kv = proj_.project_kv(st.batch, x);
-  kernels::rope_forward(kv.k, st.batch.positions, rope_theta_);
+  rope_.forward(kv.k, st.batch);
   st.k = std::move(kv.k);
   st.v = std::move(kv.v);
   st.filled = st.batch.len;
@@ -86,12 +86,13 @@ Tensor SoftmaxAttention::stream_forward(MixerStream& stream, int64_t a, int64_t 
                                         SavedPtr* saved) const {
   auto& st = static_cast<Stream&>(stream);
   const int64_t b_count = st.batch.batch, t = st.batch.len, c = e - a;
-  const TokenBatch rows = TokenBatch::make(b_count, c, a);
+  TokenBatch rows = TokenBatch::make(b_count, c, a);
+  rows.seq_len = st.batch.rope_len();
   st.allocate(x.device());
   if (e > st.filled) {  // the chunk's keys and values, into the stream
     WEFT_CHECK_EQ(a, st.filled) << "chunks must first run in order";
     QkvHeads kv = proj_.project_kv(rows, x);
-    kernels::rope_forward(kv.k, rows.positions, rope_theta_);
+    rope_.forward(kv.k, rows);
     for (int64_t b = 0; b < b_count; ++b) {
       as_rows(st.k).slice(b * t + a, b * t + e).copy_from(as_rows(kv.k).slice(b * c, (b + 1) * c));
       as_rows(st.v).slice(b * t + a, b * t + e).copy_from(as_rows(kv.v).slice(b * c, (b + 1) * c));
@@ -99,7 +100,7 @@ Tensor SoftmaxAttention::stream_forward(MixerStream& stream, int64_t a, int64_t 
     st.filled = e;
   }
   Tensor q = proj_.project_q(rows, x);
-  kernels::rope_forward(q, rows.positions, rope_theta_);
+  rope_.forward(q, rows);
   Tensor o = Tensor::empty(q.shape(), DType::kF32, x.device());
   Tensor lse = Tensor::empty({b_count, proj_.heads(), c}, DType::kF32, x.device());
   for (int64_t b = 0; b < b_count; ++b) {
@@ -126,7 +127,7 @@ Tensor SoftmaxAttention::stream_forward(MixerStream& stream, int64_t a, int64_t 
 Tensor SoftmaxAttention::stream_backward(MixerStream& stream, LayerSaved& saved, const Tensor& dy) {
   auto& st = static_cast<Stream&>(stream);
   auto& cs = static_cast<ChunkSaved&>(saved);
-  const int64_t b_count = cs.batch.batch, t = st.batch.len, c = cs.e - cs.a;
+  const int64_t b_count = cs.batch.batch, t = st.batch.len;
   if (st.handover_scale != 1.0f) {  // SpaCO: what later chunks left on this chunk's rows
     for (int64_t b = 0; b < b_count; ++b) {
       Tensor dk_rows = as_rows(st.dk).slice(b * t + cs.a, b * t + cs.e);
@@ -135,7 +136,7 @@ Tensor SoftmaxAttention::stream_backward(MixerStream& stream, LayerSaved& saved,
       kernels::scale_(dv_rows, st.handover_scale);
     }
   }
-  const Tensor d_o = proj_.backward_out(cs.o, dy);  // [B, c, H, d]
+  const Tensor d_o = proj_.backward_out(cs.o, dy);  // [B, e-a, H, d]
   Tensor dq = Tensor::zeros(cs.q.shape(), DType::kF32, dy.device());
   for (int64_t b = 0; b < b_count; ++b) {
     Tensor dq_b = dq.slice(b, b + 1);
@@ -146,11 +147,11 @@ Tensor SoftmaxAttention::stream_backward(MixerStream& stream, LayerSaved& saved,
                                 scale_,
                                 /*causal=*/true, cs.a, 0, dq_b, dk_b, dv_b);
   }
-  kernels::rope_backward(dq, cs.batch.positions, rope_theta_);
+  rope_.backward(dq, cs.batch);
   // Every later chunk has run: the gradients of this chunk's keys and values are complete.
   Tensor dk = chunk_of(st.dk, cs.a, cs.e);
   const Tensor dv = chunk_of(st.dv, cs.a, cs.e);
-  kernels::rope_backward(dk, cs.batch.positions, rope_theta_);
+  rope_.backward(dk, cs.batch);
   Tensor dx = Tensor::zeros(cs.x.shape(), DType::kF32, dy.device());
   proj_.backward_q(cs.x, dq, dx);
   proj_.backward_kv(cs.x, dk, dv, dx);

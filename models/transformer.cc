@@ -26,7 +26,6 @@ class Transformer::DecodingState final : public InferenceState {
   std::vector<std::unique_ptr<MixerCache>> layers;  // one per decoder layer
 };
 
-
 namespace {
 
 // Sums the gradients of `params` over `group` in one packed all-reduce.
@@ -253,6 +252,7 @@ Tensor Transformer::chunk_forward(int c, const Tensor& tokens, const Tensor& inp
   const int64_t rows = region_.local_rows(b * t);  // this rank's rows between layers
   s.batch = TokenBatch::make(b, t, 0);
   if (layout_.sp > 1) s.batch.positions = Tensor::from_ints(positions, {t});
+  s.batch.seq_len = tokens.dim(1);
   s.ids = local_tokens.view({b * t});
   s.blocks.resize(chunk.blocks.size());
   Tensor x;  // [rows, D]
@@ -526,6 +526,7 @@ Tensor Transformer::forward_paged(PagedKvCache& cache_base, const PagedBatch& pa
   WEFT_CHECK(n > 0) << "an empty serving step";
   TokenBatch batch{1, n, 0, paged.positions};
   batch.paged = &paged;
+  batch.seq_lens = request_lengths(paged);
   // Steps are a few rows: plain tensor parallelism, all rows on every rank.
   const parallel::TensorParallelRegion region = region_.without_sequence_parallel();
   comm::Communicator* pp = layout_.pp > 1 ? &layout_.mesh->pp() : nullptr;

@@ -22,6 +22,7 @@ Tensor Transformer::forward_paged_ulysses(PagedKvCache& cache_base, const PagedB
   const int64_t b = split.begin[rank], e = split.begin[rank + 1];
   TokenBatch batch{1, e - b, 0, paged.positions.slice(b, e)};
   batch.paged = &mine;
+  batch.seq_lens = request_lengths(paged).slice(b, e);
   Tensor x = embedding_->forward(paged.tokens.slice(b, e));  // [e - b, D]
   const std::vector<std::unique_ptr<DecoderBlock>>& blocks = chunks_[0].blocks;
   for (size_t i = 0; i < blocks.size(); ++i) {

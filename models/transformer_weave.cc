@@ -52,6 +52,7 @@ Tensor Transformer::forward_paged_weave(PagedKvCache& cache_base, const PagedBat
   // results), the floor that overlap approaches.
   static const bool drop_comm = std::getenv("WEFT_BENCH_DROP_COMM") != nullptr;
   const int count = n >= 2 ? 2 : 1;
+  const Tensor seq_lens = request_lengths(paged);  // of whole requests, across the halves
   std::vector<Half> halves(count);
   for (int i = 0; i < count; ++i) {
     Half& h = halves[i];
@@ -65,6 +66,7 @@ Tensor Transformer::forward_paged_weave(PagedKvCache& cache_base, const PagedBat
     h.paged.block_tables = paged.block_tables;
     h.batch = TokenBatch{1, h.rows, 0, h.paged.positions};
     h.batch.paged = &h.paged;
+    h.batch.seq_lens = padded(seq_lens, h.b, h.e, h.rows);
   }
   // Collectives, asynchronous on the communicator's thread.
   auto gather = [&](Half& h, const Tensor& local) {

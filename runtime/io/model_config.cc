@@ -1,9 +1,11 @@
 // Hugging Face config.json -> ModelConfig. Fields that would change the math and that weft does
-// not implement (rope scaling, other activations, sliding windows, dropout, o_proj/MLP biases)
-// are refused rather than ignored, so a model never runs silently wrong.
+// not implement (other activations, partial rotary embeddings, LongRoPE, sliding windows,
+// dropout, o_proj/MLP biases) are refused rather than ignored, so a model never runs silently
+// wrong.
 #include "runtime/io/model_config.h"
 
 #include <algorithm>
+#include <cmath>
 #include <filesystem>
 #include <nlohmann/json.hpp>
 
@@ -53,6 +55,10 @@ class Fields {
   }
   absl::StatusOr<int64_t> integer_or(const char* key, int64_t fallback) const {
     return has(key) ? integer(key) : fallback;
+  }
+  absl::StatusOr<double> number(const char* key) const {
+    if (!has(key)) return invalid_argument("missing required field \"", key, "\"");
+    return number_or(key, 0.0);
   }
   absl::StatusOr<double> number_or(const char* key, double fallback) const {
     if (!has(key)) return fallback;
@@ -110,16 +116,23 @@ absl::StatusOr<const Architecture*> find_architecture(const Fields& fields) {
                           " or model_type llama, qwen2 or mixtral)");
 }
 
+// partial_rotary_factor (top level, or inside rope_parameters in transformers 5).
+absl::Status check_whole_rotary(const Fields& fields) {
+  WEFT_ASSIGN_OR_RETURN(double partial, fields.number_or("partial_rotary_factor", 1.0));
+  if (partial != 1.0) {
+    return invalid_argument("partial_rotary_factor ", partial,
+                            " is not supported (weft rotates the whole head dim; expected 1)");
+  }
+  return absl::OkStatus();
+}
+
 // Refuses the settings that would change the math.
 absl::Status check_supported(const Fields& fields, const std::string& architecture) {
   WEFT_ASSIGN_OR_RETURN(std::string act, fields.string_or("hidden_act", "silu"));
   if (act != "silu") {
     return invalid_argument("hidden_act \"", act, "\" is not supported (expected \"silu\")");
   }
-  if (fields.has("rope_scaling")) {
-    return invalid_argument("rope_scaling ", fields.at("rope_scaling").dump(),
-                            " is not supported (weft implements plain RoPE; expected null)");
-  }
+  WEFT_RETURN_IF_ERROR(check_whole_rotary(fields));
   WEFT_ASSIGN_OR_RETURN(double dropout, fields.number_or("attention_dropout", 0.0));
   if (dropout != 0.0) {
     return invalid_argument("attention_dropout ", dropout, " is not supported (expected 0)");
@@ -152,20 +165,139 @@ absl::Status check_supported(const Fields& fields, const std::string& architectu
   return absl::OkStatus();
 }
 
+constexpr std::pair<const char*, RopeType> kRopeTypes[] = {
+    {"default", RopeType::kDefault}, {"linear", RopeType::kLinear}, {"dynamic", RopeType::kDynamic},
+    {"yarn", RopeType::kYarn},       {"llama3", RopeType::kLlama3},
+};
+
+// Where the RoPE settings live: `rope_scaling` (transformers 4; transformers 5 still reads it
+// first), else `rope_parameters` (transformers 5). Null when the config has neither.
+const char* rope_key(const Fields& fields) {
+  if (fields.has("rope_scaling")) return "rope_scaling";
+  if (fields.has("rope_parameters")) return "rope_parameters";
+  return nullptr;
+}
+
 // transformers >= 5 keeps rope_theta inside rope_parameters.
 absl::StatusOr<double> read_rope_theta(const Fields& fields, double fallback) {
-  if (!fields.has("rope_parameters")) return fields.number_or("rope_theta", fallback);
-  const json& params = fields.at("rope_parameters");
-  if (!params.is_object()) {
-    return invalid_argument("field rope_parameters must be an object, got ", params.dump());
+  WEFT_ASSIGN_OR_RETURN(double top, fields.number_or("rope_theta", fallback));
+  if (!fields.has("rope_parameters") || !fields.at("rope_parameters").is_object()) return top;
+  return Fields(fields.at("rope_parameters")).number_or("rope_theta", top);
+}
+
+// The fields of one type, as transformers' _compute_*_parameters read them (defaults included).
+absl::StatusOr<RopeScaling> read_rope_fields(const Fields& in, RopeType type,
+                                             int64_t max_positions) {
+  RopeScaling r;
+  r.type = type;
+  WEFT_RETURN_IF_ERROR(check_whole_rotary(in));
+  if (type == RopeType::kDefault) return r;
+  WEFT_ASSIGN_OR_RETURN(r.factor, in.number("factor"));
+  if (!(r.factor > 0)) return invalid_argument("factor must be positive, got ", r.factor);
+  if (type == RopeType::kLlama3) {
+    WEFT_ASSIGN_OR_RETURN(r.original_max_position_embeddings,
+                          in.integer("original_max_position_embeddings"));
+    WEFT_ASSIGN_OR_RETURN(r.low_freq_factor, in.number("low_freq_factor"));
+    WEFT_ASSIGN_OR_RETURN(r.high_freq_factor, in.number("high_freq_factor"));
+    if (!(0 < r.low_freq_factor && r.low_freq_factor < r.high_freq_factor)) {
+      return invalid_argument("low_freq_factor ", r.low_freq_factor, " and high_freq_factor ",
+                              r.high_freq_factor, " must satisfy 0 < low < high");
+    }
   }
-  const Fields inner(params);
-  WEFT_ASSIGN_OR_RETURN(std::string type, inner.string_or("rope_type", "default"));
-  if (type != "default") {
-    return invalid_argument("rope_parameters.rope_type \"", type,
-                            "\" is not supported (weft implements plain RoPE: \"default\")");
+  if (type == RopeType::kYarn) {
+    WEFT_ASSIGN_OR_RETURN(r.original_max_position_embeddings,
+                          in.integer_or("original_max_position_embeddings", max_positions));
+    // transformers: `get("beta_fast") or 32`, so 0 also means the default.
+    WEFT_ASSIGN_OR_RETURN(const double beta_fast, in.number_or("beta_fast", 0.0));
+    WEFT_ASSIGN_OR_RETURN(const double beta_slow, in.number_or("beta_slow", 0.0));
+    if (beta_fast != 0.0) r.beta_fast = beta_fast;
+    if (beta_slow != 0.0) r.beta_slow = beta_slow;
+    if (!(r.beta_fast > 0 && r.beta_slow > 0)) {
+      return invalid_argument("beta_fast ", r.beta_fast, " and beta_slow ", r.beta_slow,
+                              " must be positive");
+    }
+    WEFT_ASSIGN_OR_RETURN(r.truncate, in.boolean_or("truncate", true));
+    WEFT_ASSIGN_OR_RETURN(const double mscale, in.number_or("mscale", 0.0));
+    WEFT_ASSIGN_OR_RETURN(const double mscale_all_dim, in.number_or("mscale_all_dim", 0.0));
+    const auto get_mscale = [&](double m) {
+      return r.factor <= 1 ? 1.0 : 0.1 * m * std::log(r.factor) + 1.0;
+    };
+    const double derived = mscale != 0.0 && mscale_all_dim != 0.0
+                               ? get_mscale(mscale) / get_mscale(mscale_all_dim)
+                               : get_mscale(1.0);
+    WEFT_ASSIGN_OR_RETURN(r.attention_factor, in.number_or("attention_factor", derived));
   }
-  return inner.number_or("rope_theta", fallback);
+  const bool has_original = type == RopeType::kLlama3 || type == RopeType::kYarn;
+  if (has_original && r.original_max_position_embeddings <= 0) {
+    return invalid_argument("original_max_position_embeddings must be positive, got ",
+                            r.original_max_position_embeddings);
+  }
+  return r;
+}
+
+absl::StatusOr<RopeScaling> read_rope_scaling(const Fields& fields, int64_t max_positions) {
+  const char* key = rope_key(fields);
+  if (key == nullptr) return RopeScaling{};
+  const json& object = fields.at(key);
+  if (!object.is_object()) {
+    return invalid_argument("field ", key, " must be an object, got ", object.dump());
+  }
+  const Fields in(object);
+  // transformers: rope_type, else the legacy `type`; rope_parameters defaults to "default".
+  const char* type_key = in.has("rope_type") ? "rope_type" : "type";
+  WEFT_ASSIGN_OR_RETURN(std::string type, in.string_or(type_key, ""));
+  if (type.empty() && std::string(key) == "rope_parameters") type = "default";
+  if (type.empty()) {
+    return invalid_argument(key, " ", object.dump(),
+                            " names no type (expected \"rope_type\" or \"type\")");
+  }
+  for (const auto& [name, value] : kRopeTypes) {
+    if (type != name) continue;
+    absl::StatusOr<RopeScaling> r = read_rope_fields(in, value, max_positions);
+    if (!r.ok()) {
+      return invalid_argument(key, " (", type_key, " \"", type, "\"): ", r.status().message());
+    }
+    return r;
+  }
+  return invalid_argument(
+      key, ".", type_key, " \"", type,
+      "\" is not supported (expected default, linear, dynamic, yarn or llama3)");
+}
+
+// rope_scaling for a config made in code (null for plain RoPE).
+nlohmann::ordered_json rope_scaling_json(const RopeScaling& r) {
+  if (r.type == RopeType::kDefault) return nullptr;
+  nlohmann::ordered_json out = {{"rope_type", rope_type_name(r.type)}, {"factor", r.factor}};
+  if (r.type == RopeType::kLlama3) {
+    out["low_freq_factor"] = r.low_freq_factor;
+    out["high_freq_factor"] = r.high_freq_factor;
+    out["original_max_position_embeddings"] = r.original_max_position_embeddings;
+  }
+  if (r.type == RopeType::kYarn) {
+    out["original_max_position_embeddings"] = r.original_max_position_embeddings;
+    out["attention_factor"] = r.attention_factor;
+    out["beta_fast"] = r.beta_fast;
+    out["beta_slow"] = r.beta_slow;
+    out["truncate"] = r.truncate;
+  }
+  return out;
+}
+
+// True when config.json's text gives the RoPE `c` holds (rope_theta and rope_scaling), so that
+// an export can keep the source's keys exactly as they were.
+bool source_rope_matches(const ModelConfig& c) {
+  if (c.json.empty()) return false;
+  const json source = json::parse(c.json, nullptr, /*allow_exceptions=*/false);
+  if (!source.is_object()) return false;
+  const Fields f(source);
+  const absl::StatusOr<const Architecture*> arch = find_architecture(f);
+  if (!arch.ok()) return false;
+  const absl::StatusOr<int64_t> max_positions =
+      f.integer_or("max_position_embeddings", (*arch)->max_position_embeddings);
+  if (!max_positions.ok()) return false;
+  const absl::StatusOr<double> theta = read_rope_theta(f, (*arch)->rope_theta);
+  const absl::StatusOr<RopeScaling> scaling = read_rope_scaling(f, *max_positions);
+  return theta.ok() && scaling.ok() && *theta == c.rope_theta && *scaling == c.rope_scaling;
 }
 
 absl::StatusOr<std::vector<LayerType>> read_layer_types(const Fields& fields, int64_t layers) {
@@ -223,6 +355,10 @@ absl::Status validate(const ModelConfig& c, bool head_dim_given) {
     return invalid_argument("rms_norm_eps must be positive, got ", c.rms_norm_eps);
   if (!(c.rope_theta > 0))
     return invalid_argument("rope_theta must be positive, got ", c.rope_theta);
+  if (c.rope_scaling.type == RopeType::kDynamic && c.head_dim <= 2) {
+    return invalid_argument("dynamic rope_scaling needs head_dim > 2 (its base exponent is ",
+                            "dim / (dim - 2)), got ", c.head_dim);
+  }
   if (c.architecture == "MixtralForCausalLM") {
     if (c.num_local_experts <= 0) {
       return invalid_argument("num_local_experts must be positive, got ", c.num_local_experts);
@@ -240,6 +376,13 @@ absl::Status with_prefix(const absl::Status& status, const std::string& prefix) 
 }
 
 }  // namespace
+
+const char* rope_type_name(RopeType type) {
+  for (const auto& [name, value] : kRopeTypes) {
+    if (value == type) return name;
+  }
+  return "default";
+}
 
 bool ModelConfig::has_linear_attention() const {
   return std::find(layer_types.begin(), layer_types.end(), LayerType::kLinearAttention) !=
@@ -275,6 +418,7 @@ absl::StatusOr<ModelConfig> parse_model_config(const std::string& json_text) {
                         f.integer_or("max_position_embeddings", arch->max_position_embeddings));
   WEFT_ASSIGN_OR_RETURN(c.rms_norm_eps, f.number_or("rms_norm_eps", arch->rms_norm_eps));
   WEFT_ASSIGN_OR_RETURN(c.rope_theta, read_rope_theta(f, arch->rope_theta));
+  WEFT_ASSIGN_OR_RETURN(c.rope_scaling, read_rope_scaling(f, c.max_position_embeddings));
   WEFT_ASSIGN_OR_RETURN(c.tie_word_embeddings, f.boolean_or("tie_word_embeddings", false));
   // Qwen2 always has q/k/v biases; Llama's attention_bias=true is refused in check_supported.
   c.attention_bias = c.architecture == "Qwen2ForCausalLM";
@@ -321,8 +465,12 @@ std::string model_config_to_json(const ModelConfig& c) {
   out["max_position_embeddings"] = c.max_position_embeddings;
   out["rms_norm_eps"] = c.rms_norm_eps;
   out["rope_theta"] = c.rope_theta;
-  out.erase("rope_parameters");
-  out["rope_scaling"] = nullptr;
+  if (source_rope_matches(c)) {
+    if (!out.contains("rope_scaling")) out["rope_scaling"] = nullptr;
+  } else {
+    out.erase("rope_parameters");
+    out["rope_scaling"] = rope_scaling_json(c.rope_scaling);
+  }
   out["tie_word_embeddings"] = c.tie_word_embeddings;
   if (c.architecture == "LlamaForCausalLM") out["attention_bias"] = false;
   if (c.architecture == "Qwen2ForCausalLM") out["use_sliding_window"] = false;

@@ -1,5 +1,6 @@
 #include "runtime/train/checkpoint_reshard.h"
 
+#include <algorithm>
 #include <filesystem>
 #include <map>
 
@@ -8,6 +9,7 @@
 #include "absl/strings/str_split.h"
 #include "models/model_layout.h"
 #include "models/sharding.h"
+#include "models/weight_shapes.h"
 #include "parallel/pipeline_layout.h"
 #include "runtime/core/status.h"
 #include "runtime/io/model_config.h"
@@ -74,6 +76,40 @@ class TargetLayout {
   std::map<int, int> stage_root_;  // pp stage -> its rank with every other coordinate 0
 };
 
+// How the target mesh holds a tensor: whole (parts 0), or cut along `dim` into `parts` blocks
+// over `group`, block k held by group ranks k * copies .. (k + 1) * copies - 1 (KV heads
+// replicated over tp / Hkv ranks) and written by the first of them.
+struct TargetSplit {
+  int dim = -1;
+  parallel::Group group = parallel::Group::kTp;
+  int parts = 0;
+  int copies = 1;
+};
+
+// The split a save on the target mesh records: the model's own (models::hf_weight_shapes) for
+// the dense weights it names, whatever the source mesh was; for expert weights and names the
+// config does not list, the source's recorded split over the target's group. A group of one
+// rank holds the tensor whole.
+absl::StatusOr<TargetSplit> target_split(const io::TensorEntry& rule,
+                                         const std::map<std::string, models::WeightShape>& model,
+                                         const io::ModelConfig& config,
+                                         const parallel::ParallelDims& dims) {
+  const auto it = model.find(rule.name());
+  if (it != model.end() && it->second.split != models::TpSplit::kExpert) {
+    const models::WeightShape& w = it->second;
+    if (w.split == models::TpSplit::kNone || dims.tp == 1) return TargetSplit{};
+    const int parts = w.split == models::TpSplit::kKvHeads
+                          ? static_cast<int>(std::min<int64_t>(dims.tp, config.num_key_value_heads))
+                          : dims.tp;
+    return TargetSplit{w.split_dim, parallel::Group::kTp, parts, dims.tp / parts};
+  }
+  if (rule.group().empty() || rule.split_dim() >= rule.global_shape_size()) return TargetSplit{};
+  WEFT_ASSIGN_OR_RETURN(const parallel::Group group, group_of(rule.group()));
+  const int size = static_cast<int>(parallel::group_ranks(0, group, dims).size());
+  if (size == 1) return TargetSplit{};
+  return TargetSplit{rule.split_dim(), group, size, 1};
+}
+
 // The entry whose split rule `entry` follows: its parameter for an optimizer moment.
 const io::TensorEntry& rule_of(const CheckpointReader& reader, const io::TensorEntry& entry) {
   if (!is_optimizer_state(entry.name())) return entry;
@@ -117,33 +153,34 @@ absl::StatusOr<std::string> reshard_checkpoint(const std::string& from, const st
     num_layers = std::max(num_layers, layer_of(e.name()) + 1);
   }
   WEFT_ASSIGN_OR_RETURN(TargetLayout layout, TargetLayout::create(dims, std::max(num_layers, 1)));
+  std::map<std::string, models::WeightShape> model;
+  for (models::WeightShape& w : models::hf_weight_shapes(config)) model[w.name] = std::move(w);
 
   std::vector<std::vector<CheckpointTensor>> per_rank(dims.world_size());
   for (const io::TensorEntry& e : reader->manifest().tensors()) {
-    const io::TensorEntry& rule = rule_of(*reader, e);
     const Shape global(e.global_shape().begin(), e.global_shape().end());
     const int stage = layout.stage_of(e.name());
-    if (rule.group().empty() || rule.split_dim() >= static_cast<int>(global.size())) {
+    WEFT_ASSIGN_OR_RETURN(const TargetSplit split,
+                          target_split(rule_of(*reader, e), model, config, dims));
+    if (split.parts == 0) {
       WEFT_ASSIGN_OR_RETURN(Tensor whole, reader->read(e.name()));
       per_rank[layout.stage_root(stage)].push_back({e.name(), whole, global, {}, -1, ""});
       continue;
     }
-    WEFT_ASSIGN_OR_RETURN(parallel::Group group, group_of(rule.group()));
-    const int d = rule.split_dim();
-    const int size = static_cast<int>(parallel::group_ranks(0, group, dims).size());
-    for (int k = 0; k < size; ++k) {
-      // Blocks as the model cuts the vocabulary (an even split when `size` divides the
+    const int d = split.dim;
+    for (int k = 0; k < split.parts; ++k) {
+      // Blocks as the model cuts the vocabulary (an even split when `parts` divides the
       // dimension); a block that starts past the end holds nothing and is not written.
       const models::ShardExtent block =
-          models::shard_extent(global[d], {size, k, 0, /*padded=*/true});
+          models::shard_extent(global[d], {split.parts, k, 0, /*padded=*/true});
       if (block.length <= 0) continue;
       std::vector<int64_t> offsets(global.size(), 0);
       std::vector<int64_t> lengths(global.begin(), global.end());
       offsets[d] = block.offset;
       lengths[d] = block.length;
       WEFT_ASSIGN_OR_RETURN(Tensor slice, reader->read_slice(e.name(), offsets, lengths));
-      per_rank[layout.writer_of(stage, group, k)].push_back(
-          {e.name(), slice, global, offsets, d, rule.group()});
+      per_rank[layout.writer_of(stage, split.group, k * split.copies)].push_back(
+          {e.name(), slice, global, offsets, d, std::string(parallel::group_name(split.group))});
     }
   }
 

@@ -16,13 +16,17 @@ namespace weft::train {
 absl::StatusOr<parallel::ParallelDims> parse_mesh_spec(const std::string& spec);
 
 // Reads the checkpoint `from` (a checkpoint or its parent) and writes the same step as
-// `to`/step-N, with mesh `dims`. A tensor the source split along dim d over group g (recorded
-// per tensor; optimizer moments follow their parameter) is cut along d into size(g) parts as
-// models::shard_extent cuts the vocabulary (equal parts when size(g) divides the extent, else
-// parts of ceil(extent / size(g)), the last shorter and an empty one not written), part k
-// written by rank k of g on the pipeline stage holding the tensor's layer (pipeline_layout.h;
-// embeddings on the first stage, the rest on the last); a replicated tensor is written whole by
-// that stage's first rank.
+// `to`/step-N, with mesh `dims`, in the layout and with the split records a save on that mesh
+// writes. The dense weights the config names are cut as the model holds them on the target mesh
+// (models::hf_weight_shapes, whatever mesh the source was saved on): along their dimension into
+// tp parts as models::shard_extent cuts the vocabulary (equal parts when tp divides the extent,
+// else parts of ceil(extent / tp), the last shorter and an empty one not written), KV
+// projections into min(tp, Hkv) head blocks, part k written by the first tp rank holding it, on
+// the pipeline stage holding the tensor's layer (pipeline_layout.h; embeddings on the first
+// stage, the rest on the last). Expert weights (and names the config does not list) follow the
+// split their source records, over the target's group. Optimizer moments follow their
+// parameter. A tensor the target does not split (norms, the router, everything at tp 1) is
+// written whole, recorded as replicated, by that stage's first rank.
 // Returns the new checkpoint directory.
 absl::StatusOr<std::string> reshard_checkpoint(const std::string& from, const std::string& to,
                                                const parallel::ParallelDims& dims);

@@ -205,6 +205,9 @@ absl::Status Trainer::load_model() {
                                          .moe_capacity_factor = options_.moe_capacity_factor,
                                          .expert_placement = options_.expert_placement,
                                          .speculative_moe = options_.speculative_moe};
+  if (!options_.model_dir.empty()) {
+    source_model_dir_ = std::filesystem::absolute(options_.model_dir).lexically_normal().string();
+  }
   if (!options_.load_dir.empty() || options_.init_random) {
     // Weights come from the checkpoint (or the seed); the config from the model dir, or else
     // from the checkpoint's manifest.
@@ -251,6 +254,7 @@ absl::Status Trainer::restore(const CheckpointReader& checkpoint) {
         return checkpoint.read_slice(name, offsets, lengths);
       }));
   start_step_ = checkpoint.step();
+  if (source_model_dir_.empty()) source_model_dir_ = checkpoint.manifest().source_model_dir();
   if (checkpoint.data_position() != start_step_ * options_.global_batch) {
     return invalid_argument("checkpoint ", checkpoint.path(), " consumed ",
                             checkpoint.data_position(), " sequences in ", start_step_,
@@ -364,6 +368,7 @@ void Trainer::start_save(int64_t step) {
   *header.mutable_mesh() = mesh_record(mesh_->dims());
   header.set_model_config_json(model_->config().json);
   header.set_seed(options_.seed);
+  header.set_source_model_dir(source_model_dir_);
 
   // Each stored slice is written by exactly one rank: dp and sp rank 0 (every dp x sp rank for
   // its own ZeRO-1 moment rows), and among tp ranks holding the same slice only the first. An

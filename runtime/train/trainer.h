@@ -157,6 +157,8 @@ class Trainer {
   std::unique_ptr<AdamW> optimizer_;
   std::unique_ptr<CheckpointWriter> writer_;  // every rank (saves are collective)
   int64_t start_step_ = 0;
+  // Recorded in every checkpoint: --model made absolute, else what the restored checkpoint says.
+  std::string source_model_dir_;
   std::optional<MetricsLog> metrics_;  // rank 0, with --metrics
   std::vector<StepMetrics> history_;
   double checkpoint_wait_s_ = 0;

@@ -1,9 +1,11 @@
 // CUDA row-wise kernels against the CPU kernels on the same random inputs, in f32 and bf16
-// storage: RMSNorm, RoPE, softmax, cross-entropy, embedding and the top-k router.
+// storage: RMSNorm, RoPE (with scaled frequencies), softmax, cross-entropy, embedding and the
+// top-k router.
 #include <cstdint>
 #include <vector>
 
 #include "kernels/ops.h"
+#include "models/rotary_embedding.h"
 #include "tests/gpu/gpu_test_util.h"
 
 namespace weft::kernels {
@@ -53,18 +55,40 @@ TEST_P(CudaRows, RopeForwardAndBackwardMatchCpuForI32AndI64Positions) {
   const Tensor x = random_in(shape, 5, dtype());
   // A zigzag-like layout and large positions.
   const Tensor positions = Tensor::from_ints({0, 1, 2, 9, 1000, 4095}, {6});
-  Tensor y = x.clone();
-  rope_forward(y, positions, 10000.0f);
-  Tensor back = y.clone();
-  rope_backward(back, positions, 10000.0f);
-  for (const Tensor& pos : {positions, as_i32(positions)}) {
-    SCOPED_TRACE(dtype_name(pos.dtype()));
-    Tensor gy = on_gpu(x, dtype());
-    rope_forward(gy, on_gpu(pos), 10000.0f);
-    EXPECT_TRUE(tensors_close(gy, y, tol()));
-    Tensor gback = on_gpu(y, dtype());
-    rope_backward(gback, on_gpu(pos), 10000.0f);
-    EXPECT_TRUE(tensors_close(gback, back, tol()));
+  // YaRN's frequencies and factor on cos and sin (one row for every token), then dynamic RoPE's
+  // row per token as a serving step has it.
+  models::RopeConfig rope{.theta = 10000.0, .head_dim = 16, .max_position_embeddings = 64};
+  rope.scaling = {.type = io::RopeType::kYarn,
+                  .factor = 4.0,
+                  .original_max_position_embeddings = 16,
+                  .attention_factor = 1.1386,
+                  .beta_fast = 8.0,
+                  .beta_slow = 0.5};
+  const models::RopeFrequencies yarn = models::rope_frequencies(rope, 0);
+  rope.scaling = {.type = io::RopeType::kDynamic, .factor = 2.0};
+  std::vector<float> rows;
+  for (const int64_t len : {3, 3, 3, 70, 1001, 4096}) {
+    const std::vector<float> row = models::rope_frequencies(rope, len).inv_freq;
+    rows.insert(rows.end(), row.begin(), row.end());
+  }
+  const std::pair<Tensor, float> tables[] = {
+      {Tensor::from_floats(yarn.inv_freq, {8}), yarn.attention_factor},
+      {Tensor::from_floats(rows, {6, 8}), 1.0f}};
+  for (const auto& [inv_freq, factor] : tables) {
+    SCOPED_TRACE(shape_str(inv_freq.shape()));
+    Tensor y = x.clone();
+    rope_forward(y, positions, inv_freq, factor);
+    Tensor back = y.clone();
+    rope_backward(back, positions, inv_freq, factor);
+    for (const Tensor& pos : {positions, as_i32(positions)}) {
+      SCOPED_TRACE(dtype_name(pos.dtype()));
+      Tensor gy = on_gpu(x, dtype());
+      rope_forward(gy, on_gpu(pos), on_gpu(inv_freq), factor);
+      EXPECT_TRUE(tensors_close(gy, y, tol()));
+      Tensor gback = on_gpu(y, dtype());
+      rope_backward(gback, on_gpu(pos), on_gpu(inv_freq), factor);
+      EXPECT_TRUE(tensors_close(gback, back, tol()));
+    }
   }
 }
 

@@ -1,6 +1,7 @@
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
+#include <cmath>
 #include <nlohmann/json.hpp>
 
 #include "runtime/io/file_util.h"
@@ -149,7 +150,128 @@ TEST(ModelConfig, ReadsRopeThetaFromRopeParameters) {
   config["rope_parameters"] = {{"rope_type", "default"}, {"rope_theta", 1234.0}};
   EXPECT_EQ(parse_ok(config).rope_theta, 1234.0);
   config["rope_parameters"]["rope_type"] = "yarn";
-  expect_rejected(config, "rope_parameters.rope_type \"yarn\" is not supported");
+  config["rope_parameters"]["factor"] = 4.0;
+  const ModelConfig yarn = parse_ok(config);
+  EXPECT_EQ(yarn.rope_theta, 1234.0);
+  EXPECT_EQ(yarn.rope_scaling.type, RopeType::kYarn);
+  EXPECT_EQ(yarn.rope_scaling.factor, 4.0);
+  config.erase("rope_parameters");
+  config["rope_theta"] = 77.0;
+  config["rope_parameters"] = {{"factor", 2.0}};  // no type: "default", theta from the top
+  EXPECT_EQ(parse_ok(config).rope_scaling.type, RopeType::kDefault);
+  EXPECT_EQ(parse_ok(config).rope_theta, 77.0);
+}
+
+TEST(ModelConfig, ReadsEveryRopeScalingTypeWithTransformersDefaults) {
+  const ModelConfig llama3 = parse_ok(with(tiny_llama(), "rope_scaling",
+                                           {{"rope_type", "llama3"},
+                                            {"factor", 8.0},
+                                            {"low_freq_factor", 1.0},
+                                            {"high_freq_factor", 4.0},
+                                            {"original_max_position_embeddings", 8192}}));
+  EXPECT_EQ(llama3.rope_scaling.type, RopeType::kLlama3);
+  EXPECT_EQ(llama3.rope_scaling.factor, 8.0);
+  EXPECT_EQ(llama3.rope_scaling.low_freq_factor, 1.0);
+  EXPECT_EQ(llama3.rope_scaling.high_freq_factor, 4.0);
+  EXPECT_EQ(llama3.rope_scaling.original_max_position_embeddings, 8192);
+
+  // The legacy key "type"; yarn's defaults: original length max_position_embeddings, betas
+  // 32 and 1 (also for 0, as transformers' `or`), truncation, attention factor 0.1 ln(f) + 1.
+  json yarn =
+      with(tiny_llama(), "rope_scaling", {{"type", "yarn"}, {"factor", 4.0}, {"beta_slow", 0}});
+  yarn["max_position_embeddings"] = 4096;
+  const RopeScaling y = parse_ok(yarn).rope_scaling;
+  EXPECT_EQ(y.type, RopeType::kYarn);
+  EXPECT_EQ(y.original_max_position_embeddings, 4096);
+  EXPECT_EQ(y.beta_fast, 32.0);
+  EXPECT_EQ(y.beta_slow, 1.0);
+  EXPECT_TRUE(y.truncate);
+  EXPECT_DOUBLE_EQ(y.attention_factor, 0.1 * std::log(4.0) + 1.0);
+  // mscale and mscale_all_dim both given: the ratio of their mscales (DeepSeek); one alone is
+  // ignored; an explicit attention_factor wins.
+  yarn["rope_scaling"]["mscale"] = 0.707;
+  EXPECT_DOUBLE_EQ(parse_ok(yarn).rope_scaling.attention_factor, 0.1 * std::log(4.0) + 1.0);
+  yarn["rope_scaling"]["mscale_all_dim"] = 1.0;
+  EXPECT_DOUBLE_EQ(parse_ok(yarn).rope_scaling.attention_factor,
+                   (0.0707 * std::log(4.0) + 1.0) / (0.1 * std::log(4.0) + 1.0));
+  yarn["rope_scaling"]["attention_factor"] = 1.5;
+  yarn["rope_scaling"]["truncate"] = false;
+  yarn["rope_scaling"]["original_max_position_embeddings"] = 1024;
+  EXPECT_EQ(parse_ok(yarn).rope_scaling.attention_factor, 1.5);
+  EXPECT_FALSE(parse_ok(yarn).rope_scaling.truncate);
+  EXPECT_EQ(parse_ok(yarn).rope_scaling.original_max_position_embeddings, 1024);
+
+  for (const char* type : {"linear", "dynamic"}) {
+    const RopeScaling r =
+        parse_ok(with(tiny_llama(), "rope_scaling", {{"rope_type", type}, {"factor", 2.5}}))
+            .rope_scaling;
+    EXPECT_EQ(r.type, std::string(type) == "linear" ? RopeType::kLinear : RopeType::kDynamic);
+    EXPECT_EQ(r.factor, 2.5);
+  }
+  EXPECT_EQ(parse_ok(with(tiny_llama(), "rope_scaling", {{"rope_type", "default"}})).rope_scaling,
+            RopeScaling{});
+}
+
+TEST(ModelConfigBadInput, RopeScalingErrorsNameTheField) {
+  const auto scaled = [](json scaling) { return with(tiny_llama(), "rope_scaling", scaling); };
+  expect_rejected(scaled({{"rope_type", "longrope"}, {"factor", 2.0}}),
+                  "rope_scaling.rope_type \"longrope\" is not supported (expected default, "
+                  "linear, dynamic, yarn or llama3)");
+  expect_rejected(scaled({{"type", "ntk"}}), "rope_scaling.type \"ntk\" is not supported");
+  expect_rejected(scaled({{"factor", 8.0}}),
+                  "rope_scaling {\"factor\":8.0} names no type (expected \"rope_type\" or "
+                  "\"type\")");
+  expect_rejected(scaled({{"rope_type", "linear"}}),
+                  "rope_scaling (rope_type \"linear\"): missing required field \"factor\"");
+  expect_rejected(scaled({{"rope_type", "llama3"},
+                          {"factor", 8.0},
+                          {"high_freq_factor", 4.0},
+                          {"original_max_position_embeddings", 8192}}),
+                  "rope_scaling (rope_type \"llama3\"): missing required field "
+                  "\"low_freq_factor\"");
+  expect_rejected(scaled({{"rope_type", "llama3"},
+                          {"factor", 8.0},
+                          {"low_freq_factor", 4.0},
+                          {"high_freq_factor", 1.0},
+                          {"original_max_position_embeddings", 8192}}),
+                  "low_freq_factor 4 and high_freq_factor 1 must satisfy 0 < low < high");
+  expect_rejected(scaled({{"rope_type", "dynamic"}, {"factor", 0}}),
+                  "rope_scaling (rope_type \"dynamic\"): factor must be positive, got 0");
+  expect_rejected(scaled({{"rope_type", "yarn"}, {"factor", "4"}}),
+                  "field factor must be a number, got \"4\"");
+  expect_rejected(scaled({{"rope_type", "yarn"}, {"factor", 4.0}, {"beta_fast", -1}}),
+                  "beta_fast -1 and beta_slow 1 must be positive");
+  expect_rejected(scaled(json::array()), "field rope_scaling must be an object, got []");
+  expect_rejected(with(tiny_llama(), "partial_rotary_factor", 0.5),
+                  "partial_rotary_factor 0.5 is not supported");
+  json two_dims = scaled({{"rope_type", "dynamic"}, {"factor", 2.0}});
+  two_dims["head_dim"] = 2;
+  expect_rejected(two_dims, "dynamic rope_scaling needs head_dim > 2");
+}
+
+// An export writes rope_scaling / rope_parameters back exactly as the source had them (the legacy
+// key, integer values and keys weft does not read included); a config made or changed in code
+// writes what it holds.
+TEST(ModelConfig, ToJsonKeepsTheSourceRopeScaling) {
+  const json source_scaling = {{"type", "yarn"},    {"factor", 4},
+                               {"beta_fast", 32},   {"original_max_position_embeddings", 512},
+                               {"finetuned", true}, {"mscale", nullptr}};
+  ModelConfig c = parse_ok(with(tiny_llama(), "rope_scaling", source_scaling));
+  EXPECT_EQ(json::parse(model_config_to_json(c))["rope_scaling"], source_scaling);
+
+  json v5 = tiny_llama();
+  v5["rope_parameters"] = {{"rope_type", "llama3"}, {"rope_theta", 500000},
+                           {"factor", 8},           {"low_freq_factor", 1},
+                           {"high_freq_factor", 4}, {"original_max_position_embeddings", 64}};
+  const json out = json::parse(model_config_to_json(parse_ok(v5)));
+  EXPECT_EQ(out["rope_parameters"], v5["rope_parameters"]);
+  EXPECT_EQ(parse_ok(out).rope_scaling, parse_ok(v5).rope_scaling);
+
+  c.rope_scaling.factor = 8.0;  // changed in code: written from the struct, read back equal
+  const ModelConfig again = parse_ok(json::parse(model_config_to_json(c)));
+  EXPECT_EQ(again.rope_scaling, c.rope_scaling);
+  c.rope_scaling = RopeScaling{};
+  EXPECT_TRUE(json::parse(model_config_to_json(c))["rope_scaling"].is_null());
 }
 
 TEST(ModelConfig, ToJsonRoundTripsEveryArchitecture) {
@@ -251,8 +373,6 @@ TEST(ModelConfigBadInput, UnsupportedArchitectureOrMath) {
                   "unsupported architecture \"GPT2LMHeadModel\"");
   expect_rejected(with(tiny_llama(), "architectures", json::array()),
                   "field architectures must be a non-empty list");
-  expect_rejected(with(tiny_llama(), "rope_scaling", {{"rope_type", "llama3"}, {"factor", 8.0}}),
-                  "rope_scaling {\"factor\":8.0,\"rope_type\":\"llama3\"} is not supported");
   expect_rejected(with(tiny_llama(), "hidden_act", "gelu"),
                   "hidden_act \"gelu\" is not supported (expected \"silu\")");
   expect_rejected(with(tiny_llama(), "attention_bias", true),

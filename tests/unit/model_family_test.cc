@@ -1,6 +1,8 @@
 // The model family against the PyTorch fixtures (tests/fixtures/make_fixtures.py, computed in
-// float64): logits, loss and every gradient within 1e-4 relative (our f32 against f64);
-// incremental decoding equals the full forward; greedy generation equals the reference's.
+// float64): logits, loss and every gradient within 1e-4 relative (our f32 against f64), for the
+// four architectures and for a Llama with each rope_scaling type; incremental decoding equals
+// the full forward (but under dynamic RoPE, which scales each call for its length: there it
+// equals transformers' generate() with a KV cache); greedy generation equals the reference's.
 #include <gtest/gtest.h>
 
 #include <algorithm>
@@ -63,9 +65,10 @@ class ModelFamily : public ::testing::TestWithParam<std::string> {};
 
 TEST_P(ModelFamily, LogitsAndLossMatchPyTorch) {
   const Fixture f = load_fixture(GetParam());
-  const ForwardResult out = f.model->forward(f.ref("tokens"), {.keep_logits = true});
+  const Tensor tokens = f.ref("tokens");  // [2, T]
+  const ForwardResult out = f.model->forward(tokens, {.keep_logits = true});
   EXPECT_TENSORS_CLOSE(out.logits, f.ref("logits"), 1e-4);
-  EXPECT_EQ(out.predicted, 2 * 11);
+  EXPECT_EQ(out.predicted, 2 * (tokens.dim(1) - 1));
   const double loss = out.loss_sum / static_cast<double>(out.predicted);
   EXPECT_NEAR(loss, f.ref("loss").item(), 1e-4 * f.ref("loss").item());
 }
@@ -85,23 +88,40 @@ TEST_P(ModelFamily, EveryGradientMatchesPyTorch) {
   }
 }
 
-TEST_P(ModelFamily, IncrementalDecodingEqualsFullForward) {
-  const Fixture f = load_fixture(GetParam());
-  const Tensor tokens = f.ref("tokens");  // [2, 12]
+// A prompt of `prompt` tokens, then one token per call: the logits of every call against
+// `expected` [2, T, V], within `tol`.
+void expect_decoding_gives(const Fixture& f, int64_t prompt, const Tensor& expected, double tol) {
+  const Tensor tokens = f.ref("tokens");  // [2, T]
   const int64_t t = tokens.dim(1);
-  const Tensor full = f.model->forward(tokens, {.keep_logits = true}).logits;
   auto state = f.model->new_inference_state(tokens.dim(0), t);
-  const int64_t prompt = 5;
   int64_t begin = 0;
   for (int64_t end = prompt; end <= t; begin = end, ++end) {
     SCOPED_TRACE(end);
     const Tensor logits = f.model->forward_incremental(*state, token_columns(tokens, begin, end));
     EXPECT_EQ(state->length(), end);
-    EXPECT_TENSORS_CLOSE(logits, logit_positions(full, begin, end), 1e-5);
+    EXPECT_TENSORS_CLOSE(logits, logit_positions(expected, begin, end), tol);
   }
 }
 
-TEST_P(ModelFamily, GreedyGenerationMatchesPyTorch) {
+class IncrementalDecoding : public ::testing::TestWithParam<std::string> {};
+
+TEST_P(IncrementalDecoding, EqualsFullForward) {
+  const Fixture f = load_fixture(GetParam());
+  const Tensor full = f.model->forward(f.ref("tokens"), {.keep_logits = true}).logits;
+  expect_decoding_gives(f, 5, full, 1e-5);
+}
+
+// transformers' generate() under dynamic RoPE: the prompt's forward scales for the prompt's
+// length, each later token's for the length so far, and cached keys keep their rotation
+// (decode.logits: the reference's forward with those per-position lengths).
+TEST(DynamicRope, CachedDecodingMatchesTransformersGenerate) {
+  const Fixture f = load_fixture("rope_dynamic");
+  expect_decoding_gives(f, f.ref("decode.prompt_len").to_ints()[0], f.ref("decode.logits"), 1e-4);
+}
+
+class GreedyGeneration : public ::testing::TestWithParam<std::string> {};
+
+TEST_P(GreedyGeneration, MatchesPyTorch) {
   const Fixture f = load_fixture(GetParam());
   const Tensor prompt = f.ref("generate.prompt");  // [5]
   const std::vector<int64_t> expected = f.ref("generate.greedy").to_ints();
@@ -120,10 +140,22 @@ TEST_P(ModelFamily, GreedyGenerationMatchesPyTorch) {
   EXPECT_EQ(generated, expected);
 }
 
+std::string fixture_name(const ::testing::TestParamInfo<std::string>& info) { return info.param; }
+
 INSTANTIATE_TEST_SUITE_P(Fixtures, ModelFamily,
                          ::testing::Values("llama_gqa", "qwen2_tied", "mixtral_moe",
+                                           "hybrid_linear", "rope_linear", "rope_dynamic",
+                                           "rope_yarn", "rope_llama3"),
+                         fixture_name);
+INSTANTIATE_TEST_SUITE_P(Fixtures, IncrementalDecoding,
+                         ::testing::Values("llama_gqa", "qwen2_tied", "mixtral_moe",
+                                           "hybrid_linear", "rope_linear", "rope_yarn",
+                                           "rope_llama3"),
+                         fixture_name);
+INSTANTIATE_TEST_SUITE_P(Fixtures, GreedyGeneration,
+                         ::testing::Values("llama_gqa", "qwen2_tied", "mixtral_moe",
                                            "hybrid_linear"),
-                         [](const auto& info) { return info.param; });
+                         fixture_name);
 
 }  // namespace
 }  // namespace weft::models
