@@ -49,8 +49,12 @@ void Activity::end(int64_t token) {
 Activity::Snapshot Activity::snapshot() const {
   std::lock_guard<std::mutex> lock(mu_);
   Snapshot s;
+  // The oldest wait that is not idle; an idle one only when there is nothing else (a posted
+  // receive for the next message must not hide a stuck collective behind it).
   for (const auto& [token, r] : running_) {
-    if (!s.oldest || r.since < s.oldest->since) s.oldest = r;
+    const bool better = !s.oldest || (s.oldest->idle_ok && !r.idle_ok) ||
+                        (s.oldest->idle_ok == r.idle_ok && r.since < s.oldest->since);
+    if (better) s.oldest = r;
   }
   s.last_done = last_done_;
   s.last_done_at = last_done_at_;

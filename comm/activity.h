@@ -39,7 +39,7 @@ class Activity {
   void end(int64_t token);
 
   struct Snapshot {
-    std::optional<OpRecord> oldest;     // the op in progress the longest
+    std::optional<OpRecord> oldest;     // the op in progress the longest (not idle, if any is not)
     std::optional<OpRecord> last_done;  // the op that completed last
     ActivityClock::time_point last_done_at{};
   };

@@ -9,6 +9,7 @@
 #include <cstring>
 #include <deque>
 #include <mutex>
+#include <optional>
 #include <string>
 #include <thread>
 #include <vector>
@@ -29,9 +30,10 @@ struct Beat {
   int32_t rank = 0;
   int32_t type = kAlive;
   int32_t exit_code = 0;
-  int32_t busy = 0;     // an operation is in progress (the fields below describe it)
-  int32_t idle_ok = 0;  // ... and it is an idle wait
-  int32_t peer = -1;    // point-to-point: the other side's world rank
+  int32_t busy = 0;         // an operation is in progress (the fields below describe it)
+  int32_t idle_ok = 0;      // ... and it is an idle wait
+  int32_t peer = -1;        // point-to-point: the other side's world rank
+  int32_t members_cut = 0;  // `members` did not fit: the group cannot be listed
   int64_t seq = 0;
   double age_s = 0;  // busy: how long in it; otherwise how long since the last op completed
   char kind[32] = {};
@@ -43,12 +45,6 @@ constexpr int kTag = 1;
 
 void copy_field(char* dst, size_t size, const std::string& src) {
   std::snprintf(dst, size, "%s", src.c_str());
-}
-
-std::mutex hooks_mu;
-std::vector<std::function<void()>>& hooks() {
-  static auto* list = new std::vector<std::function<void()>>();
-  return *list;
 }
 
 double seconds(ActivityClock::duration d) { return std::chrono::duration<double>(d).count(); }
@@ -82,11 +78,6 @@ bool same_op(const Beat& a, const Beat& b) {
 }
 
 }  // namespace
-
-void add_abort_hook(std::function<void()> hook) {
-  std::lock_guard<std::mutex> lock(hooks_mu);
-  hooks().push_back(std::move(hook));
-}
 
 class HealthMonitor::Impl {
  public:
@@ -140,6 +131,7 @@ class HealthMonitor::Impl {
       copy_field(b.kind, sizeof(b.kind), r->kind);
       copy_field(b.comm, sizeof(b.comm), r->comm);
       copy_field(b.members, sizeof(b.members), r->members);
+      b.members_cut = r->members.size() >= sizeof(b.members) ? 1 : 0;
       b.seq = r->seq;
       b.peer = r->peer;
     }
@@ -160,22 +152,44 @@ class HealthMonitor::Impl {
     }
   }
 
-  [[noreturn]] void fail(const std::string& message) {
-    std::fprintf(stderr, "weft: rank %d: comm failure: %s; ending the job (exit code %d)\n", rank_,
-                 message.c_str(), kExitCommFailure);
+  [[noreturn]] void fail(const std::string& message, int code = kExitCommFailure,
+                         const char* what = "comm failure") {
+    std::fprintf(stderr, "weft: rank %d: %s: %s; ending the job (exit code %d)\n", rank_, what,
+                 message.c_str(), code);
     std::fflush(stderr);
-    {
-      std::lock_guard<std::mutex> lock(hooks_mu);
-      for (const auto& hook : hooks()) hook();
-    }
     std::fflush(stdout);
-    MPI_Abort(MPI_COMM_WORLD, kExitCommFailure);
-    std::_Exit(kExitCommFailure);
+    MPI_Abort(MPI_COMM_WORLD, code);
+    std::_Exit(code);
+  }
+
+  // Rank 0: a rank that ended with an error while others go on (an error only it saw; they will
+  // wait for it in their next collective). After a short grace, in which the others may end
+  // with the same error, the job ends with that rank's exit code.
+  void check_errors(ActivityClock::time_point now) {
+    int failed = -1;
+    std::vector<std::string> running;
+    for (int r = 0; r < size_; ++r) {
+      if (beats_[r].type == kFinished) {
+        if (beats_[r].exit_code != 0 && failed < 0) failed = r;
+      } else {
+        running.push_back(absl::StrFormat("rank %d is %s", r, describe(beats_[r])));
+      }
+    }
+    if (failed < 0 || running.empty()) {
+      error_since_.reset();
+      return;
+    }
+    if (!error_since_) error_since_ = now;
+    if (seconds(now - *error_since_) < std::min(timeout_s_ / 2, 5.0)) return;
+    fail(absl::StrFormat("rank %d ended with exit code %d while the others went on (%s)", failed,
+                         beats_[failed].exit_code, absl::StrJoin(running, "; ")),
+         beats_[failed].exit_code, "a rank failed alone");
   }
 
   // Rank 0: the verdict on what every rank last said, or nothing while all is well.
   void check_all(ActivityClock::time_point now) {
     beats_[0] = own_beat();
+    check_errors(now);
     for (int r = 1; r < size_; ++r) {
       const double silent = seconds(now - last_seen_[r]);
       if (silent > timeout_s_ && !acked_[r]) {
@@ -193,6 +207,10 @@ class HealthMonitor::Impl {
         if (b.peer < size_) {
           culprits = absl::StrFormat("rank %d is %s", b.peer, describe(beats_[b.peer]));
         }
+      } else if (b.members_cut) {
+        culprits =
+            "its group is too large to list here; the ranks that went silent or are "
+            "computing are the suspects";
       } else {
         std::vector<std::string> missing;
         for (int m : parse_ranks(b.members)) {
@@ -327,6 +345,7 @@ class HealthMonitor::Impl {
   double timeout_s_;
   std::function<int()> pending_signal_;
   bool signal_reported_ = false;
+  std::optional<ActivityClock::time_point> error_since_;  // rank 0: a rank failed alone since
   double interval_s_ = 1;
   int rank_ = 0;
   int size_ = 1;

@@ -12,8 +12,10 @@
 //     operation, or finished), or, for a receive, the sender;
 //   - a rank hears nothing from rank 0 for `timeout` seconds: rank 0 died or is stopped.
 // The rank that sees it prints one line to stderr and ends the job with MPI_Abort and exit code
-// kExitCommFailure. On a normal exit every rank reports that it finished and waits until rank 0
-// has heard from all of them, so no beat is left unreceived when MPI finalises.
+// kExitCommFailure. A rank that ended with an error the others did not see (they still wait in
+// a collective with it) ends the job at once, with its exit code. On a normal exit every rank
+// reports that it finished and waits until rank 0 has heard from all of them, so no beat is left
+// unreceived when MPI finalises.
 #pragma once
 
 #include <functional>
@@ -24,10 +26,6 @@ namespace weft::comm {
 // The exit code of a run ended because a peer died or hung: the job may be resubmitted to resume
 // from its newest checkpoint.
 inline constexpr int kExitCommFailure = 76;
-
-// Called once, on the thread that aborts the job, before MPI_Abort (NCCL communicators abort
-// themselves so no kernel stays queued behind a dead peer).
-void add_abort_hook(std::function<void()> hook);
 
 class HealthMonitor {
  public:

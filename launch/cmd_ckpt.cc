@@ -12,6 +12,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "comm/activity.h"
 #include "launch/commands.h"
 #include "launch/flags.h"
 #include "runtime/core/dtype.h"
@@ -169,6 +170,8 @@ absl::Status run_ckpt(Session& session, const Args& args) {
     if (action == "reshard")
       status = reshard(flags.str("from"), flags.str("to"), flags.str("to-mesh"));
   }
+  // Rank 0 alone works (an export or a SHA-256 check may take minutes): the others' wait is idle.
+  const comm::IdleWaitScope idle;
   return session.agree(status);
 }
 

@@ -25,6 +25,8 @@ constexpr char kHelpShown[] = "weft.help_shown";
 // --comm-timeout's default: long enough for a slow checkpoint or model load on one rank while
 // the others wait (NCCL's and PyTorch's default is 10 minutes).
 constexpr double kDefaultCommTimeout = 300;
+// Below this a heartbeat delayed by a busy node would read as a dead rank.
+constexpr double kMinCommTimeout = 1;
 
 using Command = absl::Status (*)(Session&, const Args&);
 
@@ -86,11 +88,21 @@ absl::StatusOr<Flags> parse_flags(Session& session, const std::string& subcomman
   } else if (const char* env = std::getenv("WEFT_COMM_TIMEOUT"); env != nullptr) {
     if (!absl::SimpleAtod(env, &timeout_s) || !std::isfinite(timeout_s)) timeout_s = -1;
   }
-  if (timeout_s < 0) {
-    return session.agree(absl::InvalidArgumentError(absl::StrCat(
-        "--comm-timeout (or WEFT_COMM_TIMEOUT) must be a number of seconds >= 0 (0: off), got ",
+  absl::Status valid;
+  if (timeout_s != 0 && !(timeout_s >= kMinCommTimeout)) {
+    valid = absl::InvalidArgumentError(absl::StrCat(
+        "--comm-timeout (or WEFT_COMM_TIMEOUT) must be 0 (off) or a number of seconds >= ",
+        kMinCommTimeout, ", got ",
         flags->has("comm-timeout") ? flags->str("comm-timeout")
-                                   : std::getenv("WEFT_COMM_TIMEOUT"))));
+                                   : std::getenv("WEFT_COMM_TIMEOUT")));
+  }
+  WEFT_RETURN_IF_ERROR(session.agree(valid));
+  // Every rank takes rank 0's value: an environment that differs across nodes (mpirun forwards
+  // variables only with -x) must not leave some ranks starting the monitor and others not.
+  if (session.size() > 1) {
+    Tensor t = Tensor::from_floats({static_cast<float>(timeout_s)}, {1});
+    session.world().broadcast(t, 0);
+    timeout_s = t.item();
   }
   session.watch_health(timeout_s);
   if (flags->has("precision")) {

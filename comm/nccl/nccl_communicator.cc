@@ -402,18 +402,33 @@ class NcclCommunicator final : public Communicator {
       r.seq = ++collectives_issued_;
     }
     const std::lock_guard<std::mutex> lock(track_mu_);
+    end_finished();  // also without a monitor polling, the list holds only unfinished calls
     tracked_.emplace_back(std::move(event), Activity::get().begin(std::move(r)));
+  }
+
+  // Ends the records of the calls the device has finished (in stream order); "" or the CUDA
+  // error a call's event reports (a sticky error is not a hang). Under track_mu_.
+  std::string end_finished() {
+    while (!tracked_.empty()) {
+      const cudaError_t status = cudaEventQuery(tracked_.front().first->event);
+      if (status == cudaErrorNotReady) break;
+      if (status != cudaSuccess) {
+        return absl::StrCat("CUDA error on NCCL communicator '", name_, "' (ranks ", members_,
+                            "): ", cudaGetErrorString(status));
+      }
+      Activity::get().end(tracked_.front().second);
+      tracked_.pop_front();
+    }
+    return "";
   }
 
   // The health monitor's poller: ends the records of finished calls, and reports NCCL's
   // asynchronous error (a peer lost, a network failure) as a message that ends the job.
   std::string poll() {
+    const DeviceScope scope(device_);  // the monitor's thread: no context on another device
     {
       const std::lock_guard<std::mutex> lock(track_mu_);
-      while (!tracked_.empty() && cudaEventQuery(tracked_.front().first->event) == cudaSuccess) {
-        Activity::get().end(tracked_.front().second);
-        tracked_.pop_front();
-      }
+      if (std::string error = end_finished(); !error.empty()) return error;
     }
     ncclResult_t async = ncclSuccess;
     if (ncclCommGetAsyncError(comm_, &async) == ncclSuccess && async != ncclSuccess &&

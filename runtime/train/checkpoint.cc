@@ -5,6 +5,7 @@
 #include <filesystem>
 
 #include "absl/strings/str_cat.h"
+#include "comm/activity.h"
 #include "runtime/core/clock.h"
 #include "runtime/core/status.h"
 
@@ -68,6 +69,10 @@ absl::Status CheckpointWriter::poll() {
 
 void CheckpointWriter::run(const std::string& dir, io::CheckpointManifest manifest,
                            std::vector<CheckpointTensor> tensors) {
+  // The save's collectives wait for the slowest rank's write (shards are uneven): not a hang
+  // the health monitor should end the job for; a rank that really hangs stops the training
+  // loop's own collectives.
+  const comm::IdleWaitScope idle;
   auto start = SteadyClock::now();
   // Snapshot: host copies of everything, after which training may change the originals. The
   // host buffers are kept for the next save (whose tensors usually have the same shapes): a

@@ -460,6 +460,7 @@ absl::Status Trainer::run() {
   install_stop_handlers();
   for (int64_t step = start_step_ + 1; step <= options_.steps; ++step) {
     maybe_stall(mesh_->rank(), step);
+    WEFT_RETURN_IF_ERROR(maybe_fail(mesh_->rank(), step));
     StepMetrics m = train_step(step);
     const bool finite = std::isfinite(m.loss) && std::isfinite(m.grad_norm);
     m.skipped = !finite && options_.skip_nonfinite;

@@ -26,7 +26,8 @@ struct Outcome {
 
 // Trains the tiny Llama on two ranks (WEFT_FAULT_STALL=`stall` when not empty); once three steps
 // are in the metrics, sends `signal` (when not empty) to world rank `rank`.
-Outcome train_with_fault(const std::string& stall, const std::string& signal, int rank) {
+Outcome train_with_fault(const std::string& stall, const std::string& signal, int rank,
+                         const std::string& fault_variable = "WEFT_FAULT_STALL") {
   const std::string dir = make_temp_dir("weft_comm_failure");
   {
     std::ofstream tokens(dir + "/tokens.txt");
@@ -35,26 +36,33 @@ Outcome train_with_fault(const std::string& stall, const std::string& signal, in
     }
   }
   // The marker in the command line lets the script find this run's rank processes.
-  const std::string script = absl::StrCat(R"sh(
+  const std::string script =
+      absl::StrCat(R"sh(
 set -u
-cd ')sh", dir, R"sh('
-)sh", stall.empty() ? "" : absl::StrCat("export WEFT_FAULT_STALL=", stall, "\n"),
-                                          WEFT_MPIRUN, " -np 2 ", WEFT_BINARY, " train --model ",
-                                          model_fixture("llama_gqa"), R"sh( --data tokens.txt \
+cd ')sh",
+                   dir, R"sh('
+)sh",
+                   stall.empty() ? "" : absl::StrCat("export ", fault_variable, "=", stall, "\n"),
+                   WEFT_MPIRUN, " -np 2 ", WEFT_BINARY, " train --model ",
+                   model_fixture("llama_gqa"), R"sh( --data tokens.txt \
   --steps 100000000 --global-batch 4 --seq-len 16 --log-every 1000000 --metrics metrics.jsonl \
-  --comm-timeout )sh", kTimeout, R"sh( >out.txt 2>err.txt &
+  --comm-timeout )sh",
+                   kTimeout, R"sh( >out.txt 2>err.txt &
 launcher=$!
 for i in $(seq 1 1200); do
   [ -f metrics.jsonl ] && [ "$(wc -l < metrics.jsonl)" -ge 3 ] && break
   kill -0 $launcher 2>/dev/null || break
   sleep 0.05
 done
-if [ -n ')sh", signal, R"sh(' ]; then
+if [ -n ')sh",
+                   signal, R"sh(' ]; then
   for p in $(pgrep -f "train --model .* --data tokens.txt"); do
     [ "$(cat /proc/$p/comm 2>/dev/null)" = weft ] || continue
     [ "$(readlink /proc/$p/cwd)" = "$PWD" ] || continue
-    if tr '\0' '\n' < /proc/$p/environ | grep -qx "OMPI_COMM_WORLD_RANK=)sh", rank, R"sh("; then
-      kill -)sh", signal, R"sh( $p
+    if tr '\0' '\n' < /proc/$p/environ | grep -qx "OMPI_COMM_WORLD_RANK=)sh",
+                   rank, R"sh("; then
+      kill -)sh",
+                   signal, R"sh( $p
     fi
   done
 fi
@@ -109,6 +117,20 @@ TEST(CommFailure, StalledRankIsNamedAsNotInTheCollective) {
   EXPECT_NE(o.err.find("not in it: rank 1 is computing for"), std::string::npos) << o.err;
 }
 
+// A rank that returns an error the others never see (they wait for it in their next collective):
+// the job ends within seconds with that rank's exit code, not after the timeout with 76.
+TEST(CommFailure, ARankFailingAloneEndsTheJobWithItsExitCode) {
+  const Outcome o = train_with_fault("1:5", "", 1, "WEFT_FAULT_FAIL");
+  EXPECT_EQ(o.exit_code, 1) << o.err;
+  EXPECT_LT(o.seconds, 60);
+  EXPECT_NE(o.err.find("WEFT_FAULT_FAIL: rank 1 fails alone at step 5"), std::string::npos)
+      << o.err;
+  EXPECT_NE(o.err.find("a rank failed alone: rank 1 ended with exit code 1 while the others went "
+                       "on (rank 0 is in "),
+            std::string::npos)
+      << o.err;
+}
+
 // mpirun ends the job when a rank exits on a signal; it names the rank.
 TEST(CommFailure, KilledRankEndsTheJob) {
   const Outcome o = train_with_fault("", "KILL", 1);
@@ -122,8 +144,10 @@ TEST(CommFailure, NegativeTimeoutIsRefused) {
                                             " --init-random --data x --comm-timeout -1"),
                                2);
   EXPECT_EQ(r.exit_code, 1);
-  EXPECT_NE(r.err.find("--comm-timeout (or WEFT_COMM_TIMEOUT) must be a number of seconds >= 0"),
-            std::string::npos)
+  EXPECT_NE(
+      r.err.find(
+          "--comm-timeout (or WEFT_COMM_TIMEOUT) must be 0 (off) or a number of seconds >= 1"),
+      std::string::npos)
       << r.err;
 }
 
