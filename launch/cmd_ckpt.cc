@@ -36,9 +36,11 @@ absl::Status inspect(const std::string& from) {
                         train::CheckpointReader::open(from));
   const io::CheckpointManifest& m = reader->manifest();
   const io::MeshRecord& mesh = m.mesh();
-  std::printf("checkpoint %s\n  step %lld, data position %lld sequences, format %d\n",
+  const std::string order =
+      m.has_data_seed() ? absl::StrCat(" (shuffled by data seed ", m.data_seed(), ")") : "";
+  std::printf("checkpoint %s\n  step %lld, data position %lld sequences%s, format %d\n",
               reader->path().c_str(), static_cast<long long>(m.step()),
-              static_cast<long long>(m.data_position()), m.format_version());
+              static_cast<long long>(m.data_position()), order.c_str(), m.format_version());
   std::printf("  source model %s\n",
               m.source_model_dir().empty() ? "(none recorded)" : m.source_model_dir().c_str());
   std::printf("  saved on mesh dp=%d pp=%d tp=%d sp=%d ep=%d etp=%d\n", mesh.dp(), mesh.pp(),

@@ -1,4 +1,4 @@
-// weft train --model DIR --data FILE --steps N --global-batch B --seq-len T --lr X
+// weft train --model DIR --data FILE|DIR --steps N --global-batch B --seq-len T --lr X
 //            --weight-decay W [--save CKPT] [--load CKPT [--load-fallback]] [--metrics M.jsonl]
 //            [--config run.pbtxt]
 // Flags override the --config file, field by field. Exit codes: 0 done (also when a checkpoint
@@ -6,6 +6,7 @@
 // after saving a checkpoint.
 #include <cmath>
 #include <cstdio>
+#include <filesystem>
 
 #include "comm/report.h"
 #include "launch/commands.h"
@@ -22,7 +23,12 @@ const std::vector<FlagSpec>& train_flags() {
       {"config", FlagKind::kString, "run settings in protobuf text format (RunConfig)"},
       {"model", FlagKind::kString, "Hugging Face model directory"},
       {"init-random", FlagKind::kBool, "initialise weights from --seed (model dir: config only)"},
-      {"data", FlagKind::kString, "token file: one sequence per line"},
+      {"data", FlagKind::kString,
+       "token file (one sequence per line, read in order) or a directory of `weft data prepare` "
+       "(shuffled samples of --seq-len)"},
+      {"data-seed", FlagKind::kInt,
+       "--data DIR: the seed of the sample order, reshuffled each epoch (default --seed)", false,
+       0},
       {"steps", FlagKind::kInt, "the step to stop at", false, 1},
       {"eval-data", FlagKind::kString,
        "token file for a validation loss (same line length), reported as eval_loss"},
@@ -31,7 +37,9 @@ const std::vector<FlagSpec>& train_flags() {
       {"eval-batches", FlagKind::kInt,
        "global batches per evaluation (default: every whole batch of --eval-data)", false, 1},
       {"global-batch", FlagKind::kInt, "sequences per step over all ranks", false, 1},
-      {"seq-len", FlagKind::kInt, "tokens per sequence (the token file's line length)", false, 2},
+      {"seq-len", FlagKind::kInt,
+       "tokens per sequence (a token file's line length; a data directory's sample length)", false,
+       2},
       {"lr", FlagKind::kFloat, "peak learning rate (default 1e-3)"},
       {"lr-schedule", FlagKind::kString,
        "constant (default), linear or cosine decay from --lr to --min-lr after the warmup"},
@@ -128,6 +136,12 @@ absl::StatusOr<train::TrainOptions> options_from(const io::RunConfig& cfg, bool 
   o.model_dir = cfg.model();
   o.init_random = init_random;
   o.data_path = cfg.data();
+  std::error_code ec;
+  if (cfg.has_data_seed() && !std::filesystem::is_directory(o.data_path, ec)) {
+    return invalid_argument("--data-seed applies to a data directory of `weft data prepare`; ",
+                            o.data_path, " is a token file, read in file order");
+  }
+  o.data_seed = cfg.has_data_seed() ? cfg.data_seed() : cfg.seed();
   o.eval_data_path = cfg.eval_data();
   if (cfg.eval_every() < 0 || cfg.eval_batches() < 0) {
     return invalid_argument("eval_every and eval_batches must be >= 1");

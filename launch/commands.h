@@ -21,6 +21,7 @@ absl::Status run_serve(Session& session, const Args& args);
 absl::Status run_train(Session& session, const Args& args);
 absl::Status run_ckpt(Session& session, const Args& args);
 absl::Status run_tokenize(Session& session, const Args& args);
+absl::Status run_data(Session& session, const Args& args);
 absl::Status run_moe(Session& session, const Args& args);
 absl::Status run_plan(Session& session, const Args& args);
 

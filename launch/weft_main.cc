@@ -38,6 +38,8 @@ const std::map<std::string, std::pair<Command, const char*>>& commands() {
       {"train", {run_train, "train with AdamW; metrics, checkpoints, resume"}},
       {"ckpt", {run_ckpt, "checkpoint tools: inspect, verify, export, reshard"}},
       {"tokenize", {run_tokenize, "JSON strings to token ids (or --decode ids to strings)"}},
+      {"data",
+       {run_data, "token data for train --data DIR: prepare (tokenize JSON lines), verify, info"}},
       {"moe", {run_moe, "MoE tools: profile (expert placement for --speculative-moe)"}},
       {"plan", {run_plan, "the mesh and memory savers a cost model picks, with predictions"}},
   };

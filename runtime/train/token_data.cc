@@ -2,11 +2,26 @@
 
 #include <charconv>
 #include <cstring>
+#include <filesystem>
 #include <fstream>
 
 #include "absl/strings/str_cat.h"
+#include "runtime/core/status.h"
+#include "runtime/train/indexed_token_data.h"
 
 namespace weft::train {
+
+absl::StatusOr<std::unique_ptr<TokenDataset>> open_token_data(const std::string& path,
+                                                              int64_t seq_len, uint64_t data_seed) {
+  std::error_code ec;
+  if (std::filesystem::is_directory(path, ec)) {
+    WEFT_ASSIGN_OR_RETURN(std::unique_ptr<IndexedTokenData> data,
+                          IndexedTokenData::open(path, seq_len, data_seed));
+    return data;
+  }
+  WEFT_ASSIGN_OR_RETURN(TokenFile file, TokenFile::load(path));
+  return std::make_unique<TokenFile>(std::move(file));
+}
 
 absl::StatusOr<TokenFile> TokenFile::load(const std::string& path) {
   std::ifstream in(path);

@@ -23,7 +23,7 @@
 namespace weft::train {
 namespace {
 
-absl::Status validate(const TrainOptions& o, const TokenFile& data) {
+absl::Status validate(const TrainOptions& o, const TokenDataset& data) {
   if (o.steps <= 0) return invalid_argument("--steps ", o.steps, " must be positive");
   if (o.global_batch <= 0) {
     return invalid_argument("--global-batch ", o.global_batch, " must be positive");
@@ -34,7 +34,7 @@ absl::Status validate(const TrainOptions& o, const TokenFile& data) {
   }
   if (o.seq_len < 2) return invalid_argument("--seq-len ", o.seq_len, " must be at least 2");
   if (o.global_batch > data.num_sequences()) {
-    return invalid_argument("--global-batch ", o.global_batch, " is larger than the token file ",
+    return invalid_argument("--global-batch ", o.global_batch, " is larger than the token data ",
                             data.path(), ", which has ", data.num_sequences(),
                             " sequences (a step would repeat sequences)");
   }
@@ -66,7 +66,7 @@ std::vector<int64_t> shard_offsets(const models::ShardSpec& spec) {
 }  // namespace
 
 Trainer::Trainer(const TrainOptions& options, std::unique_ptr<parallel::Mesh> mesh, AgreeFn agree,
-                 TokenFile data)
+                 std::unique_ptr<TokenDataset> data)
     : options_(options), mesh_(std::move(mesh)), agree_(std::move(agree)), data_(std::move(data)) {}
 
 absl::StatusOr<std::unique_ptr<Trainer>> Trainer::create(const TrainOptions& options,
@@ -74,26 +74,27 @@ absl::StatusOr<std::unique_ptr<Trainer>> Trainer::create(const TrainOptions& opt
   absl::StatusOr<parallel::ParallelDims> dims = parallel::resolve_dims(
       world.size(), options.tp, options.pp, options.sp, options.ep, options.etp);
   WEFT_RETURN_IF_ERROR(agree(dims.status()));
-  absl::StatusOr<TokenFile> data = TokenFile::load(options.data_path);
+  absl::StatusOr<std::unique_ptr<TokenDataset>> data =
+      open_token_data(options.data_path, options.seq_len, options.data_seed);
   WEFT_RETURN_IF_ERROR(agree(data.status()));
-  WEFT_RETURN_IF_ERROR(agree(validate(options, *data)));
+  WEFT_RETURN_IF_ERROR(agree(validate(options, **data)));
   std::unique_ptr<Trainer> trainer(
       new Trainer(options, parallel::Mesh::create(world, *dims), agree, std::move(*data)));
   WEFT_RETURN_IF_ERROR(agree(trainer->validate_batch()));
   WEFT_RETURN_IF_ERROR(agree(trainer->load_model()));
   models::CausalLM& model = *trainer->model_;
   const int64_t vocab = model.config().vocab_size;
-  if (trainer->data_.max_id() >= vocab) {
-    WEFT_RETURN_IF_ERROR(agree(invalid_argument("token file ", options.data_path, " has id ",
-                                                trainer->data_.max_id(),
-                                                ", outside the vocabulary [0, ", vocab, ")")));
+  if (trainer->data_->max_id() >= vocab) {
+    WEFT_RETURN_IF_ERROR(agree(
+        invalid_argument("token data ", options.data_path, " has id ", trainer->data_->max_id(),
+                         ", outside the model's vocabulary [0, ", vocab, ")")));
   }
   if (options.seq_len > model.config().max_position_embeddings) {
     WEFT_RETURN_IF_ERROR(agree(invalid_argument("--seq-len ", options.seq_len,
                                                 " exceeds the model's max_position_embeddings ",
                                                 model.config().max_position_embeddings)));
   }
-  WEFT_RETURN_IF_ERROR(agree(model.check_batch(trainer->data_.sequences(0, 1))));
+  WEFT_RETURN_IF_ERROR(agree(model.check_batch(trainer->data_->sequences(0, 1))));
   WEFT_RETURN_IF_ERROR(agree(trainer->load_eval_data()));
   model.zero_grad();  // the optimizer's reducer packs the grad tensors: they must exist
   trainer->optimizer_ =
@@ -261,6 +262,12 @@ absl::Status Trainer::restore(const CheckpointReader& checkpoint) {
                             " steps; --global-batch ", options_.global_batch,
                             " would not continue the same data order");
   }
+  const std::optional<uint64_t> seed = data_->shuffle_seed();
+  if (checkpoint.manifest().has_data_seed() && seed && *seed != checkpoint.manifest().data_seed()) {
+    return invalid_argument("checkpoint ", checkpoint.path(), " read ", options_.data_path,
+                            " in the order of --data-seed ", checkpoint.manifest().data_seed(),
+                            "; --data-seed ", *seed, " would not continue the same data order");
+  }
   if (mesh_->rank() == 0) {
     const io::MeshRecord& saved = checkpoint.mesh();
     WEFT_LOG(INFO) << "resumed from " << checkpoint.path() << " at step " << start_step_
@@ -323,7 +330,7 @@ StepMetrics Trainer::train_step(int64_t step) {
   comm::Communicator& dp = mesh_->dp();
   const int64_t per_rank = options_.global_batch / dp.size();
   const int64_t first = (step - 1) * options_.global_batch + dp.rank() * per_rank;
-  Tensor tokens = data_.sequences(first, per_rank);  // [per_rank, T]
+  Tensor tokens = data_->sequences(first, per_rank);  // [per_rank, T]
   const int64_t global_predicted = options_.global_batch * (options_.seq_len - 1);
 
   model_->zero_grad();
@@ -369,6 +376,7 @@ void Trainer::start_save(int64_t step) {
   header.set_model_config_json(model_->config().json);
   header.set_seed(options_.seed);
   header.set_source_model_dir(source_model_dir_);
+  if (const std::optional<uint64_t> seed = data_->shuffle_seed()) header.set_data_seed(*seed);
 
   // Each stored slice is written by exactly one rank: dp and sp rank 0 (every dp x sp rank for
   // its own ZeRO-1 moment rows), and among tp ranks holding the same slice only the first. An

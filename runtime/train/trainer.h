@@ -31,7 +31,8 @@ namespace weft::train {
 struct TrainOptions {
   std::string model_dir;     // HF model directory (config.json + weights)
   bool init_random = false;  // the model dir has only config.json: initialise from `seed`
-  std::string data_path;
+  std::string data_path;     // a token FILE, or a directory of `weft data prepare`
+  uint64_t data_seed = 0;    // a directory's shuffle (--data-seed; the CLI defaults it to `seed`)
   // --eval-data: a token file (lines of seq_len ids) for a validation loss, computed after the
   // update of every eval_every-th step (0: only the last) over eval_batches global batches (0:
   // every whole batch of the file).
@@ -40,7 +41,7 @@ struct TrainOptions {
   int64_t eval_batches = 0;
   int64_t steps = 0;         // the step to stop at (a resumed run continues to it)
   int64_t global_batch = 0;  // sequences per step, over all dp ranks
-  int64_t seq_len = 0;       // must equal the token file's line length
+  int64_t seq_len = 0;       // a token FILE's line length, or a directory's sample length
   kernels::AdamWConfig adamw;
   double clip_grad = 0;  // 0 = no clipping
   // --lr-schedule / --warmup-steps / --min-lr / --lr-decay-steps (peak: adamw.lr).
@@ -116,7 +117,7 @@ class Trainer {
   // Adds the time since `start` (a wait of the loop for checkpoints) to m and the run's total.
   void count_checkpoint_wait(StepMetrics& m, SteadyClock::time_point start);
   Trainer(const TrainOptions& options, std::unique_ptr<parallel::Mesh> mesh, AgreeFn agree,
-          TokenFile data);
+          std::unique_ptr<TokenDataset> data);
   absl::Status validate_batch() const;
   absl::Status load_model();
   // Resumes from the newest checkpoint under options.load_dir that every rank restores, falling
@@ -151,7 +152,7 @@ class Trainer {
   TrainOptions options_;
   std::unique_ptr<parallel::Mesh> mesh_;
   AgreeFn agree_;
-  TokenFile data_;
+  std::unique_ptr<TokenDataset> data_;
   std::optional<TokenFile> eval_data_;
   std::unique_ptr<models::CausalLM> model_;
   std::unique_ptr<AdamW> optimizer_;

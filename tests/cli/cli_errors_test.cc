@@ -113,14 +113,17 @@ TEST(Cli, VersionAndEveryHelpExitZero) {
   for (const char* args :
        {"--help", "eval --help", "train --help", "generate --help", "serve --help",
         "tokenize --help", "moe --help", "ckpt --help", "ckpt inspect --help", "ckpt verify --help",
-        "ckpt export --help", "ckpt reshard --help", "plan --help"}) {
+        "ckpt export --help", "ckpt reshard --help", "plan --help", "data --help",
+        "data prepare --help", "data verify --help", "data info --help"}) {
     SCOPED_TRACE(args);
     RunResult r = run_weft(args);
     EXPECT_EQ(r.exit_code, 0) << r.err;
     EXPECT_FALSE(r.out.empty());
   }
-  EXPECT_NE(run_weft("--help").out.find("reshard"), std::string::npos);
-  EXPECT_NE(run_weft("--help").out.find("plan"), std::string::npos);
+  const std::string usage = run_weft("--help").out;
+  EXPECT_NE(usage.find("reshard"), std::string::npos);
+  EXPECT_NE(usage.find("plan"), std::string::npos);
+  EXPECT_NE(usage.find("\n  data "), std::string::npos) << usage;
 }
 
 // `weft plan`: a table and a pick that `weft train` accepts; one layout with --mesh; no fit, a
