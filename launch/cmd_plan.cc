@@ -83,7 +83,10 @@ absl::Status run_plan(Session& session, const Args& args) {
            {"flops-per-core", FlagKind::kFloat,
             "f32 GEMM flop/s of one core (default: measured here)"},
            {"efficiency", FlagKind::kFloat,
-            "share of the GEMM speed a training step achieves (default 0.5)"},
+            "share of the GEMM speed a single-threaded rank's training step achieves (default "
+            "0.75)"},
+           {"serial-share", FlagKind::kFloat,
+            "share of a step that more threads per rank do not speed up (default 0.5)"},
            {"latency-us", FlagKind::kFloat,
             "seconds x 1e6 per dependent communication call (default 100)"},
            {"link-gbps", FlagKind::kFloat,
@@ -108,7 +111,11 @@ absl::Status run_plan(Session& session, const Args& args) {
   machine.ranks_per_node = static_cast<int>(flags.integer("ranks-per-node", 0));
   const bool measured = !flags.has("flops-per-core");
   machine.flops_per_core = measured ? train::measure_core_flops() : flags.number("flops-per-core");
-  machine.efficiency = flags.number("efficiency", 0.5);
+  machine.efficiency = flags.number("efficiency", 0.75);
+  machine.serial_share = flags.number("serial-share", 0.5);
+  if (!(machine.serial_share >= 0 && machine.serial_share <= 1)) {
+    return invalid_argument("--serial-share must be in [0, 1]");
+  }
   machine.latency_s = flags.number("latency-us", 100) * 1e-6;
   machine.bytes_per_s = flags.number("link-gbps", 2) * 1e9;
   for (auto [value, name] : {std::pair{machine.flops_per_core, "--flops-per-core"},

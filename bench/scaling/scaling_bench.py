@@ -25,12 +25,16 @@ speedup. The planner models exactly that (its per-rank speed is the node's cores
 
 import argparse
 import json
+import re
 import os
 import shlex
 import statistics
 import subprocess
 import sys
 import tempfile
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+import parallel_train_bench  # noqa: E402  (bench/: the shared token-file generator)
 
 LAYERS, HIDDEN, HEADS, KV_HEADS, VOCAB = 8, 256, 8, 4, 4096
 
@@ -53,14 +57,8 @@ def write_model(path, experts=0):
 
 
 def write_tokens(path, lines, seq_len):
-    state = 12345
-    with open(path, "w") as f:
-        for _ in range(lines):
-            row = []
-            for _ in range(seq_len):
-                state = (state * 1103515245 + 12345) % (1 << 31)
-                row.append(str(state % VOCAB))
-            f.write(" ".join(row) + "\n")
+    """The token file of bench/parallel_train_bench.py (the same generator), returning its path."""
+    parallel_train_bench.write_tokens(path, lines, seq_len, VOCAB)
     return path
 
 
@@ -167,16 +165,38 @@ def main():
     parser.add_argument("--flops-per-core", type=float, default=0,
                         help="pass to weft plan instead of its measurement")
     parser.add_argument("--only", default="", help="comma-separated dims to run (default all)")
+    parser.add_argument("--repredict", action="store_true",
+                        help="keep the measurements in --out/results.json, predict them again "
+                             "(after a change to the cost model) and redraw")
     args = parser.parse_args()
     work = tempfile.mkdtemp(prefix="weft_scaling_")
     dense = write_model(os.path.join(work, "llama"))
     moe = write_model(os.path.join(work, "mixtral"), experts=8)
+    if not args.flops_per_core:
+        # One probe for every prediction (each `weft plan` would measure again, with its noise).
+        out = subprocess.run([args.weft, "plan", "--model", dense, "--ranks", "1", "--seq-len",
+                              "256", "--top", "1"], check=True, capture_output=True,
+                             text=True).stdout
+        gflops = float(re.search(r"([0-9.]+) GFLOP/s per core", out).group(1))
+        args.flops_per_core = gflops * 1e9
+    print(f"core speed for the predictions: {args.flops_per_core / 1e9:.1f} GFLOP/s",
+          file=sys.stderr, flush=True)
     results = []
     only = set(filter(None, args.only.split(",")))
+    measured = {}
+    if args.repredict:
+        with open(os.path.join(args.out, "results.json")) as f:
+            measured = {(r["study"], r["dim"], r["ranks"]): r for r in json.load(f)}
     for run in runs(dense, moe):
         if only and run["dim"] not in only:
             continue
-        step_s, peak, loss = measure(args, work, run)
+        if args.repredict:
+            old = measured.get((run["study"], run["dim"], run["ranks"]))
+            if old is None:
+                continue
+            step_s, peak, loss = old["step_s"], old["peak_mib"] * 2**20, old["loss"]
+        else:
+            step_s, peak, loss = measure(args, work, run)
         p = predict(args, run)
         row = {k: run[k] for k in ("study", "dim", "ranks", "batch", "seq", "mesh", "flags")}
         row.update({"step_s": step_s, "tokens_per_s": run["batch"] * run["seq"] / step_s,

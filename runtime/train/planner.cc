@@ -190,10 +190,16 @@ absl::StatusOr<Prediction> predict(const PlanRequest& r, const MachineModel& m, 
   if (l.recompute == "selective") flops += s.L * 4 * s.d * pairs;
   const int on_node = m.ranks_per_node > 0 ? std::min(r.ranks, m.ranks_per_node) : r.ranks;
   const double rank_flops = m.flops_per_core * m.efficiency * m.cores / on_node;
-  const double bubble = (mbs + pp - 1) / mbs;
+  // Threads per rank: a rank alone on several cores gains only on its parallel share.
+  const double threads = std::max(1.0, static_cast<double>(m.cores) / on_node);
+  const double amdahl = 1 + m.serial_share * (threads - 1);
+  // The 1F1B bubble idles a stage's cores; when the node runs more ranks than cores, the other
+  // stages' ranks use them, and the bubble costs nothing.
+  const double bubble = on_node > m.cores ? 1 : (mbs + pp - 1) / mbs;
   const double passes = (l.recompute == "none" || l.recompute == "selective") ? 2 : 3;
   p.compute_s =
-      (flops / r.ranks / rank_flops + passes * stage_layers * mbs * m.layer_overhead_s) * bubble;
+      (flops / r.ranks / rank_flops * amdahl + passes * stage_layers * mbs * m.layer_overhead_s) *
+      bubble;
 
   // Communication of the most loaded rank: bytes sent and dependent calls.
   double bytes = 0, messages = 0;

@@ -21,9 +21,12 @@ struct MachineModel {
   int cores = 1;                 // cores of a node, shared by the ranks on it
   int ranks_per_node = 0;        // 0: every rank on one node
   double flops_per_core = 1e10;  // f32 GEMM flop/s of one core (measure_core_flops)
-  // The share of that speed a training step achieves over all its work (its norms, softmax and
-  // element-wise ops run far below GEMM speed); bench/scaling/ measures it (docs/planner.md).
-  double efficiency = 0.5;
+  // The share of that speed a single-threaded rank's training step achieves over all its work
+  // (its norms, softmax and element-wise ops run below GEMM speed), and the share of a step's
+  // time that does not speed up with more threads per rank (Amdahl); bench/scaling/ measured
+  // both on the 2-core dev machine (docs/planner.md).
+  double efficiency = 0.75;
+  double serial_share = 0.5;
   // Fixed cost of running one layer's forward or backward on one micro-batch (kernel calls,
   // allocation), whatever its size: what makes small micro-batches slower.
   double layer_overhead_s = 2e-4;
