@@ -267,6 +267,7 @@ class HealthMonitor::Impl {
     ActivityClock::time_point released_at{};
     bool released = false;
     bool done = false;
+    bool finish_sent = false;
     while (!done) {
       const ActivityClock::time_point now = ActivityClock::now();
       for (;;) {  // everything that has arrived
@@ -296,8 +297,11 @@ class HealthMonitor::Impl {
           signal_reported_ = true;
         }
       }
-      if (!released && seconds(now - last_send) >= interval_s_) {
+      // A rank that has just finished says so at once: the others' exit waits for it.
+      const bool finish_news = finished_.load() && !finish_sent;
+      if (!released && (finish_news || seconds(now - last_send) >= interval_s_)) {
         const Beat b = own_beat();
+        finish_sent = finish_sent || b.type == kFinished;
         if (rank_ == 0) {
           for (int r = 1; r < size_; ++r) send(r, b);
         } else {
