@@ -363,8 +363,8 @@ test('SIGTERM mid-stream: the server exits 0 and the stream ends', async () => {
 test('two ranks (tp 2): the same greedy tokens as one rank, SIGTERM ends both', async () => {
   // A short --comm-timeout, and idle longer than it: a worker rank waiting for the next step is
   // not a stuck collective (docs/operations.md "Failure detection").
-  const two = await startServer(['--tp', '2', '--served-model-name', 'tiny', '--comm-timeout', '3'], { ranks: 2 });
-  await new Promise((r) => setTimeout(r, 7000));
+  const two = await startServer(['--tp', '2', '--served-model-name', 'tiny', '--comm-timeout', '2'], { ranks: 2 });
+  await new Promise((r) => setTimeout(r, 5000));
   const c1 = client(one), c2 = client(two);
   for (const p of PROMPTS) {
     const a = await c1.completions.create({ model: 'tiny', prompt: p, max_tokens: 10, temperature: 0, ignore_eos: true, return_token_ids: true });
