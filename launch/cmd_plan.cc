@@ -11,6 +11,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "launch/commands.h"
+#include "launch/engine_setup.h"
 #include "launch/flags.h"
 #include "nlohmann/json.hpp"
 #include "runtime/core/status.h"
@@ -98,7 +99,7 @@ absl::Status run_plan(Session& session, const Args& args) {
   request.seq_len = flags.integer("seq-len");
   request.global_batch = flags.integer("global-batch", request.ranks);
   if (flags.has("memory")) {
-    WEFT_ASSIGN_OR_RETURN(request.memory_bytes, train::parse_bytes(flags.str("memory")));
+    WEFT_ASSIGN_OR_RETURN(request.memory_bytes, parse_bytes("memory", flags.str("memory")));
   }
   if (request.seq_len > request.model.max_position_embeddings) {
     return invalid_argument("--seq-len ", request.seq_len,

@@ -7,6 +7,7 @@
 #include "absl/strings/ascii.h"
 #include "absl/strings/numbers.h"
 #include "kernels/threads.h"
+#include "runtime/core/byte_size.h"
 #include "runtime/core/status.h"
 
 namespace weft::cli {
@@ -152,29 +153,11 @@ absl::StatusOr<std::optional<serve::DisaggLayout>> disagg_layout(const Flags& fl
 }  // namespace
 
 absl::StatusOr<int64_t> parse_bytes(const std::string& flag, const std::string& text) {
-  std::string t = absl::AsciiStrToLower(text);
-  double scale = 1;
-  for (const auto& [suffix, s] : std::vector<std::pair<std::string, double>>{{"gib", 1 << 30},
-                                                                             {"mib", 1 << 20},
-                                                                             {"kib", 1 << 10},
-                                                                             {"gb", 1e9},
-                                                                             {"mb", 1e6},
-                                                                             {"kb", 1e3},
-                                                                             {"g", 1 << 30},
-                                                                             {"m", 1 << 20},
-                                                                             {"k", 1 << 10},
-                                                                             {"b", 1}}) {
-    if (t.size() > suffix.size() && t.substr(t.size() - suffix.size()) == suffix) {
-      t.resize(t.size() - suffix.size());
-      scale = s;
-      break;
-    }
-  }
-  double value = 0;
-  if (!absl::SimpleAtod(t, &value) || !std::isfinite(value) || value <= 0) {
+  const std::optional<int64_t> bytes = parse_byte_size(text);
+  if (!bytes) {
     return invalid_argument("--", flag, " '", text, "' is not a size (e.g. 2GiB, 512MiB, 1e9)");
   }
-  return static_cast<int64_t>(value * scale);
+  return *bytes;
 }
 
 absl::StatusOr<EngineSetup> setup_engine(Session& session, const Flags& flags, int64_t max_queue) {

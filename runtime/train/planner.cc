@@ -4,7 +4,6 @@
 #include <chrono>
 #include <cmath>
 
-#include "absl/strings/ascii.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
@@ -327,33 +326,6 @@ double measure_core_flops() {
   } while (elapsed < 0.2);
   kernels::set_cpu_threads(threads);
   return 2.0 * n * n * n * reps / elapsed;
-}
-
-absl::StatusOr<int64_t> parse_bytes(const std::string& text) {
-  std::string t = absl::AsciiStrToLower(absl::StripAsciiWhitespace(text));
-  double scale = 1;
-  for (const auto& [suffix, factor] :
-       std::vector<std::pair<std::string, double>>{{"kib", 1024.0},
-                                                   {"mib", 1024.0 * 1024},
-                                                   {"gib", 1024.0 * 1024 * 1024},
-                                                   {"tib", 1024.0 * 1024 * 1024 * 1024},
-                                                   {"kb", 1e3},
-                                                   {"mb", 1e6},
-                                                   {"gb", 1e9},
-                                                   {"tb", 1e12},
-                                                   {"b", 1}}) {
-    if (t.size() > suffix.size() &&
-        t.compare(t.size() - suffix.size(), suffix.size(), suffix) == 0) {
-      scale = factor;
-      t.resize(t.size() - suffix.size());
-      break;
-    }
-  }
-  double value = 0;
-  if (!absl::SimpleAtod(t, &value) || !std::isfinite(value) || value <= 0) {
-    return invalid_argument("'", text, "' is not a size (e.g. 800MiB, 80GB, 1.5GiB, 123456)");
-  }
-  return static_cast<int64_t>(value * scale);
 }
 
 }  // namespace weft::train

@@ -82,7 +82,4 @@ absl::StatusOr<Layout> parse_layout(const std::string& text, int ranks);
 // f32 GEMM flop/s of one thread on this machine (a ~0.2 s probe of weft's own GEMM).
 double measure_core_flops();
 
-// "800MiB", "80GB", "1.5GiB", "123456" -> bytes.
-absl::StatusOr<int64_t> parse_bytes(const std::string& text);
-
 }  // namespace weft::train

@@ -9,6 +9,7 @@
 #include <filesystem>
 #include <string>
 
+#include "runtime/core/byte_size.h"
 #include "runtime/io/safetensors.h"
 #include "tests/support/test_util.h"
 
@@ -111,12 +112,12 @@ TEST(Planner, FittingLayoutsComeFirstFastestFirst) {
 }
 
 TEST(Planner, ParsesSizesAndMeshes) {
-  EXPECT_EQ(parse_bytes("800MiB").value(), 800LL << 20);
-  EXPECT_EQ(parse_bytes("80GB").value(), 80'000'000'000LL);
-  EXPECT_EQ(parse_bytes("1.5GiB").value(), 3LL << 29);
-  EXPECT_EQ(parse_bytes("4096").value(), 4096);
-  EXPECT_FALSE(parse_bytes("lots").ok());
-  EXPECT_FALSE(parse_bytes("-1MB").ok());
+  EXPECT_EQ(parse_byte_size("800MiB").value(), 800LL << 20);
+  EXPECT_EQ(parse_byte_size("80GB").value(), 80'000'000'000LL);
+  EXPECT_EQ(parse_byte_size("1.5GiB").value(), 3LL << 29);
+  EXPECT_EQ(parse_byte_size("4096").value(), 4096);
+  EXPECT_FALSE(parse_byte_size("lots").has_value());
+  EXPECT_FALSE(parse_byte_size("-1MB").has_value());
   const Layout l = parse_layout("tp=2,pp=2", 8).value();
   EXPECT_EQ(l.tp, 2);
   EXPECT_EQ(l.pp, 2);
