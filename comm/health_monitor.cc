@@ -167,20 +167,26 @@ class HealthMonitor::Impl {
   // with the same error, the job ends with that rank's exit code.
   void check_errors(ActivityClock::time_point now) {
     int failed = -1;
-    std::vector<std::string> running;
+    bool any_running = false;
     for (int r = 0; r < size_; ++r) {
-      if (beats_[r].type == kFinished) {
-        if (beats_[r].exit_code != 0 && failed < 0) failed = r;
-      } else {
-        running.push_back(absl::StrFormat("rank %d is %s", r, describe(beats_[r])));
+      if (beats_[r].type != kFinished) {
+        any_running = true;
+      } else if (beats_[r].exit_code != 0 && failed < 0) {
+        failed = r;
       }
     }
-    if (failed < 0 || running.empty()) {
+    if (failed < 0 || !any_running) {
       error_since_.reset();
       return;
     }
     if (!error_since_) error_since_ = now;
     if (seconds(now - *error_since_) < std::min(timeout_s_ / 2, 5.0)) return;
+    std::vector<std::string> running;
+    for (int r = 0; r < size_; ++r) {
+      if (beats_[r].type != kFinished) {
+        running.push_back(absl::StrFormat("rank %d is %s", r, describe(beats_[r])));
+      }
+    }
     fail(absl::StrFormat("rank %d ended with exit code %d while the others went on (%s)", failed,
                          beats_[failed].exit_code, absl::StrJoin(running, "; ")),
          beats_[failed].exit_code, "a rank failed alone");

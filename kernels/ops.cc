@@ -111,29 +111,27 @@ namespace {
 
 std::atomic<bool> g_bf16_compute{false};
 
-// `t` with every value rounded to the nearest bf16 (a copy), on the CPU path in bf16 mode; `t`
-// itself otherwise.
-Tensor bf16_input(const Tensor& t) {
-  if (!g_bf16_compute.load(std::memory_order_relaxed) || !t.defined() || !t.is_cpu() ||
-      t.dtype() != DType::kF32) {
-    return t;
-  }
-  Tensor r = Tensor::empty(t.shape());  // tensors are always contiguous
-  const float* in = t.data<float>();
-  float* out = r.data<float>();
-  const int64_t n = t.numel();
-  for (int64_t i = 0; i < n; ++i) out[i] = bf16_to_f32(f32_to_bf16(in[i]));
-  return r;
+// Whether bf16 mode rounds `t`: an f32 tensor on the CPU path.
+bool bf16_rounds(const Tensor& t) {
+  return g_bf16_compute.load(std::memory_order_relaxed) && t.defined() && t.is_cpu() &&
+         t.dtype() == DType::kF32;
 }
 
 // Rounds `t` in place to bf16 values (CPU, bf16 mode): a result stored in bf16.
 void bf16_output(Tensor& t) {
-  if (!g_bf16_compute.load(std::memory_order_relaxed) || !t.is_cpu() || t.dtype() != DType::kF32) {
-    return;
-  }
+  if (!bf16_rounds(t)) return;
   float* v = t.data<float>();
   const int64_t n = t.numel();
   for (int64_t i = 0; i < n; ++i) v[i] = bf16_to_f32(f32_to_bf16(v[i]));
+}
+
+// `t` with every value rounded to the nearest bf16 (a copy), on the CPU path in bf16 mode; `t`
+// itself otherwise.
+Tensor bf16_input(const Tensor& t) {
+  if (!bf16_rounds(t)) return t;
+  Tensor r = t.clone();
+  bf16_output(r);
+  return r;
 }
 
 }  // namespace

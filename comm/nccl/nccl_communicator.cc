@@ -182,7 +182,8 @@ class NcclCommunicator final : public Communicator {
     WEFT_CUDA_CHECK(cudaEventCreateWithFlags(&piece_ready_, cudaEventDisableTiming));
     WEFT_CUDA_CHECK(cudaEventCreateWithFlags(&piece_combined_, cudaEventDisableTiming));
     barrier_buffer_ = Tensor::zeros({1}, DType::kI32, Device::cuda(device_));
-    members_ = format_ranks(world_ranks_of(mpi_comm_));
+    world_ranks_ = world_ranks_of(mpi_comm_);
+    members_ = format_ranks(world_ranks_);
     poller_ = add_poller([this] { return poll(); });
   }
 
@@ -397,7 +398,7 @@ class NcclCommunicator final : public Communicator {
     r.comm = name_;
     r.members = members_;
     if (peer >= 0) {
-      r.peer = parse_ranks(members_).at(peer);
+      r.peer = world_ranks_.at(peer);
     } else {
       r.seq = ++collectives_issued_;
     }
@@ -505,7 +506,8 @@ class NcclCommunicator final : public Communicator {
   Tensor barrier_buffer_;  // i32[1] on the device
   std::mutex mutex_;       // one call at a time: NCCL calls on a comm must not race
   std::shared_ptr<TrafficCounters> counters_;
-  std::string members_;             // this group's world ranks (comm/activity.h)
+  std::vector<int> world_ranks_;    // world rank of each rank of this group
+  std::string members_;             // the same, formatted (comm/activity.h)
   int64_t collectives_issued_ = 0;  // under mutex_
   std::mutex track_mu_;
   std::deque<std::pair<std::shared_ptr<SharedEvent>, int64_t>> tracked_;  // calls in progress

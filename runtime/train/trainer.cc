@@ -278,15 +278,15 @@ absl::Status Trainer::restore(const CheckpointReader& checkpoint) {
   return absl::OkStatus();
 }
 
-double Trainer::run_microbatches(const Tensor& tokens, float loss_scale) {
+double Trainer::run_microbatches(const Tensor& tokens, float loss_scale, bool forward_only) {
   const int64_t rows = tokens.dim(0);
   const int64_t micro = options_.micro_batch > 0 ? options_.micro_batch : rows;
   std::vector<Tensor> batches;  // [micro, T] each; every pp rank of a dp group gets the same
   for (int64_t first = 0; first < rows; first += micro) {
     batches.push_back(tokens.slice(first, first + micro));
   }
-  absl::StatusOr<PipelineStepResult> result =
-      run_pipeline_step(*model_, mesh_.get(), batches, {.loss_scale = loss_scale});
+  absl::StatusOr<PipelineStepResult> result = run_pipeline_step(
+      *model_, mesh_.get(), batches, {.loss_scale = loss_scale, .forward_only = forward_only});
   // validate_batch() checked every schedule constraint before the first step.
   WEFT_CHECK(result.ok()) << result.status().message();
   return result->loss_sum;

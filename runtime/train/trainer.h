@@ -134,8 +134,9 @@ class Trainer {
   Boundary step_boundary();
   // Saves step `step` (waiting for the previous save first) and, with `wait`, until on disk.
   absl::Status save(int64_t step, StepMetrics& m, bool wait);
-  // This step's summed loss over this rank's micro-batches (every rank of a pipeline gets it).
-  double run_microbatches(const Tensor& tokens, float loss_scale);
+  // This step's summed loss over this rank's micro-batches (every rank of a pipeline gets it);
+  // forward_only: an evaluation (no backward, no gradients).
+  double run_microbatches(const Tensor& tokens, float loss_scale, bool forward_only = false);
   StepMetrics train_step(int64_t step);
   // Micro-batches per step on each rank.
   [[nodiscard]] int64_t micro_batches() const;

@@ -50,7 +50,6 @@ bool Trainer::eval_due(int64_t step) const {
 double Trainer::evaluate() {
   comm::Communicator& dp = mesh_->dp();
   const int64_t per_rank = options_.global_batch / dp.size();
-  const int64_t micro = options_.micro_batch > 0 ? options_.micro_batch : per_rank;
   const int64_t batches = options_.eval_batches > 0
                               ? options_.eval_batches
                               : eval_data_->num_sequences() / options_.global_batch;
@@ -59,15 +58,8 @@ double Trainer::evaluate() {
   for (int64_t b = 0; b < batches; ++b) {
     const Tensor tokens =
         eval_data_->sequences(b * options_.global_batch + dp.rank() * per_rank, per_rank);
-    std::vector<Tensor> micro_batches;
-    for (int64_t first = 0; first < per_rank; first += micro) {
-      micro_batches.push_back(tokens.slice(first, first + micro));
-    }
-    absl::StatusOr<PipelineStepResult> result = run_pipeline_step(
-        *model_, mesh_.get(), micro_batches,
-        {.loss_scale = 1.0f / static_cast<float>(predicted), .forward_only = true});
-    WEFT_CHECK(result.ok()) << result.status().message();  // the training steps' checks hold
-    loss_sum += result->loss_sum;
+    loss_sum += run_microbatches(tokens, 1.0f / static_cast<float>(predicted),
+                                 /*forward_only=*/true);
   }
   // The forward left MoE routing statistics behind: they are not the next step's.
   for (auto [layer, moe] : model_->moe_layers()) (void)moe->take_counts();
