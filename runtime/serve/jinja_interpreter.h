@@ -1,6 +1,7 @@
 // The tree-walking evaluator behind jinja::Template, following @huggingface/jinja's runtime.ts:
 // statements, scopes, loops and macros in jinja_interpreter.cc; expressions and operators in
-// jinja_eval.cc; filters, tests and the methods of strings and dicts in jinja_builtins.cc.
+// jinja_eval.cc; filters in jinja_filters.cc; tests and the methods of strings and dicts in
+// jinja_builtins.cc.
 #pragma once
 
 #include <deque>
@@ -39,6 +40,13 @@ Args split_args(const Values& args);
 
 bool is_test(const std::string& name);
 
+// Shared by the filters and the string methods (jinja_builtins.cc): JavaScript's
+// value.replace(/\b\w/g, c => c.toUpperCase()); the first character upper-cased; a true
+// boolean argument.
+std::string title_case(const std::string& s);
+std::string capitalize(const std::string& s);
+bool is_bool(const Value* v);
+
 class Interpreter {
  public:
   Interpreter();
@@ -48,9 +56,10 @@ class Interpreter {
 
   [[noreturn]] void fail(const std::string& what) const { throw TemplateError(line_, what); }
 
-  // jinja_builtins.cc
+  // jinja_filters.cc
   Value apply_filter(const Value& operand, const Node& filter, Env* env);
   Value jinja2_filter(const Value& operand, const Node& filter, Env* env);
+  // jinja_builtins.cc
   // `arg`: the value equalto/eq compare with (selectattr's third argument).
   bool apply_test(const std::string& name, const Value& operand, const Value* arg = nullptr);
   // Methods and properties reached with `.name` on strings, arrays and dicts; undefined if none.
