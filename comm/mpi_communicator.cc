@@ -88,6 +88,7 @@ void check_rows_match(const Tensor& in, const Tensor& out, const char* op) {
 }
 
 void check_disjoint(const Tensor& a, const Tensor& b, const char* op) {
+  const DeviceAccess access;  // addresses only
   const char* pa = static_cast<const char*>(a.raw());
   const char* pb = static_cast<const char*>(b.raw());
   const bool overlap = pa < pb + b.nbytes() && pb < pa + a.nbytes() && a.nbytes() && b.nbytes();
@@ -197,7 +198,7 @@ WorkPtr MpiCommunicator::all_gather_async(const Tensor& in, Tensor& out) {
   WEFT_CHECK_EQ(out.dim(0), size_ * n)
       << "all_gather: out " << out.str() << " needs " << size_ << " x the rows of in " << in.str();
   // In place when `in` is this rank's slot of `out`; any other overlap is an error.
-  const bool in_place = in.raw() == out.slice(rank_ * n, (rank_ + 1) * n).raw();
+  const bool in_place = (DeviceAccess(), in.raw() == out.slice(rank_ * n, (rank_ + 1) * n).raw());
   if (!in_place) check_disjoint(in, out, "all_gather");
   counters_->record("all_gather", static_cast<int64_t>(out.nbytes()), size_);
   return worker_->submit(collective("all_gather"), [this, in, out, n, in_place] {

@@ -63,7 +63,10 @@ void MpiWorker::loop() {
       queue_.pop_front();
       lock.unlock();
       const int64_t token = Activity::get().begin(std::move(next.label));
-      running_.push_back({next.work, next.op(), false, token});
+      {
+        const DeviceAccess access;  // the collective stands for the device (tensor.h)
+        running_.push_back({next.work, next.op(), false, token});
+      }
       next = {};  // drops the op's captured tensors before the work can be seen as done
       progress();
       lock.lock();
@@ -91,7 +94,10 @@ void MpiWorker::progress() {
           MPI_Testall(static_cast<int>(requests.size()), requests.data(), &flag, statuses.data()));
     }
     if (!flag) continue;
-    if (r.in_flight.on_complete) r.in_flight.on_complete(statuses);
+    if (r.in_flight.on_complete) {
+      const DeviceAccess access;
+      r.in_flight.on_complete(statuses);
+    }
     r.in_flight = {};
     r.complete = true;
   }

@@ -97,12 +97,15 @@ void check_state(const Check& c, const char* name, const Tensor& t, const Shape&
 
 }  // namespace
 
-// Calls cpu::fn or cuda::fn by the device of the call's tensors.
+// Calls cpu::fn or cuda::fn by the device of the call's tensors. The kernel may touch the
+// emulated GPU's memory (DeviceAccess, tensor.h).
 #ifdef WEFT_HAVE_CUDA
-#define WEFT_DISPATCH(dev, fn, ...) ((dev).is_cpu() ? cpu::fn(__VA_ARGS__) : cuda::fn(__VA_ARGS__))
+#define WEFT_DISPATCH(dev, fn, ...)    \
+  (::weft::DeviceAccess(), (dev).is_cpu() ? cpu::fn(__VA_ARGS__) : cuda::fn(__VA_ARGS__))
 #else
-#define WEFT_DISPATCH(dev, fn, ...) \
-  ((WEFT_CHECK((dev).is_cpu()) << #fn ": no CUDA support in this build"), cpu::fn(__VA_ARGS__))
+#define WEFT_DISPATCH(dev, fn, ...)                                                  \
+  (::weft::DeviceAccess(), (WEFT_CHECK((dev).is_cpu()) << #fn ": no CUDA support in this build"), \
+   cpu::fn(__VA_ARGS__))
 #endif
 
 // ---- dense algebra ----
@@ -120,6 +123,7 @@ bool bf16_rounds(const Tensor& t) {
 // Rounds `t` in place to bf16 values (CPU, bf16 mode): a result stored in bf16.
 void bf16_output(Tensor& t) {
   if (!bf16_rounds(t)) return;
+  DeviceAccess access;  // a rounding kernel
   float* v = t.data<float>();
   const int64_t n = t.numel();
   for (int64_t i = 0; i < n; ++i) v[i] = bf16_to_f32(f32_to_bf16(v[i]));

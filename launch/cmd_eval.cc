@@ -89,7 +89,7 @@ absl::Status run_eval(Session& session, const Args& args) {
   absl::StatusOr<MoePlacement> moe =
       moe_placement(flags.str("model"), flags.str("speculative-moe"), dims->ep);
   WEFT_RETURN_IF_ERROR(session.agree(moe.status()));
-  std::unique_ptr<parallel::Mesh> mesh = parallel::Mesh::create(session.world(), *dims);
+  std::unique_ptr<parallel::Mesh> mesh = parallel::Mesh::create(session.compute_world(), *dims);
   const bool sequence_parallel = flags.boolean("sequence-parallel");
   const int pp_virtual = static_cast<int>(flags.integer("pp-virtual", 1));
   const double capacity = flags.number("moe-capacity-factor", 0);

@@ -85,7 +85,7 @@ const std::vector<FlagSpec>& train_flags() {
 // Flags that are not RunConfig fields.
 bool is_cli_only(const std::string& flag) {
   return flag == "config" || flag == "init-random" || flag == "help" || flag == "comm-timeout" ||
-         flag == "precision";
+         flag == "precision" || flag == "device" || flag == "gpus-per-node";
 }
 
 // RunConfig from --config (if any) with every flag given on the command line laid over it (a
@@ -238,7 +238,7 @@ absl::Status run_train(Session& session, const Args& args) {
 
   auto agree = [&](absl::Status s) { return session.agree(std::move(s)); };
   WEFT_ASSIGN_OR_RETURN(std::unique_ptr<train::Trainer> trainer,
-                        train::Trainer::create(*options, session.world(), agree));
+                        train::Trainer::create(*options, session.compute_world(), agree));
   WEFT_RETURN_IF_ERROR(trainer->run());
   if (!cfg->comm_report().empty()) {
     WEFT_RETURN_IF_ERROR(session.agree(comm::write_comm_report(

@@ -47,7 +47,11 @@ absl::StatusOr<class Flags> parse_flags(Session& session, const std::string& sub
                                         std::vector<struct FlagSpec> specs);
 bool is_help(const absl::Status& status);
 
-// --tp, --pp, --pp-virtual, --micro-batch, --sequence-parallel, --sp, --sp-attn, --sp-linear,
+// --device and --gpus-per-node (runtime/core/device_select.h): parse_flags() resolves them and
+// calls Session::use_device() for every command that declares them.
+std::vector<struct FlagSpec> device_flags();
+
+// --device, --gpus-per-node, --tp, --pp, --pp-virtual, --micro-batch, --sequence-parallel, --sp, --sp-attn, --sp-linear,
 // --sp-ulysses: shared by eval and train.
 std::vector<struct FlagSpec> model_parallel_flags();
 

@@ -7,6 +7,7 @@
 #include "absl/strings/ascii.h"
 #include "absl/strings/numbers.h"
 #include "kernels/threads.h"
+#include "launch/commands.h"
 #include "runtime/core/byte_size.h"
 #include "runtime/core/status.h"
 
@@ -31,7 +32,8 @@ constexpr int64_t kDefaultKvBytes = int64_t{1} << 30;
 }  // namespace
 
 std::vector<FlagSpec> engine_flags() {
-  return {
+  std::vector<FlagSpec> specs = device_flags();
+  std::vector<FlagSpec> rest = {
       {"tp", FlagKind::kInt, "tensor-parallel degree: heads and KV cache split (default 1)", false,
        1},
       {"precision", FlagKind::kString,
@@ -83,6 +85,8 @@ std::vector<FlagSpec> engine_flags() {
        "with --shift-parallel: tokens in a step above which it runs sequence-parallel (default "
        "256)",
        false, 0}};
+  specs.insert(specs.end(), rest.begin(), rest.end());
+  return specs;
 }
 
 namespace {
@@ -177,12 +181,12 @@ absl::StatusOr<EngineSetup> setup_engine(Session& session, const Flags& flags, i
       disagg_layout(flags, session.size());
   WEFT_RETURN_IF_ERROR(session.agree(disagg.status()));
   // Disaggregated: this rank's instance (prefill, or its decode instance) is its own world.
-  comm::Communicator* group = &session.world();
+  comm::Communicator* group = &session.compute_world();
   bool leads = session.is_root();  // loads a tokenizer: rank 0, and each decode leader
   if (disagg->has_value()) {
     const serve::DisaggLayout& l = **disagg;
     const int r = session.rank();
-    out.group = session.world().split(l.instance_of(r) + 1, r, "serving_instance");
+    out.group = session.compute_world().split(l.instance_of(r) + 1, r, "serving_instance");
     group = out.group.get();
     leads = r == 0 || (r >= l.prefill_ranks && (r - l.prefill_ranks) % l.decode_tp == 0);
   }
@@ -297,7 +301,7 @@ absl::StatusOr<EngineSetup> setup_engine(Session& session, const Flags& flags, i
     serve::DisaggLayout l = **disagg;
     l.kv_heads = out.model->config().num_key_value_heads;
     l.block_size = block_size;
-    out.engine->set_disaggregation(serve::Disaggregation::create(session.world(), l));
+    out.engine->set_disaggregation(serve::Disaggregation::create(session.compute_world(), l));
   }
   if (out.shift_model != nullptr)
     out.engine->set_shift_model(out.shift_model.get(), &out.mesh->tp());

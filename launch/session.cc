@@ -2,6 +2,7 @@
 
 #include "absl/strings/cord.h"
 #include "absl/strings/str_cat.h"
+#include "comm/hybrid_communicator.h"
 #include "runtime/train/stop_signal.h"
 
 namespace weft::cli {
@@ -13,10 +14,16 @@ constexpr char kReportedElsewhere[] = "weft.reported_elsewhere";
 
 Session::Session(std::unique_ptr<comm::Communicator> world) : world_(std::move(world)) {}
 
+void Session::use_device(Device device) {
+  device_ = device;
+  set_default_device(device);
+  compute_world_ = comm::device_communicator(*world_, device);
+}
+
 absl::Status Session::agree(absl::Status local) {
   if (size() == 1) return local;
   // [0] = 1 if this rank failed; [1] = -rank of a failing rank (max = lowest failing rank).
-  Tensor flags = Tensor::empty({2}, DType::kI32);
+  Tensor flags = Tensor::empty({2}, DType::kI32, Device::cpu());
   flags.data<int32_t>()[0] = local.ok() ? 0 : 1;
   flags.data<int32_t>()[1] = local.ok() ? -size() : -rank();
   world_->all_reduce(flags, comm::ReduceOp::kMax);

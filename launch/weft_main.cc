@@ -1,4 +1,5 @@
 // weft: one binary, one process per rank. `mpirun -np N build/weft SUBCOMMAND [flags]`.
+#include <algorithm>
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
@@ -14,6 +15,7 @@
 #include "kernels/threads.h"
 #include "launch/commands.h"
 #include "launch/flags.h"
+#include "runtime/core/device_select.h"
 #include "runtime/core/exit_code.h"
 #include "runtime/core/logging.h"
 #include "runtime/core/status.h"
@@ -102,11 +104,19 @@ absl::StatusOr<Flags> parse_flags(Session& session, const std::string& subcomman
   // Every rank takes rank 0's value: an environment that differs across nodes (mpirun forwards
   // variables only with -x) must not leave some ranks starting the monitor and others not.
   if (session.size() > 1) {
-    Tensor t = Tensor::from_floats({static_cast<float>(timeout_s)}, {1});
+    Tensor t = Tensor::from_floats({static_cast<float>(timeout_s)}, {1});  // on the host
     session.world().broadcast(t, 0);
     timeout_s = t.item();
   }
   session.watch_health(timeout_s);
+  const bool takes_device = std::any_of(specs.begin(), specs.end(),
+                                        [](const FlagSpec& s) { return s.name == "device"; });
+  if (takes_device) {
+    absl::StatusOr<Device> device = select_device(
+        flags->str("device"), static_cast<int>(flags->integer("gpus-per-node", 0)), device_env());
+    WEFT_RETURN_IF_ERROR(session.agree(device.status()));
+    session.use_device(*device);
+  }
   if (flags->has("precision")) {
     const std::string precision = flags->str("precision");
     if (precision != "f32" && precision != "bf16") {
@@ -120,8 +130,18 @@ absl::StatusOr<Flags> parse_flags(Session& session, const std::string& subcomman
 
 bool is_help(const absl::Status& status) { return status.GetPayload(kHelpShown).has_value(); }
 
+std::vector<FlagSpec> device_flags() {
+  return {{"device", FlagKind::kString,
+           "cpu or cuda (default: cuda when this build has CUDA and a GPU is visible): where "
+           "weights, activations and the KV cache live"},
+          {"gpus-per-node", FlagKind::kInt,
+           "GPUs each node gives its ranks (default: all visible): local rank r uses GPU r % N",
+           false, 1}};
+}
+
 std::vector<FlagSpec> model_parallel_flags() {
-  return {
+  std::vector<FlagSpec> specs = device_flags();
+  std::vector<FlagSpec> rest = {
       {"tp", FlagKind::kInt, "tensor-parallel degree (default 1)", false, 1},
       {"precision", FlagKind::kString,
        "f32 (default) or bf16: bf16 GEMM inputs and activations, f32 accumulation, f32 master "
@@ -162,6 +182,8 @@ std::vector<FlagSpec> model_parallel_flags() {
        "MoE load-balancing loss coefficient (default 0: off); reported apart from the loss"},
       {"speculative-moe", FlagKind::kString,
        "expert placement from `weft moe profile`: co-located experts, one row per destination"}};
+  specs.insert(specs.end(), rest.begin(), rest.end());
+  return specs;
 }
 
 absl::StatusOr<SpChoice> parse_sp_choice(const std::string& attn, const std::string& linear,

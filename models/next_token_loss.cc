@@ -9,16 +9,19 @@ namespace weft::models {
 
 namespace {
 
-// Local row lse [N] -> the log-sum-exp over the whole vocabulary, in place.
+// Local row lse [N] -> the log-sum-exp over the whole vocabulary, in place. On the host: N
+// floats, copied from and back to a GPU.
 void combine_lse(comm::Communicator& tp, Tensor& lse) {
-  Tensor row_max = lse.clone();  // [N]
+  Tensor host = lse.to(Device::cpu());  // [N]
+  Tensor row_max = host.clone();        // [N]
   tp.all_reduce(row_max, comm::ReduceOp::kMax);
-  const int64_t n = lse.numel();
-  float* l = lse.data<float>();
+  const int64_t n = host.numel();
+  float* l = host.data<float>();
   const float* m = row_max.data<float>();
   for (int64_t i = 0; i < n; ++i) l[i] = std::exp(l[i] - m[i]);  // sum_r exp(lse_r - max)
-  tp.all_reduce(lse);
+  tp.all_reduce(host);
   for (int64_t i = 0; i < n; ++i) l[i] = m[i] + std::log(l[i]);
+  lse.copy_from(host);
 }
 
 }  // namespace
@@ -26,10 +29,9 @@ void combine_lse(comm::Communicator& tp, Tensor& lse) {
 Tensor next_token_targets(const Tensor& tokens) {
   const int64_t b = tokens.dim(0), t = tokens.dim(1);
   const std::vector<int64_t> ids = tokens.to_ints();
-  Tensor targets = Tensor::empty({b * t}, DType::kI64);  // [B*T]
-  int64_t* p = targets.data<int64_t>();
-  for (int64_t i = 0; i < b * t; ++i) p[i] = (i % t == t - 1) ? -1 : ids[i + 1];
-  return targets;
+  std::vector<int64_t> targets(b * t);  // [B*T]
+  for (int64_t i = 0; i < b * t; ++i) targets[i] = (i % t == t - 1) ? -1 : ids[i + 1];
+  return Tensor::from_ints(targets, {b * t}).on(default_device());
 }
 
 double cross_entropy_sum(const Tensor& logits, const Tensor& targets, int64_t vocab_start,

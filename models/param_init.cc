@@ -23,10 +23,12 @@ uint64_t name_hash(const std::string& name) {
 
 namespace {
 
-// Tensor::empty(shape) for parameter `name`; an allocation failure names the parameter.
-Tensor allocate_param(const std::string& name, const Shape& shape) {
+// Tensor::empty(shape, f32, device) for parameter `name`; an allocation failure names the
+// parameter.
+Tensor allocate_param(const std::string& name, const Shape& shape,
+                      Device device = default_device()) {
   try {
-    return Tensor::empty(shape);
+    return Tensor::empty(shape, DType::kF32, device);
   } catch (const AllocationError& e) {
     throw AllocationError("parameter " + name + " of shape " + shape_str(shape) + ": " + e.what());
   }
@@ -63,7 +65,7 @@ void ensure_grad(Param& param) {
 void init_normal(Param& param, uint64_t seed, float std) {
   std::mt19937_64 rng(seed ^ name_hash(param.name));
   std::normal_distribution<float> dist(0.0f, std);
-  Tensor whole = allocate_param(param.name, param.spec.global_shape);
+  Tensor whole = allocate_param(param.name, param.spec.global_shape, Device::cpu());
   float* p = whole.data<float>();
   for (int64_t i = 0; i < whole.numel(); ++i) p[i] = dist(rng);
   param.value = take_shard(whole, param.spec, param.value.shape());

@@ -121,7 +121,7 @@ RopeFrequencies rope_frequencies(const RopeConfig& rope, int64_t seq_len) {
 
 RotaryEmbedding::RotaryEmbedding(const io::ModelConfig& config) : rope_(RopeConfig::of(config)) {
   const RopeFrequencies freqs = rope_frequencies(rope_, rope_.max_position_embeddings);
-  fixed_ = Tensor::from_floats(freqs.inv_freq, {rope_.head_dim / 2});
+  fixed_ = Tensor::from_floats(freqs.inv_freq, {rope_.head_dim / 2}).on(default_device());
   attention_factor_ = freqs.attention_factor;
 }
 
@@ -155,8 +155,9 @@ Tensor RotaryEmbedding::inv_freq(const TokenBatch& batch, Device device) const {
       table = Tensor::from_floats(rows, {static_cast<int64_t>(lens.size()), half});
     }
   }
-  // weft's commands run models on the CPU; a CUDA caller copies the d/2 (or T x d/2) floats.
-  return device.is_cpu() ? table : table.to(device);
+  // The fixed table lives on the model's device; a dynamic one is copied there (d/2 or T x d/2
+  // floats).
+  return table.on(device);
 }
 
 }  // namespace weft::models

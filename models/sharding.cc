@@ -20,10 +20,12 @@ ShardExtent shard_extent(int64_t size, const TpShard& shard) {
 }
 
 Tensor take_shard(const Tensor& whole, const ShardSpec& spec, const Shape& local) {
-  if (spec.split_dim < 0) return whole.to_dtype(DType::kF32);
+  if (spec.split_dim < 0) return whole.to_dtype(DType::kF32).on(default_device());
   const int dim = spec.split_dim;
   const int64_t n = local[dim];
-  if (dim == 0) return whole.slice(spec.offset, spec.offset + n).to_dtype(DType::kF32);
+  if (dim == 0) {
+    return whole.slice(spec.offset, spec.offset + n).to_dtype(DType::kF32).on(default_device());
+  }
   // As [outer, len, inner]: rows o*len + offset .. + n of [outer*len, inner] are block o.
   int64_t outer = 1, inner = 1;
   for (int i = 0; i < dim; ++i) outer *= whole.dim(i);

@@ -2,14 +2,14 @@
 
 #include <algorithm>
 #include <map>
+#include <vector>
 
 namespace weft::models {
 
 TokenBatch TokenBatch::make(int64_t batch, int64_t len, int64_t offset) {
-  TokenBatch b{batch, len, offset, Tensor::empty({len}, DType::kI64)};
-  int64_t* p = b.positions.data<int64_t>();
-  for (int64_t t = 0; t < len; ++t) p[t] = offset + t;
-  return b;
+  std::vector<int64_t> positions(len);
+  for (int64_t t = 0; t < len; ++t) positions[t] = offset + t;
+  return {batch, len, offset, Tensor::from_ints(positions, {len}).on(default_device())};
 }
 
 Tensor request_lengths(const PagedBatch& paged) {
@@ -21,7 +21,7 @@ Tensor request_lengths(const PagedBatch& paged) {
   }
   std::vector<int64_t> out(seq.size());
   for (size_t i = 0; i < seq.size(); ++i) out[i] = length[seq[i]];
-  return Tensor::from_ints(out, {static_cast<int64_t>(out.size())});
+  return Tensor::from_ints(out, {static_cast<int64_t>(out.size())}).on(default_device());
 }
 
 }  // namespace weft::models

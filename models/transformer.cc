@@ -225,7 +225,7 @@ Tensor take_columns(const Tensor& x, const std::vector<int64_t>& positions) {
   for (int64_t i = 0; i < b; ++i) {
     for (const int64_t p : positions) out.push_back(all[i * t + p]);
   }
-  return Tensor::from_ints(out, {b, c});
+  return Tensor::from_ints(out, {b, c}).on(x.device());
 }
 
 }  // namespace
@@ -251,7 +251,7 @@ Tensor Transformer::chunk_forward(int c, const Tensor& tokens, const Tensor& inp
   const Tensor local_tokens = layout_.sp > 1 ? take_columns(tokens, positions) : tokens;
   const int64_t rows = region_.local_rows(b * t);  // this rank's rows between layers
   s.batch = TokenBatch::make(b, t, 0);
-  if (layout_.sp > 1) s.batch.positions = Tensor::from_ints(positions, {t});
+  if (layout_.sp > 1) s.batch.positions = Tensor::from_ints(positions, {t}).on(default_device());
   s.batch.seq_len = tokens.dim(1);
   s.ids = local_tokens.view({b * t});
   s.blocks.resize(chunk.blocks.size());

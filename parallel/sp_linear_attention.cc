@@ -76,7 +76,7 @@ Tensor block(const Tensor& t, int64_t i, int64_t rows) {
 // t itself when it is an f32 host tensor, else an f32 host copy: the row moves between the
 // token-major and head-major layouts run on the host (kernels/ops.h has no strided copy).
 Tensor host_f32(const Tensor& t) {
-  const Tensor host = t.is_cpu() ? t : t.to(Device::cpu());
+  const Tensor host = t.host();
   return host.dtype() == DType::kF32 ? host : host.to_dtype(DType::kF32);
 }
 
@@ -100,27 +100,28 @@ void for_each_row(int64_t batch, int64_t len, int64_t n, int64_t heads, int64_t 
 Tensor gather_heads(const Tensor& x, int64_t heads, const Weights* w) {
   const int64_t batch = x.dim(0), len = x.dim(1), d = x.dim(3);
   const Tensor src = host_f32(x);
-  Tensor dst = Tensor::empty({batch, heads, len, d});
+  Tensor dst = Tensor::empty({batch, heads, len, d}, DType::kF32, Device::cpu());
   const float* sp = src.data<float>();
   float* dp = dst.data<float>();
   for_each_row(batch, len, x.dim(2), heads, d, [&](int64_t t, int64_t r, int64_t h, int64_t j) {
     const float wj = w == nullptr ? 1.0f : (*w)[h][j];
     for (int64_t e = 0; e < d; ++e) dp[r + e] = wj * sp[t + e];
   });
-  return x.is_cpu() ? dst : dst.to(x.device());
+  return dst.on(x.device());
 }
 
 // out[b, j, o, :] += y[b, o, j, :] with y [B, n, L, d] f32 and out [B, L, n, d].
 void scatter_add_heads(const Tensor& y, Tensor& out) {
   const int64_t batch = out.dim(0), len = out.dim(1), n = out.dim(2), d = out.dim(3);
   const Tensor src = host_f32(y);
+  const bool in_place = out.is_host() && out.dtype() == DType::kF32;  // dst is out itself
   Tensor dst = host_f32(out);
   const float* sp = src.data<float>();
   float* dp = dst.data<float>();
   for_each_row(batch, len, n, n, d, [&](int64_t t, int64_t r, int64_t, int64_t) {
     for (int64_t e = 0; e < d; ++e) dp[t + e] += sp[r + e];
   });
-  if (dst.raw() != out.raw()) {
+  if (!in_place) {
     out.copy_from(dst.dtype() == out.dtype() ? dst : dst.to_dtype(out.dtype()));
   }
 }

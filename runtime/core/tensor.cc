@@ -1,5 +1,6 @@
 #include "runtime/core/tensor.h"
 
+#include <atomic>
 #include <cstring>
 #include <numeric>
 
@@ -19,6 +20,19 @@ int64_t shape_numel(const Shape& shape) {
 std::string shape_str(const Shape& shape) {
   return absl::StrCat("[", absl::StrJoin(shape, ", "), "]");
 }
+
+namespace {
+
+Device g_default_device = Device::cpu();
+std::atomic<int> g_device_access{0};
+
+}  // namespace
+
+Device default_device() { return g_default_device; }
+void set_default_device(Device device) { g_default_device = device; }
+
+DeviceAccess::DeviceAccess() { g_device_access.fetch_add(1, std::memory_order_relaxed); }
+DeviceAccess::~DeviceAccess() { g_device_access.fetch_sub(1, std::memory_order_relaxed); }
 
 Storage::Storage(size_t bytes, Device device)
     : data_(device_allocate(bytes, device)), bytes_(bytes), device_(device) {}
@@ -47,7 +61,7 @@ void copy_bytes(void* dst, Device dst_device, const void* src, Device src_device
 #endif
 }
 
-Tensor Tensor::empty(Shape shape, DType dtype, Device device) {
+Tensor Tensor::empty(Shape shape, DType dtype, std::optional<Device> device) {
   for (int64_t d : shape) WEFT_CHECK(d >= 0) << "negative dimension in " << shape_str(shape);
   int64_t bytes = static_cast<int64_t>(dtype_size(dtype));
   for (int64_t d : shape) {
@@ -58,21 +72,21 @@ Tensor Tensor::empty(Shape shape, DType dtype, Device device) {
   Tensor t;
   t.dtype_ = dtype;
   t.shape_ = std::move(shape);
-  t.storage_ = std::make_shared<Storage>(t.nbytes(), device);
+  t.storage_ = std::make_shared<Storage>(t.nbytes(), device.value_or(default_device()));
   return t;
 }
 
-Tensor Tensor::zeros(Shape shape, DType dtype, Device device) {
+Tensor Tensor::zeros(Shape shape, DType dtype, std::optional<Device> device) {
   Tensor t = empty(std::move(shape), dtype, device);
   t.zero_();
   return t;
 }
 
 Tensor Tensor::full(Shape shape, float value) {
-  Tensor t = empty(std::move(shape));
+  Tensor t = empty(std::move(shape), DType::kF32, Device::cpu());
   float* p = t.data<float>();
   std::fill(p, p + t.numel(), value);
-  return t;
+  return t.on(default_device());
 }
 
 Tensor Tensor::borrow(void* data, Shape shape, DType dtype, Device device,
@@ -86,14 +100,14 @@ Tensor Tensor::borrow(void* data, Shape shape, DType dtype, Device device,
 
 Tensor Tensor::from_floats(const std::vector<float>& values, Shape shape) {
   WEFT_CHECK_EQ(static_cast<int64_t>(values.size()), shape_numel(shape));
-  Tensor t = empty(std::move(shape));
+  Tensor t = empty(std::move(shape), DType::kF32, Device::cpu());
   std::memcpy(t.raw(), values.data(), t.nbytes());
   return t;
 }
 
 Tensor Tensor::from_ints(const std::vector<int64_t>& values, Shape shape) {
   WEFT_CHECK_EQ(static_cast<int64_t>(values.size()), shape_numel(shape));
-  Tensor t = empty(std::move(shape), DType::kI64);
+  Tensor t = empty(std::move(shape), DType::kI64, Device::cpu());
   std::memcpy(t.raw(), values.data(), t.nbytes());
   return t;
 }
@@ -106,6 +120,15 @@ int64_t Tensor::dim(int i) const {
 }
 
 void* Tensor::raw() const {
+  WEFT_CHECK(defined()) << "use of an undefined tensor";
+  WEFT_CHECK(!storage_->device().is_emulated_gpu() ||
+             g_device_access.load(std::memory_order_relaxed) > 0)
+      << "host code touched " << str()
+      << " (GPU memory outside a kernel, collective or copy): copy it with host() first";
+  return bytes_at();
+}
+
+void* Tensor::bytes_at() const {
   WEFT_CHECK(defined()) << "use of an undefined tensor";
   return static_cast<char*>(storage_->data()) + offset_;
 }
@@ -146,16 +169,18 @@ Tensor Tensor::clone() const { return to(device()); }
 
 Tensor Tensor::to(Device device) const {
   Tensor t = empty(shape_, dtype_, device);
-  copy_bytes(t.raw(), device, raw(), this->device(), nbytes());
+  copy_bytes(t.bytes_at(), device, bytes_at(), this->device(), nbytes());
   return t;
 }
 
+Tensor Tensor::on(Device device) const { return this->device() == device ? *this : to(device); }
+
 Tensor Tensor::to_dtype(DType dtype) const {
   if (dtype == dtype_) return clone();
-  WEFT_CHECK(is_cpu()) << "to_dtype needs a CPU tensor, got " << str();
+  WEFT_CHECK(is_host()) << "to_dtype needs a CPU tensor, got " << str();
   WEFT_CHECK(is_floating(dtype) && is_floating(dtype_))
       << "to_dtype converts between float types, asked " << str() << " -> " << dtype_name(dtype);
-  Tensor t = empty(shape_, dtype);
+  Tensor t = empty(shape_, dtype, Device::cpu());
   const int64_t n = numel();
   std::vector<float> values = to_floats();
   if (dtype == DType::kF32) {
@@ -172,13 +197,13 @@ Tensor Tensor::to_dtype(DType dtype) const {
 void Tensor::copy_from(const Tensor& src) {
   WEFT_CHECK(src.shape_ == shape_ && src.dtype_ == dtype_)
       << "copy_from " << src.str() << " into " << str();
-  copy_bytes(raw(), device(), src.raw(), src.device(), nbytes());
+  copy_bytes(bytes_at(), device(), src.bytes_at(), src.device(), nbytes());
 }
 
 void Tensor::zero_() {
   if (nbytes() == 0) return;
   if (is_cpu()) {
-    std::memset(raw(), 0, nbytes());
+    std::memset(bytes_at(), 0, nbytes());
   } else {
 #ifdef WEFT_HAVE_CUDA
     WEFT_CUDA_CHECK(cudaMemset(raw(), 0, nbytes()));
@@ -192,7 +217,7 @@ float Tensor::item() const {
 }
 
 std::vector<float> Tensor::to_floats() const {
-  const Tensor host = is_cpu() ? *this : to(Device::cpu());
+  const Tensor host = this->host();
   const int64_t n = numel();
   std::vector<float> out(n);
   switch (dtype_) {
@@ -216,7 +241,7 @@ std::vector<float> Tensor::to_floats() const {
 }
 
 std::vector<int64_t> Tensor::to_ints() const {
-  const Tensor host = is_cpu() ? *this : to(Device::cpu());
+  const Tensor host = this->host();
   const int64_t n = numel();
   std::vector<int64_t> out(n);
   for (int64_t i = 0; i < n; ++i) {

@@ -5,6 +5,7 @@
 #include <cstdint>
 #include <initializer_list>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -45,15 +46,16 @@ class Tensor {
  public:
   Tensor() = default;  // undefined tensor: defined() is false
 
+  // Without a device: on default_device() (device.h).
   [[nodiscard]] static Tensor empty(Shape shape, DType dtype = DType::kF32,
-                                    Device device = Device::cpu());
+                                    std::optional<Device> device = std::nullopt);
   [[nodiscard]] static Tensor zeros(Shape shape, DType dtype = DType::kF32,
-                                    Device device = Device::cpu());
-  [[nodiscard]] static Tensor full(Shape shape, float value);  // f32 on CPU
+                                    std::optional<Device> device = std::nullopt);
+  [[nodiscard]] static Tensor full(Shape shape, float value);  // f32 on default_device()
   // Borrows memory owned elsewhere (e.g. an mmap'd safetensors file); `keepalive` holds it.
   [[nodiscard]] static Tensor borrow(void* data, Shape shape, DType dtype, Device device,
                                      std::shared_ptr<void> keepalive);
-  // Copies host values into a new CPU tensor.
+  // Copies host values into a new tensor in host memory.
   [[nodiscard]] static Tensor from_floats(const std::vector<float>& values, Shape shape);
   [[nodiscard]] static Tensor from_ints(const std::vector<int64_t>& values, Shape shape);
 
@@ -67,6 +69,7 @@ class Tensor {
   [[nodiscard]] DType dtype() const { return dtype_; }
   [[nodiscard]] Device device() const { return storage_ ? storage_->device() : Device::cpu(); }
   [[nodiscard]] bool is_cpu() const { return device().is_cpu(); }
+  [[nodiscard]] bool is_host() const { return device().is_host(); }
 
   [[nodiscard]] void* raw() const;
   template <typename T>
@@ -82,7 +85,12 @@ class Tensor {
   [[nodiscard]] Tensor view(Shape shape) const;
 
   [[nodiscard]] Tensor clone() const;
+  // A copy on `device`.
   [[nodiscard]] Tensor to(Device device) const;
+  // This tensor if it is on `device` already, else a copy there.
+  [[nodiscard]] Tensor on(Device device) const;
+  // on(Device::cpu()): host memory that host code may read.
+  [[nodiscard]] Tensor host() const { return on(Device::cpu()); }
   // Converts between f32, bf16 and f16 (and copies otherwise); CPU tensors only.
   [[nodiscard]] Tensor to_dtype(DType dtype) const;
 
@@ -98,10 +106,24 @@ class Tensor {
   [[nodiscard]] std::string str() const;  // "f32[2, 3] cpu"
 
  private:
+  // raw() without the emulated GPU's host-access check: for the explicit copies above.
+  [[nodiscard]] void* bytes_at() const;
+
   std::shared_ptr<Storage> storage_;
   Shape shape_;
   DType dtype_ = DType::kF32;
   size_t offset_ = 0;  // bytes into storage
+};
+
+// While one is alive (on any thread), the emulated GPU's memory may be touched by host code:
+// opened around kernels, collectives and copies, the code that stands for the device. Checking
+// only the emulated GPU (device.h), it costs nothing on the real devices.
+class DeviceAccess {
+ public:
+  DeviceAccess();
+  ~DeviceAccess();
+  DeviceAccess(const DeviceAccess&) = delete;
+  DeviceAccess& operator=(const DeviceAccess&) = delete;
 };
 
 // Copy `bytes` between any two devices (host<->host is memcpy).

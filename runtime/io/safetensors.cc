@@ -240,7 +240,7 @@ absl::StatusOr<Tensor> SafetensorsFile::get(const std::string& name) const {
   if (reinterpret_cast<uintptr_t>(bytes) % dtype_size(dtype) == 0) {
     return Tensor::borrow(bytes, entry->info.shape, dtype, Device::cpu(), mapping_);
   }
-  Tensor copy = Tensor::empty(entry->info.shape, dtype);
+  Tensor copy = Tensor::empty(entry->info.shape, dtype, Device::cpu());
   std::memcpy(copy.raw(), bytes, entry->end - entry->begin);
   return copy;
 }

@@ -149,13 +149,13 @@ std::vector<std::string> CheckpointWriter::all_gather_bytes(const std::string& b
   if (!comm_) return {bytes};
   const int p = comm_->size();
   Tensor length = Tensor::from_ints({static_cast<int64_t>(bytes.size())}, {1});
-  Tensor lengths = Tensor::zeros({p}, length.dtype());
+  Tensor lengths = Tensor::zeros({p}, length.dtype(), Device::cpu());
   comm_->all_gather(length, lengths);
   int64_t longest = 1;
   for (int r = 0; r < p; ++r) longest = std::max(longest, lengths.data<int64_t>()[r]);
-  Tensor mine = Tensor::zeros({longest}, DType::kU8);  // [longest], zero padded
+  Tensor mine = Tensor::zeros({longest}, DType::kU8, Device::cpu());  // [longest], zero padded
   std::memcpy(mine.raw(), bytes.data(), bytes.size());
-  Tensor all = Tensor::empty({p * longest}, DType::kU8);  // [P * longest]
+  Tensor all = Tensor::empty({p * longest}, DType::kU8, Device::cpu());  // [P * longest]
   comm_->all_gather(mine, all);
   std::vector<std::string> out;
   for (int r = 0; r < p; ++r) {

@@ -58,7 +58,7 @@ const std::vector<int64_t>& IndexedTokenData::epoch_order(int64_t epoch) const {
 }
 
 Tensor IndexedTokenData::sequences(int64_t first, int64_t count) const {
-  Tensor out = Tensor::empty({count, seq_len_}, DType::kI64);  // [count, T]
+  Tensor out = Tensor::empty({count, seq_len_}, DType::kI64, Device::cpu());  // [count, T]
   int64_t* dst = out.data<int64_t>();
   for (int64_t i = 0; i < count; ++i) {
     const int64_t position = first + i;

@@ -313,8 +313,8 @@ double measure_core_flops() {
   const int threads = kernels::cpu_threads();
   kernels::set_cpu_threads(1);
   const int64_t n = 256;
-  const Tensor a = Tensor::full({n, n}, 0.5f), b = Tensor::full({n, n}, 0.25f);
-  Tensor c = Tensor::zeros({n, n});
+  const Tensor a = Tensor::full({n, n}, 0.5f).host(), b = Tensor::full({n, n}, 0.25f).host();
+  Tensor c = Tensor::zeros({n, n}, DType::kF32, Device::cpu());
   kernels::gemm(a, false, b, false, c);  // warm up
   const auto start = std::chrono::steady_clock::now();
   int reps = 0;

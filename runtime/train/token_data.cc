@@ -71,7 +71,7 @@ absl::StatusOr<TokenFile> TokenFile::load(const std::string& path) {
 }
 
 Tensor TokenFile::sequences(int64_t first, int64_t count) const {
-  Tensor out = Tensor::empty({count, seq_len_}, DType::kI64);
+  Tensor out = Tensor::empty({count, seq_len_}, DType::kI64, Device::cpu());
   int64_t* dst = out.data<int64_t>();
   for (int64_t i = 0; i < count; ++i) {
     const int64_t line = (first + i) % num_sequences_;
