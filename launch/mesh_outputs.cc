@@ -19,7 +19,7 @@ Tensor concat_rows(const std::vector<Tensor>& parts) {
   for (const Tensor& p : parts) rows += p.dim(0);
   Shape shape = parts.front().shape();
   shape[0] = rows;
-  Tensor out = Tensor::empty(shape, parts.front().dtype());
+  Tensor out = Tensor::empty(shape, parts.front().dtype(), Device::cpu());
   int64_t at = 0;
   for (const Tensor& p : parts) {
     out.slice(at, at + p.dim(0)).copy_from(p);
@@ -28,26 +28,28 @@ Tensor concat_rows(const std::vector<Tensor>& parts) {
   return out;
 }
 
+// Everything here runs on the host: the outputs are assembled in host memory for writing.
+
 // Sends a named tensor as three messages: name bytes (with its length first), shape, data.
 void send_named(comm::Communicator& world, const std::string& name, const Tensor& t, int dst) {
   Tensor header = Tensor::from_ints({static_cast<int64_t>(name.size()), t.ndim()}, {2});
   world.send(header, dst);
-  Tensor bytes = Tensor::empty({static_cast<int64_t>(name.size())}, DType::kU8);
+  Tensor bytes = Tensor::empty({static_cast<int64_t>(name.size())}, DType::kU8, Device::cpu());
   std::memcpy(bytes.raw(), name.data(), name.size());
   world.send(bytes, dst);
   world.send(Tensor::from_ints(std::vector<int64_t>(t.shape()), {t.ndim()}), dst);
-  world.send(t, dst);
+  world.send(t.host(), dst);
 }
 
 std::pair<std::string, Tensor> recv_named(comm::Communicator& world, int src) {
-  Tensor header = Tensor::empty({2}, DType::kI64);
+  Tensor header = Tensor::empty({2}, DType::kI64, Device::cpu());
   world.recv(header, src);
   const std::vector<int64_t> h = header.to_ints();
-  Tensor bytes = Tensor::empty({h[0]}, DType::kU8);
+  Tensor bytes = Tensor::empty({h[0]}, DType::kU8, Device::cpu());
   world.recv(bytes, src);
-  Tensor shape = Tensor::empty({h[1]}, DType::kI64);
+  Tensor shape = Tensor::empty({h[1]}, DType::kI64, Device::cpu());
   world.recv(shape, src);
-  Tensor t = Tensor::empty(shape.to_ints());
+  Tensor t = Tensor::empty(shape.to_ints(), DType::kF32, Device::cpu());
   world.recv(t, src);
   return {std::string(static_cast<const char*>(bytes.raw()), h[0]), t};
 }
@@ -75,12 +77,12 @@ Tensor gather_sequence(comm::Communicator& sp, const Tensor& mine,
     sp.send(mine, 0);
     return Tensor();
   }
-  Tensor whole = Tensor::empty({mine.dim(0), seq_len, mine.dim(2)});
+  Tensor whole = Tensor::empty({mine.dim(0), seq_len, mine.dim(2)}, DType::kF32, Device::cpu());
   scatter_positions(mine, positions, whole);
   for (int r = 1; r < sp.size(); ++r) {
-    Tensor theirs_at = Tensor::empty({c}, DType::kI64);
+    Tensor theirs_at = Tensor::empty({c}, DType::kI64, Device::cpu());
     sp.recv(theirs_at, r);
-    Tensor theirs = Tensor::empty(mine.shape());
+    Tensor theirs = Tensor::empty(mine.shape(), DType::kF32, Device::cpu());
     sp.recv(theirs, r);
     scatter_positions(theirs, theirs_at.to_ints(), whole);
   }
@@ -117,7 +119,7 @@ Tensor gather_logits(const parallel::Mesh& mesh, const std::vector<Tensor>& loca
       parts.push_back(whole);
       continue;
     }
-    Tensor part = Tensor::empty({rows_of_dp[dp], seq_len, vocab});
+    Tensor part = Tensor::empty({rows_of_dp[dp], seq_len, vocab}, DType::kF32, Device::cpu());
     world.recv(part, src);
     parts.push_back(part);
   }
@@ -143,7 +145,7 @@ std::map<std::string, Tensor> gather_parameters(const parallel::Mesh& mesh,
   if (mesh.rank() == 0) {
     for (auto& [name, t] : mine) out[name] = t;
     for (int src = 1; src < world.size(); ++src) {
-      Tensor count = Tensor::empty({1}, DType::kI64);
+      Tensor count = Tensor::empty({1}, DType::kI64, Device::cpu());
       world.recv(count, src);
       for (int64_t i = 0; i < count.to_ints()[0]; ++i) out.insert(recv_named(world, src));
     }

@@ -33,6 +33,15 @@ struct PagedBatch {
   const UlyssesSplit* ulysses = nullptr;
 
   [[nodiscard]] int64_t size() const { return tokens.defined() ? tokens.numel() : 0; }
+  // The same step with its tensors on `device` (the engine builds steps on the host; the
+  // attention kernels read them where the KV cache is).
+  [[nodiscard]] PagedBatch on(Device device) const {
+    PagedBatch b = *this;
+    for (Tensor* t : {&b.tokens, &b.positions, &b.seq, &b.slots, &b.block_tables}) {
+      if (t->defined()) *t = t->on(device);
+    }
+    return b;
+  }
 };
 
 // The model's paged KV cache: per softmax-attention layer, k and v [num_blocks, block_size,

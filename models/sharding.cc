@@ -43,7 +43,7 @@ Tensor take_shard(const Tensor& whole, const ShardSpec& spec, const Shape& local
 }
 
 Tensor gather_whole(const Tensor& local, const ShardSpec& spec, const parallel::Mesh* mesh) {
-  if (spec.split_dim < 0 || local.shape() == spec.global_shape) return local;
+  if (spec.split_dim < 0 || local.shape() == spec.global_shape) return local.host();
   WEFT_CHECK(mesh != nullptr) << "a sharded tensor needs its mesh to be gathered";
   WEFT_CHECK(spec.group == "tp" || spec.group == "etp")
       << "gather_whole knows the tp and etp groups only, got " << spec.group;

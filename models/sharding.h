@@ -42,7 +42,8 @@ struct ShardExtent {
 
 // The whole tensor from this rank's shard `local` (a value or a gradient) described by `spec`,
 // gathered over the spec's group ("tp", or "etp" for an expert); blocks may differ in length (a
-// padded split). Replicated tensors come back as they are. Collective over the group when split.
+// padded split). Comes back in host memory (replicated
+// tensors as they are). Collective over the group when split.
 [[nodiscard]] Tensor gather_whole(const Tensor& local, const ShardSpec& spec,
                                   const parallel::Mesh* mesh);
 

@@ -37,7 +37,7 @@ struct Half {
 Tensor padded(const Tensor& t, int64_t b, int64_t e, int64_t rows) {
   std::vector<int64_t> v = t.slice(b, e).to_ints();
   v.resize(rows, v.back());
-  return Tensor::from_ints(v, {rows});
+  return Tensor::from_ints(v, {rows}).on(t.device());
 }
 
 }  // namespace

@@ -8,13 +8,13 @@
 
 namespace weft::parallel {
 
-Tensor gather_shards(comm::Communicator& group, const Tensor& local, int split_dim, int64_t offset,
+Tensor gather_shards(comm::Communicator& group, const Tensor& shard, int split_dim, int64_t offset,
                      const Shape& global_shape) {
-  WEFT_CHECK(local.is_cpu()) << "gather_shards needs CPU tensors, got " << local.str();
+  const Tensor local = shard.host();  // the blocks travel and are assembled on the host
   WEFT_CHECK(split_dim >= 0 && split_dim < local.ndim()) << "split_dim " << split_dim;
   const int p = group.size();
   // Every rank's [offset, length] along split_dim: the blocks travel padded to the longest.
-  Tensor extents = Tensor::empty({2 * p}, DType::kI64);  // [P * 2]
+  Tensor extents = Tensor::empty({2 * p}, DType::kI64, Device::cpu());  // [P * 2]
   group.all_gather(Tensor::from_ints({offset, local.dim(split_dim)}, {2}), extents);
   const std::vector<int64_t> ext = extents.to_ints();
   int64_t longest = 0;
@@ -33,16 +33,17 @@ Tensor gather_shards(comm::Communicator& group, const Tensor& local, int split_d
   if (n < longest) {
     Shape padded = local.shape();
     padded[split_dim] = longest;
-    mine = Tensor::zeros(padded, local.dtype());
+    mine = Tensor::zeros(padded, local.dtype(), Device::cpu());
     for (int64_t o = 0; o < outer; ++o) {
       std::memcpy(static_cast<char*>(mine.raw()) + o * longest * row_bytes,
                   static_cast<const char*>(local.raw()) + o * n * row_bytes, n * row_bytes);
     }
   }
-  Tensor blocks = Tensor::empty({p * mine.numel()}, local.dtype());  // [P, outer, longest, inner]
+  // [P, outer, longest, inner]
+  Tensor blocks = Tensor::empty({p * mine.numel()}, local.dtype(), Device::cpu());
   group.all_gather(mine.view({mine.numel()}), blocks);
 
-  Tensor whole = Tensor::empty(global_shape, local.dtype());
+  Tensor whole = Tensor::empty(global_shape, local.dtype(), Device::cpu());
   auto* dst = static_cast<char*>(whole.raw());
   const auto* src = static_cast<const char*>(blocks.raw());
   for (int r = 0; r < p; ++r) {

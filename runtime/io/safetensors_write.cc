@@ -66,7 +66,7 @@ absl::Status write_safetensors(const std::string& path, const NamedTensors& tens
   WEFT_RETURN_IF_ERROR(writer.append(&header_bytes, 8));
   WEFT_RETURN_IF_ERROR(writer.append(header));
   for (const auto& [name, tensor] : tensors) {
-    const Tensor host = tensor.is_cpu() ? tensor : tensor.to(Device::cpu());
+    const Tensor host = tensor.host();
     WEFT_RETURN_IF_ERROR(writer.append(host.raw(), host.nbytes()));
   }
   return writer.commit();

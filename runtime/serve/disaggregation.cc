@@ -16,7 +16,7 @@ constexpr int kBodyTag = 2;
 
 // The bytes of `text` in an i64 tensor (the communicators move tensors).
 Tensor pack_text(const std::string& text) {
-  Tensor t = Tensor::zeros({static_cast<int64_t>((text.size() + 7) / 8)}, DType::kI64);
+  Tensor t = Tensor::zeros({static_cast<int64_t>((text.size() + 7) / 8)}, DType::kI64, Device::cpu());
   std::memcpy(t.raw(), text.data(), text.size());
   return t;
 }
@@ -33,7 +33,7 @@ void send_message(comm::Communicator& link, int dst, const nlohmann::json& messa
 MessageInbox::MessageInbox(comm::Communicator& link, int src) : link_(link), src_(src) { post(); }
 
 void MessageInbox::post() {
-  header_ = Tensor::empty({1}, DType::kI64);
+  header_ = Tensor::empty({1}, DType::kI64, Device::cpu());
   const comm::IdleWaitScope idle;  // the next message may be a long time coming
   pending_ = link_.recv_async(header_, src_, kHeaderTag);
 }
@@ -44,7 +44,7 @@ std::optional<nlohmann::json> MessageInbox::poll() {
   const int64_t length = header_.data<int64_t>()[0];
   std::string text(static_cast<size_t>(length), '\0');
   if (length > 0) {
-    Tensor body = Tensor::empty({(length + 7) / 8}, DType::kI64);
+    Tensor body = Tensor::empty({(length + 7) / 8}, DType::kI64, Device::cpu());
     link_.recv(body, src_, kBodyTag);
     std::memcpy(text.data(), body.raw(), static_cast<size_t>(length));
   }
@@ -100,11 +100,13 @@ int64_t Disaggregation::send_kv(const std::vector<std::pair<Tensor, Tensor>>& la
       const int64_t heads = end - first;
       Tensor packed = Tensor::empty({2, n, heads, hd});  // k then v of the tokens, these heads
       for (int which = 0; which < 2; ++which) {
-        const float* src = (which == 0 ? k : v).data<float>();
-        float* dst = packed.data<float>() + which * n * heads * hd;
+        // Row slot * local + h of the cache viewed as [slots * local, hd] is head h of a slot:
+        // a token's heads [first, end) are contiguous rows, copied on whatever device holds them.
+        const Tensor src = (which == 0 ? k : v).view({-1, hd});
+        const Tensor dst = packed.slice(which, which + 1).view({n * heads, hd});
         for (int64_t t = 0; t < n; ++t) {
-          std::memcpy(dst + t * heads * hd, src + (slots[t] * local + (first - lo)) * hd,
-                      static_cast<size_t>(heads * hd) * sizeof(float));
+          const int64_t at = slots[t] * local + (first - lo);
+          dst.slice(t * heads, (t + 1) * heads).copy_from(src.slice(at, at + heads));
         }
       }
       bytes += static_cast<int64_t>(packed.nbytes());
@@ -129,12 +131,12 @@ void Disaggregation::receive_kv(const std::vector<std::pair<Tensor, Tensor>>& la
       Tensor packed = Tensor::empty({2, n, heads, hd});
       kv_->recv(packed, r, tag);
       for (int which = 0; which < 2; ++which) {
-        float* dst = (which == 0 ? k : v).data<float>();
-        const float* src = packed.data<float>() + which * n * heads * hd;
+        const Tensor dst = (which == 0 ? k : v).view({-1, hd});
+        const Tensor src = packed.slice(which, which + 1).view({n * heads, hd});
         for (int64_t t = 0; t < n; ++t) {
           if (slots[t] < 0) continue;
-          std::memcpy(dst + (slots[t] * local + (first - lo)) * hd, src + t * heads * hd,
-                      static_cast<size_t>(heads * hd) * sizeof(float));
+          const int64_t at = slots[t] * local + (first - lo);
+          dst.slice(at, at + heads).copy_from(src.slice(t * heads, (t + 1) * heads));
         }
       }
     }

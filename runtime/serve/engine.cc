@@ -102,7 +102,7 @@ absl::StatusOr<std::unique_ptr<Engine>> Engine::create(models::CausalLM& model,
   if (!block_bytes.ok()) return block_bytes.status();
   if (config.num_blocks == 0) {
     // Each rank's share of a block differs by pipeline stage: the pool is what every rank fits.
-    Tensor fit = Tensor::empty({1}, DType::kF32);
+    Tensor fit = Tensor::empty({1}, DType::kF32, Device::cpu());
     fit.data<float>()[0] = -static_cast<float>(config.kv_cache_bytes / *block_bytes);
     world.all_reduce(fit, comm::ReduceOp::kMax);
     config.num_blocks = static_cast<int64_t>(-fit.data<float>()[0]);
@@ -256,11 +256,11 @@ models::PagedBatch Engine::build_batch(const StepPlan& plan) const {
                                    static_cast<int64_t>(scheduler_->find(c.seq_id)->blocks.size()));
   }
   models::PagedBatch b;
-  b.tokens = Tensor::empty({n}, DType::kI64);
-  b.positions = Tensor::empty({n}, DType::kI64);
-  b.seq = Tensor::empty({n}, DType::kI64);
-  b.slots = Tensor::empty({n}, DType::kI64);
-  b.block_tables = Tensor::zeros({rows, max_blocks}, DType::kI64);
+  b.tokens = Tensor::empty({n}, DType::kI64, Device::cpu());
+  b.positions = Tensor::empty({n}, DType::kI64, Device::cpu());
+  b.seq = Tensor::empty({n}, DType::kI64, Device::cpu());
+  b.slots = Tensor::empty({n}, DType::kI64, Device::cpu());
+  b.block_tables = Tensor::zeros({rows, max_blocks}, DType::kI64, Device::cpu());
   int64_t* tok = b.tokens.data<int64_t>();
   int64_t* pos = b.positions.data<int64_t>();
   int64_t* seq = b.seq.data<int64_t>();
@@ -288,11 +288,14 @@ bool Engine::sequence_parallel_step(int64_t tokens) const {
          tokens > config_.shift_threshold && tokens >= shift_group_->size();
 }
 
-Tensor Engine::run_model(const models::PagedBatch& batch) {
+Tensor Engine::run_model(const models::PagedBatch& host_batch) {
+  // The step's index tensors go to the model's device once; the logits come back to the host,
+  // where sampling runs.
+  const models::PagedBatch batch = host_batch.on(default_device());
   if (sequence_parallel_step(batch.size())) {
-    return shift_model_->forward_paged_ulysses(*cache_, batch, *shift_group_);
+    return shift_model_->forward_paged_ulysses(*cache_, batch, *shift_group_).host();
   }
-  Tensor logits = model_.forward_paged(*cache_, batch);
+  Tensor logits = model_.forward_paged(*cache_, batch).host();
   const int pp = mesh_ != nullptr ? mesh_->pp().size() : 1;
   if (pp == 1) return logits;
   // The last stage's first tp rank hands the logits to rank 0 (pp rank 0 of the same pp group).
@@ -301,7 +304,7 @@ Tensor Engine::run_model(const models::PagedBatch& batch) {
   const int64_t s = static_cast<int64_t>(batch.sample_rows.size());
   if (pp_group.rank() == pp - 1 && s > 0) pp_group.send(logits, 0);
   if (pp_group.rank() == 0) {
-    Tensor received = Tensor::empty({s, model_.config().vocab_size});
+    Tensor received = Tensor::empty({s, model_.config().vocab_size}, DType::kF32, Device::cpu());
     if (s > 0) pp_group.recv(received, pp - 1);
     return received;
   }
@@ -404,11 +407,11 @@ bool Engine::step() {
     const int64_t n = batch.size(), rows = batch.block_tables.dim(0);
     const int64_t width = batch.block_tables.dim(1);
     const int64_t s = static_cast<int64_t>(batch.sample_rows.size());
-    Tensor header = Tensor::empty({kHeaderSize}, DType::kI64);
+    Tensor header = Tensor::empty({kHeaderSize}, DType::kI64, Device::cpu());
     int64_t* h = header.data<int64_t>();
     h[0] = kStep, h[1] = n, h[2] = rows, h[3] = width, h[4] = s;
     world_.broadcast(header, 0);
-    Tensor payload = Tensor::empty({4 * n + rows * width + s}, DType::kI64);
+    Tensor payload = Tensor::empty({4 * n + rows * width + s}, DType::kI64, Device::cpu());
     int64_t at = 0;
     for (const Tensor* t :
          {&batch.tokens, &batch.positions, &batch.seq, &batch.slots, &batch.block_tables}) {
@@ -463,7 +466,7 @@ bool Engine::step() {
 
 void Engine::shutdown_workers() {
   if (world_.size() == 1) return;
-  Tensor header = Tensor::zeros({kHeaderSize}, DType::kI64);  // kShutdown
+  Tensor header = Tensor::zeros({kHeaderSize}, DType::kI64, Device::cpu());  // kShutdown
   world_.broadcast(header, 0);
 }
 
@@ -505,7 +508,7 @@ void Engine::run_until_done() {
 
 void Engine::run_worker() {
   while (true) {
-    Tensor header = Tensor::empty({kHeaderSize}, DType::kI64);
+    Tensor header = Tensor::empty({kHeaderSize}, DType::kI64, Device::cpu());
     // Idle servers send nothing: poll, then sleep, so a waiting rank does not hold a core.
     comm::WorkPtr work;
     {
@@ -525,7 +528,7 @@ void Engine::run_worker() {
       return;
     }
     if (h[0] == kExport || h[0] == kImport) {  // disaggregated serving
-      Tensor payload = Tensor::empty({h[1]}, DType::kI64);
+      Tensor payload = Tensor::empty({h[1]}, DType::kI64, Device::cpu());
       world_.broadcast(payload, 0);
       if (h[0] == kExport) {
         (void)run_export(payload);
@@ -535,7 +538,7 @@ void Engine::run_worker() {
       continue;
     }
     const int64_t n = h[1], rows = h[2], width = h[3], s = h[4];
-    Tensor payload = Tensor::empty({4 * n + rows * width + s}, DType::kI64);
+    Tensor payload = Tensor::empty({4 * n + rows * width + s}, DType::kI64, Device::cpu());
     world_.broadcast(payload, 0);
     models::PagedBatch batch;
     batch.tokens = payload.slice(0, n);

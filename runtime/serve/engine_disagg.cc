@@ -87,7 +87,7 @@ RequestUpdate update_of(const json& j) {
 // Broadcasts a kExport/kImport command and its payload to an instance's other ranks.
 void broadcast_command(comm::Communicator& group, StepCommand command, const Tensor& payload) {
   if (group.size() == 1) return;
-  Tensor header = Tensor::zeros({kHeaderSize}, DType::kI64);
+  Tensor header = Tensor::zeros({kHeaderSize}, DType::kI64, Device::cpu());
   header.data<int64_t>()[0] = command;
   header.data<int64_t>()[1] = payload.numel();
   group.broadcast(header, 0);
