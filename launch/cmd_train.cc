@@ -73,6 +73,9 @@ const std::vector<FlagSpec>& train_flags() {
       {"zero", FlagKind::kInt, "1: shard the AdamW state over data-parallel ranks (ZeRO-1)"},
       {"sync-grad-reduce", FlagKind::kBool,
        "reduce gradients after the backward (default: overlapped with it)"},
+      {"token-weave", FlagKind::kBool,
+       "with --tp >= 2: Megatron-SP's layout, each micro-batch's sequences as two halves whose "
+       "collectives overlap the other half's compute (needs micro-batches of 2+ sequences)"},
   };
   static const std::vector<FlagSpec> all = [] {
     std::vector<FlagSpec> v = specs;
@@ -176,6 +179,7 @@ absl::StatusOr<train::TrainOptions> options_from(const io::RunConfig& cfg, bool 
   o.pp_virtual = par.pp_virtual() > 0 ? par.pp_virtual() : 1;
   o.micro_batch = par.micro_batch();
   o.sequence_parallel = par.sequence_parallel();
+  o.token_weave = par.token_weave();
   if (par.zero() != 0 && par.zero() != 1) {
     return invalid_argument("--zero ", par.zero(), " is not supported (0 or 1)");
   }

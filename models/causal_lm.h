@@ -85,9 +85,11 @@ struct ParallelOptions {
   double moe_capacity_factor = 0;
   std::vector<std::vector<int64_t>> expert_placement;
   bool speculative_moe = false;
-  // TokenWeave (serving, docs/serving.md "TokenWeave"): each tp step in two halves whose
-  // collectives overlap the other half's compute, with reduce-scatter, the residual and the
-  // norms on this rank's rows, and all-gather in place of all-reduce.
+  // TokenWeave (docs/serving.md "TokenWeave"): each tp step in two halves whose collectives
+  // overlap the other half's compute, with reduce-scatter, the residual and the norms on this
+  // rank's rows, and all-gather in place of all-reduce. Serving steps, and with
+  // sequence_parallel (weft train sets both) training micro-batches, cut into two halves of
+  // sequences (docs/algorithms.md "TokenWeave in training").
   bool token_weave = false;
 };
 

@@ -78,6 +78,30 @@ Tensor DecoderBlock::backward(Saved& saved, const Tensor& dy,
   return dx;
 }
 
+Tensor DecoderBlock::ffn_partial_backward(Saved& saved, const Tensor& dy) {
+  Tensor dhn = ffn_->backward(*saved.ffn, dy);
+  saved.ffn.reset();
+  return dhn;
+}
+
+Tensor DecoderBlock::norm2_backward(Saved& saved, const Tensor& dhn) {
+  Tensor dh = post_attention_norm_.backward(saved.norm2, dhn);
+  saved.norm2 = RmsNorm::Saved();
+  return dh;
+}
+
+Tensor DecoderBlock::mixer_partial_backward(Saved& saved, const Tensor& dmix) {
+  Tensor dxn = mixer_->backward(*saved.mixer, dmix);
+  saved.mixer.reset();
+  return dxn;
+}
+
+Tensor DecoderBlock::norm1_backward(Saved& saved, const Tensor& dxn) {
+  Tensor dx = input_norm_.backward(saved.norm1, dxn);
+  saved.norm1 = RmsNorm::Saved();
+  return dx;
+}
+
 Tensor DecoderBlock::backward_streamed(const TokenBatch& batch, const Tensor& x, const Tensor& dy,
                                        const parallel::TensorParallelRegion& region, int64_t chunk,
                                        const std::vector<float>* moe_balance) {

@@ -38,18 +38,30 @@ class DecoderBlock {
                const SpContext& sp = {}, const ExpertContext& experts = {},
                bool recompute_attention = false);
 
-  // The block's four stages for TokenWeave (models/transformer_weave.cc), which runs the tp
+  // The block's four stages for TokenWeave (parallel/token_weave.h), which runs the tp
   // collectives between them itself: the norms on this rank's rows, the mixer and the
-  // feed-forward on all rows (their outputs partial sums over tp; plain tp layout).
-  [[nodiscard]] Tensor norm1(const Tensor& x) const { return input_norm_.forward(x, nullptr); }
-  [[nodiscard]] Tensor mixer_partial(const TokenBatch& batch, const Tensor& xn,
-                                     MixerCache* cache) const {
-    return mixer_->forward(batch, xn, cache, nullptr);
+  // feed-forward on all rows (their outputs partial sums over tp). saved: fill for the backward
+  // (training, models/transformer_weave_train.cc).
+  [[nodiscard]] Tensor norm1(const Tensor& x, Saved* saved = nullptr) const {
+    return input_norm_.forward(x, saved != nullptr ? &saved->norm1 : nullptr);
   }
-  [[nodiscard]] Tensor norm2(const Tensor& h) const {
-    return post_attention_norm_.forward(h, nullptr);
+  [[nodiscard]] Tensor mixer_partial(const TokenBatch& batch, const Tensor& xn, MixerCache* cache,
+                                     Saved* saved = nullptr) const {
+    return mixer_->forward(batch, xn, cache, saved != nullptr ? &saved->mixer : nullptr);
   }
-  [[nodiscard]] Tensor ffn_partial(const Tensor& hn) const { return ffn_->forward(hn, nullptr); }
+  [[nodiscard]] Tensor norm2(const Tensor& h, Saved* saved = nullptr) const {
+    return post_attention_norm_.forward(h, saved != nullptr ? &saved->norm2 : nullptr);
+  }
+  [[nodiscard]] Tensor ffn_partial(const Tensor& hn, Saved* saved = nullptr) const {
+    return ffn_->forward(hn, saved != nullptr ? &saved->ffn : nullptr);
+  }
+  // The stages' backwards, in the reverse order: the gradient of a stage's output -> that of its
+  // input, adding into the parameter gradients. The feed-forward's and the mixer's take all rows
+  // and return partial sums over tp; each frees what its stage saved.
+  [[nodiscard]] Tensor ffn_partial_backward(Saved& saved, const Tensor& dy);
+  [[nodiscard]] Tensor norm2_backward(Saved& saved, const Tensor& dhn);
+  [[nodiscard]] Tensor mixer_partial_backward(Saved& saved, const Tensor& dmix);
+  [[nodiscard]] Tensor norm1_backward(Saved& saved, const Tensor& dxn);
 
   // A chunk of positions [a, e) of every sequence, run through the layer's mixer stream
   // (TokenMixer::stream_forward): StreamBP and SeCO.

@@ -196,6 +196,35 @@ absl::Status check_chunked(const ParallelOptions& parallel, const parallel::Para
   return absl::OkStatus();
 }
 
+// TokenWeave in training (weft train sets sequence_parallel with it): the whole model in two
+// halves of whole sequences over tp >= 2, every layer's activations kept.
+absl::Status check_training_weave(const io::ModelConfig& config, const ParallelOptions& parallel) {
+  if (!parallel.token_weave || !parallel.sequence_parallel) return absl::OkStatus();
+  const int tp = parallel.mesh != nullptr ? parallel.mesh->dims().tp : 1;
+  if (tp < 2) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "--token-weave needs --tp 2 or more: it overlaps the tensor-parallel collectives with "
+        "compute, and --tp ",
+        tp, " has none"));
+  }
+  if (config.is_moe()) {
+    return absl::InvalidArgumentError(
+        "--token-weave trains dense models only: an MoE layer's routing (expert capacity, "
+        "load-balancing loss) spans the whole micro-batch, which TokenWeave runs as two halves");
+  }
+  if (parallel.streambp > 0 || parallel.seco > 0) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("--token-weave with ", parallel.seco > 0 ? "--seco" : "--streambp",
+                     ": both reorder every layer's backward; choose one"));
+  }
+  if (parallel.recompute == Recompute::kFull) {
+    return absl::InvalidArgumentError(
+        "--token-weave with --recompute full: TokenWeave keeps every layer's activations of "
+        "both halves; use --recompute selective or none");
+  }
+  return absl::OkStatus();
+}
+
 }  // namespace
 
 absl::StatusOr<ModelLayout> plan_layout(const io::ModelConfig& config,
@@ -234,6 +263,7 @@ absl::StatusOr<ModelLayout> plan_layout(const io::ModelConfig& config,
         absl::StrCat("--seco with --pp-virtual ", parallel.pp_virtual,
                      ": SeCO runs the whole model for one chunk at a time, in one pipeline chunk"));
   }
+  WEFT_RETURN_IF_ERROR(check_training_weave(config, parallel));
   layout.token_weave = parallel.token_weave;
   layout.seco = parallel.seco;
   layout.spaco_keep = parallel.spaco_keep;
@@ -256,9 +286,9 @@ absl::StatusOr<ModelLayout> plan_layout(const io::ModelConfig& config,
   layout.tp = {dims.tp, parallel.mesh->coord().tp, &parallel.mesh->tp()};
   WEFT_RETURN_IF_ERROR(plan_experts(config, parallel, layout));
   if (parallel.token_weave && (dims.pp > 1 || layout.experts.dispatches() || dims.sp > 1)) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("--token-weave runs each serving step over tp alone (got --pp ", dims.pp,
-                     " --ep ", dims.ep, " --etp ", dims.etp, " --sp ", dims.sp, ")"));
+    return absl::InvalidArgumentError(absl::StrCat("--token-weave runs over tp alone (got --pp ",
+                                                   dims.pp, " --ep ", dims.ep, " --etp ", dims.etp,
+                                                   " --sp ", dims.sp, ")"));
   }
   layout.sequence_parallel = parallel.sequence_parallel;
   if (dims.sp > 1) WEFT_RETURN_IF_ERROR(plan_sequence_parallel(config, parallel, layout));

@@ -18,9 +18,9 @@ struct ModelLayout {
   TpContext tp;
   ExpertContext experts;  // the MoE view of this stage (plain when ep = etp = 1)
   Recompute recompute = Recompute::kNone;
-  int64_t streambp = 0;  // StreamBP: rows (head) and positions (layers) per chunk (0: off)
-  int64_t seco = 0;      // SeCO: positions per chunk (0: off)
-  bool token_weave = false;  // serving steps under tp: TokenWeave (docs/serving.md)
+  int64_t streambp = 0;      // StreamBP: rows (head) and positions (layers) per chunk (0: off)
+  int64_t seco = 0;          // SeCO: positions per chunk (0: off)
+  bool token_weave = false;  // TokenWeave under tp (serving, and training with sequence_parallel)
   int64_t spaco_keep = 0;
   uint64_t spaco_seed = 0;
   bool sequence_parallel = false;

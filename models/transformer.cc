@@ -243,6 +243,10 @@ Tensor Transformer::chunk_forward(int c, const Tensor& tokens, const Tensor& inp
     seco_forward(tokens, s, logits, loss_sum);
     return Tensor();
   }
+  if (weaves_training()) {
+    weave_forward(tokens, s, keep, logits, loss_sum);
+    return Tensor();
+  }
   const Chunk& chunk = chunks_[c];
   const int64_t b = tokens.dim(0), d = config_.hidden_size;
   // Under --sp this rank computes c of the T positions (any order the layout gives).
@@ -277,7 +281,15 @@ Tensor Transformer::chunk_forward(int c, const Tensor& tokens, const Tensor& inp
   if (!is_last_stage(c)) return x.view({b, rows / b, d});
 
   Tensor normed = region_.enter(final_norm_->forward(x, keep ? &s.final_norm : nullptr));  // [N, D]
-  Tensor targets = next_token_targets(tokens);                                             // [B*T]
+  head_forward(tokens, positions, std::move(normed), s, keep, logits, loss_sum);
+  return Tensor();
+}
+
+void Transformer::head_forward(const Tensor& tokens, const std::vector<int64_t>& positions,
+                               Tensor normed, ChunkSaved& s, bool keep, Tensor* logits,
+                               double* loss_sum) {
+  const int64_t b = tokens.dim(0), t = static_cast<int64_t>(positions.size());
+  Tensor targets = next_token_targets(tokens);  // [B*T]
   if (layout_.sp > 1)
     targets = take_columns(targets.view({b, tokens.dim(1)}), positions).view({b * t});
   Tensor lse = Tensor::empty({b * t});  // [N]
@@ -315,7 +327,6 @@ Tensor Transformer::chunk_forward(int c, const Tensor& tokens, const Tensor& inp
     s.normed = std::move(normed);
     s.lse = std::move(lse);
   }
-  return Tensor();
 }
 
 Tensor Transformer::forward_chunk(int chunk, const Tensor& tokens, const Tensor& input,
@@ -325,6 +336,34 @@ Tensor Transformer::forward_chunk(int chunk, const Tensor& tokens, const Tensor&
                              logits_sink_ ? &logits : nullptr, loss_sum);
   if (logits.defined()) logits_sink_(logits);
   return out;
+}
+
+Tensor Transformer::head_backward(ChunkSaved& s, float loss_scale) {
+  ensure_grad(head_->weight());  // the embedding table of an earlier chunk when tied
+  Tensor dnormed;                // [N, D], partial over tp
+  if (s.logits.defined()) {
+    // The [N, V_r] gradient overwrites the logits in place unless the caller holds them.
+    Tensor dlogits = s.logits_returned ? Tensor::empty(s.logits.shape()) : s.logits;
+    cross_entropy_grad(s.logits, s.targets, head_->vocab_start(), s.lse, loss_scale, dlogits);
+    s.logits = Tensor();
+    dnormed = head_->backward(s.normed, dlogits);
+  } else {
+    // --streambp: each chunk's logits again, its loss gradient, its share of dW_head and of
+    // dnormed; then freed.
+    const int64_t n = s.normed.dim(0), step = layout_.streambp;
+    dnormed = Tensor::empty(s.normed.shape());
+    for (int64_t r = 0; r < n; r += step) {
+      const int64_t e = std::min(n, r + step);
+      const Tensor rows = s.normed.slice(r, e);
+      Tensor part = head_->forward(rows);  // [e - r, V_r], overwritten by its gradient
+      cross_entropy_grad(part, s.targets.slice(r, e), head_->vocab_start(), s.lse.slice(r, e),
+                         loss_scale, part);
+      Tensor d_rows = dnormed.slice(r, e);
+      d_rows.copy_from(head_->backward(rows, part));
+    }
+  }
+  s.normed = Tensor();
+  return dnormed;
 }
 
 Tensor Transformer::backward_chunk(int c, ChunkState& state, const Tensor& dout, float loss_scale,
@@ -337,35 +376,17 @@ Tensor Transformer::backward_chunk(int c, ChunkState& state, const Tensor& dout,
     if (last_microbatch) grads_ready(chunk);
     return Tensor();
   }
+  if (!s.halves.empty()) {
+    weave_backward(s, loss_scale);
+    if (last_microbatch) grads_ready(chunk);
+    return Tensor();
+  }
   const int64_t b = s.batch.batch, d = config_.hidden_size;
   const int64_t rows = region_.local_rows(s.batch.tokens());
   Tensor dx;  // [rows, D]
   if (is_last_stage(c)) {
-    ensure_grad(head_->weight());  // the embedding table of an earlier chunk when tied
-    Tensor dnormed;                // [N, D], partial over tp
-    if (s.logits.defined()) {
-      // The [N, V_r] gradient overwrites the logits in place unless the caller holds them.
-      Tensor dlogits = s.logits_returned ? Tensor::empty(s.logits.shape()) : s.logits;
-      cross_entropy_grad(s.logits, s.targets, head_->vocab_start(), s.lse, loss_scale, dlogits);
-      s.logits = Tensor();
-      dnormed = head_->backward(s.normed, dlogits);
-    } else {
-      // --streambp: each chunk's logits again, its loss gradient, its share of dW_head and of
-      // dnormed; then freed.
-      const int64_t n = s.normed.dim(0), step = layout_.streambp;
-      dnormed = Tensor::empty(s.normed.shape());
-      for (int64_t r = 0; r < n; r += step) {
-        const int64_t e = std::min(n, r + step);
-        const Tensor rows = s.normed.slice(r, e);
-        Tensor part = head_->forward(rows);  // [e - r, V_r], overwritten by its gradient
-        cross_entropy_grad(part, s.targets.slice(r, e), head_->vocab_start(), s.lse.slice(r, e),
-                           loss_scale, part);
-        Tensor d_rows = dnormed.slice(r, e);
-        d_rows.copy_from(head_->backward(rows, part));
-      }
-    }
+    const Tensor dnormed = head_backward(s, loss_scale);  // [N, D], partial over tp
     dx = final_norm_->backward(s.final_norm, region_.enter_backward(dnormed));
-    s.normed = Tensor();
   } else {
     WEFT_CHECK_EQ(dout.numel(), rows * d) << "chunk " << c << " got dout " << dout.str();
     dx = dout.view({rows, d});

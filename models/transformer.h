@@ -88,6 +88,20 @@ class Transformer final : public CausalLM {
   // the backward reruns each chunk's forward and back-propagates it, last chunk first.
   void seco_forward(const Tensor& tokens, ChunkSaved& s, Tensor* logits, double* loss_sum);
   void seco_backward(ChunkSaved& s, float loss_scale);
+  // The last stage's LM head and loss over normed [N, D] (every row of the micro-batch; this
+  // rank's `positions` of each sequence): the loss sum, the logits when asked, `s` when keep.
+  void head_forward(const Tensor& tokens, const std::vector<int64_t>& positions, Tensor normed,
+                    ChunkSaved& s, bool keep, Tensor* logits, double* loss_sum);
+  // The loss's gradient with respect to head_forward's normed [N, D], partial over tp; adds into
+  // the head's weight gradient.
+  [[nodiscard]] Tensor head_backward(ChunkSaved& s, float loss_scale);
+  // TokenWeave in training (models/transformer_weave_train.cc): under --token-weave the whole
+  // model's forward and backward run each micro-batch's sequences as two halves whose tp
+  // collectives overlap the other half's compute, on Megatron-SP's layout.
+  [[nodiscard]] bool weaves_training() const;
+  void weave_forward(const Tensor& tokens, ChunkSaved& s, bool keep, Tensor* logits,
+                     double* loss_sum);
+  void weave_backward(ChunkSaved& s, float loss_scale);
   // Hands `chunk`'s gradients to the grad-ready hook (all but those finish_grads reduces).
   void grads_ready(const Chunk& chunk);
   // The groups finish_grads reduces over: norm weights (sequence parallelism), replicated KV

@@ -1,6 +1,6 @@
 // The Transformer's state that its source files share (models/transformer.cc, transformer_seco.cc,
-// transformer_shift.cc): what a (micro-batch, pipeline chunk) keeps between its forward and its
-// backward, and the paged KV cache.
+// transformer_shift.cc, transformer_weave*.cc): what a (micro-batch, pipeline chunk) keeps between
+// its forward and its backward, and the paged KV cache.
 #pragma once
 
 #include <memory>
@@ -30,6 +30,8 @@ struct Transformer::ChunkSaved final : ChunkState {
   Tensor logits;                 // [N, V_r]
   Tensor lse;                    // [N] over the whole vocabulary
   bool logits_returned = false;  // returned to the caller: backward must not overwrite them
+  // --token-weave: each half's sequences (batch, ids, blocks and final_norm of its own rows).
+  std::vector<ChunkSaved> halves;
 };
 
 }  // namespace weft::models

@@ -10,13 +10,11 @@
 //   half attends in the same layer, so a request cut between the halves sees them.
 // A half's rows are padded to a multiple of tp with copies of its last token: a copy computes
 // the same keys and values as its original, writes them to the same slot, and is dropped.
-#include <algorithm>
-#include <cstdlib>
-
 #include "kernels/ops.h"
 #include "models/transformer.h"
 #include "models/transformer_saved.h"
 #include "parallel/shard_gather.h"
+#include "parallel/token_weave.h"
 
 namespace weft::models {
 
@@ -27,10 +25,8 @@ struct Half {
   int64_t b = 0, e = 0, rows = 0;
   PagedBatch paged;
   TokenBatch batch;
-  Tensor x;           // [rows / tp, D] this rank's share of the residual stream
-  Tensor h;           // the same after the attention's residual
-  Tensor full, part;  // [rows, D] gathered input / partial output of a matmul stage
-  comm::WorkPtr work;
+  Tensor x;  // [rows / tp, D] this rank's share of the residual stream
+  Tensor h;  // the same after the attention's residual
 };
 
 // Rows [b, e) of t [N] (i64), then its last row repeated up to `rows`.
@@ -46,11 +42,8 @@ Tensor Transformer::forward_paged_weave(PagedKvCache& cache_base, const PagedBat
   WEFT_CHECK(layout_.pp == 1 && !layout_.experts.dispatches()) << "TokenWeave serves on tp alone";
   auto& cache = static_cast<PagedState&>(cache_base);
   comm::Communicator& tp = *layout_.tp.group;
-  const int p = tp.size(), rank = tp.rank();
+  const int p = tp.size();
   const int64_t n = paged.size(), d = config_.hidden_size;
-  // A bench-only switch: the same compute with every collective replaced by a local copy (wrong
-  // results), the floor that overlap approaches.
-  static const bool drop_comm = std::getenv("WEFT_BENCH_DROP_COMM") != nullptr;
   const int count = n >= 2 ? 2 : 1;
   const Tensor seq_lens = request_lengths(paged);  // of whole requests, across the halves
   std::vector<Half> halves(count);
@@ -68,77 +61,50 @@ Tensor Transformer::forward_paged_weave(PagedKvCache& cache_base, const PagedBat
     h.batch.paged = &h.paged;
     h.batch.seq_lens = padded(seq_lens, h.b, h.e, h.rows);
   }
-  // Collectives, asynchronous on the communicator's thread.
-  auto gather = [&](Half& h, const Tensor& local) {
-    h.full = Tensor::empty({h.rows, d});
-    if (drop_comm) {
-      for (int r = 0; r < p; ++r)
-        h.full.slice(r * (h.rows / p), (r + 1) * (h.rows / p)).copy_from(local);
-      return;
-    }
-    h.work = tp.all_gather_async(local, h.full);
-  };
-  auto scatter = [&](Half& h, Tensor& out) {
-    out = Tensor::empty({h.rows / p, d});
-    if (drop_comm) {
-      out.copy_from(h.part.slice(rank * (h.rows / p), (rank + 1) * (h.rows / p)));
-      return;
-    }
-    h.work = tp.reduce_scatter_async(h.part, out, comm::ReduceOp::kSum);
-  };
-  auto wait = [](Half& h) {
-    if (h.work) h.work->wait();
-    h.work.reset();
-  };
+  using parallel::WeaveCollective;
+  parallel::TokenWeave weave(tp, count);
   // Embedding: vocabulary-parallel partial rows, reduce-scattered.
-  for (Half& h : halves) {
-    h.part = embedding_->forward(h.paged.tokens);
-    scatter(h, h.x);
-  }
-  for (Half& h : halves) wait(h);
+  weave.stage(WeaveCollective::kReduceScatter,
+              [&](int i, const Tensor&) { return embedding_->forward(halves[i].paged.tokens); });
   const std::vector<std::unique_ptr<DecoderBlock>>& blocks = chunks_[0].blocks;
   for (size_t l = 0; l < blocks.size(); ++l) {
     const DecoderBlock& block = *blocks[l];
     MixerCache* layer_cache = cache.layers[l].get();
-    for (Half& h : halves) gather(h, block.norm1(h.x));
-    Tensor attn[2];
-    for (int i = 0; i < count; ++i) {  // half i's attention overlaps half i+1's all-gather
+    weave.stage(WeaveCollective::kAllGather, [&](int i, const Tensor& in) {
       Half& h = halves[i];
-      wait(h);
-      h.part = block.mixer_partial(h.batch, h.full, layer_cache);
-      scatter(h, attn[i]);
-    }
-    for (int i = 0; i < count; ++i) {
+      h.x = in;
+      if (l > 0) kernels::add_(h.x, h.h);  // the previous layer's MLP residual
+      return block.norm1(h.x);
+    });
+    // Half 0's attention runs first, so half 1's tokens find its keys and values in the cache.
+    weave.stage(WeaveCollective::kReduceScatter, [&](int i, const Tensor& xn) {
+      return block.mixer_partial(halves[i].batch, xn, layer_cache);
+    });
+    weave.stage(WeaveCollective::kAllGather, [&](int i, const Tensor& attn) {
       Half& h = halves[i];
-      wait(h);
-      h.h = attn[i];
+      h.h = attn;
       kernels::add_(h.h, h.x);  // residual, on this rank's rows
-      gather(h, block.norm2(h.h));
-    }
-    Tensor mlp[2];
-    for (int i = 0; i < count; ++i) {  // half i's MLP overlaps the other's collective
-      Half& h = halves[i];
-      wait(h);
-      h.part = block.ffn_partial(h.full);
-      scatter(h, mlp[i]);
-    }
-    for (int i = 0; i < count; ++i) {
-      Half& h = halves[i];
-      wait(h);
-      h.x = mlp[i];
-      kernels::add_(h.x, h.h);
-    }
+      return block.norm2(h.h);
+    });
+    weave.stage(WeaveCollective::kReduceScatter,
+                [&](int i, const Tensor& hn) { return block.ffn_partial(hn); });
   }
   // The sampling rows: gather each half's rows, then the final norm and head as forward_paged.
-  for (Half& h : halves) gather(h, h.x);
-  for (Half& h : halves) wait(h);
+  weave.stage(WeaveCollective::kAllGather, [&](int i, const Tensor& in) {
+    Half& h = halves[i];
+    h.x = in;
+    if (!blocks.empty()) kernels::add_(h.x, h.h);
+    return h.x;
+  });
+  const Tensor full[2] = {weave.result(0), count > 1 ? weave.result(1) : Tensor()};  // [rows, D]
   const int64_t s = static_cast<int64_t>(paged.sample_rows.size());
   if (s == 0) return Tensor::empty({0, config_.vocab_size});
   Tensor rows = Tensor::empty({s, d});
   for (int64_t i = 0; i < s; ++i) {
     const int64_t r = paged.sample_rows[i];
-    const Half& h = r < halves[0].e ? halves[0] : halves[1];
-    rows.slice(i, i + 1).copy_from(h.full.slice(r - h.b, r - h.b + 1));
+    const int half = r < halves[0].e ? 0 : 1;
+    const int64_t at = r - halves[half].b;
+    rows.slice(i, i + 1).copy_from(full[half].slice(at, at + 1));
   }
   const Tensor logits = head_->forward(final_norm_->forward(rows, nullptr));  // [S, V_r]
   return parallel::gather_shards(tp, logits, 1, head_->vocab_start(), {s, config_.vocab_size});

@@ -183,6 +183,12 @@ absl::Status Trainer::validate_batch() const {
                             " sequences per data-parallel rank (--global-batch ",
                             options_.global_batch, " / dp ", dp, ")");
   }
+  if (options_.token_weave && micro < 2) {
+    return invalid_argument(
+        "--token-weave runs each micro-batch as two halves of its sequences: a micro-batch of ",
+        micro, " sequence has none to split (--global-batch ", options_.global_batch, " / dp ", dp,
+        ", --micro-batch ", options_.micro_batch, ")");
+  }
   // The schedule's own constraints (interleaving needs micro-batches % pp == 0, ...).
   return pipeline_schedule({.pp = mesh_->dims().pp,
                             .pp_rank = mesh_->coord().pp,
@@ -192,8 +198,10 @@ absl::Status Trainer::validate_batch() const {
 }
 
 absl::Status Trainer::load_model() {
+  // TokenWeave runs on Megatron-SP's layout.
+  const bool sequence_parallel = options_.sequence_parallel || options_.token_weave;
   const models::ParallelOptions parallel{.mesh = mesh_.get(),
-                                         .sequence_parallel = options_.sequence_parallel,
+                                         .sequence_parallel = sequence_parallel,
                                          .pp_virtual = options_.pp_virtual,
                                          .sp_attn = options_.sp_attn,
                                          .sp_linear = options_.sp_linear,
@@ -205,7 +213,8 @@ absl::Status Trainer::load_model() {
                                          .spaco_seed = options_.seed,
                                          .moe_capacity_factor = options_.moe_capacity_factor,
                                          .expert_placement = options_.expert_placement,
-                                         .speculative_moe = options_.speculative_moe};
+                                         .speculative_moe = options_.speculative_moe,
+                                         .token_weave = options_.token_weave};
   if (!options_.model_dir.empty()) {
     source_model_dir_ = std::filesystem::absolute(options_.model_dir).lexically_normal().string();
   }

@@ -83,6 +83,9 @@ struct TrainOptions {
   int pp_virtual = 1;       // interleaved chunks per pipeline rank
   int64_t micro_batch = 0;  // sequences per micro-batch (0: the whole per-rank batch)
   bool sequence_parallel = false;
+  // TokenWeave (docs/algorithms.md "TokenWeave in training"): Megatron-SP's layout with each
+  // micro-batch's sequences in two halves whose tp collectives overlap the other's compute.
+  bool token_weave = false;
   bool zero1 = false;               // shard AdamW state over dp x sp (every replica of the weights)
   bool overlap_grad_reduce = true;  // start dp reduction buckets during the backward
   bool sync_save = false;           // block on each checkpoint write (baseline for the async save)
