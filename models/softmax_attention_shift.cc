@@ -6,13 +6,22 @@
 // its heads into its cache shard and attends for every row of the step; a second all-to-all
 // returns each rank its rows with every head. The cache is the one tensor-parallel steps use,
 // so steps of either mode read what the other wrote.
-#include <cstring>
 #include <vector>
 
 #include "kernels/ops.h"
 #include "models/softmax_attention.h"
 
 namespace weft::models {
+
+namespace {
+
+// dst's elements [dst_at, dst_at + n) = src's [src_at, src_at + n), on any device (a copy of one
+// contiguous run; the layouts below move whole head runs of a row).
+void copy_run(const Tensor& dst, int64_t dst_at, const Tensor& src, int64_t src_at, int64_t n) {
+  dst.view({-1}).slice(dst_at, dst_at + n).copy_from(src.view({-1}).slice(src_at, src_at + n));
+}
+
+}  // namespace
 
 void SoftmaxAttention::attend_paged_ulysses(const PagedBatch& paged, const QkvHeads& qkv,
                                             Tensor& k_cache, Tensor& v_cache, Tensor& o) const {
@@ -28,16 +37,12 @@ void SoftmaxAttention::attend_paged_ulysses(const PagedBatch& paged, const QkvHe
   // Rows to rank j: [local, hq*d | hk*d | hk*d] of heads j.
   const int64_t qw = hq * d, kw = hk * d, width = qw + 2 * kw;
   Tensor send = Tensor::empty({p * local, width});
-  const float* q = qkv.q.data<float>();
-  const float* k = qkv.k.data<float>();
-  const float* v = qkv.v.data<float>();
-  float* out = send.data<float>();
   for (int j = 0; j < p; ++j) {
     for (int64_t t = 0; t < local; ++t) {
-      float* row = out + (j * local + t) * width;
-      std::memcpy(row, q + (t * p + j) * qw, qw * sizeof(float));
-      std::memcpy(row + qw, k + (t * p + j) * kw, kw * sizeof(float));
-      std::memcpy(row + qw + kw, v + (t * p + j) * kw, kw * sizeof(float));
+      const int64_t row = (j * local + t) * width;
+      copy_run(send, row, qkv.q, (t * p + j) * qw, qw);
+      copy_run(send, row + qw, qkv.k, (t * p + j) * kw, kw);
+      copy_run(send, row + qw + kw, qkv.v, (t * p + j) * kw, kw);
     }
   }
   std::vector<int64_t> counts(p), mine(p, local);
@@ -47,11 +52,10 @@ void SoftmaxAttention::attend_paged_ulysses(const PagedBatch& paged, const QkvHe
   Tensor q_heads = Tensor::empty({n, hq, d});
   Tensor k_heads = Tensor::empty({n, hk, d});
   Tensor v_heads = Tensor::empty({n, hk, d});
-  const float* in = recv.data<float>();
   for (int64_t t = 0; t < n; ++t) {
-    std::memcpy(q_heads.data<float>() + t * qw, in + t * width, qw * sizeof(float));
-    std::memcpy(k_heads.data<float>() + t * kw, in + t * width + qw, kw * sizeof(float));
-    std::memcpy(v_heads.data<float>() + t * kw, in + t * width + qw + kw, kw * sizeof(float));
+    copy_run(q_heads, t * qw, recv, t * width, qw);
+    copy_run(k_heads, t * kw, recv, t * width + qw, kw);
+    copy_run(v_heads, t * kw, recv, t * width + qw + kw, kw);
   }
   kernels::kv_cache_write(k_heads, v_heads, paged.slots, k_cache, v_cache);
   Tensor o_heads = Tensor::empty({n, hq, d});
@@ -60,12 +64,8 @@ void SoftmaxAttention::attend_paged_ulysses(const PagedBatch& paged, const QkvHe
   // Back: rows [begin[i], begin[i+1]) to rank i; from rank j this rank's rows of heads j.
   Tensor back = Tensor::empty({p * local, qw});
   group.all_to_all_v(o_heads.view({n, qw}), counts, back, mine);
-  float* o_out = o.data<float>();
   for (int j = 0; j < p; ++j) {
-    for (int64_t t = 0; t < local; ++t) {
-      std::memcpy(o_out + (t * p + j) * qw, back.data<float>() + (j * local + t) * qw,
-                  qw * sizeof(float));
-    }
+    for (int64_t t = 0; t < local; ++t) copy_run(o, (t * p + j) * qw, back, (j * local + t) * qw, qw);
   }
 }
 

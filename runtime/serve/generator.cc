@@ -22,7 +22,7 @@ absl::StatusOr<std::vector<int64_t>> generate(models::CausalLM& model,
       model.new_inference_state(1, n + max_new_tokens);
   std::vector<int64_t> out;
   for (int64_t i = 0; i < max_new_tokens; ++i) {
-    Tensor logits = model.forward_incremental(*state, tokens);  // [1, t, V]
+    const Tensor logits = model.forward_incremental(*state, tokens).host();  // [1, t, V]
     const int64_t t = logits.dim(1);
     const int64_t next = sampler.next(logits.data<float>() + (t - 1) * vocab, vocab);
     out.push_back(next);
