@@ -59,8 +59,8 @@ class HybridCommunicator final : public Communicator {
   [[nodiscard]] std::unique_ptr<Communicator> split_within(int color, int key,
                                                            std::string name) override {
     std::unique_ptr<Communicator> host = host_->split_within(color, key, name);
-    return std::make_unique<HybridCommunicator>(
-        std::move(host), device_->split_within(color, key, std::move(name)));
+    return std::make_unique<HybridCommunicator>(std::move(host),
+                                                device_->split_within(color, key, std::move(name)));
   }
 
   [[nodiscard]] std::map<std::string, CallStats> stats() const override {

@@ -9,6 +9,7 @@
 #include "kernels/cpu/cpu_ops.h"
 #ifdef WEFT_HAVE_CUDA
 #include "kernels/cuda/cuda_ops.h"
+#include "kernels/cuda/internal.h"
 #endif
 
 namespace weft::kernels {
@@ -100,10 +101,10 @@ void check_state(const Check& c, const char* name, const Tensor& t, const Shape&
 // Calls cpu::fn or cuda::fn by the device of the call's tensors. The kernel may touch the
 // emulated GPU's memory (DeviceAccess, tensor.h).
 #ifdef WEFT_HAVE_CUDA
-#define WEFT_DISPATCH(dev, fn, ...)    \
+#define WEFT_DISPATCH(dev, fn, ...) \
   (::weft::DeviceAccess(), (dev).is_cpu() ? cpu::fn(__VA_ARGS__) : cuda::fn(__VA_ARGS__))
 #else
-#define WEFT_DISPATCH(dev, fn, ...)                                                  \
+#define WEFT_DISPATCH(dev, fn, ...)                                                               \
   (::weft::DeviceAccess(), (WEFT_CHECK((dev).is_cpu()) << #fn ": no CUDA support in this build"), \
    cpu::fn(__VA_ARGS__))
 #endif
@@ -114,28 +115,50 @@ namespace {
 
 std::atomic<bool> g_bf16_compute{false};
 
-// Whether bf16 mode rounds `t`: an f32 tensor on the CPU path.
+// Whether bf16 mode rounds `t`: an f32 tensor, in bf16 mode.
 bool bf16_rounds(const Tensor& t) {
-  return g_bf16_compute.load(std::memory_order_relaxed) && t.defined() && t.is_cpu() &&
-         t.dtype() == DType::kF32;
+  return g_bf16_compute.load(std::memory_order_relaxed) && t.defined() && t.dtype() == DType::kF32;
 }
 
-// Rounds `t` in place to bf16 values (CPU, bf16 mode): a result stored in bf16.
+#ifdef WEFT_HAVE_CUDA
+// A bf16 copy of an f32 CUDA tensor.
+Tensor cuda_bf16(const Tensor& t) {
+  Tensor half = Tensor::empty(t.shape(), DType::kBF16, t.device());
+  cuda::cast_into(t, half);
+  return half;
+}
+#endif
+
+// Rounds `t` in place to bf16 values (bf16 mode): a result stored in bf16.
 void bf16_output(Tensor& t) {
   if (!bf16_rounds(t)) return;
-  DeviceAccess access;  // a rounding kernel
-  float* v = t.data<float>();
-  const int64_t n = t.numel();
-  for (int64_t i = 0; i < n; ++i) v[i] = bf16_to_f32(f32_to_bf16(v[i]));
+  if (t.is_cpu()) {
+    DeviceAccess access;  // a rounding kernel
+    float* v = t.data<float>();
+    const int64_t n = t.numel();
+    for (int64_t i = 0; i < n; ++i) v[i] = bf16_to_f32(f32_to_bf16(v[i]));
+    return;
+  }
+#ifdef WEFT_HAVE_CUDA
+  cuda::cast_into(cuda_bf16(t), t);
+#endif
 }
 
-// `t` with every value rounded to the nearest bf16 (a copy), on the CPU path in bf16 mode; `t`
-// itself otherwise.
+// `t` rounded to bf16 in bf16 mode, `t` itself otherwise. On the CPU an f32 copy holding bf16
+// values (an exact emulation); on CUDA a bf16 tensor, which cuBLASLt multiplies on the tensor
+// cores with f32 accumulation.
 Tensor bf16_input(const Tensor& t) {
   if (!bf16_rounds(t)) return t;
-  Tensor r = t.clone();
-  bf16_output(r);
-  return r;
+  if (t.is_cpu()) {
+    Tensor r = t.clone();
+    bf16_output(r);
+    return r;
+  }
+#ifdef WEFT_HAVE_CUDA
+  return cuda_bf16(t);
+#else
+  return t;
+#endif
 }
 
 }  // namespace

@@ -94,12 +94,15 @@ void attention_merge(Tensor& o, Tensor& lse, const Tensor& o_b, const Tensor& ls
 inline constexpr int64_t kInvariantRows = 8;
 void set_batch_invariant(bool on);
 
-// bf16 compute on the CPU path (--precision bf16; docs/architecture.md "Precision"): GEMM and
+// bf16 compute (--precision bf16; docs/architecture.md "Precision"): GEMM and
 // linear inputs (activations, weights, output gradients) are rounded to bf16 before an f32
 // GEMM, which is what a bf16 GEMM with f32 accumulation computes; linear and embedding outputs
 // and the activation gradients of a linear are rounded to bf16 as a bf16 store would; weight
 // gradients accumulate in f32, the weights and AdamW state stay f32 (the master copy). Memory is
-// not saved on the CPU path (values stay in f32 tensors). Process-wide; off by default.
+// not saved on the CPU path (values stay in f32 tensors). On CUDA the GEMM inputs are cast to
+// bf16 tensors, which cuBLASLt multiplies on the tensor cores with f32 accumulation, and outputs
+// are rounded through a bf16 cast: the same values as the CPU emulation up to summation order.
+// Process-wide; off by default.
 void set_bf16_compute(bool on);
 [[nodiscard]] bool bf16_compute();
 [[nodiscard]] bool batch_invariant();

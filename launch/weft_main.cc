@@ -109,8 +109,8 @@ absl::StatusOr<Flags> parse_flags(Session& session, const std::string& subcomman
     timeout_s = t.item();
   }
   session.watch_health(timeout_s);
-  const bool takes_device = std::any_of(specs.begin(), specs.end(),
-                                        [](const FlagSpec& s) { return s.name == "device"; });
+  const bool takes_device =
+      std::any_of(specs.begin(), specs.end(), [](const FlagSpec& s) { return s.name == "device"; });
   if (takes_device) {
     absl::StatusOr<Device> device = select_device(
         flags->str("device"), static_cast<int>(flags->integer("gpus-per-node", 0)), device_env());

@@ -65,7 +65,8 @@ void SoftmaxAttention::attend_paged_ulysses(const PagedBatch& paged, const QkvHe
   Tensor back = Tensor::empty({p * local, qw});
   group.all_to_all_v(o_heads.view({n, qw}), counts, back, mine);
   for (int j = 0; j < p; ++j) {
-    for (int64_t t = 0; t < local; ++t) copy_run(o, (t * p + j) * qw, back, (j * local + t) * qw, qw);
+    for (int64_t t = 0; t < local; ++t)
+      copy_run(o, (t * p + j) * qw, back, (j * local + t) * qw, qw);
   }
 }
 

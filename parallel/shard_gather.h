@@ -15,8 +15,8 @@ namespace weft::parallel {
 // local: this rank's block (CPU), which covers [offset, offset + local.dim(split_dim)) of
 // `global_shape` along split_dim; blocks agree on every other dimension but may differ in
 // length along split_dim (the vocabulary's last blocks are shorter when tp does not divide it,
-// models::shard_extent). Returns the whole tensor, in host memory, on every rank of the group. Collective over
-// `group`.
+// models::shard_extent). Returns the whole tensor, in host memory, on every rank of the group.
+// Collective over `group`.
 [[nodiscard]] Tensor gather_shards(comm::Communicator& group, const Tensor& local, int split_dim,
                                    int64_t offset, const Shape& global_shape);
 

@@ -33,7 +33,8 @@ struct Device {
 };
 
 // Where Tensor::empty, zeros and full allocate when no device is named: the host unless a
-// command chose a device (--device). Set once, before any thread that allocates starts.
+// command chose a device (--device); a CUDA device also becomes the calling thread's current
+// one. Set once, before any thread that allocates starts.
 Device default_device();
 void set_default_device(Device device);
 

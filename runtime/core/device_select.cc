@@ -32,8 +32,7 @@ DeviceEnv device_env() {
 absl::StatusOr<Device> select_device(const std::string& want, int gpus_per_node,
                                      const DeviceEnv& env) {
   if (want != "" && want != "cpu" && want != "cuda") {
-    return absl::InvalidArgumentError(
-        absl::StrCat("--device '", want, "': expected cpu or cuda"));
+    return absl::InvalidArgumentError(absl::StrCat("--device '", want, "': expected cpu or cuda"));
   }
   if (gpus_per_node < 0) {
     return absl::InvalidArgumentError(

@@ -12,9 +12,9 @@
 namespace weft {
 
 struct DeviceEnv {
-  int visible_gpus = 0;     // cudaGetDeviceCount (0 in a CPU-only build)
-  bool cuda_build = false;  // built with CUDA
-  int local_rank = 0;       // this rank's index on its node
+  int visible_gpus = 0;      // cudaGetDeviceCount (0 in a CPU-only build)
+  bool cuda_build = false;   // built with CUDA
+  int local_rank = 0;        // this rank's index on its node
   bool emulate_gpu = false;  // WEFT_EMULATE_GPU=1: cuda means the emulated GPU (device.h)
 };
 

@@ -1,5 +1,6 @@
 #include "runtime/core/tensor.h"
 
+#include <algorithm>
 #include <atomic>
 #include <cstring>
 #include <numeric>
@@ -29,7 +30,13 @@ std::atomic<int> g_device_access{0};
 }  // namespace
 
 Device default_device() { return g_default_device; }
-void set_default_device(Device device) { g_default_device = device; }
+void set_default_device(Device device) {
+  g_default_device = device;
+#ifdef WEFT_HAVE_CUDA
+  // Kernels run on the calling thread's current device: this one, from here on.
+  if (device.is_cuda()) WEFT_CUDA_CHECK(cudaSetDevice(device.index));
+#endif
+}
 
 DeviceAccess::DeviceAccess() { g_device_access.fetch_add(1, std::memory_order_relaxed); }
 DeviceAccess::~DeviceAccess() { g_device_access.fetch_sub(1, std::memory_order_relaxed); }
@@ -87,6 +94,19 @@ Tensor Tensor::full(Shape shape, float value) {
   float* p = t.data<float>();
   std::fill(p, p + t.numel(), value);
   return t.on(default_device());
+}
+
+Tensor Tensor::pinned(Shape shape, DType dtype) {
+#ifdef WEFT_HAVE_CUDA
+  if (cuda_available()) {
+    const size_t bytes = static_cast<size_t>(shape_numel(shape)) * dtype_size(dtype);
+    void* ptr = nullptr;
+    WEFT_CUDA_CHECK(cudaHostAlloc(&ptr, std::max<size_t>(bytes, 1), cudaHostAllocDefault));
+    std::shared_ptr<void> owner(ptr, [](void* p) { cudaFreeHost(p); });
+    return borrow(ptr, std::move(shape), dtype, Device::cpu(), std::move(owner));
+  }
+#endif
+  return empty(std::move(shape), dtype, Device::cpu());
 }
 
 Tensor Tensor::borrow(void* data, Shape shape, DType dtype, Device device,

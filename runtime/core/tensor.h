@@ -52,6 +52,10 @@ class Tensor {
   [[nodiscard]] static Tensor zeros(Shape shape, DType dtype = DType::kF32,
                                     std::optional<Device> device = std::nullopt);
   [[nodiscard]] static Tensor full(Shape shape, float value);  // f32 on default_device()
+  // Page-locked host memory (cudaHostAlloc) where a GPU is visible, which device copies fill at
+  // full bus speed and without staging; plain host memory otherwise. For buffers that take GPU
+  // tensors to the host repeatedly (asynchronous checkpoints).
+  [[nodiscard]] static Tensor pinned(Shape shape, DType dtype);
   // Borrows memory owned elsewhere (e.g. an mmap'd safetensors file); `keepalive` holds it.
   [[nodiscard]] static Tensor borrow(void* data, Shape shape, DType dtype, Device device,
                                      std::shared_ptr<void> keepalive);

@@ -16,7 +16,8 @@ constexpr int kBodyTag = 2;
 
 // The bytes of `text` in an i64 tensor (the communicators move tensors).
 Tensor pack_text(const std::string& text) {
-  Tensor t = Tensor::zeros({static_cast<int64_t>((text.size() + 7) / 8)}, DType::kI64, Device::cpu());
+  Tensor t =
+      Tensor::zeros({static_cast<int64_t>((text.size() + 7) / 8)}, DType::kI64, Device::cpu());
   std::memcpy(t.raw(), text.data(), text.size());
   return t;
 }

@@ -18,8 +18,7 @@ absl::StatusOr<std::vector<int64_t>> generate(models::CausalLM& model,
   WEFT_RETURN_IF_ERROR(model.check_tokens(tokens));
   const int64_t vocab = model.config().vocab_size;
   Sampler sampler(sampling);
-  std::unique_ptr<models::InferenceState> state =
-      model.new_inference_state(1, n + max_new_tokens);
+  std::unique_ptr<models::InferenceState> state = model.new_inference_state(1, n + max_new_tokens);
   std::vector<int64_t> out;
   for (int64_t i = 0; i < max_new_tokens; ++i) {
     const Tensor logits = model.forward_incremental(*state, tokens).host();  // [1, t, V]

@@ -83,6 +83,9 @@ void CheckpointWriter::run(const std::string& dir, io::CheckpointManifest manife
     const Tensor& value = tensors[i].value;
     if (buffer.shape() == value.shape() && buffer.dtype() == value.dtype() && buffer.defined()) {
       buffer.copy_from(value);
+    } else if (value.device().is_cuda()) {
+      buffer = Tensor::pinned(value.shape(), value.dtype());  // reused by every later save
+      buffer.copy_from(value);
     } else {
       buffer = value.to(Device::cpu());
     }

@@ -110,7 +110,8 @@ absl::StatusOr<Tensor> CheckpointReader::read_slice(const std::string& name,
                      "] has no box at offsets [", absl::StrJoin(offsets, ","), "] lengths [",
                      absl::StrJoin(lengths, ","), "]"));
   }
-  Tensor out = Tensor::zeros(Shape(lengths.begin(), lengths.end()), DType::kF32, Device::cpu());  // f32 [lengths]
+  Tensor out = Tensor::zeros(Shape(lengths.begin(), lengths.end()), DType::kF32,
+                             Device::cpu());  // f32 [lengths]
   int64_t covered = 0;
   for (const io::TensorChunk& chunk : e->chunks()) {
     const Box have = chunk_box(chunk);

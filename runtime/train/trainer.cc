@@ -335,7 +335,7 @@ void Trainer::moe_metrics(StepMetrics& m) {
 
 StepMetrics Trainer::train_step(int64_t step) {
   const auto start = SteadyClock::now();
-  reset_peak_memory(Device::cpu());
+  reset_peak_memory(default_device());
   comm::Communicator& dp = mesh_->dp();
   const int64_t per_rank = options_.global_batch / dp.size();
   const int64_t first = (step - 1) * options_.global_batch + dp.rank() * per_rank;
@@ -372,7 +372,7 @@ StepMetrics Trainer::train_step(int64_t step) {
   if (std::isfinite(m.loss) && std::isfinite(m.grad_norm)) optimizer_->step(step);
   m.step_time_s = seconds_since(start);
   m.tokens_per_s = static_cast<double>(options_.global_batch * options_.seq_len) / m.step_time_s;
-  m.peak_bytes = memory_stats(Device::cpu()).peak_bytes;
+  m.peak_bytes = memory_stats(default_device()).peak_bytes;
   return m;
 }
 
