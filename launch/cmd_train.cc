@@ -31,7 +31,8 @@ const std::vector<FlagSpec>& train_flags() {
        0},
       {"steps", FlagKind::kInt, "the step to stop at", false, 1},
       {"eval-data", FlagKind::kString,
-       "token file for a validation loss (same line length), reported as eval_loss"},
+       "validation data, reported as eval_loss: a token file (same line length) or a `weft data "
+       "prepare` directory (its windows in a fixed order)"},
       {"eval-every", FlagKind::kInt, "evaluate after every N-th step (default: the last only)",
        false, 1},
       {"eval-batches", FlagKind::kInt,

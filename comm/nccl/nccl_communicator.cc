@@ -208,6 +208,7 @@ class NcclCommunicator final : public Communicator {
   NcclCommunicator& operator=(const NcclCommunicator&) = delete;
 
   [[nodiscard]] int rank() const override { return rank_; }
+  [[nodiscard]] ncclComm_t handle() const { return comm_; }
   [[nodiscard]] int size() const override { return size_; }
   [[nodiscard]] const std::string& name() const override { return name_; }
 
@@ -522,6 +523,11 @@ std::unique_ptr<Communicator> make_nccl_communicator(MPI_Comm mpi_comm, int cuda
   MPI_Comm own = MPI_COMM_NULL;
   WEFT_MPI_CHECK(MPI_Comm_dup(mpi_comm, &own));
   return std::make_unique<NcclCommunicator>(own, cuda_device, std::move(name));
+}
+
+ncclComm_t nccl_handle(Communicator& comm) {
+  auto* nccl = dynamic_cast<NcclCommunicator*>(&comm);
+  return nccl != nullptr ? nccl->handle() : nullptr;
 }
 
 }  // namespace weft::comm

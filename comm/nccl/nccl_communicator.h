@@ -14,6 +14,7 @@
 #pragma once
 
 #include <mpi.h>
+#include <nccl.h>
 
 #include <memory>
 #include <string>
@@ -28,5 +29,9 @@ namespace weft::comm {
 // splits the duplicate.
 std::unique_ptr<Communicator> make_nccl_communicator(MPI_Comm mpi_comm, int cuda_device,
                                                      std::string name);
+
+// The NCCL communicator behind `comm` (one make_nccl_communicator made, or split), for code that
+// drives NCCL itself (comm/nccl/fused_residual_norm.h); null for any other backend.
+ncclComm_t nccl_handle(Communicator& comm);
 
 }  // namespace weft::comm

@@ -157,7 +157,7 @@ class Trainer {
   std::unique_ptr<parallel::Mesh> mesh_;
   AgreeFn agree_;
   std::unique_ptr<TokenDataset> data_;
-  std::optional<TokenFile> eval_data_;
+  std::unique_ptr<TokenDataset> eval_data_;  // --eval-data: a token file or a data directory
   std::unique_ptr<models::CausalLM> model_;
   std::unique_ptr<AdamW> optimizer_;
   std::unique_ptr<CheckpointWriter> writer_;  // every rank (saves are collective)

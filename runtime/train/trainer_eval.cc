@@ -16,7 +16,11 @@ absl::Status Trainer::load_eval_data() {
     }
     return absl::OkStatus();
   }
-  WEFT_ASSIGN_OR_RETURN(TokenFile data, TokenFile::load(options_.eval_data_path));
+  // A token file (its lines in order) or a `weft data prepare` directory (its windows in the
+  // order of seed 0: a fixed validation set whatever --data-seed is).
+  WEFT_ASSIGN_OR_RETURN(std::unique_ptr<TokenDataset> loaded,
+                        open_token_data(options_.eval_data_path, options_.seq_len, 0));
+  const TokenDataset& data = *loaded;
   if (data.seq_len() != options_.seq_len) {
     return invalid_argument("--eval-data ", options_.eval_data_path, " has sequences of ",
                             data.seq_len(), " tokens, --seq-len is ", options_.seq_len);
@@ -38,7 +42,7 @@ absl::Status Trainer::load_eval_data() {
                             " sequences; --eval-data ", options_.eval_data_path, " has ",
                             data.num_sequences());
   }
-  eval_data_.emplace(std::move(data));
+  eval_data_ = std::move(loaded);
   return absl::OkStatus();
 }
 

@@ -3,6 +3,8 @@
 // --data-seed and not the mesh; bad input and damaged data are errors naming the problem.
 #include <gtest/gtest.h>
 
+#include <algorithm>
+
 #include <cstring>
 #include <filesystem>
 
@@ -180,11 +182,22 @@ TEST(Data, TrainFromADirectoryResumesExactlyInTheOrderOfItsSeed) {
   ASSERT_EQ(r.exit_code, 0) << r.err;
   EXPECT_EQ(metric_losses(resumed + "/metrics.jsonl"), want);
 
-  // --data-seed defaults to --seed (3); another seed reads other samples from step 1.
+  // --data-seed defaults to --seed (3); another seed reads other samples from step 1. A data
+  // directory also serves as --eval-data (its windows in a fixed order), which leaves training
+  // as it was.
   const std::string same = make_temp_dir("weft_data_seed3");
-  r = run_weft(data_train_args(model, same, 4, data) + " --data-seed 3");
+  r = run_weft(data_train_args(model, same, 4, data) + " --data-seed 3 --eval-data " + data +
+               " --eval-every 2");
   ASSERT_EQ(r.exit_code, 0) << r.err;
   EXPECT_EQ(metric_losses(same + "/metrics.jsonl"), want);
+  const std::string metrics = read_text(same + "/metrics.jsonl");
+  EXPECT_EQ(std::count(metrics.begin(), metrics.end(), '\n'), 4);
+  size_t evals = 0;
+  for (size_t at = metrics.find("\"eval_loss\""); at != std::string::npos;
+       at = metrics.find("\"eval_loss\"", at + 1)) {
+    ++evals;
+  }
+  EXPECT_EQ(evals, 2u) << metrics;
   const std::string other = make_temp_dir("weft_data_seed4");
   r = run_weft(data_train_args(model, other, 4, data) + " --data-seed 4");
   ASSERT_EQ(r.exit_code, 0) << r.err;
