@@ -24,8 +24,8 @@
 namespace weft::testing {
 namespace {
 
-#define WEFT_SKIP_WITHOUT_GPU()                                        \
-  do {                                                                 \
+#define WEFT_SKIP_WITHOUT_GPU()                                          \
+  do {                                                                   \
     if (cuda_device_count() == 0) GTEST_SKIP() << "no CUDA device here"; \
   } while (0)
 

@@ -109,13 +109,7 @@ TEST(TokenWeaveTraffic, MegatronSpBytesInTwiceTheCalls) {
                                 bus("all_reduce", (2 * layers + 1) * d * 4) +
                                 (copies > 1 ? comm::bus_bytes("all_reduce", kv_grads, copies) : 0)};
   const std::map<std::string, comm::CallStats> got = mesh->tp().stats();
-  ASSERT_EQ(got.size(), expected.size());
-  for (const auto& [kind, e] : expected) {
-    SCOPED_TRACE(kind);
-    ASSERT_TRUE(got.count(kind));
-    EXPECT_EQ(got.at(kind).calls, e.calls);
-    EXPECT_EQ(got.at(kind).bytes_sent, e.bytes_sent);
-  }
+  ::weft::testing::expect_call_stats(got, expected);
   // One all-reduce's bus bytes per all-gather + reduce-scatter pair of rows.
   EXPECT_EQ(got.at("all_gather").bytes_sent + got.at("reduce_scatter").bytes_sent,
             rows * bus("all_reduce", row));
