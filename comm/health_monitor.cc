@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <atomic>
+#include <condition_variable>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
@@ -23,7 +24,8 @@
 namespace weft::comm {
 namespace {
 
-enum BeatType : int32_t { kAlive = 0, kFinished = 1, kRelease = 2, kAck = 3 };
+// kProbe: rank 0 asks for a beat at once (HealthMonitor::unresponsive_ranks).
+enum BeatType : int32_t { kAlive = 0, kFinished = 1, kRelease = 2, kAck = 3, kProbe = 4 };
 
 // One heartbeat, sent as bytes (every rank runs the same binary).
 struct Beat {
@@ -34,6 +36,7 @@ struct Beat {
   int32_t idle_ok = 0;      // ... and it is an idle wait
   int32_t peer = -1;        // point-to-point: the other side's world rank
   int32_t members_cut = 0;  // `members` did not fit: the group cannot be listed
+  int32_t probe = 0;        // kProbe: its number; a beat: the probe it answers (0: none)
   int64_t seq = 0;
   double age_s = 0;  // busy: how long in it; otherwise how long since the last op completed
   char kind[32] = {};
@@ -108,6 +111,28 @@ class HealthMonitor::Impl {
     thread_.join();
   }
 
+  std::vector<int> unresponsive_ranks(double wait_s) {
+    if (rank_ != 0) return {};
+    std::unique_lock<std::mutex> lock(probe_mu_);
+    ++probe_;
+    probe_asked_ = true;
+    answered_.assign(size_, false);
+    answered_[rank_] = true;
+    probe_cv_.wait_for(lock, std::chrono::duration<double>(wait_s), [&] {
+      return std::all_of(answered_.begin(), answered_.end(), [](bool a) { return a; });
+    });
+    std::vector<int> silent;
+    for (int r = 0; r < size_; ++r) {
+      if (!answered_[r]) silent.push_back(r);
+    }
+    return silent;
+  }
+
+  void set_failure_hook(std::function<void(const std::string&)> hook) {
+    std::lock_guard<std::mutex> lock(probe_mu_);
+    failure_hook_ = std::move(hook);
+  }
+
  private:
   // This rank's beat, from comm/activity.h.
   Beat own_beat() const {
@@ -154,6 +179,12 @@ class HealthMonitor::Impl {
 
   [[noreturn]] void fail(const std::string& message, int code = kExitCommFailure,
                          const char* what = "comm failure") {
+    std::function<void(const std::string&)> hook;
+    {
+      std::lock_guard<std::mutex> lock(probe_mu_);
+      hook = failure_hook_;
+    }
+    if (hook) hook(message);
     std::fprintf(stderr, "weft: rank %d: %s: %s; ending the job (exit code %d)\n", rank_, what,
                  message.c_str(), code);
     std::fflush(stderr);
@@ -246,6 +277,23 @@ class HealthMonitor::Impl {
     }
   }
 
+  // Rank 0: sends the probe unresponsive_ranks() asked for.
+  void send_probe() {
+    std::lock_guard<std::mutex> lock(probe_mu_);
+    if (!probe_asked_) return;
+    probe_asked_ = false;
+    for (int r = 0; r < size_; ++r) {
+      if (r != rank_) send(r, Beat{.rank = rank_, .type = kProbe, .probe = probe_});
+    }
+  }
+
+  void note_answer(int src, int32_t probe) {
+    std::lock_guard<std::mutex> lock(probe_mu_);
+    if (probe == 0 || probe != probe_) return;
+    answered_[src] = true;
+    probe_cv_.notify_all();
+  }
+
   // Once, when the process is asked to terminate: what it is in, and (rank 0) who went silent.
   void report_signal(int signal, ActivityClock::time_point now) {
     std::string text = absl::StrFormat("weft: rank %d: signal %d (%s) while %s", rank_, signal,
@@ -288,7 +336,12 @@ class HealthMonitor::Impl {
             acked_[src] = true;
           } else {
             beats_[src] = in;
+            note_answer(src, in.probe);
           }
+        } else if (in.type == kProbe) {
+          Beat b = own_beat();
+          b.probe = in.probe;
+          send(0, b);
         } else if (in.type == kRelease) {
           send(0, Beat{.rank = rank_, .type = kAck});
           done = true;
@@ -315,6 +368,7 @@ class HealthMonitor::Impl {
         }
         last_send = now;
       }
+      if (rank_ == 0 && !released) send_probe();
       reap_sends();
       if (const std::string error = poll_all(); !error.empty()) fail(error);
       if (rank_ == 0) {
@@ -366,6 +420,13 @@ class HealthMonitor::Impl {
   std::vector<Beat> beats_;  // rank 0: what each rank said last
   std::vector<bool> acked_;
   std::deque<std::pair<std::unique_ptr<Beat>, MPI_Request>> sends_;
+  // Shared with the callers of unresponsive_ranks() and set_failure_hook():
+  std::mutex probe_mu_;
+  std::condition_variable probe_cv_;
+  int32_t probe_ = 0;  // the newest probe's number
+  bool probe_asked_ = false;
+  std::vector<bool> answered_;  // per rank: answered probe_
+  std::function<void(const std::string&)> failure_hook_;
   std::thread thread_;
 };
 
@@ -382,5 +443,13 @@ std::unique_ptr<HealthMonitor> HealthMonitor::start(double timeout_s,
 }
 
 void HealthMonitor::finish(int exit_code) { impl_->finish(exit_code); }
+
+std::vector<int> HealthMonitor::unresponsive_ranks(double wait_s) {
+  return impl_->unresponsive_ranks(wait_s);
+}
+
+void HealthMonitor::set_failure_hook(std::function<void(const std::string&)> hook) {
+  impl_->set_failure_hook(std::move(hook));
+}
 
 }  // namespace weft::comm

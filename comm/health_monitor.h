@@ -20,6 +20,8 @@
 
 #include <functional>
 #include <memory>
+#include <string>
+#include <vector>
 
 namespace weft::comm {
 
@@ -43,6 +45,15 @@ class HealthMonitor {
   // Reports that this rank is done (with `exit_code`), then returns once every rank has reported
   // it (or ends the job if a rank dies or hangs first).
   void finish(int exit_code);
+
+  // Rank 0: asks every rank for a beat now and waits up to `wait_s` for the answers; returns the
+  // ranks that sent none (dead or stopped), ascending. This tells a launcher's SIGTERM after a
+  // rank died (mpirun's, after a kill -9) from a user's SIGTERM, which every rank answers.
+  [[nodiscard]] std::vector<int> unresponsive_ranks(double wait_s);
+  // `hook` runs on the monitor's thread when it is about to end the job over a dead or hung rank,
+  // with the message it would print; when the hook returns, the job ends as before. A server
+  // uses it to answer its clients first.
+  void set_failure_hook(std::function<void(const std::string&)> hook);
 
   class Impl;
 

@@ -1,11 +1,20 @@
 // weft serve --model DIR [--host 127.0.0.1] [--port 8000] [--tp N] [--pp N] ... (docs/serving.md)
 // Rank 0 owns HTTP, the scheduler and the samplers; every rank holds its shard of the model and
 // of the KV cache and runs each step. SIGINT/SIGTERM: stop accepting, abort what is in flight,
-// every rank exits 0.
+// every rank exits 0 — unless a rank has died (docs/serving.md "Disaggregated prefill and
+// decode", docs/operations.md "Failure detection"): then every request fails with an error
+// naming the rank and rank 0 exits 76.
 #include <atomic>
+#include <chrono>
 #include <csignal>
 #include <cstdio>
+#include <cstdlib>
+#include <mutex>
+#include <thread>
 
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "comm/health_monitor.h"
 #include "launch/commands.h"
 #include "launch/engine_setup.h"
 #include "runtime/core/status.h"
@@ -18,6 +27,36 @@ namespace {
 std::atomic<bool> g_stop{false};
 
 extern "C" void on_stop_signal(int) { g_stop.store(true); }
+
+// Rank 0: the health monitor's verdict on a dead or hung rank, set on the monitor's thread.
+std::mutex g_verdict_mu;
+std::string g_verdict;
+
+// How long rank 0 waits, after a stop signal, for every rank to answer a heartbeat. mpirun sends
+// SIGTERM to the survivors when a rank dies and SIGKILL one second later
+// (odls_base_sigkill_timeout): the clients must have their errors by then.
+constexpr double kProbeSeconds = 0.3;
+
+// "rank 1 (decode instance 0)": a rank and its role.
+std::string rank_name(int rank, const serve::Disaggregation* disagg) {
+  if (disagg == nullptr) return absl::StrCat("rank ", rank);
+  const int instance = disagg->layout().instance_of(rank);
+  return instance < 0 ? absl::StrCat("rank ", rank, " (prefill)")
+                      : absl::StrCat("rank ", rank, " (decode instance ", instance, ")");
+}
+
+// Rank 0, once serving has stopped: why no other rank can be reached, or "" (a plain stop).
+// `monitor_verdict` is the health monitor's own (a rank silent for --comm-timeout, or hung).
+std::string peer_failure(comm::HealthMonitor* health, const std::string& monitor_verdict,
+                         const serve::Disaggregation* disagg) {
+  if (!monitor_verdict.empty() || health == nullptr) return monitor_verdict;
+  const std::vector<int> silent = health->unresponsive_ranks(kProbeSeconds);
+  if (silent.empty()) return "";
+  std::vector<std::string> names;
+  for (int r : silent) names.push_back(rank_name(r, disagg));
+  return absl::StrCat(absl::StrJoin(names, ", "), " sent no heartbeat within ", kProbeSeconds,
+                      " s of the stop signal: it died or is stopped");
+}
 
 }  // namespace
 
@@ -76,10 +115,47 @@ absl::Status run_serve(Session& session, const Args& args) {
   serve::OpenAiServer server(*setup.engine, setup.tokenizer.get(), server_config);
   absl::StatusOr<int> port = server.bind();
   WEFT_RETURN_IF_ERROR(session.agree(port.status()));
+  // The monitor's verdict on a dead or hung rank stops serving; the main thread answers the
+  // clients and ends the process while the monitor's thread waits (if it cannot, the monitor
+  // ends the job as it would have).
+  comm::HealthMonitor* health = session.health();
+  if (health != nullptr) {
+    health->set_failure_hook([](const std::string& message) {
+      {
+        std::lock_guard<std::mutex> lock(g_verdict_mu);
+        g_verdict = message;
+      }
+      g_stop.store(true);
+      std::this_thread::sleep_for(std::chrono::seconds(5));
+    });
+  }
   server.start();
   std::printf("weft: listening on http://%s:%d\n", server_config.host.c_str(), *port);
   std::fflush(stdout);
   setup.engine->run(g_stop);
+  // A verdict from here on ends the job as before.
+  if (health != nullptr) health->set_failure_hook(nullptr);
+  std::string monitor_verdict;
+  {
+    std::lock_guard<std::mutex> lock(g_verdict_mu);
+    monitor_verdict = g_verdict;
+  }
+  const std::string failure = peer_failure(health, monitor_verdict, setup.engine->disaggregation());
+  if (!failure.empty()) {
+    // The other ranks cannot be released (a collective with a dead rank never ends) and MPI
+    // cannot finalize: answer the clients, then leave at once (mpirun's SIGKILL follows its
+    // SIGTERM by a second).
+    setup.engine->fail_all(absl::StrCat("weft serve: ", failure, "; the server is ending"));
+    if (server.wait_answered(std::chrono::milliseconds(500))) {
+      // A whole answer's ticket goes when its handler returns, just before the answer is sent.
+      std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    }
+    std::fprintf(stderr, "weft serve: rank 0: %s; every request failed, ending (exit code %d)\n",
+                 failure.c_str(), comm::kExitCommFailure);
+    std::fflush(stderr);
+    std::_Exit(comm::kExitCommFailure);
+  }
+  setup.engine->shutdown();
   server.stop();
   std::fprintf(stderr, "weft: server stopped\n");
   return absl::OkStatus();

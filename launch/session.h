@@ -43,6 +43,8 @@ class Session {
   // This rank is done: waits until every rank is (HealthMonitor::finish). Also done by the
   // destructor.
   void finish(int exit_code);
+  // The running health monitor, or null (one rank, or --comm-timeout 0).
+  [[nodiscard]] comm::HealthMonitor* health() { return health_.get(); }
 
  private:
   std::unique_ptr<comm::Communicator> world_;

@@ -75,14 +75,44 @@ std::unique_ptr<Disaggregation> Disaggregation::create(comm::Communicator& world
         d->others_.push_back(std::move(c));
       }
     }
-    d->down_mu_.push_back(std::make_unique<std::mutex>());
+  }
+  if (d->is_front()) {
+    d->outbox_.resize(layout.instances());
+    for (int i = 0; i < layout.instances(); ++i) {
+      d->senders_.emplace_back([p = d.get(), i] { p->send_loop(i); });
+    }
   }
   return d;
 }
 
+Disaggregation::~Disaggregation() {
+  {
+    std::lock_guard<std::mutex> lock(outbox_mu_);
+    closing_ = true;
+    outbox_cv_.notify_all();
+  }
+  for (std::thread& t : senders_) t.join();
+}
+
 void Disaggregation::send_down(int d, const nlohmann::json& message) {
-  std::lock_guard<std::mutex> lock(*down_mu_.at(d));
-  send_message(down(d), 1, message);
+  std::lock_guard<std::mutex> lock(outbox_mu_);
+  outbox_.at(d).push_back(message);
+  outbox_cv_.notify_all();
+}
+
+void Disaggregation::send_loop(int d) {
+  while (true) {
+    nlohmann::json message;
+    {
+      std::unique_lock<std::mutex> lock(outbox_mu_);
+      outbox_cv_.wait(lock, [&] { return !outbox_[d].empty() || closing_; });
+      if (outbox_[d].empty()) return;  // closing without a shutdown (serving never began)
+      message = std::move(outbox_[d].front());
+      outbox_[d].pop_front();
+    }
+    send_message(down(d), 1, message);
+    if (message["type"] == "shutdown") return;  // the link's last
+  }
 }
 
 int64_t Disaggregation::send_kv(const std::vector<std::pair<Tensor, Tensor>>& layers,

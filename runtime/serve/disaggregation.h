@@ -9,10 +9,13 @@
 // that waits on one never holds up another), the control messages (JSON) and the KV transfer.
 #pragma once
 
+#include <condition_variable>
 #include <cstdint>
+#include <deque>
 #include <memory>
 #include <mutex>
 #include <optional>
+#include <thread>
 #include <utility>
 #include <vector>
 
@@ -69,6 +72,8 @@ class MessageInbox {
 class Disaggregation {
  public:
   static std::unique_ptr<Disaggregation> create(comm::Communicator& world, DisaggLayout layout);
+  // Rank 0: waits for the senders to send what is queued (they end after a "shutdown" message).
+  ~Disaggregation();
 
   [[nodiscard]] const DisaggLayout& layout() const { return layout_; }
   [[nodiscard]] int rank() const { return rank_; }
@@ -85,7 +90,9 @@ class Disaggregation {
   [[nodiscard]] comm::Communicator& kv() { return *kv_; }
   [[nodiscard]] comm::Communicator& down(int d) { return *down_.at(d); }
   [[nodiscard]] comm::Communicator& up(int d) { return *up_.at(d); }
-  // Sends on down(d) from any thread, one message at a time.
+  // Queues a message for down(d), from any thread: a thread per instance sends them in order,
+  // so a send that never completes (the instance's leader died) holds up that thread only,
+  // never the engine or an HTTP request (docs/serving.md "Disaggregated prefill and decode").
   void send_down(int d, const nlohmann::json& message);
 
   // ---- the KV transfer, layer by layer -----------------------------------------------------
@@ -104,13 +111,19 @@ class Disaggregation {
  private:
   Disaggregation(DisaggLayout layout, int rank) : layout_(layout), rank_(rank) {}
   void reap_sends();
+  void send_loop(int d);
 
   DisaggLayout layout_;
   int rank_;
   std::unique_ptr<comm::Communicator> kv_;
   std::vector<std::unique_ptr<comm::Communicator>> down_, up_;  // null where not a member
   std::vector<std::unique_ptr<comm::Communicator>> others_;     // the split's other halves
-  std::vector<std::unique_ptr<std::mutex>> down_mu_;
+  // Rank 0: each instance's queue of messages for down(d) and its sender.
+  std::mutex outbox_mu_;
+  std::condition_variable outbox_cv_;
+  std::vector<std::deque<nlohmann::json>> outbox_;
+  bool closing_ = false;
+  std::vector<std::thread> senders_;
   std::vector<comm::WorkPtr> sends_;
 };
 

@@ -183,6 +183,7 @@ absl::StatusOr<int64_t> Engine::submit(std::vector<int64_t> prompt, GenerationPa
   r->submitted = Clock::now();
   for (const std::string& s : r->params.stop) r->hold_back = std::max(r->hold_back, s.size() - 1);
   std::lock_guard<std::mutex> lock(mu_);
+  if (!failure_.empty()) return absl::UnavailableError(failure_);
   if (stopping_) return absl::FailedPreconditionError("the server is shutting down");
   if (unfinished_ >= config_.scheduler.max_num_seqs + config_.max_queue) {
     ++stats_.requests_rejected;
@@ -314,12 +315,13 @@ Tensor Engine::run_model(const models::PagedBatch& host_batch) {
 void Engine::finish(Request& r, const std::string& reason, RequestUpdate& update) {
   if (r.done) return;
   r.done = true;
-  if (r.detok && reason != "abort") {
+  const bool cut = reason == "abort" || reason == "error";
+  if (r.detok && !cut) {
     r.text += r.detok->finish();
   }
   // Whatever is left, up to a stop string.
   size_t end = r.text.size();
-  if (reason != "abort") {
+  if (!cut) {
     end = std::min(end, first_stop(r.text, r.emitted, r.params.stop));
     update.text += r.text.substr(r.emitted, end - r.emitted);
   }
@@ -330,7 +332,7 @@ void Engine::finish(Request& r, const std::string& reason, RequestUpdate& update
   update.prompt_tokens = static_cast<int64_t>(r.prompt.size());
   update.completion_tokens = r.generated;
   update.cached_prompt_tokens = std::max<int64_t>(r.cached_prompt, 0);
-  record_finish(r, reason == "abort");
+  record_finish(r, cut);
   if (r.on_update) r.on_update(update);
 }
 
@@ -477,12 +479,24 @@ void Engine::run(const std::atomic<bool>& stop) {
     wake_.wait_for(lock, std::chrono::milliseconds(20),
                    [&] { return !inbox_.empty() || !cancelled_.empty(); });
   }
-  abort_all();
+}
+
+void Engine::shutdown() {
+  end_all();
   shutdown_workers();
   if (disagg_ != nullptr) stop_disaggregation();
 }
 
-void Engine::abort_all() {
+void Engine::fail_all(const std::string& message) {
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    failure_ = message;
+  }
+  end_all(message);
+  if (disagg_ != nullptr && disagg_->is_front()) end_front(message);
+}
+
+void Engine::end_all(const std::string& error) {
   {
     std::lock_guard<std::mutex> lock(mu_);
     stopping_ = true;
@@ -492,7 +506,8 @@ void Engine::abort_all() {
     if (r->done) continue;
     scheduler_->finish(id);
     RequestUpdate update;
-    finish(*r, "abort", update);
+    update.error = error;
+    finish(*r, error.empty() ? "abort" : "error", update);
   }
   requests_.clear();
 }

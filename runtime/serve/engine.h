@@ -91,7 +91,9 @@ struct RequestUpdate {
   std::vector<GeneratedToken> tokens;  // new tokens (their text may be held back; see `text`)
   std::string text;                    // newly final text: whole characters, stop strings cut
   bool finished = false;
-  std::string finish_reason;  // "stop" | "length" | "abort" (cancelled or engine stopping)
+  // "stop" | "length" | "abort" (cancelled or engine stopping) | "error" (a rank died: `error`)
+  std::string finish_reason;
+  std::string error;  // finish_reason "error": what the client is told
   int64_t prompt_tokens = 0;
   int64_t completion_tokens = 0;
   int64_t cached_prompt_tokens = 0;  // prompt tokens served from the prefix cache
@@ -176,9 +178,14 @@ class Engine {
   // Runs one step if there is work (after taking in submissions and cancellations); false when
   // idle.
   bool step();
-  // Steps until `stop` is set, sleeping while idle; then aborts what is left and releases the
-  // other ranks (their run_worker returns).
+  // Steps until `stop` is set, sleeping while idle. Then exactly one of:
   void run(const std::atomic<bool>& stop);
+  // aborts what is left and releases the other ranks (their run_worker returns), or
+  void shutdown();
+  // (a rank has died: docs/serving.md "Disaggregated prefill and decode") ends every request
+  // with finish_reason "error" and `message`, refuses new ones with it, and talks to no other
+  // rank.
+  void fail_all(const std::string& message);
   // Steps until every submitted request has finished (offline generation), then releases the
   // other ranks.
   void run_until_done();
@@ -207,8 +214,11 @@ class Engine {
   // the instance, run_import), then the request itself.
   void import_request(const nlohmann::json& message, std::map<int64_t, int64_t>& local_of);
   void run_import(const Tensor& payload);
-  // Stops taking requests and ends every one still here with "abort" (the end of run()).
-  void abort_all();
+  // Stops taking requests and ends every one still here with "abort" (`error` empty: the end of
+  // run()) or "error".
+  void end_all(const std::string& error = "");
+  // Rank 0 of disaggregated serving: the same for the requests the decode instances hold.
+  void end_front(const std::string& error);
   void take_inbox();
   void shutdown_workers();
   // Shift parallelism: whether a step of `tokens` runs in sequence-parallel mode.
@@ -240,6 +250,7 @@ class Engine {
   int64_t next_id_ = 1;
   int64_t unfinished_ = 0;  // submitted, not yet finished
   bool stopping_ = false;
+  std::string failure_;  // fail_all()'s message, for the requests that come after it
   EngineStats stats_;
 
   std::unique_ptr<Disaggregation> disagg_;

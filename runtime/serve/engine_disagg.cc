@@ -110,6 +110,7 @@ absl::StatusOr<int64_t> Engine::submit_front(std::vector<int64_t> prompt, Genera
   int64_t id = 0;
   {
     std::lock_guard<std::mutex> lock(mu_);
+    if (!failure_.empty()) return absl::UnavailableError(failure_);
     if (stopping_) return absl::FailedPreconditionError("the server is shutting down");
     id = next_id_++;
   }
@@ -255,7 +256,10 @@ void Engine::stop_disaggregation() {
   }
   relay_.join();
   disagg_->finish_sends();
-  // What the instances never finished (they abort theirs before they leave).
+  end_front("");  // what the instances never finished (they abort theirs before they leave)
+}
+
+void Engine::end_front(const std::string& error) {
   std::map<int64_t, std::unique_ptr<FrontRequest>> left;
   {
     std::lock_guard<std::mutex> lock(front_mu_);
@@ -265,7 +269,8 @@ void Engine::stop_disaggregation() {
     RequestUpdate u;
     u.request = id;
     u.finished = true;
-    u.finish_reason = "abort";
+    u.finish_reason = error.empty() ? "abort" : "error";
+    u.error = error;
     if (f->on_update) f->on_update(u);
   }
 }
@@ -298,7 +303,7 @@ void Engine::run_decode() {
     }
     if (open && !step()) std::this_thread::sleep_for(std::chrono::microseconds(200));
   }
-  abort_all();  // their updates still reach rank 0
+  end_all();  // their updates still reach rank 0
   send_message(disagg_->up(d), 0, {{"type", "bye"}});
   shutdown_workers();
 }

@@ -62,8 +62,15 @@ struct Choice {
   std::string text;
   std::vector<GeneratedToken> tokens;
   std::string finish_reason;
+  std::string error;                 // finish_reason "error": the engine's message
   int64_t cached_prompt_tokens = 0;  // served from the prefix cache (as the engine reports)
 };
+
+// The answer to a request the engine could not finish (a rank died): HTTP 500, or in a stream
+// an error event, as vLLM sends; the openai clients raise it as an APIError.
+ApiError engine_failure(const std::string& message) {
+  return {500, message, "", "server_error", "engine_failed"};
+}
 
 }  // namespace
 
@@ -104,6 +111,10 @@ class OpenAiServer::Impl {
     server_.stop();
     if (thread_.joinable()) thread_.join();
   }
+  bool wait_answered(std::chrono::milliseconds limit) {
+    std::unique_lock<std::mutex> lock(answering_mu_);
+    return answering_cv_.wait_for(lock, limit, [&] { return answering_ == 0; });
+  }
 
  private:
   void routes();
@@ -120,8 +131,22 @@ class OpenAiServer::Impl {
   ServerConfig config_;
   RequestReader reader_;
   httplib::Server server_;
+  // A completion being answered holds a ticket (a stream's goes with its response, after the
+  // last chunk); wait_answered() waits for none to be left.
+  std::shared_ptr<void> answering() {
+    std::lock_guard<std::mutex> lock(answering_mu_);
+    ++answering_;
+    return std::shared_ptr<void>(nullptr, [this](void*) {
+      std::lock_guard<std::mutex> lock(answering_mu_);
+      if (--answering_ == 0) answering_cv_.notify_all();
+    });
+  }
+
   std::thread thread_;
   std::atomic<int64_t> next_id_{1};
+  std::mutex answering_mu_;
+  std::condition_variable answering_cv_;
+  int answering_ = 0;
 };
 
 std::string OpenAiServer::Impl::token_text(int64_t id) const {
@@ -280,6 +305,7 @@ json OpenAiServer::Impl::final_response(const ParsedRequest& p, const std::vecto
 void OpenAiServer::Impl::completions(const httplib::Request& req, httplib::Response& res,
                                      bool chat) {
   if (!authorized(req, res)) return;
+  std::shared_ptr<void> ticket = answering();
   std::optional<ParsedRequest> parsed;
   with_body(req, res, [&](const Json& body) { parsed = reader_.parse(body, chat); });
   if (!parsed) return;  // the error is answered
@@ -325,6 +351,7 @@ void OpenAiServer::Impl::completions(const httplib::Request& req, httplib::Respo
     c.tokens.insert(c.tokens.end(), u.tokens.begin(), u.tokens.end());
     if (u.finished) {
       c.finish_reason = u.finish_reason;
+      c.error = u.error;
       c.cached_prompt_tokens = u.cached_prompt_tokens;
     }
   };
@@ -332,12 +359,15 @@ void OpenAiServer::Impl::completions(const httplib::Request& req, httplib::Respo
     std::unique_lock<std::mutex> lock(ex->mu);
     ex->cv.wait(lock, [&] { return ex->open == 0; });
     for (const auto& [index, u] : ex->updates) apply(index, u);
+    for (const Choice& c : *choices) {
+      if (c.finish_reason == "error") return send_error(res, engine_failure(c.error));
+    }
     res.set_content(final_response(p, *choices, id).dump(), "application/json");
     return;
   }
   res.set_header("Cache-Control", "no-cache");
-  res.set_chunked_content_provider("text/event-stream", [this, p, ex, choices, id, created, apply](
-                                                            size_t, httplib::DataSink& sink) {
+  res.set_chunked_content_provider("text/event-stream", [this, p, ex, choices, id, created, apply,
+                                                         ticket](size_t, httplib::DataSink& sink) {
     auto send = [&](const json& chunk) {
       const std::string line = "data: " + chunk.dump() + "\n\n";
       return sink.write(line.data(), line.size());
@@ -371,6 +401,7 @@ void OpenAiServer::Impl::completions(const httplib::Request& req, httplib::Respo
       }
       if (!send(chunk_of(json::array({delta})))) return abandon();
     }
+    bool failed = false;  // an error event ends the stream
     while (true) {
       std::deque<std::pair<int, RequestUpdate>> batch;
       bool finished_all = false;
@@ -384,6 +415,12 @@ void OpenAiServer::Impl::completions(const httplib::Request& req, httplib::Respo
       if (!sink.is_writable()) return abandon();
       for (const auto& [index, u] : batch) {
         apply(index, u);
+        if (u.finish_reason == "error") {
+          send(error_body(engine_failure(u.error)));
+          abandon();  // the other choices
+          failed = true;
+          break;
+        }
         if (u.text.empty() && !u.finished && p.logprobs < 0 && !p.return_token_ids) continue;
         json choice = {{"index", index}};
         if (p.chat) {
@@ -403,9 +440,9 @@ void OpenAiServer::Impl::completions(const httplib::Request& req, httplib::Respo
         }
         if (!send(chunk_of(json::array({choice})))) return abandon();
       }
-      if (finished_all) break;
+      if (finished_all || failed) break;
     }
-    if (p.include_usage) {
+    if (p.include_usage && !failed) {
       json last = chunk_of(json::array());
       last["usage"] = usage(*choices, p);
       if (!send(last)) return abandon();
@@ -423,5 +460,8 @@ OpenAiServer::~OpenAiServer() { impl_->stop(); }
 absl::StatusOr<int> OpenAiServer::bind() { return impl_->bind(); }
 void OpenAiServer::start() { impl_->start(); }
 void OpenAiServer::stop() { impl_->stop(); }
+bool OpenAiServer::wait_answered(std::chrono::milliseconds limit) {
+  return impl_->wait_answered(limit);
+}
 
 }  // namespace weft::serve

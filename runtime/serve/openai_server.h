@@ -8,6 +8,7 @@
 // fields, 401 wrong key, 404 unknown model or route, 413 body too large, 429 queue full.
 #pragma once
 
+#include <chrono>
 #include <cstdint>
 #include <memory>
 #include <string>
@@ -44,6 +45,10 @@ class OpenAiServer {
   // Serves on a background thread until stop().
   void start();
   void stop();
+  // Waits until every completion begun has its answer written (a stream: its last chunk), or
+  // `limit` passes; false then. For a process that must leave at once: stop() also waits for
+  // idle keep-alive connections, seconds.
+  bool wait_answered(std::chrono::milliseconds limit);
 
  private:
   class Impl;
