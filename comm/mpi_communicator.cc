@@ -356,7 +356,8 @@ WorkPtr MpiCommunicator::all_scan_async(const Tensor& local, const Tensor& decay
                                    scan_tag_, comm_, &received[k]));
         }
         InFlight f;
-        const Tensor out = plan.next >= 0 ? Tensor::empty(s_in.shape()) : Tensor();  // S_out
+        const Tensor out = plan.next >= 0 ? Tensor::empty(s_in.shape(), DType::kF32, s_in.device())
+                                          : Tensor();  // S_out
         for (size_t k = 0; k < n; ++k) {
           const ScanPiece& piece = plan.pieces[k];
           if (plan.prev >= 0) {
