@@ -4,16 +4,10 @@
 #include <cuda/atomic>
 #include <nccl_device.h>
 
+#include "comm/nccl/nccl_check.h"
 #include "kernels/cuda/stream.h"
 #include "runtime/core/check.h"
 #include "runtime/core/cuda_check.h"
-
-#define WEFT_FUSED_NCCL_CHECK(call)                                                     \
-  do {                                                                                  \
-    ncclResult_t weft_nccl_status_ = (call);                                            \
-    WEFT_CHECK(weft_nccl_status_ == ncclSuccess)                                        \
-        << #call << ": " << ncclGetErrorString(weft_nccl_status_);                      \
-  } while (0)
 
 namespace weft::comm {
 
@@ -133,16 +127,16 @@ std::unique_ptr<FusedResidualNorm> FusedResidualNorm::create(ncclComm_t comm, in
   s.hidden = hidden;
   s.device = device;
   const size_t bytes = static_cast<size_t>(max_rows * hidden) * sizeof(float);
-  WEFT_FUSED_NCCL_CHECK(ncclMemAlloc(&s.partial, bytes));
-  WEFT_FUSED_NCCL_CHECK(ncclMemAlloc(&s.normed, bytes));
-  WEFT_FUSED_NCCL_CHECK(
+  WEFT_NCCL_CHECK(ncclMemAlloc(&s.partial, bytes));
+  WEFT_NCCL_CHECK(ncclMemAlloc(&s.normed, bytes));
+  WEFT_NCCL_CHECK(
       ncclCommWindowRegister(comm, s.partial, bytes, &s.partial_win, NCCL_WIN_COLL_SYMMETRIC));
-  WEFT_FUSED_NCCL_CHECK(
+  WEFT_NCCL_CHECK(
       ncclCommWindowRegister(comm, s.normed, bytes, &s.normed_win, NCCL_WIN_COLL_SYMMETRIC));
   ncclDevCommRequirements reqs{};
   reqs.lsaMultimem = true;
   reqs.lsaBarrierCount = 2 * kBlocks;  // the barrier before and the one after, per block
-  WEFT_FUSED_NCCL_CHECK(ncclDevCommCreate(comm, &reqs, &s.dev));
+  WEFT_NCCL_CHECK(ncclDevCommCreate(comm, &reqs, &s.dev));
   s.dev_created = true;
   return out;
 }

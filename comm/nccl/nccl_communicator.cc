@@ -17,17 +17,11 @@
 #include "comm/all_scan.h"
 #include "comm/mpi_check.h"
 #include "comm/mpi_communicator.h"
+#include "comm/nccl/nccl_check.h"
 #include "comm/traffic.h"
 #include "kernels/cuda/stream.h"
 #include "kernels/ops.h"
 #include "runtime/core/cuda_check.h"
-
-#define WEFT_NCCL_CHECK(call)                                  \
-  do {                                                         \
-    const ncclResult_t weft_nccl_rc_ = (call);                 \
-    WEFT_CHECK(weft_nccl_rc_ == ncclSuccess)                   \
-        << #call << ": " << ncclGetErrorString(weft_nccl_rc_); \
-  } while (0)
 
 namespace weft::comm {
 namespace {
