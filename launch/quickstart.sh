@@ -13,6 +13,9 @@ WORK="${WEFT_QUICKSTART_DIR:-/tmp/weft-quickstart}"
 rm -rf "$WORK"
 mkdir -p "$WORK/model"
 WEFT="$WEFT_BUILD_DIR/weft"
+# Its 2 and 4 ranks share one machine: on the CPU unless WEFT_DEVICE says otherwise (on GPUs,
+# NCCL wants a GPU per rank; see docs/architecture.md "Devices").
+export WEFT_DEVICE="${WEFT_DEVICE:-cpu}"
 
 cat > "$WORK/model/config.json" <<'JSON'
 {

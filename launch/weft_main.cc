@@ -132,8 +132,8 @@ bool is_help(const absl::Status& status) { return status.GetPayload(kHelpShown).
 
 std::vector<FlagSpec> device_flags() {
   return {{"device", FlagKind::kString,
-           "cpu or cuda (default: cuda when this build has CUDA and a GPU is visible): where "
-           "weights, activations and the KV cache live"},
+           "cpu or cuda (default: $WEFT_DEVICE, else cuda when this build has CUDA and a GPU is "
+           "visible): where weights, activations and the KV cache live"},
           {"gpus-per-node", FlagKind::kInt,
            "GPUs each node gives its ranks (default: all visible): local rank r uses GPU r % N",
            false, 1}};

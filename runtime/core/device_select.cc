@@ -26,13 +26,17 @@ DeviceEnv device_env() {
                            env_int("SLURM_LOCALID", env_int("MPI_LOCALRANKID", 0)));
   const char* emulate = std::getenv("WEFT_EMULATE_GPU");
   env.emulate_gpu = emulate != nullptr && std::string(emulate) == "1";
+  const char* device = std::getenv("WEFT_DEVICE");
+  env.default_device = device != nullptr ? device : "";
   return env;
 }
 
-absl::StatusOr<Device> select_device(const std::string& want, int gpus_per_node,
+absl::StatusOr<Device> select_device(const std::string& flag, int gpus_per_node,
                                      const DeviceEnv& env) {
+  const std::string want = flag.empty() ? env.default_device : flag;
   if (want != "" && want != "cpu" && want != "cuda") {
-    return absl::InvalidArgumentError(absl::StrCat("--device '", want, "': expected cpu or cuda"));
+    return absl::InvalidArgumentError(absl::StrCat(flag.empty() ? "WEFT_DEVICE" : "--device", " '",
+                                                   want, "': expected cpu or cuda"));
   }
   if (gpus_per_node < 0) {
     return absl::InvalidArgumentError(

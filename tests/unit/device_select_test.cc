@@ -20,6 +20,16 @@ TEST(SelectDevice, DefaultIsCudaWhenAGpuIsVisible) {
   EXPECT_EQ(select_device("cpu", 0, gpus(4, 2)).value(), Device::cpu());
 }
 
+TEST(SelectDevice, WeftDeviceIsTheDefaultTheFlagOverrides) {
+  DeviceEnv env = gpus(2, 1);
+  env.default_device = "cpu";
+  EXPECT_EQ(select_device("", 0, env).value(), Device::cpu());
+  EXPECT_EQ(select_device("cuda", 0, env).value(), Device::cuda(1));
+  env.default_device = "tpu";
+  EXPECT_EQ(select_device("", 0, env).status().message(),
+            "WEFT_DEVICE 'tpu': expected cpu or cuda");
+}
+
 TEST(SelectDevice, OneGpuPerLocalRankRoundRobin) {
   EXPECT_EQ(select_device("cuda", 0, gpus(8, 7)).value(), Device::cuda(7));
   EXPECT_EQ(select_device("cuda", 0, gpus(4, 5)).value(), Device::cuda(1));
