@@ -40,9 +40,11 @@ constexpr double kProbeSeconds = 0.3;
 // "rank 1 (decode instance 0)": a rank and its role.
 std::string rank_name(int rank, const serve::Disaggregation* disagg) {
   if (disagg == nullptr) return absl::StrCat("rank ", rank);
-  const int instance = disagg->layout().instance_of(rank);
-  return instance < 0 ? absl::StrCat("rank ", rank, " (prefill)")
-                      : absl::StrCat("rank ", rank, " (decode instance ", instance, ")");
+  const serve::DisaggLayout& l = disagg->layout();
+  const int instance = l.instance_of(rank);
+  return l.is_prefill(instance) ? absl::StrCat("rank ", rank, " (prefill instance ", instance, ")")
+                                : absl::StrCat("rank ", rank, " (decode instance ",
+                                               instance - l.prefill_instances(), ")");
 }
 
 // Rank 0, once serving has stopped: why no other rank can be reached, or "" (a plain stop).
@@ -104,7 +106,7 @@ absl::Status run_serve(Session& session, const Args& args) {
     WEFT_RETURN_IF_ERROR(session.agree(absl::OkStatus()));
     const serve::Disaggregation* disagg = setup.engine->disaggregation();
     if (disagg != nullptr && disagg->is_leader()) {
-      setup.engine->run_decode();  // a decode instance's leader, until rank 0 stops it
+      setup.engine->run_leader();  // another instance's leader, until rank 0 stops it
     } else {
       setup.engine->run_worker();
     }

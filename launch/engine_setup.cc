@@ -68,12 +68,14 @@ std::vector<FlagSpec> engine_flags() {
        "TokenWeave under --tp: each step in two halves, one half's reduce-scatter/all-gather "
        "overlapping the other's compute; residual and norms on this rank's rows"},
       {"prefill-ranks", FlagKind::kInt,
-       "disaggregated serving: the first N ranks prefill (one instance, tp over them); the rest "
+       "disaggregated serving: the first N ranks prefill (instances of --prefill-tp); the rest "
        "decode",
        false, 1},
       {"decode-ranks", FlagKind::kInt, "disaggregated serving: the ranks that decode", false, 1},
       {"prefill-tp", FlagKind::kInt,
-       "disaggregated serving: the prefill instance's tp (= --prefill-ranks)", false, 1},
+       "disaggregated serving: each prefill instance's tp (default --prefill-ranks: one "
+       "instance)",
+       false, 1},
       {"decode-tp", FlagKind::kInt,
        "disaggregated serving: each decode instance's tp (default --decode-ranks: one instance)",
        false, 1},
@@ -114,7 +116,7 @@ absl::StatusOr<int> shift_degree(const Flags& flags, int world) {
   return world;
 }
 
-// --prefill-ranks A --decode-ranks B [--prefill-tp A] [--decode-tp b]: the disaggregated
+// --prefill-ranks A --decode-ranks B [--prefill-tp a] [--decode-tp b]: the disaggregated
 // layout, or nullopt when neither rank flag is given.
 absl::StatusOr<std::optional<serve::DisaggLayout>> disagg_layout(const Flags& flags, int world) {
   if (!flags.has("prefill-ranks") && !flags.has("decode-ranks")) {
@@ -133,10 +135,10 @@ absl::StatusOr<std::optional<serve::DisaggLayout>> disagg_layout(const Flags& fl
     return invalid_argument("--prefill-ranks ", l.prefill_ranks, " + --decode-ranks ",
                             l.decode_ranks, " must be the ", world, " ranks, each at least 1");
   }
-  if (flags.integer("prefill-tp", l.prefill_ranks) != l.prefill_ranks) {
-    return invalid_argument("--prefill-tp ", flags.integer("prefill-tp", 0),
-                            ": one prefill instance over the --prefill-ranks ", l.prefill_ranks,
-                            " (several prefill instances are not built)");
+  l.prefill_tp = static_cast<int>(flags.integer("prefill-tp", l.prefill_ranks));
+  if (l.prefill_tp < 1 || l.prefill_ranks % l.prefill_tp != 0) {
+    return invalid_argument("--prefill-tp ", l.prefill_tp, " does not divide --prefill-ranks ",
+                            l.prefill_ranks);
   }
   if (l.decode_tp < 1 || l.decode_ranks % l.decode_tp != 0) {
     return invalid_argument("--decode-tp ", l.decode_tp, " does not divide --decode-ranks ",
@@ -186,9 +188,9 @@ absl::StatusOr<EngineSetup> setup_engine(Session& session, const Flags& flags, i
   if (disagg->has_value()) {
     const serve::DisaggLayout& l = **disagg;
     const int r = session.rank();
-    out.group = session.compute_world().split(l.instance_of(r) + 1, r, "serving_instance");
+    out.group = session.compute_world().split(l.instance_of(r), r, "serving_instance");
     group = out.group.get();
-    leads = r == 0 || (r >= l.prefill_ranks && (r - l.prefill_ranks) % l.decode_tp == 0);
+    leads = r == l.leader(l.instance_of(r));
   }
   absl::StatusOr<parallel::ParallelDims> dims =
       disagg->has_value()
@@ -285,9 +287,9 @@ absl::StatusOr<EngineSetup> setup_engine(Session& session, const Flags& flags, i
   absl::Status heads;
   if (disagg->has_value()) {
     const int64_t kv = out.model->config().num_key_value_heads;
-    if (kv % (*disagg)->prefill_ranks != 0 || kv % (*disagg)->decode_tp != 0) {
-      heads = invalid_argument("disaggregated serving moves whole KV heads: --prefill-ranks ",
-                               (*disagg)->prefill_ranks, " and --decode-tp ", (*disagg)->decode_tp,
+    if (kv % (*disagg)->prefill_tp != 0 || kv % (*disagg)->decode_tp != 0) {
+      heads = invalid_argument("disaggregated serving moves whole KV heads: --prefill-tp ",
+                               (*disagg)->prefill_tp, " and --decode-tp ", (*disagg)->decode_tp,
                                " must divide the ", kv, " KV heads");
     }
   }

@@ -63,8 +63,11 @@ std::unique_ptr<Disaggregation> Disaggregation::create(comm::Communicator& world
       << "the disaggregated layout must name every rank";
   std::unique_ptr<Disaggregation> d(new Disaggregation(layout, world.rank()));
   d->kv_ = world.split(0, world.rank(), "kv_transfer");
-  for (int i = 0; i < layout.instances(); ++i) {
-    const bool member = world.rank() == 0 || world.rank() == layout.leader(i);
+  // One down and one up link per instance but rank 0's own (index 0 stays null).
+  d->down_.resize(1);
+  d->up_.resize(1);
+  for (int g = 1; g < layout.instances(); ++g) {
+    const bool member = world.rank() == 0 || world.rank() == layout.leader(g);
     for (auto* links : {&d->down_, &d->up_}) {
       std::unique_ptr<comm::Communicator> c = world.split(
           member ? 1 : 0, world.rank(), links == &d->down_ ? "disagg_down" : "disagg_up");
@@ -78,8 +81,8 @@ std::unique_ptr<Disaggregation> Disaggregation::create(comm::Communicator& world
   }
   if (d->is_front()) {
     d->outbox_.resize(layout.instances());
-    for (int i = 0; i < layout.instances(); ++i) {
-      d->senders_.emplace_back([p = d.get(), i] { p->send_loop(i); });
+    for (int g = 1; g < layout.instances(); ++g) {
+      d->senders_.emplace_back([p = d.get(), g] { p->send_loop(g); });
     }
   }
   return d;
@@ -94,39 +97,49 @@ Disaggregation::~Disaggregation() {
   for (std::thread& t : senders_) t.join();
 }
 
-void Disaggregation::send_down(int d, const nlohmann::json& message) {
+void Disaggregation::send_down(int g, const nlohmann::json& message) {
   std::lock_guard<std::mutex> lock(outbox_mu_);
-  outbox_.at(d).push_back(message);
+  outbox_.at(g).push_back(message);
   outbox_cv_.notify_all();
 }
 
-void Disaggregation::send_loop(int d) {
+void Disaggregation::send_loop(int g) {
   while (true) {
     nlohmann::json message;
     {
       std::unique_lock<std::mutex> lock(outbox_mu_);
-      outbox_cv_.wait(lock, [&] { return !outbox_[d].empty() || closing_; });
-      if (outbox_[d].empty()) return;  // closing without a shutdown (serving never began)
-      message = std::move(outbox_[d].front());
-      outbox_[d].pop_front();
+      outbox_cv_.wait(lock, [&] { return !outbox_[g].empty() || closing_; });
+      if (outbox_[g].empty()) return;  // closing without a shutdown (serving never began)
+      message = std::move(outbox_[g].front());
+      outbox_[g].pop_front();
     }
-    send_message(down(d), 1, message);
+    send_message(down(g), 1, message);
     if (message["type"] == "shutdown") return;  // the link's last
   }
 }
 
+namespace {
+
+// The heads two ranks' ranges share, [first, end) (empty when first >= end).
+std::pair<int64_t, int64_t> shared_heads(std::pair<int64_t, int64_t> a,
+                                         std::pair<int64_t, int64_t> b) {
+  return {std::max(a.first, b.first), std::min(a.second, b.second)};
+}
+
+}  // namespace
+
 int64_t Disaggregation::send_kv(const std::vector<std::pair<Tensor, Tensor>>& layers,
-                                const std::vector<int64_t>& slots, int instance, int tag) {
+                                const std::vector<int64_t>& slots, int to, int tag) {
   reap_sends();
-  const auto [lo, hi] = layout_.prefill_heads(rank_);
+  const int from = instance();
+  const auto [lo, hi] = layout_.heads(from, rank_ - layout_.leader(from));
   const int64_t n = static_cast<int64_t>(slots.size());
   int64_t bytes = 0;
   for (const auto& [k, v] : layers) {
     const int64_t local = k.dim(2), hd = k.dim(3);
     WEFT_CHECK_EQ(local, hi - lo) << "a prefill rank's cache holds " << local << " KV heads";
-    for (int s = 0; s < layout_.decode_tp; ++s) {
-      const auto [slo, shi] = layout_.decode_heads(s);
-      const int64_t first = std::max(lo, slo), end = std::min(hi, shi);
+    for (int s = 0; s < layout_.tp(to); ++s) {
+      const auto [first, end] = shared_heads({lo, hi}, layout_.heads(to, s));
       if (first >= end) continue;
       const int64_t heads = end - first;
       Tensor packed = Tensor::empty({2, n, heads, hd});  // k then v of the tokens, these heads
@@ -141,26 +154,25 @@ int64_t Disaggregation::send_kv(const std::vector<std::pair<Tensor, Tensor>>& la
         }
       }
       bytes += static_cast<int64_t>(packed.nbytes());
-      sends_.push_back(kv_->send_async(packed, layout_.leader(instance) + s, tag));
+      sends_.push_back(kv_->send_async(packed, layout_.leader(to) + s, tag));
     }
   }
   return bytes;
 }
 
 void Disaggregation::receive_kv(const std::vector<std::pair<Tensor, Tensor>>& layers,
-                                const std::vector<int64_t>& slots, int tag) {
-  const int s = (rank_ - layout_.prefill_ranks) % layout_.decode_tp;
-  const auto [lo, hi] = layout_.decode_heads(s);
+                                const std::vector<int64_t>& slots, int from, int tag) {
+  const int to = instance();
+  const auto [lo, hi] = layout_.heads(to, rank_ - layout_.leader(to));
   const int64_t n = static_cast<int64_t>(slots.size());
   for (const auto& [k, v] : layers) {
     const int64_t local = k.dim(2), hd = k.dim(3);
-    for (int r = 0; r < layout_.prefill_ranks; ++r) {
-      const auto [plo, phi] = layout_.prefill_heads(r);
-      const int64_t first = std::max(lo, plo), end = std::min(hi, phi);
+    for (int r = 0; r < layout_.tp(from); ++r) {
+      const auto [first, end] = shared_heads({lo, hi}, layout_.heads(from, r));
       if (first >= end) continue;
       const int64_t heads = end - first;
       Tensor packed = Tensor::empty({2, n, heads, hd});
-      kv_->recv(packed, r, tag);
+      kv_->recv(packed, layout_.leader(from) + r, tag);
       for (int which = 0; which < 2; ++which) {
         const Tensor dst = (which == 0 ? k : v).view({-1, hd});
         const Tensor src = packed.slice(which, which + 1).view({n * heads, hd});

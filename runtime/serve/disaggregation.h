@@ -1,8 +1,9 @@
 // Disaggregated serving (docs/serving.md "Disaggregated prefill and decode"; DistServe,
-// Splitwise): the world is a prefill instance (ranks [0, P), tensor-parallel over them) and
-// decode instances of decode_tp ranks each (ranks P + d*decode_tp ...). Rank 0 serves HTTP, runs
-// the prefill engine and routes each request to a decode instance; after a request's prefill
-// its keys and values move to that instance layer by layer, and the instance's leader runs the
+// Splitwise): the world is prefill instances of prefill_tp ranks each (ranks p * prefill_tp ...)
+// and decode instances of decode_tp ranks each (ranks prefill_ranks + d * decode_tp ...), each
+// tensor-parallel over its ranks. Rank 0 serves HTTP, leads prefill instance 0 and routes each
+// request to a prefill instance and a decode instance; after a request's prefill its keys and
+// values move from the one to the other layer by layer, and the decode instance's leader runs the
 // decode engine and streams the request's updates back to rank 0.
 //
 // This file: the layout, the links between the roles (their own communicators, so a receive
@@ -25,26 +26,33 @@
 
 namespace weft::serve {
 
+// Instances are numbered prefill first: instance g < prefill_instances() is prefill instance g,
+// the others decode instance g - prefill_instances(). E.g. 5 ranks, --prefill-ranks 2
+// --prefill-tp 1 --decode-ranks 3 --decode-tp 3: instances 0 (rank 0), 1 (rank 1), 2 (ranks 2-4).
 struct DisaggLayout {
-  int prefill_ranks = 1;  // = the prefill instance's tp
+  int prefill_ranks = 1;
+  int prefill_tp = 1;
   int decode_ranks = 1;
   int decode_tp = 1;
   int64_t kv_heads = 0;  // the model's KV heads (both tps divide them)
   int block_size = 16;
 
-  [[nodiscard]] int instances() const { return decode_ranks / decode_tp; }
-  [[nodiscard]] int leader(int instance) const { return prefill_ranks + instance * decode_tp; }
-  // The decode instance of world rank `rank` (-1 for a prefill rank).
+  [[nodiscard]] int prefill_instances() const { return prefill_ranks / prefill_tp; }
+  [[nodiscard]] int instances() const { return prefill_instances() + decode_ranks / decode_tp; }
+  [[nodiscard]] bool is_prefill(int instance) const { return instance < prefill_instances(); }
+  [[nodiscard]] int tp(int instance) const { return is_prefill(instance) ? prefill_tp : decode_tp; }
+  [[nodiscard]] int leader(int instance) const {
+    return is_prefill(instance) ? instance * prefill_tp
+                                : prefill_ranks + (instance - prefill_instances()) * decode_tp;
+  }
+  // The instance of world rank `rank`.
   [[nodiscard]] int instance_of(int rank) const {
-    return rank < prefill_ranks ? -1 : (rank - prefill_ranks) / decode_tp;
+    return rank < prefill_ranks ? rank / prefill_tp
+                                : prefill_instances() + (rank - prefill_ranks) / decode_tp;
   }
-  // KV heads [first, end) of prefill rank r, of decode rank s of an instance.
-  [[nodiscard]] std::pair<int64_t, int64_t> prefill_heads(int r) const {
-    const int64_t n = kv_heads / prefill_ranks;
-    return {r * n, (r + 1) * n};
-  }
-  [[nodiscard]] std::pair<int64_t, int64_t> decode_heads(int s) const {
-    const int64_t n = kv_heads / decode_tp;
+  // KV heads [first, end) of rank s (0 for the leader) of an instance.
+  [[nodiscard]] std::pair<int64_t, int64_t> heads(int instance, int s) const {
+    const int64_t n = kv_heads / tp(instance);
     return {s * n, (s + 1) * n};
   }
 };
@@ -78,47 +86,46 @@ class Disaggregation {
   [[nodiscard]] const DisaggLayout& layout() const { return layout_; }
   [[nodiscard]] int rank() const { return rank_; }
   [[nodiscard]] bool is_front() const { return rank_ == 0; }
-  [[nodiscard]] bool is_prefill() const { return rank_ < layout_.prefill_ranks; }
-  [[nodiscard]] bool is_leader() const {
-    return !is_prefill() && (rank_ - layout_.prefill_ranks) % layout_.decode_tp == 0;
-  }
   [[nodiscard]] int instance() const { return layout_.instance_of(rank_); }
+  [[nodiscard]] bool is_prefill() const { return layout_.is_prefill(instance()); }
+  [[nodiscard]] bool is_leader() const { return rank_ == layout_.leader(instance()); }
 
-  // The links: kv (every rank); rank 0 <-> leader d: down(d) carries requests, cancels and the
-  // shutdown, up(d) the updates (rank 0 and that leader only; rank 0 is 0 on each, the leader
+  // The links: kv (every rank); rank 0 <-> the leader of instance g >= 1: down(g) carries
+  // requests, cancels and the shutdown, up(g) the updates of a decode instance and the finished
+  // prefills of a prefill instance (rank 0 and that leader only; rank 0 is 0 on each, the leader
   // 1). A leader's own instance: down(instance()), up(instance()).
   [[nodiscard]] comm::Communicator& kv() { return *kv_; }
-  [[nodiscard]] comm::Communicator& down(int d) { return *down_.at(d); }
-  [[nodiscard]] comm::Communicator& up(int d) { return *up_.at(d); }
-  // Queues a message for down(d), from any thread: a thread per instance sends them in order,
+  [[nodiscard]] comm::Communicator& down(int g) { return *down_.at(g); }
+  [[nodiscard]] comm::Communicator& up(int g) { return *up_.at(g); }
+  // Queues a message for down(g), from any thread: a thread per instance sends them in order,
   // so a send that never completes (the instance's leader died) holds up that thread only,
   // never the engine or an HTTP request (docs/serving.md "Disaggregated prefill and decode").
-  void send_down(int d, const nlohmann::json& message);
+  void send_down(int g, const nlohmann::json& message);
 
   // ---- the KV transfer, layer by layer -----------------------------------------------------
   // A prefill rank: sends the keys and values of `slots` (the tokens, in order) of each layer's
-  // cache (k, v [blocks, block_size, Hkv_local, d]) to the ranks of decode instance d that hold
-  // their heads, asynchronously (the sends own their buffers). Returns the bytes sent.
+  // cache (k, v [blocks, block_size, Hkv_local, d]) to the ranks of decode instance `to` that
+  // hold their heads, asynchronously (the sends own their buffers). Returns the bytes sent.
   int64_t send_kv(const std::vector<std::pair<Tensor, Tensor>>& layers,
-                  const std::vector<int64_t>& slots, int instance, int tag);
-  // A rank of a decode instance: receives from every prefill rank that holds some of its heads
-  // and writes them at `slots` (-1: receive and drop).
+                  const std::vector<int64_t>& slots, int to, int tag);
+  // A rank of a decode instance: receives from every rank of prefill instance `from` that holds
+  // some of its heads and writes them at `slots` (-1: receive and drop).
   void receive_kv(const std::vector<std::pair<Tensor, Tensor>>& layers,
-                  const std::vector<int64_t>& slots, int tag);
+                  const std::vector<int64_t>& slots, int from, int tag);
   // Waits for the sends still in flight.
   void finish_sends();
 
  private:
   Disaggregation(DisaggLayout layout, int rank) : layout_(layout), rank_(rank) {}
   void reap_sends();
-  void send_loop(int d);
+  void send_loop(int g);
 
   DisaggLayout layout_;
   int rank_;
   std::unique_ptr<comm::Communicator> kv_;
-  std::vector<std::unique_ptr<comm::Communicator>> down_, up_;  // null where not a member
+  std::vector<std::unique_ptr<comm::Communicator>> down_, up_;  // null for 0 and non-members
   std::vector<std::unique_ptr<comm::Communicator>> others_;     // the split's other halves
-  // Rank 0: each instance's queue of messages for down(d) and its sender.
+  // Rank 0: each instance's queue of messages for down(g) and its sender.
   std::mutex outbox_mu_;
   std::condition_variable outbox_cv_;
   std::vector<std::deque<nlohmann::json>> outbox_;

@@ -424,7 +424,7 @@ bool Engine::step() {
     world_.broadcast(payload, 0);
   }
   const Tensor logits = run_model(batch);
-  if (disagg_ != nullptr && disagg_->is_front()) export_prefills(plan);
+  if (disagg_ != nullptr && disagg_->is_prefill()) export_prefills(plan);
   const int64_t vocab = vocab_size();
   std::map<int64_t, int64_t> sampled;
   std::vector<std::pair<int64_t, GeneratedToken>> tokens;

@@ -115,10 +115,11 @@ struct EngineStats {
   int64_t preemptions = 0;
   int64_t steps = 0;
   int64_t sequence_parallel_steps = 0;  // shift parallelism: steps run in SP mode
-  // Disaggregated serving, rank 0: requests handed to decode instances, and the KV bytes this
-  // rank sent them (each prefill rank sends its own heads).
+  // Disaggregated serving, rank 0: requests handed to decode instances, and the KV bytes the
+  // prefill instances' leaders sent them (each prefill rank sends its own heads).
   int64_t disaggregated_requests = 0;
   int64_t kv_transfer_bytes = 0;
+  std::vector<int64_t> prefills;     // requests exported by each prefill instance
   std::vector<double> ttft_seconds;  // one per finished request, most recent last (capped)
   std::vector<double> tpot_seconds;
 };
@@ -142,13 +143,14 @@ class Engine {
     shift_group_ = group;
   }
   // Disaggregated serving (runtime/serve/engine_disagg.cc; docs/serving.md): every rank calls
-  // it before serving. This engine is then the prefill instance's (rank 0 also runs the front:
-  // routing, forwarding, relaying the decode instances' updates) or a decode instance's.
+  // it before serving. This engine is then a prefill instance's (rank 0 also runs the front:
+  // routing, forwarding, relaying the other instances' messages) or a decode instance's.
   void set_disaggregation(std::unique_ptr<Disaggregation> disagg);
   [[nodiscard]] const Disaggregation* disaggregation() const { return disagg_.get(); }
-  // A decode instance's leader: takes requests (and their keys and values) from rank 0 and
-  // steps until rank 0 says stop; its updates go back to rank 0.
-  void run_decode();
+  // The leader of an instance other than rank 0's: takes requests from rank 0 (a decode
+  // instance: with their keys and values) and steps until rank 0 says stop; its updates (a
+  // decode instance) or finished prefills (a prefill instance) go back to rank 0.
+  void run_leader();
   ~Engine();
 
   [[nodiscard]] int64_t vocab_size() const { return model_.config().vocab_size; }
@@ -202,11 +204,16 @@ class Engine {
   // here first (the prompt's whole blocks before its last token), unless too short.
   absl::StatusOr<int64_t> submit_front(std::vector<int64_t> prompt, GenerationParams params,
                                        UpdateFn on_update);
-  // Rank 0, in step(): the requests whose prefill the plan completes send their KV (every
-  // prefill rank, run_export) and go to their decode instance.
+  // A prefill leader: queues the internal request `id` that prefills `prompt` (the front
+  // request's whole blocks) for decode instance `to`.
+  void queue_prefill(int64_t id, int64_t front, std::vector<int64_t> prompt, int to);
+  // A prefill leader, in step(): the requests whose prefill the plan completes send their KV
+  // (every rank of the instance, run_export, which returns each request's bytes from this rank)
+  // and go to their decode instance (through rank 0).
   void export_prefills(const StepPlan& plan);
-  int64_t run_export(const Tensor& payload);
-  void forward_front(int64_t id, int tag, int64_t tokens);
+  std::vector<int64_t> run_export(const Tensor& payload);
+  // Rank 0: prefill instance `from` has sent request `id`'s KV (`bytes` from its leader).
+  void forward_front(int64_t id, int from, int tag, int64_t tokens, int64_t bytes);
   void cancel_front(int64_t id);
   void relay_loop();
   void stop_disaggregation();
@@ -256,8 +263,12 @@ class Engine {
   std::unique_ptr<Disaggregation> disagg_;
   std::mutex front_mu_;  // rank 0: guards the fields below
   std::map<int64_t, std::unique_ptr<FrontRequest>> front_;
-  std::vector<int> outstanding_;  // per decode instance
-  int next_tag_ = 0;              // engine thread
+  // Per instance: a prefill instance's prompt tokens queued or running, a decode instance's
+  // requests in flight (the router takes the least loaded of each).
+  std::vector<int64_t> load_;
+  int prefills_open_ = 0;  // prefill instances other than rank 0's that have not said "bye"
+  std::condition_variable prefills_closed_;
+  int next_tag_ = 0;  // engine thread
   std::thread relay_;
 };
 

@@ -1,15 +1,18 @@
 // Disaggregated serving in the engine (docs/serving.md "Disaggregated prefill and decode").
 //
-// Rank 0 (the front): a request is routed to the decode instance with the fewest requests in
-// flight. Its prompt's whole blocks before the last token (n tokens) are prefilled here as an
-// internal request; in the step that completes them every prefill rank sends its heads' keys
-// and values of those n tokens to the instance, layer by layer, asynchronously (the next step
-// runs meanwhile); then rank 0 forwards the request. The decode leader writes the received keys
-// and values into fresh blocks, names them for prefix reuse and queues the request as an
-// ordinary one: its scheduler finds the prompt's first n tokens cached and computes the rest
-// (at most a block) and every generated token, with the request's own sampler, detokenizer and
-// stop conditions, exactly as a one-instance engine would. Its updates return to rank 0, which
-// hands them to the client. A prompt of at most one block goes to the instance at once.
+// Rank 0 (the front): a request is routed to the prefill instance with the fewest prompt tokens
+// queued and the decode instance with the fewest requests in flight. Its prompt's whole blocks
+// before the last token (n tokens) are prefilled on the prefill instance as an internal request
+// (rank 0's own engine for instance 0, else that instance's leader, which rank 0 sends it to);
+// in the step that completes them every rank of the prefill instance sends its heads' keys and
+// values of those n tokens to the decode instance, layer by layer, asynchronously (the next step
+// runs meanwhile); then rank 0 forwards the request (told by a remote prefill leader's
+// "prefilled" message). The decode leader writes the received keys and values into fresh
+// blocks, names them for prefix reuse and queues the request as an ordinary one: its scheduler
+// finds the prompt's first n tokens cached and computes the rest (at most a block) and every
+// generated token, with the request's own sampler, detokenizer and stop conditions, exactly as a
+// one-instance engine would. Its updates return to rank 0, which hands them to the client. A
+// prompt of at most one block goes to the decode instance at once.
 #include <algorithm>
 #include <span>
 #include <thread>
@@ -100,7 +103,10 @@ void broadcast_command(comm::Communicator& group, StepCommand command, const Ten
 void Engine::set_disaggregation(std::unique_ptr<Disaggregation> disagg) {
   disagg_ = std::move(disagg);
   if (!disagg_->is_front()) return;
-  outstanding_.assign(disagg_->layout().instances(), 0);
+  const DisaggLayout& l = disagg_->layout();
+  load_.assign(l.instances(), 0);
+  prefills_open_ = l.prefill_instances() - 1;
+  stats_.prefills.assign(l.prefill_instances(), 0);
   relay_ = std::thread([this] { relay_loop(); });
 }
 
@@ -114,11 +120,14 @@ absl::StatusOr<int64_t> Engine::submit_front(std::vector<int64_t> prompt, Genera
     if (stopping_) return absl::FailedPreconditionError("the server is shutting down");
     id = next_id_++;
   }
-  const int instance = static_cast<int>(std::min_element(outstanding_.begin(), outstanding_.end()) -
-                                        outstanding_.begin());
-  ++outstanding_[instance];
+  const int prefills = disagg_->layout().prefill_instances();
+  const auto least = [&](int first, int end) {
+    return static_cast<int>(std::min_element(load_.begin() + first, load_.begin() + end) -
+                            load_.begin());
+  };
   auto f = std::make_unique<FrontRequest>();
-  f->instance = instance;
+  f->decode = least(prefills, static_cast<int>(load_.size()));
+  ++load_[f->decode];
   f->on_update = std::move(on_update);
   f->prompt = std::move(prompt);
   f->params = std::move(params);
@@ -129,29 +138,43 @@ absl::StatusOr<int64_t> Engine::submit_front(std::vector<int64_t> prompt, Genera
   const int64_t n = length <= config_.disagg_local_prefill ? 0 : (length - 1) / bs * bs;
   if (n == 0) {
     f->forwarded = true;
-    disagg_->send_down(instance, {{"type", "request"},
-                                  {"id", id},
-                                  {"prompt", f->prompt},
-                                  {"params", params_json(f->params)},
-                                  {"tag", -1},
-                                  {"tokens", 0}});
+    disagg_->send_down(f->decode, {{"type", "request"},
+                                   {"id", id},
+                                   {"prompt", f->prompt},
+                                   {"params", params_json(f->params)},
+                                   {"from", -1},
+                                   {"tag", -1},
+                                   {"tokens", 0}});
   } else {
-    auto r = std::make_unique<Request>();
-    r->id = id;
-    r->prompt.assign(f->prompt.begin(), f->prompt.begin() + n);
-    r->params.max_tokens = 1;  // the step that computes the last of the n samples once: dropped
-    r->params.temperature = 0;
-    r->params.ignore_eos = true;
-    r->submitted = Clock::now();
-    r->export_to = instance;
-    r->front = id;
-    std::lock_guard<std::mutex> lock(mu_);
-    ++unfinished_;
-    inbox_.push_back(std::move(r));
-    wake_.notify_one();
+    f->prefill = least(0, prefills);
+    f->prefill_tokens = n;
+    load_[f->prefill] += n;
+    std::vector<int64_t> head(f->prompt.begin(), f->prompt.begin() + n);
+    if (f->prefill == 0) {
+      queue_prefill(id, id, std::move(head), f->decode);
+    } else {
+      disagg_->send_down(f->prefill,
+                         {{"type", "request"}, {"id", id}, {"prompt", head}, {"to", f->decode}});
+    }
   }
   front_[id] = std::move(f);
   return id;
+}
+
+void Engine::queue_prefill(int64_t id, int64_t front, std::vector<int64_t> prompt, int to) {
+  auto r = std::make_unique<Request>();
+  r->id = id;
+  r->prompt = std::move(prompt);
+  r->params.max_tokens = 1;  // the step that computes the last of the n samples once: dropped
+  r->params.temperature = 0;
+  r->params.ignore_eos = true;
+  r->submitted = Clock::now();
+  r->export_to = to;
+  r->front = front;
+  std::lock_guard<std::mutex> lock(mu_);
+  ++unfinished_;
+  inbox_.push_back(std::move(r));
+  wake_.notify_one();
 }
 
 void Engine::export_prefills(const StepPlan& plan) {
@@ -172,64 +195,88 @@ void Engine::export_prefills(const StepPlan& plan) {
   if (sent.empty()) return;
   const Tensor t = Tensor::from_ints(payload, {static_cast<int64_t>(payload.size())});
   broadcast_command(world_, kExport, t);
-  const int64_t bytes = run_export(t);
-  {
-    std::lock_guard<std::mutex> lock(mu_);
-    stats_.kv_transfer_bytes += bytes;
-    stats_.disaggregated_requests += static_cast<int64_t>(sent.size());
+  const std::vector<int64_t> bytes = run_export(t);
+  const int from = disagg_->instance();
+  for (size_t i = 0; i < sent.size(); ++i) {
+    const auto& [front, tag, n] = sent[i];
+    if (disagg_->is_front()) {
+      forward_front(front, from, tag, n, bytes[i]);
+    } else {
+      send_message(
+          disagg_->up(from), 0,
+          {{"type", "prefilled"}, {"id", front}, {"tag", tag}, {"tokens", n}, {"bytes", bytes[i]}});
+    }
   }
-  for (const auto& [front, tag, n] : sent) forward_front(front, tag, n);
 }
 
-int64_t Engine::run_export(const Tensor& payload) {
+std::vector<int64_t> Engine::run_export(const Tensor& payload) {
   const std::vector<int64_t> p = payload.to_ints();
   const std::vector<std::pair<Tensor, Tensor>> layers = model_.paged_kv(*cache_);
-  int64_t bytes = 0;
+  std::vector<int64_t> bytes;
   size_t at = 1;
   for (int64_t i = 0; i < p[0]; ++i) {
-    const int instance = static_cast<int>(p[at]), tag = static_cast<int>(p[at + 1]);
+    const int to = static_cast<int>(p[at]), tag = static_cast<int>(p[at + 1]);
     const int64_t n = p[at + 2];
     const std::vector<int64_t> slots(p.begin() + at + 3, p.begin() + at + 3 + n);
-    bytes += disagg_->send_kv(layers, slots, instance, tag);
+    bytes.push_back(disagg_->send_kv(layers, slots, to, tag));
     at += 3 + n;
   }
   return bytes;
 }
 
-void Engine::forward_front(int64_t id, int tag, int64_t tokens) {
+void Engine::forward_front(int64_t id, int from, int tag, int64_t tokens, int64_t bytes) {
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    stats_.kv_transfer_bytes += bytes;
+    ++stats_.disaggregated_requests;
+    ++stats_.prefills.at(from);
+  }
   std::lock_guard<std::mutex> lock(front_mu_);
   auto it = front_.find(id);
-  WEFT_CHECK(it != front_.end()) << "front request " << id << " is gone before its forward";
+  if (it == front_.end()) return;  // ended by fail_all (a rank died): nothing to hand over
   FrontRequest& f = *it->second;
+  load_[f.prefill] -= f.prefill_tokens;
+  f.prefill_tokens = 0;
   // Forwarded even when cancelled: the instance must take the keys and values sent to it.
   f.forwarded = true;
-  disagg_->send_down(f.instance, {{"type", "request"},
-                                  {"id", id},
-                                  {"prompt", f.prompt},
-                                  {"params", params_json(f.params)},
-                                  {"tag", tag},
-                                  {"tokens", tokens}});
-  if (f.cancelled) disagg_->send_down(f.instance, {{"type", "cancel"}, {"id", id}});
+  disagg_->send_down(f.decode, {{"type", "request"},
+                                {"id", id},
+                                {"prompt", f.prompt},
+                                {"params", params_json(f.params)},
+                                {"from", from},
+                                {"tag", tag},
+                                {"tokens", tokens}});
+  if (f.cancelled) disagg_->send_down(f.decode, {{"type", "cancel"}, {"id", id}});
 }
 
 void Engine::relay_loop() {
   const int instances = disagg_->layout().instances();
-  std::vector<std::unique_ptr<MessageInbox>> inboxes;
-  for (int d = 0; d < instances; ++d) {
-    inboxes.push_back(std::make_unique<MessageInbox>(disagg_->up(d), 1));
+  std::vector<std::unique_ptr<MessageInbox>> inboxes(instances);
+  for (int g = 1; g < instances; ++g) {
+    inboxes[g] = std::make_unique<MessageInbox>(disagg_->up(g), 1);
   }
-  int open = instances;
+  int open = instances - 1;
   std::vector<bool> closed(instances, false);
   while (open > 0) {
     bool any = false;
-    for (int d = 0; d < instances; ++d) {
-      if (closed[d]) continue;
-      while (std::optional<json> m = inboxes[d]->poll()) {
+    for (int g = 1; g < instances; ++g) {
+      if (closed[g]) continue;
+      while (std::optional<json> m = inboxes[g]->poll()) {
         any = true;
-        if ((*m)["type"] == "bye") {
-          closed[d] = true;
+        const std::string type = (*m)["type"];
+        if (type == "bye") {
+          closed[g] = true;
           --open;
+          if (disagg_->layout().is_prefill(g)) {
+            std::lock_guard<std::mutex> lock(front_mu_);
+            --prefills_open_;
+            prefills_closed_.notify_all();
+          }
           break;
+        }
+        if (type == "prefilled") {
+          forward_front((*m)["id"], g, (*m)["tag"], (*m)["tokens"], (*m)["bytes"]);
+          continue;
         }
         RequestUpdate u = update_of(*m);
         UpdateFn callback;
@@ -239,7 +286,7 @@ void Engine::relay_loop() {
           if (it == front_.end()) continue;
           callback = it->second->on_update;
           if (u.finished) {
-            --outstanding_[it->second->instance];
+            --load_[it->second->decode];
             front_.erase(it);
           }
         }
@@ -251,8 +298,16 @@ void Engine::relay_loop() {
 }
 
 void Engine::stop_disaggregation() {
-  for (int d = 0; d < disagg_->layout().instances(); ++d) {
-    disagg_->send_down(d, {{"type", "shutdown"}});
+  // The prefill instances first: what they exported before they stop reaches its decode
+  // instance ahead of that instance's shutdown.
+  const DisaggLayout& l = disagg_->layout();
+  for (int g = 1; g < l.prefill_instances(); ++g) disagg_->send_down(g, {{"type", "shutdown"}});
+  {
+    std::unique_lock<std::mutex> lock(front_mu_);
+    prefills_closed_.wait(lock, [&] { return prefills_open_ == 0; });
+  }
+  for (int g = l.prefill_instances(); g < l.instances(); ++g) {
+    disagg_->send_down(g, {{"type", "shutdown"}});
   }
   relay_.join();
   disagg_->finish_sends();
@@ -279,20 +334,37 @@ void Engine::cancel_front(int64_t id) {
   std::lock_guard<std::mutex> lock(front_mu_);
   auto it = front_.find(id);
   if (it == front_.end()) return;
-  it->second->cancelled = true;
-  if (it->second->forwarded)
-    disagg_->send_down(it->second->instance, {{"type", "cancel"}, {"id", id}});
+  FrontRequest& f = *it->second;
+  f.cancelled = true;
+  if (f.forwarded) {
+    disagg_->send_down(f.decode, {{"type", "cancel"}, {"id", id}});
+    return;
+  }
+  // Still prefilling: rank 0's own engine cancels it (Engine::cancel), another instance's
+  // leader when told.
+  load_[f.prefill] -= f.prefill_tokens;
+  f.prefill_tokens = 0;
+  if (f.prefill != 0) disagg_->send_down(f.prefill, {{"type", "cancel"}, {"id", id}});
 }
 
-void Engine::run_decode() {
-  const int d = disagg_->instance();
-  MessageInbox inbox(disagg_->down(d), 0);
+void Engine::run_leader() {
+  const int g = disagg_->instance();
+  MessageInbox inbox(disagg_->down(g), 0);
   std::map<int64_t, int64_t> local_of;  // front id -> this engine's id
   bool open = true;
   while (open) {
     while (std::optional<json> m = inbox.poll()) {
       const std::string type = (*m)["type"];
-      if (type == "request") {
+      if (type == "request" && disagg_->is_prefill()) {
+        const int64_t front = (*m)["id"];
+        int64_t id = 0;
+        {
+          std::lock_guard<std::mutex> lock(mu_);
+          id = next_id_++;
+        }
+        queue_prefill(id, front, (*m)["prompt"].get<std::vector<int64_t>>(), (*m)["to"]);
+        local_of[front] = id;
+      } else if (type == "request") {
         import_request(*m, local_of);
       } else if (type == "cancel") {
         if (auto it = local_of.find((*m)["id"]); it != local_of.end()) cancel(it->second);
@@ -304,8 +376,9 @@ void Engine::run_decode() {
     if (open && !step()) std::this_thread::sleep_for(std::chrono::microseconds(200));
   }
   end_all();  // their updates still reach rank 0
-  send_message(disagg_->up(d), 0, {{"type", "bye"}});
+  send_message(disagg_->up(g), 0, {{"type", "bye"}});
   shutdown_workers();
+  disagg_->finish_sends();
 }
 
 void Engine::import_request(const json& message, std::map<int64_t, int64_t>& local_of) {
@@ -313,6 +386,7 @@ void Engine::import_request(const json& message, std::map<int64_t, int64_t>& loc
   const std::vector<int64_t> prompt = message["prompt"].get<std::vector<int64_t>>();
   const int64_t n = message["tokens"];
   const int tag = message["tag"];
+  const int from = message["from"];
   if (n > 0) {
     // Fresh blocks for the n tokens (all or none: what cannot be placed is received and
     // dropped, and the scheduler computes those tokens again).
@@ -324,7 +398,7 @@ void Engine::import_request(const json& message, std::map<int64_t, int64_t>& loc
       blocks.push_back(*b);
     }
     const bool placed = static_cast<int64_t>(blocks.size()) == n / bs;
-    std::vector<int64_t> payload = {tag, n};
+    std::vector<int64_t> payload = {from, tag, n};
     for (int64_t t = 0; t < n; ++t) payload.push_back(placed ? blocks[t / bs] * bs + t % bs : -1);
     const Tensor p = Tensor::from_ints(payload, {static_cast<int64_t>(payload.size())});
     broadcast_command(world_, kImport, p);
@@ -356,8 +430,9 @@ void Engine::import_request(const json& message, std::map<int64_t, int64_t>& loc
 
 void Engine::run_import(const Tensor& payload) {
   const std::vector<int64_t> p = payload.to_ints();
-  const std::vector<int64_t> slots(p.begin() + 2, p.end());
-  disagg_->receive_kv(model_.paged_kv(*cache_), slots, static_cast<int>(p[0]));
+  const std::vector<int64_t> slots(p.begin() + 3, p.end());
+  disagg_->receive_kv(model_.paged_kv(*cache_), slots, static_cast<int>(p[0]),
+                      static_cast<int>(p[1]));
 }
 
 }  // namespace weft::serve

@@ -36,15 +36,18 @@ struct Engine::Request {
   Clock::time_point submitted;
   std::optional<Clock::time_point> first_token;
   bool done = false;
-  // Disaggregated serving, rank 0: this is the prefill of front request `front` for decode
-  // instance `export_to` (its keys and values go there once computed), or -1.
+  // Disaggregated serving, a prefill leader: this is the prefill of rank 0's request `front` for
+  // decode instance `export_to` (its keys and values go there once computed), or -1.
   int export_to = -1;
   int64_t front = 0;
 };
 
-// Rank 0 of disaggregated serving: a request served by a decode instance.
+// Rank 0 of disaggregated serving: a request served by a decode instance, prefilled by a
+// prefill instance (unless its prompt is short).
 struct Engine::FrontRequest {
-  int instance = 0;
+  int decode = 0;  // its instances (DisaggLayout numbering)
+  int prefill = 0;
+  int64_t prefill_tokens = 0;  // its share of the prefill instance's load, until forwarded
   UpdateFn on_update;
   std::vector<int64_t> prompt;
   GenerationParams params;

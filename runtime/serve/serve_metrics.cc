@@ -39,8 +39,17 @@ std::string prometheus_metrics(const EngineStats& s) {
         "Requests whose prefill ran here and whose decode went to a decode instance.",
         static_cast<double>(s.disaggregated_requests), "counter");
   gauge("weft_kv_transfer_bytes_total",
-        "Bytes of keys and values this rank sent to decode instances.",
+        "Bytes of keys and values the prefill instances' leaders sent to decode instances.",
         static_cast<double>(s.kv_transfer_bytes), "counter");
+  if (!s.prefills.empty()) {
+    absl::StrAppend(&out,
+                    "# HELP weft_prefill_requests_total Requests each prefill instance prefilled "
+                    "for a decode instance.\n# TYPE weft_prefill_requests_total counter\n");
+    for (size_t p = 0; p < s.prefills.size(); ++p) {
+      absl::StrAppend(&out, "weft_prefill_requests_total{instance=\"", p, "\"} ", s.prefills[p],
+                      "\n");
+    }
+  }
   gauge("weft_engine_sequence_parallel_steps_total",
         "Engine steps run in shift parallelism's sequence-parallel mode.",
         static_cast<double>(s.sequence_parallel_steps), "counter");

@@ -96,6 +96,13 @@ TEST(BadInput, ShiftParallelSpansEveryRankAndWholeHeads) {
   expect_error(absl::StrCat("serve --model ", model_fixture("llama_gqa"),
                             " --prefill-ranks 3 --decode-ranks 3"),
                "--prefill-ranks 3 + --decode-ranks 3 must be the");
+  // 2 ranks: one prefill rank holds no prefill instance of tp 2.
+  RunResult split = run_weft(absl::StrCat("serve --model ", model_fixture("llama_gqa"),
+                                          " --prefill-ranks 1 --decode-ranks 1 --prefill-tp 2"),
+                             2, 120);
+  EXPECT_EQ(split.exit_code, 1) << split.err;
+  EXPECT_NE(split.err.find("--prefill-tp 2 does not divide --prefill-ranks 1"), std::string::npos)
+      << split.err;
   // 4 ranks: tp 4 replicates the 2 KV heads, which Ulysses cannot split.
   RunResult r = run_weft(gen + " --shift-parallel", 4, 120);
   EXPECT_EQ(r.exit_code, 1);

@@ -406,11 +406,12 @@ test('two ranks, --shift-parallel and --token-weave: one rank\'s tokens under co
 });
 
 // Disaggregated prefill and decode (docs/serving.md "Disaggregated prefill and decode"): 1
-// prefill + 1 decode rank, 2 prefill ranks (tp 2) + 2 decode instances of tp 1, and 1 + 1
-// instance of tp 2: 30 concurrent requests get one rank's tokens; each prompt's whole blocks
-// before its last token arrive from the prefill instance and are reused (cached_tokens); the KV
-// bytes rank 0 sent equal layers x 2 x kv_heads x head_dim x tokens x 4 over the prefill tp.
-test('disaggregated 1+1, 2+2 (tp 2 -> two tp-1 instances), 1+2 (tp 1 -> tp 2): one rank\'s tokens', async () => {
+// prefill + 1 decode rank, 2 prefill ranks (tp 2) + 2 decode instances of tp 1, 1 + 1
+// instance of tp 2, and two prefill instances of tp 1 + 1 decode rank: 30 concurrent requests
+// get one rank's tokens; each prompt's whole blocks before its last token arrive from a prefill
+// instance and are reused (cached_tokens); the KV bytes the prefill leaders sent equal layers x 2
+// x kv_heads x head_dim x tokens x 4 over the prefill tp; every prefill instance got requests.
+test('disaggregated 1+1, 2+2 (tp 2 -> two tp-1 instances), 1+2 (tp 1 -> tp 2), 2 prefill instances + 1: one rank\'s tokens', async () => {
   const prompts = Array.from({ length: 30 }, (_, i) => `${PROMPTS[i % PROMPTS.length]} and then, as ${'so '.repeat(i % 7 * 4)}it goes on #${i}`);
   const ask = (c, p) => c.completions.create({ model: 'tiny', prompt: p, max_tokens: 6, temperature: 0, ignore_eos: true, return_token_ids: true });
   const want = [];
@@ -418,7 +419,8 @@ test('disaggregated 1+1, 2+2 (tp 2 -> two tp-1 instances), 1+2 (tp 1 -> tp 2): o
   for (const [ranks, flags, prefillTp] of [
     [2, ['--prefill-ranks', '1', '--decode-ranks', '1'], 1],
     [4, ['--prefill-ranks', '2', '--decode-ranks', '2', '--decode-tp', '1'], 2],
-    [3, ['--prefill-ranks', '1', '--decode-ranks', '2', '--decode-tp', '2'], 1]]) {
+    [3, ['--prefill-ranks', '1', '--decode-ranks', '2', '--decode-tp', '2'], 1],
+    [3, ['--prefill-ranks', '2', '--prefill-tp', '1', '--decode-ranks', '1'], 1]]) {
     const s = await startServer([...flags, '--served-model-name', 'tiny'], { ranks });
     const got = await Promise.all(prompts.map((p) => ask(client(s), p)));
     let tokens = 0;
@@ -432,6 +434,9 @@ test('disaggregated 1+1, 2+2 (tp 2 -> two tp-1 instances), 1+2 (tp 1 -> tp 2): o
     const m = await metrics(s);
     // The tiny Llama: 2 layers, 2 KV heads of 32 / 4 = 8 dimensions, f32.
     assert.equal(m.value('weft_kv_transfer_bytes_total'), 2 * 2 * 2 * 8 * tokens * 4 / prefillTp);
+    const prefills = [...m.text.matchAll(/^weft_prefill_requests_total\{instance="\d+"\} (\d+)$/gm)].map((x) => Number(x[1]));
+    assert.equal(prefills.length, Number(flags[1]) / prefillTp, `${flags.join(' ')}: ${prefills}`);
+    assert.ok(prefills.every((n) => n > 0), `${flags.join(' ')}: a prefill instance got no request (${prefills})`);
     const pids = execFileSync('pgrep', ['-P', String(s.proc.pid)], { encoding: 'utf8' }).trim().split('\n');
     for (const pid of pids) process.kill(Number(pid), 'SIGTERM');
     assert.deepEqual(await s.exit, { code: 0, signal: null });
