@@ -1,95 +1,19 @@
-// Shape, dtype and device checks for every kernel, then dispatch to kernels/cpu or kernels/cuda.
-// Activations given as [..., D] are passed on as 2-D views [N, D] where ops.h says [N, D].
+// Shape, dtype and device checks for every kernel, then dispatch to kernels/cpu or kernels/cuda
+// (kernels/ops_check.h). Activations given as [..., D] are passed on as 2-D views [N, D] where
+// ops.h says [N, D]. The GEMMs and linears, with the numerics modes, are in ops_dense.cc.
 #include "kernels/ops.h"
 
-#include <atomic>
-#include <initializer_list>
 #include <string>
 
-#include "kernels/cpu/cpu_ops.h"
-#ifdef WEFT_HAVE_CUDA
-#include "kernels/cuda/cuda_ops.h"
-#include "kernels/cuda/internal.h"
-#endif
+#include "kernels/ops_check.h"
 
 namespace weft::kernels {
 
+using detail::bf16_output;
+using detail::Check;
+using detail::rows_of;
+
 namespace {
-
-std::atomic<bool> g_batch_invariant{false};
-
-// The checks of one call, named after the op so that every message says where it failed.
-class Check {
- public:
-  explicit Check(const char* op) : op_(op) {}
-
-  // All defined tensors on one device; returns it. Undefined entries (optional inputs) are
-  // skipped.
-  Device device(std::initializer_list<const Tensor*> tensors) const {
-    const Tensor* first = nullptr;
-    for (const Tensor* t : tensors) {
-      if (t == nullptr || !t->defined()) continue;
-      if (first == nullptr) first = t;
-      WEFT_CHECK(t->device() == first->device())
-          << op_ << ": tensors on " << first->device().str() << " and " << t->device().str() << " ("
-          << first->str() << ", " << t->str() << ")";
-    }
-    WEFT_CHECK(first != nullptr) << op_ << ": no defined tensor";
-    return first->device();
-  }
-
-  // A floating tensor: f32 on CPU; f32 or bf16 on CUDA.
-  const Check& floating(const char* name, const Tensor& t) const {
-    defined(name, t);
-    const bool ok = t.dtype() == DType::kF32 || (t.device().is_cuda() && t.dtype() == DType::kBF16);
-    WEFT_CHECK(ok) << op_ << ": " << name << " is " << t.str()
-                   << (t.is_cpu() ? ", expected f32 on CPU" : ", expected f32 or bf16");
-    return *this;
-  }
-  const Check& f32(const char* name, const Tensor& t) const {
-    defined(name, t);
-    WEFT_CHECK(t.dtype() == DType::kF32)
-        << op_ << ": " << name << " is " << t.str() << ", expected f32";
-    return *this;
-  }
-  const Check& index(const char* name, const Tensor& t) const {
-    defined(name, t);
-    WEFT_CHECK(t.dtype() == DType::kI32 || t.dtype() == DType::kI64)
-        << op_ << ": " << name << " is " << t.str() << ", expected i32 or i64";
-    return *this;
-  }
-  const Check& shape(const char* name, const Tensor& t, const Shape& want) const {
-    defined(name, t);
-    WEFT_CHECK(t.shape() == want) << op_ << ": " << name << " is " << shape_str(t.shape())
-                                  << ", expected " << shape_str(want);
-    return *this;
-  }
-  const Check& ndim(const char* name, const Tensor& t, int n) const {
-    defined(name, t);
-    WEFT_CHECK(t.ndim() == n) << op_ << ": " << name << " is " << shape_str(t.shape())
-                              << ", expected " << n << " dimensions";
-    return *this;
-  }
-  const Check& numel(const char* name, const Tensor& t, int64_t n) const {
-    defined(name, t);
-    WEFT_CHECK(t.numel() == n) << op_ << ": " << name << " is " << shape_str(t.shape())
-                               << ", expected " << n << " elements";
-    return *this;
-  }
-  const Check& that(bool condition, const std::string& what) const {
-    WEFT_CHECK(condition) << op_ << ": " << what;
-    return *this;
-  }
-
- private:
-  void defined(const char* name, const Tensor& t) const {
-    WEFT_CHECK(t.defined()) << op_ << ": " << name << " is undefined";
-  }
-  const char* op_;
-};
-
-// [..., D] -> [N, D] (shares storage, so outputs written through the view land in t).
-Tensor rows_of(const Tensor& t) { return t.view({-1, t.dim(-1)}); }
 
 // Optional [B, H, d, d] state: undefined, or exactly that shape.
 void check_state(const Check& c, const char* name, const Tensor& t, const Shape& want) {
@@ -97,138 +21,6 @@ void check_state(const Check& c, const char* name, const Tensor& t, const Shape&
 }
 
 }  // namespace
-
-// Calls cpu::fn or cuda::fn by the device of the call's tensors. The kernel may touch the
-// emulated GPU's memory (DeviceAccess, tensor.h).
-#ifdef WEFT_HAVE_CUDA
-#define WEFT_DISPATCH(dev, fn, ...) \
-  (::weft::DeviceAccess(), (dev).is_cpu() ? cpu::fn(__VA_ARGS__) : cuda::fn(__VA_ARGS__))
-#else
-#define WEFT_DISPATCH(dev, fn, ...)                                                               \
-  (::weft::DeviceAccess(), (WEFT_CHECK((dev).is_cpu()) << #fn ": no CUDA support in this build"), \
-   cpu::fn(__VA_ARGS__))
-#endif
-
-// ---- dense algebra ----
-
-namespace {
-
-std::atomic<bool> g_bf16_compute{false};
-
-// Whether bf16 mode rounds `t`: an f32 tensor, in bf16 mode.
-bool bf16_rounds(const Tensor& t) {
-  return g_bf16_compute.load(std::memory_order_relaxed) && t.defined() && t.dtype() == DType::kF32;
-}
-
-#ifdef WEFT_HAVE_CUDA
-// A bf16 copy of an f32 CUDA tensor.
-Tensor cuda_bf16(const Tensor& t) {
-  Tensor half = Tensor::empty(t.shape(), DType::kBF16, t.device());
-  cuda::cast_into(t, half);
-  return half;
-}
-#endif
-
-// Rounds `t` in place to bf16 values (bf16 mode): a result stored in bf16.
-void bf16_output(Tensor& t) {
-  if (!bf16_rounds(t)) return;
-  if (t.is_cpu()) {
-    DeviceAccess access;  // a rounding kernel
-    float* v = t.data<float>();
-    const int64_t n = t.numel();
-    for (int64_t i = 0; i < n; ++i) v[i] = bf16_to_f32(f32_to_bf16(v[i]));
-    return;
-  }
-#ifdef WEFT_HAVE_CUDA
-  cuda::cast_into(cuda_bf16(t), t);
-#endif
-}
-
-// `t` rounded to bf16 in bf16 mode, `t` itself otherwise. On the CPU an f32 copy holding bf16
-// values (an exact emulation); on CUDA a bf16 tensor, which cuBLASLt multiplies on the tensor
-// cores with f32 accumulation.
-Tensor bf16_input(const Tensor& t) {
-  if (!bf16_rounds(t)) return t;
-  if (t.is_cpu()) {
-    Tensor r = t.clone();
-    bf16_output(r);
-    return r;
-  }
-#ifdef WEFT_HAVE_CUDA
-  return cuda_bf16(t);
-#else
-  return t;
-#endif
-}
-
-}  // namespace
-
-void set_bf16_compute(bool on) { g_bf16_compute.store(on, std::memory_order_relaxed); }
-bool bf16_compute() { return g_bf16_compute.load(std::memory_order_relaxed); }
-
-void gemm(const Tensor& a, bool trans_a, const Tensor& b, bool trans_b, Tensor& c, float alpha,
-          float beta) {
-  const Check ck("gemm");
-  const Device dev = ck.device({&a, &b, &c});
-  ck.floating("a", a).ndim("a", a, 2).floating("b", b).ndim("b", b, 2);
-  ck.floating("c", c).ndim("c", c, 2);
-  const int64_t m = trans_a ? a.dim(1) : a.dim(0);
-  const int64_t k = trans_a ? a.dim(0) : a.dim(1);
-  const int64_t kb = trans_b ? b.dim(1) : b.dim(0);
-  const int64_t n = trans_b ? b.dim(0) : b.dim(1);
-  ck.that(k == kb, "inner dimensions differ: op(a) is " + shape_str({m, k}) + ", op(b) is " +
-                       shape_str({kb, n}));
-  ck.shape("c", c, {m, n});
-  const Tensor ar = bf16_input(a), br = bf16_input(b);
-  WEFT_DISPATCH(dev, gemm, ar, trans_a, br, trans_b, c, alpha, beta);
-}
-
-void set_batch_invariant(bool on) { g_batch_invariant.store(on, std::memory_order_relaxed); }
-bool batch_invariant() { return g_batch_invariant.load(std::memory_order_relaxed); }
-
-void linear_forward(const Tensor& x, const Tensor& w, const Tensor* bias, Tensor& y) {
-  const Check ck("linear_forward");
-  const Device dev = ck.device({&x, &w, bias, &y});
-  ck.floating("w", w).ndim("w", w, 2).floating("x", x).floating("y", y);
-  const int64_t out = w.dim(0);
-  const int64_t in = w.dim(1);
-  ck.that(x.ndim() >= 1 && x.dim(-1) == in,
-          "x is " + shape_str(x.shape()) + ", expected [..., " + std::to_string(in) + "]");
-  Shape y_shape = x.shape();
-  y_shape.back() = out;
-  ck.shape("y", y, y_shape);
-  if (bias != nullptr) ck.floating("bias", *bias).shape("bias", *bias, {out});
-  Tensor x2 = bf16_input(rows_of(x));
-  Tensor y2 = rows_of(y);
-  const Tensor wr = bf16_input(w);
-  const Tensor br = bias != nullptr ? bf16_input(*bias) : Tensor();
-  WEFT_DISPATCH(dev, linear_forward, x2, wr, bias != nullptr ? &br : nullptr, y2);
-  bf16_output(y2);
-}
-
-void linear_backward(const Tensor& x, const Tensor& w, const Tensor& dy, Tensor* dx, Tensor* dw,
-                     Tensor* db) {
-  const Check ck("linear_backward");
-  const Device dev = ck.device({&x, &w, &dy, dx, dw, db});
-  ck.floating("w", w).ndim("w", w, 2).floating("x", x).floating("dy", dy);
-  const int64_t out = w.dim(0);
-  const int64_t in = w.dim(1);
-  ck.that(x.ndim() >= 1 && x.dim(-1) == in,
-          "x is " + shape_str(x.shape()) + ", expected [..., " + std::to_string(in) + "]");
-  Shape dy_shape = x.shape();
-  dy_shape.back() = out;
-  ck.shape("dy", dy, dy_shape);
-  if (dx != nullptr) ck.floating("dx", *dx).shape("dx", *dx, x.shape());
-  if (dw != nullptr) ck.floating("dw", *dw).shape("dw", *dw, w.shape());
-  if (db != nullptr) ck.floating("db", *db).shape("db", *db, {out});
-  const Tensor x2 = bf16_input(rows_of(x));
-  const Tensor dy2 = bf16_input(rows_of(dy));
-  const Tensor wr = bf16_input(w);
-  Tensor dx2 = dx != nullptr ? rows_of(*dx) : Tensor();
-  // dw and db accumulate in f32 (the master gradients); dx is an activation gradient: bf16.
-  WEFT_DISPATCH(dev, linear_backward, x2, wr, dy2, dx != nullptr ? &dx2 : nullptr, dw, db);
-  if (dx != nullptr) bf16_output(dx2);
-}
 
 // ---- elementwise ----
 
