@@ -15,7 +15,6 @@ constexpr char kReportedElsewhere[] = "weft.reported_elsewhere";
 Session::Session(std::unique_ptr<comm::Communicator> world) : world_(std::move(world)) {}
 
 void Session::use_device(Device device) {
-  device_ = device;
   set_default_device(device);
   compute_world_ = comm::device_communicator(*world_, device);
 }

@@ -23,12 +23,11 @@ class Session {
   [[nodiscard]] int size() const { return world_->size(); }
   [[nodiscard]] bool is_root() const { return rank() == 0; }
 
-  // The device this rank computes on (--device; the host until a command chooses) and the world
-  // its model communicates over: the world itself on the CPU and the emulated GPU, a hybrid of
-  // MPI and NCCL on a GPU (comm/hybrid_communicator.h). use_device() is collective; it also
-  // makes `device` where tensors are allocated by default.
+  // Makes `device` (--device) where tensors are allocated by default (default_device(),
+  // runtime/core/device.h) and sets the world the model communicates over: the world itself on
+  // the CPU and the emulated GPU, a hybrid of MPI and NCCL on a GPU (comm/hybrid_communicator.h).
+  // Collective.
   void use_device(Device device);
-  [[nodiscard]] Device device() const { return device_; }
   [[nodiscard]] comm::Communicator& compute_world() {
     return compute_world_ != nullptr ? *compute_world_ : *world_;
   }
@@ -48,7 +47,6 @@ class Session {
 
  private:
   std::unique_ptr<comm::Communicator> world_;
-  Device device_ = Device::cpu();
   std::unique_ptr<comm::Communicator> compute_world_;
   std::unique_ptr<comm::HealthMonitor> health_;
   bool health_started_ = false;

@@ -10,10 +10,10 @@ namespace weft::models {
 namespace {
 
 // Local row lse [N] -> the log-sum-exp over the whole vocabulary, in place. On the host: N
-// floats, copied from and back to a GPU.
+// floats, copied from and back to a GPU (in place on the CPU path).
 void combine_lse(comm::Communicator& tp, Tensor& lse) {
-  Tensor host = lse.to(Device::cpu());  // [N]
-  Tensor row_max = host.clone();        // [N]
+  Tensor host = lse.host();       // [N]
+  Tensor row_max = host.clone();  // [N]
   tp.all_reduce(row_max, comm::ReduceOp::kMax);
   const int64_t n = host.numel();
   float* l = host.data<float>();
@@ -21,7 +21,7 @@ void combine_lse(comm::Communicator& tp, Tensor& lse) {
   for (int64_t i = 0; i < n; ++i) l[i] = std::exp(l[i] - m[i]);  // sum_r exp(lse_r - max)
   tp.all_reduce(host);
   for (int64_t i = 0; i < n; ++i) l[i] = m[i] + std::log(l[i]);
-  lse.copy_from(host);
+  if (!lse.is_host()) lse.copy_from(host);
 }
 
 }  // namespace

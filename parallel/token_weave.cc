@@ -6,8 +6,18 @@
 
 namespace weft::parallel {
 
+namespace {
+
+// WEFT_BENCH_DROP_COMM, read once: a TokenWeave is made for every serving step and micro-batch.
+bool bench_drops_comm() {
+  static const bool drop = std::getenv("WEFT_BENCH_DROP_COMM") != nullptr;
+  return drop;
+}
+
+}  // namespace
+
 TokenWeave::TokenWeave(comm::Communicator& group, int lanes)
-    : group_(group), lanes_(lanes), drop_comm_(std::getenv("WEFT_BENCH_DROP_COMM") != nullptr) {
+    : group_(group), lanes_(lanes), drop_comm_(bench_drops_comm()) {
   WEFT_CHECK(lanes == 1 || lanes == 2) << "TokenWeave runs 1 or 2 lanes, got " << lanes;
 }
 

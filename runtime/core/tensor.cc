@@ -25,7 +25,14 @@ std::string shape_str(const Shape& shape) {
 namespace {
 
 Device g_default_device = Device::cpu();
+// Set by the emulated GPU's first storage: until then DeviceAccess counts nothing, so the real
+// devices never pay for the count.
+std::atomic<bool> g_emulated_gpu_used{false};
 std::atomic<int> g_device_access{0};
+
+void note_device(Device device) {
+  if (device.is_emulated_gpu()) g_emulated_gpu_used.store(true, std::memory_order_relaxed);
+}
 
 }  // namespace
 
@@ -38,18 +45,22 @@ void set_default_device(Device device) {
 #endif
 }
 
-DeviceAccess::DeviceAccess() { g_device_access.fetch_add(1, std::memory_order_relaxed); }
-DeviceAccess::~DeviceAccess() { g_device_access.fetch_sub(1, std::memory_order_relaxed); }
+DeviceAccess::DeviceAccess() : counted_(g_emulated_gpu_used.load(std::memory_order_relaxed)) {
+  if (counted_) g_device_access.fetch_add(1, std::memory_order_relaxed);
+}
+DeviceAccess::~DeviceAccess() {
+  if (counted_) g_device_access.fetch_sub(1, std::memory_order_relaxed);
+}
 
 Storage::Storage(size_t bytes, Device device)
-    : data_(device_allocate(bytes, device)), bytes_(bytes), device_(device) {}
+    : data_(device_allocate(bytes, device)), bytes_(bytes), device_(device) {
+  note_device(device);
+}
 
 Storage::Storage(void* data, size_t bytes, Device device, std::shared_ptr<void> keepalive)
-    : data_(data),
-      bytes_(bytes),
-      device_(device),
-      owned_(false),
-      keepalive_(std::move(keepalive)) {}
+    : data_(data), bytes_(bytes), device_(device), owned_(false), keepalive_(std::move(keepalive)) {
+  note_device(device);
+}
 
 Storage::~Storage() {
   if (owned_) device_free(data_, bytes_, device_);
@@ -140,12 +151,12 @@ int64_t Tensor::dim(int i) const {
 }
 
 void* Tensor::raw() const {
-  WEFT_CHECK(defined()) << "use of an undefined tensor";
+  void* bytes = bytes_at();
   WEFT_CHECK(!storage_->device().is_emulated_gpu() ||
              g_device_access.load(std::memory_order_relaxed) > 0)
       << "host code touched " << str()
       << " (GPU memory outside a kernel, collective or copy): copy it with host() first";
-  return bytes_at();
+  return bytes;
 }
 
 void* Tensor::bytes_at() const {

@@ -120,14 +120,18 @@ class Tensor {
 };
 
 // While one is alive (on any thread), the emulated GPU's memory may be touched by host code:
-// opened around kernels, collectives and copies, the code that stands for the device. Checking
-// only the emulated GPU (device.h), it costs nothing on the real devices.
+// opened around kernels, collectives and copies, the code that stands for the device. It counts
+// only once the emulated GPU (device.h) holds memory; before, and in runs without it, it is a
+// relaxed load.
 class DeviceAccess {
  public:
   DeviceAccess();
   ~DeviceAccess();
   DeviceAccess(const DeviceAccess&) = delete;
   DeviceAccess& operator=(const DeviceAccess&) = delete;
+
+ private:
+  bool counted_;
 };
 
 // Copy `bytes` between any two devices (host<->host is memcpy).
