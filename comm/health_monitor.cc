@@ -20,12 +20,22 @@
 #include "absl/strings/str_join.h"
 #include "comm/activity.h"
 #include "comm/mpi_check.h"
+#include "runtime/core/check.h"
 
 namespace weft::comm {
 namespace {
 
-// kProbe: rank 0 asks for a beat at once (HealthMonitor::unresponsive_ranks).
-enum BeatType : int32_t { kAlive = 0, kFinished = 1, kRelease = 2, kAck = 3, kProbe = 4 };
+// kProbe: rank 0 asks for a beat at once (HealthMonitor::unresponsive_ranks). kLost: rank 0
+// says that rank `peer` is written off; kDismiss: ... and that this rank cannot go on without it.
+enum BeatType : int32_t {
+  kAlive = 0,
+  kFinished = 1,
+  kRelease = 2,
+  kAck = 3,
+  kProbe = 4,
+  kLost = 5,
+  kDismiss = 6
+};
 
 // One heartbeat, sent as bytes (every rank runs the same binary).
 struct Beat {
@@ -93,6 +103,7 @@ class HealthMonitor::Impl {
     last_seen_.assign(size_, now);
     beats_.resize(size_);
     acked_.assign(size_, false);
+    lost_.assign(size_, false);
     for (int r = 0; r < size_; ++r) beats_[r].rank = r;
     thread_ = std::thread([this] { loop(); });
   }
@@ -118,6 +129,7 @@ class HealthMonitor::Impl {
     probe_asked_ = true;
     answered_.assign(size_, false);
     answered_[rank_] = true;
+    for (int r : lost_ranks()) answered_[r] = true;
     probe_cv_.wait_for(lock, std::chrono::duration<double>(wait_s), [&] {
       return std::all_of(answered_.begin(), answered_.end(), [](bool a) { return a; });
     });
@@ -131,6 +143,20 @@ class HealthMonitor::Impl {
   void set_failure_hook(std::function<void(const std::string&)> hook) {
     std::lock_guard<std::mutex> lock(probe_mu_);
     failure_hook_ = std::move(hook);
+  }
+
+  void set_loss_handler(std::function<std::vector<int>(int, const std::string&)> handler) {
+    std::lock_guard<std::mutex> lock(probe_mu_);
+    loss_handler_ = std::move(handler);
+  }
+
+  std::vector<int> lost_ranks() const {
+    std::lock_guard<std::mutex> lock(lost_mu_);
+    std::vector<int> out;
+    for (int r = 0; r < size_; ++r) {
+      if (lost_[r]) out.push_back(r);
+    }
+    return out;
   }
 
  private:
@@ -163,18 +189,57 @@ class HealthMonitor::Impl {
     return b;
   }
 
-  void send(int dst, Beat b) {
-    auto& [buffer, request] = sends_.emplace_back(std::make_unique<Beat>(b), MPI_REQUEST_NULL);
-    WEFT_MPI_CHECK(MPI_Isend(buffer.get(), sizeof(Beat), MPI_BYTE, dst, kTag, comm_, &request));
+  bool lost(int r) const {
+    std::lock_guard<std::mutex> lock(lost_mu_);
+    return lost_[r];
   }
 
+  void send(int dst, Beat b) {
+    if (lost(dst)) return;
+    auto& s = sends_.emplace_back(Send{std::make_unique<Beat>(b), MPI_REQUEST_NULL, dst});
+    WEFT_MPI_CHECK(MPI_Isend(s.beat.get(), sizeof(Beat), MPI_BYTE, dst, kTag, comm_, &s.request));
+  }
+
+  // Frees the beats that have gone, and gives up on those to written-off ranks (MPI may still
+  // read such a buffer: it stays allocated, a few hundred bytes per lost rank).
   void reap_sends() {
-    while (!sends_.empty()) {
+    std::erase_if(sends_, [&](Send& s) {
       int done = 0;
-      WEFT_MPI_CHECK(MPI_Test(&sends_.front().second, &done, MPI_STATUS_IGNORE));
-      if (!done) return;
-      sends_.pop_front();
+      WEFT_MPI_CHECK(MPI_Test(&s.request, &done, MPI_STATUS_IGNORE));
+      if (done) return true;
+      if (!lost(s.dst)) return false;
+      MPI_Request_free(&s.request);
+      (void)s.beat.release();
+      return true;
+    });
+  }
+
+  // Rank 0: rank r is silent; writes off what the loss handler names, or returns false.
+  bool write_off(int r, const std::string& message) {
+    std::function<std::vector<int>(int, const std::string&)> handler;
+    {
+      std::lock_guard<std::mutex> lock(probe_mu_);
+      handler = loss_handler_;
     }
+    if (!handler) return false;
+    const std::vector<int> ranks = handler(r, message);
+    if (ranks.empty()) return false;
+    for (int w : ranks) {
+      WEFT_CHECK(w > 0 && w < size_) << "cannot write off rank " << w;
+      if (w != r) send(w, Beat{.rank = 0, .type = kDismiss, .peer = r});
+    }
+    {
+      std::lock_guard<std::mutex> lock(lost_mu_);
+      for (int w : ranks) lost_[w] = true;
+    }
+    probe_cv_.notify_all();
+    for (int d = 1; d < size_; ++d) {
+      for (int w : ranks) send(d, Beat{.rank = 0, .type = kLost, .peer = w});
+    }
+    std::fprintf(stderr, "weft: rank 0: %s; going on without rank%s %s\n", message.c_str(),
+                 ranks.size() > 1 ? "s" : "", absl::StrJoin(ranks, ", ").c_str());
+    std::fflush(stderr);
+    return true;
   }
 
   [[noreturn]] void fail(const std::string& message, int code = kExitCommFailure,
@@ -200,6 +265,7 @@ class HealthMonitor::Impl {
     int failed = -1;
     bool any_running = false;
     for (int r = 0; r < size_; ++r) {
+      if (lost(r)) continue;
       if (beats_[r].type != kFinished) {
         any_running = true;
       } else if (beats_[r].exit_code != 0 && failed < 0) {
@@ -214,7 +280,7 @@ class HealthMonitor::Impl {
     if (seconds(now - *error_since_) < std::min(timeout_s_ / 2, 5.0)) return;
     std::vector<std::string> running;
     for (int r = 0; r < size_; ++r) {
-      if (beats_[r].type != kFinished) {
+      if (beats_[r].type != kFinished && !lost(r)) {
         running.push_back(absl::StrFormat("rank %d is %s", r, describe(beats_[r])));
       }
     }
@@ -229,16 +295,27 @@ class HealthMonitor::Impl {
     check_errors(now);
     for (int r = 1; r < size_; ++r) {
       const double silent = seconds(now - last_seen_[r]);
-      if (silent > timeout_s_ && !acked_[r]) {
-        fail(absl::StrFormat(
+      if (silent > timeout_s_ && !acked_[r] && !lost(r)) {
+        const std::string message = absl::StrFormat(
             "rank %d sent no heartbeat for %.1f s (--comm-timeout %g): it died or is stopped; its "
             "last report: %s",
-            r, silent, timeout_s_, describe(beats_[r])));
+            r, silent, timeout_s_, describe(beats_[r]));
+        if (!write_off(r, message)) fail(message);
       }
     }
+    // A rank that has missed its beats is judged by its silence, above: a wait on it (or on a
+    // written-off rank) is not a hang of its own.
+    const auto gone = [&](int m) {
+      return m >= 0 && m < size_ && m != rank_ &&
+             (lost(m) || seconds(now - last_seen_[m]) > 2 * interval_s_);
+    };
     for (int r = 0; r < size_; ++r) {
       const Beat& b = beats_[r];
-      if (b.type == kFinished || !b.busy || b.idle_ok || b.age_s <= timeout_s_) continue;
+      if (lost(r) || b.type == kFinished || !b.busy || b.idle_ok || b.age_s <= timeout_s_) continue;
+      if (b.peer >= 0 ? gone(b.peer)
+                      : !b.members_cut && std::ranges::any_of(parse_ranks(b.members), gone)) {
+        continue;
+      }
       std::string culprits;
       if (b.peer >= 0) {
         if (b.peer < size_) {
@@ -342,6 +419,20 @@ class HealthMonitor::Impl {
           Beat b = own_beat();
           b.probe = in.probe;
           send(0, b);
+        } else if (in.type == kLost || in.type == kDismiss) {
+          {
+            std::lock_guard<std::mutex> lock(lost_mu_);
+            lost_[in.peer] = true;
+          }
+          if (in.type == kDismiss) {
+            std::fprintf(stderr,
+                         "weft: rank %d: rank %d, which this rank works with, died; rank 0 goes on "
+                         "without both; exiting (exit code %d)\n",
+                         rank_, in.peer, kExitCommFailure);
+            std::fflush(stderr);
+            std::fflush(stdout);
+            std::_Exit(kExitCommFailure);
+          }
         } else if (in.type == kRelease) {
           send(0, Beat{.rank = rank_, .type = kAck});
           done = true;
@@ -375,7 +466,7 @@ class HealthMonitor::Impl {
         if (!released) {
           check_all(now);
           bool all = finished_.load();
-          for (int r = 1; r < size_ && all; ++r) all = beats_[r].type == kFinished;
+          for (int r = 1; r < size_ && all; ++r) all = beats_[r].type == kFinished || lost(r);
           if (all) {
             for (int r = 1; r < size_; ++r) send(r, Beat{.rank = 0, .type = kRelease});
             released = true;
@@ -383,7 +474,7 @@ class HealthMonitor::Impl {
           }
         } else {
           bool all = true;
-          for (int r = 1; r < size_ && all; ++r) all = acked_[r];
+          for (int r = 1; r < size_ && all; ++r) all = acked_[r] || lost(r);
           // A rank that finished and then died before its ack does not hold rank 0 up.
           if (all || seconds(now - released_at) > timeout_s_) done = true;
         }
@@ -397,11 +488,11 @@ class HealthMonitor::Impl {
       MPI_Wait(&recv, MPI_STATUS_IGNORE);
     }
     reap_sends();
-    for (auto& [buffer, request] : sends_) {
+    for (Send& s : sends_) {
       // A beat still on its way to a rank that left after a timeout: MPI may still read the
       // buffer, so it is left allocated (a few hundred bytes, at most once per rank and run).
-      MPI_Request_free(&request);
-      (void)buffer.release();
+      MPI_Request_free(&s.request);
+      (void)s.beat.release();
     }
   }
 
@@ -419,7 +510,15 @@ class HealthMonitor::Impl {
   std::vector<ActivityClock::time_point> last_seen_;
   std::vector<Beat> beats_;  // rank 0: what each rank said last
   std::vector<bool> acked_;
-  std::deque<std::pair<std::unique_ptr<Beat>, MPI_Request>> sends_;
+  struct Send {
+    std::unique_ptr<Beat> beat;
+    MPI_Request request;
+    int dst;
+  };
+  std::deque<Send> sends_;
+  // Written-off ranks (set by the thread, read by any).
+  mutable std::mutex lost_mu_;
+  std::vector<bool> lost_;
   // Shared with the callers of unresponsive_ranks() and set_failure_hook():
   std::mutex probe_mu_;
   std::condition_variable probe_cv_;
@@ -427,6 +526,7 @@ class HealthMonitor::Impl {
   bool probe_asked_ = false;
   std::vector<bool> answered_;  // per rank: answered probe_
   std::function<void(const std::string&)> failure_hook_;
+  std::function<std::vector<int>(int, const std::string&)> loss_handler_;
   std::thread thread_;
 };
 
@@ -451,5 +551,12 @@ std::vector<int> HealthMonitor::unresponsive_ranks(double wait_s) {
 void HealthMonitor::set_failure_hook(std::function<void(const std::string&)> hook) {
   impl_->set_failure_hook(std::move(hook));
 }
+
+void HealthMonitor::set_loss_handler(
+    std::function<std::vector<int>(int, const std::string&)> handler) {
+  impl_->set_loss_handler(std::move(handler));
+}
+
+std::vector<int> HealthMonitor::lost_ranks() const { return impl_->lost_ranks(); }
 
 }  // namespace weft::comm

@@ -55,6 +55,17 @@ class HealthMonitor {
   // uses it to answer its clients first.
   void set_failure_hook(std::function<void(const std::string&)> hook);
 
+  // Rank 0: what to do when rank r dies (silent for the timeout) while the job may go on without
+  // it — a disaggregated server with another decode instance, under `mpirun --enable-recovery`
+  // (docs/operations.md "Failure detection"). `handler(r, message)` runs on the monitor's thread
+  // and returns the ranks to write off (r and the live ranks that cannot go on without it), or
+  // nothing to end the job as before. Written-off ranks are no longer watched or waited for;
+  // the live ones among them are told to exit (kExitCommFailure), and every other rank learns of
+  // the loss (lost_ranks()).
+  void set_loss_handler(std::function<std::vector<int>(int, const std::string&)> handler);
+  // The ranks written off so far, ascending; on ranks > 0, as rank 0 has told them.
+  [[nodiscard]] std::vector<int> lost_ranks() const;
+
   class Impl;
 
  private:

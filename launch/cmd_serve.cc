@@ -3,7 +3,9 @@
 // of the KV cache and runs each step. SIGINT/SIGTERM: stop accepting, abort what is in flight,
 // every rank exits 0 — unless a rank has died (docs/serving.md "Disaggregated prefill and
 // decode", docs/operations.md "Failure detection"): then every request fails with an error
-// naming the rank and rank 0 exits 76.
+// naming the rank and rank 0 exits 76. Under `mpirun --enable-recovery` a disaggregated server
+// that loses a rank of a decode instance, with another decode instance left, fails that
+// instance's requests only and goes on serving.
 #include <atomic>
 #include <chrono>
 #include <csignal>
@@ -131,12 +133,36 @@ absl::Status run_serve(Session& session, const Args& args) {
       std::this_thread::sleep_for(std::chrono::seconds(5));
     });
   }
+  // A dead rank of a decode instance, with another decode instance left: its requests fail and
+  // serving goes on (only where the launcher lets the job outlive a rank: mpirun
+  // --enable-recovery; otherwise mpirun's SIGTERM comes first).
+  serve::Engine& engine = *setup.engine;
+  const serve::Disaggregation* disagg = engine.disaggregation();
+  if (health != nullptr && disagg != nullptr) {
+    health->set_loss_handler([&engine, disagg](int rank, const std::string& message) {
+      const serve::DisaggLayout& l = disagg->layout();
+      const int g = l.instance_of(rank);
+      std::vector<int> ranks;
+      if (l.is_prefill(g) ||
+          !engine.lose_decode_instance(
+              g, absl::StrCat("weft serve: ", rank_name(rank, disagg), " is lost (", message,
+                              "); the requests on its decode instance fail, the server goes "
+                              "on with the others"))) {
+        return ranks;
+      }
+      for (int s = 0; s < l.tp(g); ++s) ranks.push_back(l.leader(g) + s);
+      return ranks;
+    });
+  }
   server.start();
   std::printf("weft: listening on http://%s:%d\n", server_config.host.c_str(), *port);
   std::fflush(stdout);
   setup.engine->run(g_stop);
   // A verdict from here on ends the job as before.
-  if (health != nullptr) health->set_failure_hook(nullptr);
+  if (health != nullptr) {
+    health->set_failure_hook(nullptr);
+    health->set_loss_handler(nullptr);
+  }
   std::string monitor_verdict;
   {
     std::lock_guard<std::mutex> lock(g_verdict_mu);
@@ -160,6 +186,12 @@ absl::Status run_serve(Session& session, const Args& args) {
   setup.engine->shutdown();
   server.stop();
   std::fprintf(stderr, "weft: server stopped\n");
+  if (health != nullptr && !health->lost_ranks().empty()) {
+    std::vector<std::string> names;
+    for (int r : health->lost_ranks()) names.push_back(rank_name(r, disagg));
+    std::fprintf(stderr, "weft serve: rank 0: served on without %s\n",
+                 absl::StrJoin(names, ", ").c_str());
+  }
   return absl::OkStatus();
 }
 

@@ -303,7 +303,15 @@ absl::StatusOr<EngineSetup> setup_engine(Session& session, const Flags& flags, i
     serve::DisaggLayout l = **disagg;
     l.kv_heads = out.model->config().num_key_value_heads;
     l.block_size = block_size;
-    out.engine->set_disaggregation(serve::Disaggregation::create(session.compute_world(), l));
+    // A rank the health monitor wrote off (a dead decode instance's) is lost to the transfers.
+    auto lost = [&session](int rank) {
+      const comm::HealthMonitor* health = session.health();
+      if (health == nullptr) return false;
+      const std::vector<int> ranks = health->lost_ranks();
+      return std::find(ranks.begin(), ranks.end(), rank) != ranks.end();
+    };
+    out.engine->set_disaggregation(
+        serve::Disaggregation::create(session.compute_world(), l, std::move(lost)));
   }
   if (out.shift_model != nullptr)
     out.engine->set_shift_model(out.shift_model.get(), &out.mesh->tp());

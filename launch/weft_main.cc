@@ -231,6 +231,13 @@ int run_main(int argc, char** argv) {
   const int code =
       exit_code_of(sub, session, it->second.first(session, Args(argv + 2, argv + argc)));
   session.finish(code);
+  if (session.health() != nullptr && !session.health()->lost_ranks().empty()) {
+    // A rank was written off (comm/health_monitor.h): operations with it never end, and MPI
+    // cannot finalize with them.
+    std::fflush(stdout);
+    std::fflush(stderr);
+    std::_Exit(code);
+  }
   return code;
 }
 

@@ -42,13 +42,18 @@ void MessageInbox::post() {
 std::optional<nlohmann::json> MessageInbox::poll() {
   if (!pending_->done()) return std::nullopt;
   pending_->wait();
-  const int64_t length = header_.data<int64_t>()[0];
-  std::string text(static_cast<size_t>(length), '\0');
-  if (length > 0) {
-    Tensor body = Tensor::empty({(length + 7) / 8}, DType::kI64, Device::cpu());
-    link_.recv(body, src_, kBodyTag);
-    std::memcpy(text.data(), body.raw(), static_cast<size_t>(length));
+  int64_t length = header_.data<int64_t>()[0];
+  if (length > 0 && !body_.defined()) {
+    // The body is received without blocking too: a sender that dies between the two holds up
+    // no thread.
+    body_ = Tensor::empty({(length + 7) / 8}, DType::kI64, Device::cpu());
+    pending_ = link_.recv_async(body_, src_, kBodyTag);
+    if (!pending_->done()) return std::nullopt;
+    pending_->wait();
   }
+  std::string text(static_cast<size_t>(length), '\0');
+  if (length > 0) std::memcpy(text.data(), body_.raw(), static_cast<size_t>(length));
+  body_ = Tensor();
   nlohmann::json message = nlohmann::json::parse(text);
   // After a link's last message no receive may stay posted: the communicator's thread finishes
   // every posted operation before it exits.
@@ -58,11 +63,19 @@ std::optional<nlohmann::json> MessageInbox::poll() {
 }
 
 std::unique_ptr<Disaggregation> Disaggregation::create(comm::Communicator& world,
-                                                       DisaggLayout layout) {
+                                                       DisaggLayout layout,
+                                                       std::function<bool(int)> lost) {
   WEFT_CHECK_EQ(world.size(), layout.prefill_ranks + layout.decode_ranks)
       << "the disaggregated layout must name every rank";
   std::unique_ptr<Disaggregation> d(new Disaggregation(layout, world.rank()));
-  d->kv_ = world.split(0, world.rank(), "kv_transfer");
+  d->lost_rank_ = std::move(lost);
+  d->kv_.resize(layout.instances());
+  d->sends_.resize(layout.instances());
+  for (int g = layout.prefill_instances(); g < layout.instances(); ++g) {
+    const bool member = world.rank() < layout.prefill_ranks || layout.instance_of(world.rank()) == g;
+    std::unique_ptr<comm::Communicator> c = world.split(member ? 1 : 0, world.rank(), "kv_transfer");
+    (member ? d->kv_[g] : d->others_.emplace_back()) = std::move(c);
+  }
   // One down and one up link per instance but rank 0's own (index 0 stays null).
   d->down_.resize(1);
   d->up_.resize(1);
@@ -79,6 +92,7 @@ std::unique_ptr<Disaggregation> Disaggregation::create(comm::Communicator& world
       }
     }
   }
+  d->forgotten_.assign(layout.instances(), false);
   if (d->is_front()) {
     d->outbox_.resize(layout.instances());
     for (int g = 1; g < layout.instances(); ++g) {
@@ -94,13 +108,43 @@ Disaggregation::~Disaggregation() {
     closing_ = true;
     outbox_cv_.notify_all();
   }
-  for (std::thread& t : senders_) t.join();
+  for (std::thread& t : senders_) {
+    if (t.joinable()) t.join();
+  }
+  for (int g = 1; g < layout_.instances(); ++g) {
+    if (!lost(g)) continue;
+    // An operation with a dead rank never ends, and a communicator's destructor waits for its
+    // operations: these stay allocated until the process ends.
+    for (auto* links : {&down_, &up_, &kv_}) (void)links->at(g).release();
+  }
+}
+
+bool Disaggregation::lost(int g) const {
+  {
+    std::lock_guard<std::mutex> lock(outbox_mu_);
+    if (forgotten_.at(g)) return true;
+  }
+  if (!lost_rank_) return false;
+  for (int s = 0; s < layout_.tp(g); ++s) {
+    if (lost_rank_(layout_.leader(g) + s)) return true;
+  }
+  return false;
 }
 
 void Disaggregation::send_down(int g, const nlohmann::json& message) {
   std::lock_guard<std::mutex> lock(outbox_mu_);
+  if (forgotten_.at(g)) return;
   outbox_.at(g).push_back(message);
   outbox_cv_.notify_all();
+}
+
+void Disaggregation::forget(int g) {
+  std::lock_guard<std::mutex> lock(outbox_mu_);
+  forgotten_.at(g) = true;
+  outbox_.at(g).clear();
+  outbox_cv_.notify_all();
+  // It may be in a send that never ends.
+  senders_.at(g - 1).detach();
 }
 
 void Disaggregation::send_loop(int g) {
@@ -108,8 +152,9 @@ void Disaggregation::send_loop(int g) {
     nlohmann::json message;
     {
       std::unique_lock<std::mutex> lock(outbox_mu_);
-      outbox_cv_.wait(lock, [&] { return !outbox_[g].empty() || closing_; });
-      if (outbox_[g].empty()) return;  // closing without a shutdown (serving never began)
+      outbox_cv_.wait(lock, [&] { return !outbox_[g].empty() || closing_ || forgotten_[g]; });
+      // Closing without a shutdown (serving never began), or the instance is lost.
+      if (outbox_[g].empty() || forgotten_[g]) return;
       message = std::move(outbox_[g].front());
       outbox_[g].pop_front();
     }
@@ -154,7 +199,7 @@ int64_t Disaggregation::send_kv(const std::vector<std::pair<Tensor, Tensor>>& la
         }
       }
       bytes += static_cast<int64_t>(packed.nbytes());
-      sends_.push_back(kv_->send_async(packed, layout_.leader(to) + s, tag));
+      sends_[to].push_back(kv(to).send_async(packed, kv_rank(to, layout_.leader(to) + s), tag));
     }
   }
   return bytes;
@@ -172,7 +217,7 @@ void Disaggregation::receive_kv(const std::vector<std::pair<Tensor, Tensor>>& la
       if (first >= end) continue;
       const int64_t heads = end - first;
       Tensor packed = Tensor::empty({2, n, heads, hd});
-      kv_->recv(packed, layout_.leader(from) + r, tag);
+      kv(to).recv(packed, kv_rank(to, layout_.leader(from) + r), tag);
       for (int which = 0; which < 2; ++which) {
         const Tensor dst = (which == 0 ? k : v).view({-1, hd});
         const Tensor src = packed.slice(which, which + 1).view({n * heads, hd});
@@ -187,16 +232,21 @@ void Disaggregation::receive_kv(const std::vector<std::pair<Tensor, Tensor>>& la
 }
 
 void Disaggregation::reap_sends() {
-  std::erase_if(sends_, [](const comm::WorkPtr& w) {
-    if (!w->done()) return false;
-    w->wait();
-    return true;
-  });
+  for (std::vector<comm::WorkPtr>& sends : sends_) {
+    std::erase_if(sends, [](const comm::WorkPtr& w) {
+      if (!w->done()) return false;
+      w->wait();
+      return true;
+    });
+  }
 }
 
 void Disaggregation::finish_sends() {
-  for (const comm::WorkPtr& w : sends_) w->wait();
-  sends_.clear();
+  for (int g = 0; g < layout_.instances(); ++g) {
+    if (lost(g)) continue;  // never done: left to the destructor
+    for (const comm::WorkPtr& w : sends_[g]) w->wait();
+    sends_[g].clear();
+  }
 }
 
 }  // namespace weft::serve

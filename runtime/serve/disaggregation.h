@@ -13,6 +13,7 @@
 #include <condition_variable>
 #include <cstdint>
 #include <deque>
+#include <functional>
 #include <memory>
 #include <mutex>
 #include <optional>
@@ -73,14 +74,20 @@ class MessageInbox {
   comm::Communicator& link_;
   int src_;
   Tensor header_;
-  comm::WorkPtr pending_;
+  Tensor body_;              // defined while the body's receive is pending
+  comm::WorkPtr pending_;    // the header's receive, then the body's
 };
 
 // One rank's view of the disaggregated world. create() is collective over `world`.
 class Disaggregation {
  public:
-  static std::unique_ptr<Disaggregation> create(comm::Communicator& world, DisaggLayout layout);
+  // `lost(r)` says whether world rank r has been written off (comm/health_monitor.h); null: none
+  // ever is.
+  static std::unique_ptr<Disaggregation> create(comm::Communicator& world, DisaggLayout layout,
+                                                std::function<bool(int)> lost = nullptr);
   // Rank 0: waits for the senders to send what is queued (they end after a "shutdown" message).
+  // The links and sends of a lost instance are left as they are (never freed: an operation with
+  // a dead rank never ends).
   ~Disaggregation();
 
   [[nodiscard]] const DisaggLayout& layout() const { return layout_; }
@@ -90,17 +97,23 @@ class Disaggregation {
   [[nodiscard]] bool is_prefill() const { return layout_.is_prefill(instance()); }
   [[nodiscard]] bool is_leader() const { return rank_ == layout_.leader(instance()); }
 
-  // The links: kv (every rank); rank 0 <-> the leader of instance g >= 1: down(g) carries
-  // requests, cancels and the shutdown, up(g) the updates of a decode instance and the finished
-  // prefills of a prefill instance (rank 0 and that leader only; rank 0 is 0 on each, the leader
-  // 1). A leader's own instance: down(instance()), up(instance()).
-  [[nodiscard]] comm::Communicator& kv() { return *kv_; }
+  // The links: rank 0 <-> the leader of instance g >= 1: down(g) carries requests, cancels and
+  // the shutdown, up(g) the updates of a decode instance and the finished prefills of a prefill
+  // instance (rank 0 and that leader only; rank 0 is 0 on each, the leader 1). A leader's own
+  // instance: down(instance()), up(instance()). The keys and values move on a link of their own
+  // per decode instance (its ranks and every prefill rank), so that sends to an instance that
+  // died hold up no other.
   [[nodiscard]] comm::Communicator& down(int g) { return *down_.at(g); }
   [[nodiscard]] comm::Communicator& up(int g) { return *up_.at(g); }
   // Queues a message for down(g), from any thread: a thread per instance sends them in order,
   // so a send that never completes (the instance's leader died) holds up that thread only,
   // never the engine or an HTTP request (docs/serving.md "Disaggregated prefill and decode").
   void send_down(int g, const nlohmann::json& message);
+  // Rank 0: instance g is lost (a rank of it died): its queued messages are dropped, later ones
+  // too, and its sender is not waited for.
+  void forget(int g);
+  // Whether instance g has a written-off rank.
+  [[nodiscard]] bool lost(int g) const;
 
   // ---- the KV transfer, layer by layer -----------------------------------------------------
   // A prefill rank: sends the keys and values of `slots` (the tokens, in order) of each layer's
@@ -119,19 +132,27 @@ class Disaggregation {
   Disaggregation(DisaggLayout layout, int rank) : layout_(layout), rank_(rank) {}
   void reap_sends();
   void send_loop(int g);
+  // The KV link of decode instance g, and the rank of a world rank on it.
+  [[nodiscard]] comm::Communicator& kv(int g) { return *kv_.at(g); }
+  [[nodiscard]] int kv_rank(int g, int world_rank) const {
+    return world_rank < layout_.prefill_ranks ? world_rank
+                                              : world_rank - layout_.leader(g) + layout_.prefill_ranks;
+  }
 
   DisaggLayout layout_;
   int rank_;
-  std::unique_ptr<comm::Communicator> kv_;
+  std::function<bool(int)> lost_rank_;
+  std::vector<std::unique_ptr<comm::Communicator>> kv_;  // per instance; null for non-members
   std::vector<std::unique_ptr<comm::Communicator>> down_, up_;  // null for 0 and non-members
   std::vector<std::unique_ptr<comm::Communicator>> others_;     // the split's other halves
   // Rank 0: each instance's queue of messages for down(g) and its sender.
-  std::mutex outbox_mu_;
+  mutable std::mutex outbox_mu_;
   std::condition_variable outbox_cv_;
   std::vector<std::deque<nlohmann::json>> outbox_;
   bool closing_ = false;
-  std::vector<std::thread> senders_;
-  std::vector<comm::WorkPtr> sends_;
+  std::vector<bool> forgotten_;
+  std::vector<std::thread> senders_;  // index g - 1
+  std::vector<std::vector<comm::WorkPtr>> sends_;  // per decode instance
 };
 
 }  // namespace weft::serve

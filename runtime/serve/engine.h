@@ -120,6 +120,7 @@ struct EngineStats {
   int64_t disaggregated_requests = 0;
   int64_t kv_transfer_bytes = 0;
   std::vector<int64_t> prefills;     // requests exported by each prefill instance
+  int64_t lost_instances = 0;        // decode instances lost to a dead rank (served on without)
   std::vector<double> ttft_seconds;  // one per finished request, most recent last (capped)
   std::vector<double> tpot_seconds;
 };
@@ -147,6 +148,11 @@ class Engine {
   // routing, forwarding, relaying the other instances' messages) or a decode instance's.
   void set_disaggregation(std::unique_ptr<Disaggregation> disagg);
   [[nodiscard]] const Disaggregation* disaggregation() const { return disagg_.get(); }
+  // Rank 0: decode instance g is lost (a rank of it died; the health monitor wrote it off): its
+  // requests fail with `error`, those still prefilling are cancelled there (their blocks freed),
+  // and no request goes to it again. Returns false, changing nothing, when it is the last decode
+  // instance left.
+  bool lose_decode_instance(int g, const std::string& error);
   // The leader of an instance other than rank 0's: takes requests from rank 0 (a decode
   // instance: with their keys and values) and steps until rank 0 says stop; its updates (a
   // decode instance) or finished prefills (a prefill instance) go back to rank 0.
@@ -266,6 +272,7 @@ class Engine {
   // Per instance: a prefill instance's prompt tokens queued or running, a decode instance's
   // requests in flight (the router takes the least loaded of each).
   std::vector<int64_t> load_;
+  std::vector<bool> lost_;  // per instance: lost (lose_decode_instance)
   int prefills_open_ = 0;  // prefill instances other than rank 0's that have not said "bye"
   std::condition_variable prefills_closed_;
   int next_tag_ = 0;  // engine thread

@@ -105,6 +105,7 @@ void Engine::set_disaggregation(std::unique_ptr<Disaggregation> disagg) {
   if (!disagg_->is_front()) return;
   const DisaggLayout& l = disagg_->layout();
   load_.assign(l.instances(), 0);
+  lost_.assign(l.instances(), false);
   prefills_open_ = l.prefill_instances() - 1;
   stats_.prefills.assign(l.prefill_instances(), 0);
   relay_ = std::thread([this] { relay_loop(); });
@@ -122,8 +123,11 @@ absl::StatusOr<int64_t> Engine::submit_front(std::vector<int64_t> prompt, Genera
   }
   const int prefills = disagg_->layout().prefill_instances();
   const auto least = [&](int first, int end) {
-    return static_cast<int>(std::min_element(load_.begin() + first, load_.begin() + end) -
-                            load_.begin());
+    int best = -1;
+    for (int g = first; g < end; ++g) {
+      if (!lost_[g] && (best < 0 || load_[g] < load_[best])) best = g;
+    }
+    return best;
   };
   auto f = std::make_unique<FrontRequest>();
   f->decode = least(prefills, static_cast<int>(load_.size()));
@@ -249,6 +253,54 @@ void Engine::forward_front(int64_t id, int from, int tag, int64_t tokens, int64_
   if (f.cancelled) disagg_->send_down(f.decode, {{"type", "cancel"}, {"id", id}});
 }
 
+bool Engine::lose_decode_instance(int g, const std::string& error) {
+  const DisaggLayout& l = disagg_->layout();
+  std::vector<std::unique_ptr<FrontRequest>> failed;
+  std::vector<int64_t> ids, prefilling_here;
+  {
+    std::lock_guard<std::mutex> lock(front_mu_);
+    if (lost_.at(g)) return true;
+    int alive = 0;
+    for (int d = l.prefill_instances(); d < l.instances(); ++d) alive += d != g && !lost_[d];
+    if (alive == 0) return false;
+    lost_[g] = true;
+    for (auto it = front_.begin(); it != front_.end();) {
+      FrontRequest& f = *it->second;
+      if (f.decode != g) {
+        ++it;
+        continue;
+      }
+      if (!f.forwarded) {  // still prefilling: no keys and values for a dead instance
+        load_[f.prefill] -= f.prefill_tokens;
+        f.prefill_tokens = 0;
+        if (f.prefill == 0) {
+          prefilling_here.push_back(it->first);  // rank 0's engine: the same id
+        } else {
+          disagg_->send_down(f.prefill, {{"type", "cancel"}, {"id", it->first}});
+        }
+      }
+      ids.push_back(it->first);
+      failed.push_back(std::move(it->second));
+      it = front_.erase(it);
+    }
+  }
+  disagg_->forget(g);
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    ++stats_.lost_instances;
+  }
+  for (int64_t id : prefilling_here) cancel(id);
+  for (size_t i = 0; i < failed.size(); ++i) {
+    RequestUpdate u;
+    u.request = ids[i];
+    u.finished = true;
+    u.finish_reason = "error";
+    u.error = error;
+    if (failed[i]->on_update) failed[i]->on_update(u);
+  }
+  return true;
+}
+
 void Engine::relay_loop() {
   const int instances = disagg_->layout().instances();
   std::vector<std::unique_ptr<MessageInbox>> inboxes(instances);
@@ -261,6 +313,12 @@ void Engine::relay_loop() {
     bool any = false;
     for (int g = 1; g < instances; ++g) {
       if (closed[g]) continue;
+      if (disagg_->lost(g)) {  // its receive never ends: left posted, and the inbox kept
+        closed[g] = true;
+        --open;
+        (void)inboxes[g].release();
+        continue;
+      }
       while (std::optional<json> m = inboxes[g]->poll()) {
         any = true;
         const std::string type = (*m)["type"];

@@ -41,6 +41,9 @@ std::string prometheus_metrics(const EngineStats& s) {
   gauge("weft_kv_transfer_bytes_total",
         "Bytes of keys and values the prefill instances' leaders sent to decode instances.",
         static_cast<double>(s.kv_transfer_bytes), "counter");
+  gauge("weft_lost_decode_instances",
+        "Decode instances lost to a dead rank while the server went on without them.",
+        static_cast<double>(s.lost_instances));
   if (!s.prefills.empty()) {
     absl::StrAppend(&out,
                     "# HELP weft_prefill_requests_total Requests each prefill instance prefilled "

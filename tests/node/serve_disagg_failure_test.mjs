@@ -3,7 +3,9 @@
 // request, streaming or not, fail within 60 s with an error naming the rank (HTTP 500, or an
 // error event in the stream, which the openai client raises as an APIError), and the server
 // exit non-zero with rank 0 naming the rank; a plain SIGTERM to every rank (what scancel does)
-// still drains and exits 0.
+// still drains and exits 0. Under `mpirun --enable-recovery` with two decode instances, kill -9 of
+// one's rank fails only the requests on that instance (naming it) within 60 s; the others
+// complete, and the server goes on serving exactly with the instance left.
 import { test, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn, execFileSync } from 'node:child_process';
@@ -25,9 +27,10 @@ const MODEL = writeLlama(path.join(TMP, 'model'), {
 const MAX_TOKENS = 3000;
 
 const servers = [];
-function startServer() {
-  const argv = [...MPIRUN.slice(1), '-np', '2', WEFT, 'serve', '--model', MODEL, '--port', '0',
-    '--prefill-ranks', '1', '--decode-ranks', '1', '--served-model-name', 'tiny'];
+function startServer({ ranks = 2, decodeRanks = 1, mpiArgs = [], args = [] } = {}) {
+  const argv = [...MPIRUN.slice(1), ...mpiArgs, '-np', String(ranks), WEFT, 'serve', '--model', MODEL,
+    '--port', '0', '--prefill-ranks', String(ranks - decodeRanks), '--decode-ranks', String(decodeRanks),
+    '--served-model-name', 'tiny', ...args];
   const proc = spawn(MPIRUN[0], argv, { stdio: ['ignore', 'pipe', 'pipe'] });
   const server = { proc, stdout: '', stderr: '', exited: null };
   servers.push(server);
@@ -64,7 +67,7 @@ function rankPid(server, rank) {
 
 // `n` long completions, alternately streaming and not; `begun` resolves once every streaming
 // one has its first chunk (decoding has begun). Each settles to { ok, ms, chunks, error }.
-function load(server, n) {
+function load(server, n, maxTokens = MAX_TOKENS) {
   const client = new OpenAI({ baseURL: server.url + '/v1', apiKey: 'none', maxRetries: 0, timeout: 120000 });
   const firsts = [];
   const requests = Array.from({ length: n }, (_, i) => {
@@ -75,21 +78,24 @@ function load(server, n) {
       // 40 tokens (two blocks move from the prefill rank), distinct per request.
       const prompt = [...Array.from({ length: 39 }, (_, k) => (k * 7 + 3) % 256), i];
       // return_token_ids: without a tokenizer the text is empty, and only token ids make chunks.
-      const body = { model: 'tiny', prompt, max_tokens: MAX_TOKENS, temperature: 0, ignore_eos: true, stream, return_token_ids: true };
+      const body = { model: 'tiny', prompt, max_tokens: maxTokens, temperature: 0, ignore_eos: true, stream, return_token_ids: true };
       let chunks = 0;
       let finish = null;
       try {
         const r = await client.completions.create(body);
+        const ids = [];
         if (stream) {
           for await (const c of r) {
             ++chunks;
             first();
             finish = c.choices[0]?.finish_reason ?? finish;
+            ids.push(...(c.choices[0]?.token_ids ?? []));
           }
         } else {
           finish = r.choices[0].finish_reason;
+          ids.push(...r.choices[0].token_ids);
         }
-        return { stream, ok: true, finish, chunks, at: Date.now() };
+        return { stream, ok: true, finish, chunks, ids, at: Date.now() };
       } catch (error) {
         return { stream, ok: false, error, chunks, at: Date.now() };
       }
@@ -139,4 +145,50 @@ test('SIGTERM to every rank (as scancel sends) still drains: exit 0, streams end
   const exit = await s.exit;
   assert.equal(exit.code, 0, s.stderr);
   assert.doesNotMatch(s.stderr, /sent no heartbeat/);
+});
+
+test('--enable-recovery, two decode instances: kill -9 of one fails only its requests, serving goes on', async (t) => {
+  const s = await startServer({ ranks: 3, decodeRanks: 2, mpiArgs: ['--enable-recovery'], args: ['--decode-tp', '1', '--comm-timeout', '3'] });
+  // The tokens of a short request before the loss: the instance left must give the same after.
+  const before = await load(s, 2, 24).requests[0];
+  assert.ok(before.ok, String(before.error));
+  const { requests, begun } = load(s, 10);
+  await begun;
+  const killed = Date.now();
+  process.kill(rankPid(s, 2), 'SIGKILL');
+  const bound = new Promise((r) => setTimeout(() => r('timeout'), 60000).unref());
+  const results = await Promise.race([Promise.all(requests), bound]);
+  assert.notEqual(results, 'timeout', 'a request was still open 60 s after the kill');
+  const settled = Math.max(...results.map((r) => r.at)) - killed;
+  t.diagnostic(`requests settled ${settled} ms after the kill`);
+  let failed = 0;
+  for (const [i, r] of results.entries()) {
+    if (r.ok) {
+      assert.equal(r.finish, 'length', `request ${i}`);
+      assert.equal(r.ids.length, MAX_TOKENS, `request ${i}`);
+      continue;
+    }
+    ++failed;
+    assert.ok(r.error instanceof OpenAI.APIError && !(r.error instanceof OpenAI.APIConnectionError),
+      `request ${i}: not an error answer but ${r.error}`);
+    assert.match(r.error.message, /rank 2 \(decode instance 1\) is lost \(rank 2 sent no heartbeat/, `request ${i}`);
+  }
+  // The router spread the ten over both instances: half of them were on the dead one.
+  assert.equal(failed, 5);
+  assert.equal(s.exited, null, `the server ended: ${s.stderr}`);
+  // The instance left serves every new request, exactly as before.
+  const after = await Promise.all(load(s, 6, 24).requests);
+  for (const [i, r] of after.entries()) {
+    assert.ok(r.ok, `request ${i} after the loss: ${r.error}`);
+    if (i === 0) assert.deepEqual(r.ids, before.ids, "the same prompt after the loss");
+  }
+  const m = await (await fetch(s.url + '/metrics')).text();
+  assert.match(m, /^weft_lost_decode_instances 1$/m);
+  assert.match(m, /^weft_requests_running 0$/m);  // rank 0's prefills of the dead instance's requests are gone
+  assert.match(s.stderr, /weft: rank 0: rank 2 sent no heartbeat .*going on without rank 2\n/);
+  for (const rank of [0, 1]) process.kill(rankPid(s, rank), 'SIGTERM');  // as scancel does
+  const exit = await Promise.race([s.exit, bound]);
+  assert.notEqual(exit, 'timeout', 'the server did not stop');
+  assert.match(s.stderr, /weft serve: rank 0: served on without rank 2 \(decode instance 1\)/);
+  assert.match(s.stderr, /weft: server stopped/);
 });
