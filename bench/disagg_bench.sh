@@ -4,6 +4,8 @@
 # layers, 8 heads / 4 KV heads), one BLAS thread per rank:
 #   colocated      weft serve --tp 2                                  (both phases on both ranks)
 #   disaggregated  weft serve --prefill-ranks 1 --decode-ranks 1      (one rank each)
+#   disagg-local   the same with --disagg-local-prefill 64: the router sends the short prompts
+#                  straight to the decode rank, which prefills them itself
 # The trace mixes two populations, each a seeded Poisson stream at half the rate: long prompts
 # with short answers (768-1024 tokens in, 8-16 out) and short prompts with long answers (16-64
 # in, 128-192 out). Goodput: completed requests per second that meet TTFT <= 3 s and TPOT <=
@@ -22,10 +24,11 @@ bench_llama "$MODEL"
 RATES="${WEFT_DISAGG_RATES:-2 4 6 8 12}"
 PER_STREAM="${WEFT_DISAGG_REQUESTS:-24}"
 
-for mode in colocated disaggregated; do
+for mode in ${WEFT_DISAGG_MODES:-colocated disaggregated disagg-local}; do
   case $mode in
     colocated) flags=(--tp 2) ;;
     disaggregated) flags=(--prefill-ranks 1 --decode-ranks 1) ;;
+    disagg-local) flags=(--prefill-ranks 1 --decode-ranks 1 --disagg-local-prefill 64) ;;
   esac
   serve_ranks 2 -- "${flags[@]}"
   for rate in $RATES; do
@@ -56,12 +59,18 @@ rows = [json.loads(l) for l in open(sys.argv[1])]
 by = {}
 for r in rows:
     by.setdefault(r["mode"], {})[r["rate"]] = r
-print("rate  colocated goodput  disaggregated goodput  ratio")
+others = [m for m in by if m != "colocated"]
+print("rate  colocated goodput  " + "  ".join(f"{m} goodput (ratio)" for m in others))
 for rate in sorted(by["colocated"]):
-    c, d = by["colocated"][rate]["goodput"], by["disaggregated"][rate]["goodput"]
-    print(f"{rate:4}  {c:17.3f}  {d:21.3f}  {d / c if c else float('inf'):5.2f}")
+    c = by["colocated"][rate]["goodput"]
+    cells = []
+    for m in others:
+        d = by[m][rate]["goodput"]
+        cells.append(f"{d:.3f} ({d / c if c else float('inf'):.2f})")
+    print(f"{rate:4}  {c:17.3f}  " + "  ".join(cells))
 peak = max(by["colocated"], key=lambda r: by["colocated"][r]["goodput"])
-print(f"colocated peaks at {peak} req/s; ratio there and above: " + ", ".join(
-    f"{r}: {by['disaggregated'][r]['goodput'] / max(by['colocated'][r]['goodput'], 1e-9):.2f}"
-    for r in sorted(by["colocated"]) if r >= peak))
+for m in others:
+    print(f"colocated peaks at {peak} req/s; {m} ratio there and above: " + ", ".join(
+        f"{r}: {by[m][r]['goodput'] / max(by['colocated'][r]['goodput'], 1e-9):.2f}"
+        for r in sorted(by["colocated"]) if r >= peak))
 PY
