@@ -8,7 +8,7 @@
 # Low load: 8 requests one after another (512-token prompt, 32 new tokens): mean latency.
 # High load: 48 requests at once (512-token prompts, 32 new tokens): output tokens/s.
 # 2. TokenWeave (docs/serving.md "TokenWeave"): 16 prompts of 512 tokens at once, one new token
-#    each, steps of up to 2048 tokens: the makespan (median of 3) of --tp 2, of --tp 2
+#    each, steps of up to 2048 tokens: the makespan (median of 10, the modes taking turns) of --tp 2, of --tp 2
 #    --token-weave, and of the latter with every collective replaced by a local copy
 #    (WEFT_BENCH_DROP_COMM=1: the compute alone, wrong results), the floor overlap approaches.
 # Results: $OUT/*.jsonl. Usage: bash bench/inference_parallel_bench.sh
@@ -43,17 +43,21 @@ for mode in tp sp shift; do
 done
 
 echo "== 2. TokenWeave"
-for mode in tp weave nocomm; do
+# The modes take turns (WEFT_WEAVE_ROUNDS rounds of WEFT_WEAVE_REPS runs each): on a shared
+# machine the speed drifts by more than the differences measured here.
+for round in $(seq 1 "${WEFT_WEAVE_ROUNDS:-2}"); do
+ for mode in tp weave nocomm; do
   case $mode in
     tp) serve_ranks 2 -- --tp 2 --max-num-batched-tokens 2048 ;;
     weave) serve_ranks 2 -- --tp 2 --token-weave --max-num-batched-tokens 2048 ;;
     nocomm) serve_ranks 2 WEFT_BENCH_DROP_COMM=1 -- --tp 2 --token-weave --max-num-batched-tokens 2048 ;;
   esac
-  for i in 1 2 3; do
+  for i in $(seq 1 "${WEFT_WEAVE_REPS:-5}"); do
     node bench/serve_load.mjs --url "$URL" --model small --vocab 4096 --rate 1e9 --requests 16 \
       --input 512:512 --output 1:1 --seed "$((20 + i))" | sed "s/^{/{\"mode\":\"$mode\",/" >>"$OUT/weave.jsonl"
   done
   stop_ranks
+ done
 done
 /usr/bin/python3 - "$OUT" <<'PY'
 import json, sys, statistics
@@ -76,8 +80,9 @@ weave = {}
 for line in open(f"{out}/weave.jsonl"):
     r = json.loads(line)
     weave.setdefault(r["mode"], []).append(r["makespan_s"])
-print("TokenWeave makespan (s, median of 3): " +
-      ", ".join(f"{m} {statistics.median(weave[m]):.3f}" for m in ("tp", "weave", "nocomm")))
+print(f"TokenWeave makespan (s, median of {len(weave['tp'])}; min-max): " +
+      ", ".join(f"{m} {statistics.median(weave[m]):.3f} ({min(weave[m]):.3f}-{max(weave[m]):.3f})"
+                for m in ("tp", "weave", "nocomm")))
 print(f"weave / no-communication: {statistics.median(weave['weave']) / statistics.median(weave['nocomm']):.3f}; "
       f"tp / no-communication: {statistics.median(weave['tp']) / statistics.median(weave['nocomm']):.3f}")
 PY

@@ -104,18 +104,24 @@ function load(server, n, maxTokens = MAX_TOKENS) {
   return { requests, begun: Promise.all(firsts) };
 }
 
-test('kill -9 of the decode rank: every request fails naming rank 1, rank 0 exits 76', async (t) => {
-  const s = await startServer();
+// Starts 10 long requests, kill -9s world rank `rank` once every stream has begun, and waits
+// (at most 60 s) for all of them to settle: { results, killed, bound, settled }.
+async function killUnderLoad(s, rank) {
   const { requests, begun } = load(s, 10);
   await begun;
   const killed = Date.now();
-  process.kill(rankPid(s, 1), 'SIGKILL');
+  process.kill(rankPid(s, rank), 'SIGKILL');
   const bound = new Promise((r) => setTimeout(() => r('timeout'), 60000).unref());
   const results = await Promise.race([Promise.all(requests), bound]);
   assert.notEqual(results, 'timeout', 'a request was still open 60 s after the kill');
+  return { results, killed, bound, settled: Math.max(...results.map((r) => r.at)) - killed };
+}
+
+test('kill -9 of the decode rank: every request fails naming rank 1, rank 0 exits 76', async (t) => {
+  const s = await startServer();
+  const { results, killed, bound, settled } = await killUnderLoad(s, 1);
   const exit = await Promise.race([s.exit, bound]);
   assert.notEqual(exit, 'timeout', 'the server was still up 60 s after the kill');
-  const settled = Math.max(...results.map((r) => r.at)) - killed;
   t.diagnostic(`requests settled ${settled} ms after the kill; server exited ${exit.at - killed} ms after it, code ${exit.code}`);
   assert.ok(settled < 60000);
   for (const [i, r] of results.entries()) {
@@ -152,14 +158,7 @@ test('--enable-recovery, two decode instances: kill -9 of one fails only its req
   // The tokens of a short request before the loss: the instance left must give the same after.
   const before = await load(s, 2, 24).requests[0];
   assert.ok(before.ok, String(before.error));
-  const { requests, begun } = load(s, 10);
-  await begun;
-  const killed = Date.now();
-  process.kill(rankPid(s, 2), 'SIGKILL');
-  const bound = new Promise((r) => setTimeout(() => r('timeout'), 60000).unref());
-  const results = await Promise.race([Promise.all(requests), bound]);
-  assert.notEqual(results, 'timeout', 'a request was still open 60 s after the kill');
-  const settled = Math.max(...results.map((r) => r.at)) - killed;
+  const { results, bound, settled } = await killUnderLoad(s, 2);
   t.diagnostic(`requests settled ${settled} ms after the kill`);
   let failed = 0;
   for (const [i, r] of results.entries()) {
