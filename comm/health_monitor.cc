@@ -224,9 +224,11 @@ class HealthMonitor::Impl {
     if (!handler) return false;
     const std::vector<int> ranks = handler(r, message);
     if (ranks.empty()) return false;
+    // Every written-off rank is told to exit: the live ones, and r itself should it only have
+    // been stopped (it would otherwise come back to a rank 0 that no longer beats to it).
     for (int w : ranks) {
       WEFT_CHECK(w > 0 && w < size_) << "cannot write off rank " << w;
-      if (w != r) send(w, Beat{.rank = 0, .type = kDismiss, .peer = r});
+      send(w, Beat{.rank = 0, .type = kDismiss, .peer = r});
     }
     {
       std::lock_guard<std::mutex> lock(lost_mu_);
@@ -425,10 +427,14 @@ class HealthMonitor::Impl {
             lost_[in.peer] = true;
           }
           if (in.type == kDismiss) {
+            const std::string why =
+                in.peer == rank_
+                    ? std::string("this rank was silent for --comm-timeout")
+                    : absl::StrFormat("rank %d, which this rank works with, died", in.peer);
             std::fprintf(stderr,
-                         "weft: rank %d: rank %d, which this rank works with, died; rank 0 goes on "
-                         "without both; exiting (exit code %d)\n",
-                         rank_, in.peer, kExitCommFailure);
+                         "weft: rank %d: %s; rank 0 goes on without this rank; exiting (exit "
+                         "code %d)\n",
+                         rank_, why.c_str(), kExitCommFailure);
             std::fflush(stderr);
             std::fflush(stdout);
             std::_Exit(kExitCommFailure);
