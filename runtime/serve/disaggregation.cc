@@ -72,8 +72,10 @@ std::unique_ptr<Disaggregation> Disaggregation::create(comm::Communicator& world
   d->kv_.resize(layout.instances());
   d->sends_.resize(layout.instances());
   for (int g = layout.prefill_instances(); g < layout.instances(); ++g) {
-    const bool member = world.rank() < layout.prefill_ranks || layout.instance_of(world.rank()) == g;
-    std::unique_ptr<comm::Communicator> c = world.split(member ? 1 : 0, world.rank(), "kv_transfer");
+    const bool member =
+        world.rank() < layout.prefill_ranks || layout.instance_of(world.rank()) == g;
+    std::unique_ptr<comm::Communicator> c =
+        world.split(member ? 1 : 0, world.rank(), "kv_transfer");
     (member ? d->kv_[g] : d->others_.emplace_back()) = std::move(c);
   }
   // One down and one up link per instance but rank 0's own (index 0 stays null).

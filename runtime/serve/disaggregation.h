@@ -74,8 +74,8 @@ class MessageInbox {
   comm::Communicator& link_;
   int src_;
   Tensor header_;
-  Tensor body_;              // defined while the body's receive is pending
-  comm::WorkPtr pending_;    // the header's receive, then the body's
+  Tensor body_;            // defined while the body's receive is pending
+  comm::WorkPtr pending_;  // the header's receive, then the body's
 };
 
 // One rank's view of the disaggregated world. create() is collective over `world`.
@@ -135,8 +135,9 @@ class Disaggregation {
   // The KV link of decode instance g, and the rank of a world rank on it.
   [[nodiscard]] comm::Communicator& kv(int g) { return *kv_.at(g); }
   [[nodiscard]] int kv_rank(int g, int world_rank) const {
-    return world_rank < layout_.prefill_ranks ? world_rank
-                                              : world_rank - layout_.leader(g) + layout_.prefill_ranks;
+    return world_rank < layout_.prefill_ranks
+               ? world_rank
+               : world_rank - layout_.leader(g) + layout_.prefill_ranks;
   }
 
   DisaggLayout layout_;
@@ -151,7 +152,7 @@ class Disaggregation {
   std::vector<std::deque<nlohmann::json>> outbox_;
   bool closing_ = false;
   std::vector<bool> forgotten_;
-  std::vector<std::thread> senders_;  // index g - 1
+  std::vector<std::thread> senders_;               // index g - 1
   std::vector<std::vector<comm::WorkPtr>> sends_;  // per decode instance
 };
 

@@ -121,6 +121,7 @@ struct EngineStats {
   int64_t kv_transfer_bytes = 0;
   std::vector<int64_t> prefills;     // requests exported by each prefill instance
   int64_t lost_instances = 0;        // decode instances lost to a dead rank (served on without)
+  int64_t rerouted_requests = 0;     // ... and requests moved off them before any output
   std::vector<double> ttft_seconds;  // one per finished request, most recent last (capped)
   std::vector<double> tpot_seconds;
 };
@@ -148,10 +149,11 @@ class Engine {
   // routing, forwarding, relaying the other instances' messages) or a decode instance's.
   void set_disaggregation(std::unique_ptr<Disaggregation> disagg);
   [[nodiscard]] const Disaggregation* disaggregation() const { return disagg_.get(); }
-  // Rank 0: decode instance g is lost (a rank of it died; the health monitor wrote it off): its
-  // requests fail with `error`, those still prefilling are cancelled there (their blocks freed),
-  // and no request goes to it again. Returns false, changing nothing, when it is the last decode
-  // instance left.
+  // Rank 0: decode instance g is lost (a rank of it died; the health monitor wrote it off). Its
+  // requests still prefilling are cancelled there (their blocks freed); those that have sent
+  // their client nothing start again on a live decode instance, which prefills them itself; the
+  // others fail with `error`. No request goes to it again. Returns false, changing nothing, when
+  // it is the last decode instance left.
   bool lose_decode_instance(int g, const std::string& error);
   // The leader of an instance other than rank 0's: takes requests from rank 0 (a decode
   // instance: with their keys and values) and steps until rank 0 says stop; its updates (a
@@ -221,6 +223,9 @@ class Engine {
   // Rank 0: prefill instance `from` has sent request `id`'s KV (`bytes` from its leader).
   void forward_front(int64_t id, int from, int tag, int64_t tokens, int64_t bytes);
   void cancel_front(int64_t id);
+  // Rank 0, holding front_mu_: the instance in [first, end) with the least load_, lost ones
+  // skipped (the router's choice).
+  [[nodiscard]] int least_loaded(int first, int end) const;
   void relay_loop();
   void stop_disaggregation();
   // A decode leader: the request's KV into fresh blocks named for prefix reuse (every rank of
@@ -273,7 +278,7 @@ class Engine {
   // requests in flight (the router takes the least loaded of each).
   std::vector<int64_t> load_;
   std::vector<bool> lost_;  // per instance: lost (lose_decode_instance)
-  int prefills_open_ = 0;  // prefill instances other than rank 0's that have not said "bye"
+  int prefills_open_ = 0;   // prefill instances other than rank 0's that have not said "bye"
   std::condition_variable prefills_closed_;
   int next_tag_ = 0;  // engine thread
   std::thread relay_;

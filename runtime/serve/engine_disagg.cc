@@ -87,6 +87,12 @@ RequestUpdate update_of(const json& j) {
   return u;
 }
 
+// A request message for a decode instance that prefills the whole prompt itself.
+json local_request(int64_t id, const std::vector<int64_t>& prompt, const GenerationParams& params) {
+  return {{"type", "request"}, {"id", id},  {"prompt", prompt}, {"params", params_json(params)},
+          {"from", -1},        {"tag", -1}, {"tokens", 0}};
+}
+
 // Broadcasts a kExport/kImport command and its payload to an instance's other ranks.
 void broadcast_command(comm::Communicator& group, StepCommand command, const Tensor& payload) {
   if (group.size() == 1) return;
@@ -111,6 +117,15 @@ void Engine::set_disaggregation(std::unique_ptr<Disaggregation> disagg) {
   relay_ = std::thread([this] { relay_loop(); });
 }
 
+int Engine::least_loaded(int first, int end) const {
+  int best = -1;
+  for (int g = first; g < end; ++g) {
+    if (!lost_[g] && (best < 0 || load_[g] < load_[best])) best = g;
+  }
+  WEFT_CHECK(best >= 0) << "every instance in [" << first << ", " << end << ") is lost";
+  return best;
+}
+
 absl::StatusOr<int64_t> Engine::submit_front(std::vector<int64_t> prompt, GenerationParams params,
                                              UpdateFn on_update) {
   std::lock_guard<std::mutex> front_lock(front_mu_);
@@ -122,15 +137,8 @@ absl::StatusOr<int64_t> Engine::submit_front(std::vector<int64_t> prompt, Genera
     id = next_id_++;
   }
   const int prefills = disagg_->layout().prefill_instances();
-  const auto least = [&](int first, int end) {
-    int best = -1;
-    for (int g = first; g < end; ++g) {
-      if (!lost_[g] && (best < 0 || load_[g] < load_[best])) best = g;
-    }
-    return best;
-  };
   auto f = std::make_unique<FrontRequest>();
-  f->decode = least(prefills, static_cast<int>(load_.size()));
+  f->decode = least_loaded(prefills, static_cast<int>(load_.size()));
   ++load_[f->decode];
   f->on_update = std::move(on_update);
   f->prompt = std::move(prompt);
@@ -142,15 +150,9 @@ absl::StatusOr<int64_t> Engine::submit_front(std::vector<int64_t> prompt, Genera
   const int64_t n = length <= config_.disagg_local_prefill ? 0 : (length - 1) / bs * bs;
   if (n == 0) {
     f->forwarded = true;
-    disagg_->send_down(f->decode, {{"type", "request"},
-                                   {"id", id},
-                                   {"prompt", f->prompt},
-                                   {"params", params_json(f->params)},
-                                   {"from", -1},
-                                   {"tag", -1},
-                                   {"tokens", 0}});
+    disagg_->send_down(f->decode, local_request(id, f->prompt, f->params));
   } else {
-    f->prefill = least(0, prefills);
+    f->prefill = least_loaded(0, prefills);
     f->prefill_tokens = n;
     load_[f->prefill] += n;
     std::vector<int64_t> head(f->prompt.begin(), f->prompt.begin() + n);
@@ -229,16 +231,18 @@ std::vector<int64_t> Engine::run_export(const Tensor& payload) {
 }
 
 void Engine::forward_front(int64_t id, int from, int tag, int64_t tokens, int64_t bytes) {
+  std::lock_guard<std::mutex> lock(front_mu_);
+  auto it = front_.find(id);
+  // Ended by fail_all or lose_decode_instance, or moved off a lost instance (its keys and
+  // values went there): nothing to hand over.
+  if (it == front_.end() || it->second->rerouted) return;
+  FrontRequest& f = *it->second;
   {
-    std::lock_guard<std::mutex> lock(mu_);
+    std::lock_guard<std::mutex> stats_lock(mu_);
     stats_.kv_transfer_bytes += bytes;
     ++stats_.disaggregated_requests;
     ++stats_.prefills.at(from);
   }
-  std::lock_guard<std::mutex> lock(front_mu_);
-  auto it = front_.find(id);
-  if (it == front_.end()) return;  // ended by fail_all (a rank died): nothing to hand over
-  FrontRequest& f = *it->second;
   load_[f.prefill] -= f.prefill_tokens;
   f.prefill_tokens = 0;
   // Forwarded even when cancelled: the instance must take the keys and values sent to it.
@@ -257,6 +261,7 @@ bool Engine::lose_decode_instance(int g, const std::string& error) {
   const DisaggLayout& l = disagg_->layout();
   std::vector<std::unique_ptr<FrontRequest>> failed;
   std::vector<int64_t> ids, prefilling_here;
+  int64_t rerouted = 0;
   {
     std::lock_guard<std::mutex> lock(front_mu_);
     if (lost_.at(g)) return true;
@@ -264,13 +269,14 @@ bool Engine::lose_decode_instance(int g, const std::string& error) {
     for (int d = l.prefill_instances(); d < l.instances(); ++d) alive += d != g && !lost_[d];
     if (alive == 0) return false;
     lost_[g] = true;
+    disagg_->forget(g);
     for (auto it = front_.begin(); it != front_.end();) {
       FrontRequest& f = *it->second;
       if (f.decode != g) {
         ++it;
         continue;
       }
-      if (!f.forwarded) {  // still prefilling: no keys and values for a dead instance
+      if (!f.forwarded) {  // still prefilling: its keys and values would go to a dead instance
         load_[f.prefill] -= f.prefill_tokens;
         f.prefill_tokens = 0;
         if (f.prefill == 0) {
@@ -279,15 +285,27 @@ bool Engine::lose_decode_instance(int g, const std::string& error) {
           disagg_->send_down(f.prefill, {{"type", "cancel"}, {"id", it->first}});
         }
       }
+      if (!f.answered && !f.cancelled) {
+        // Nothing of it has reached its client: it starts again on a live decode instance,
+        // which prefills the whole prompt itself (what it had on the lost one is gone).
+        f.decode = least_loaded(l.prefill_instances(), l.instances());
+        ++load_[f.decode];
+        f.forwarded = true;
+        f.rerouted = true;
+        disagg_->send_down(f.decode, local_request(it->first, f.prompt, f.params));
+        ++rerouted;
+        ++it;
+        continue;
+      }
       ids.push_back(it->first);
       failed.push_back(std::move(it->second));
       it = front_.erase(it);
     }
   }
-  disagg_->forget(g);
   {
     std::lock_guard<std::mutex> lock(mu_);
     ++stats_.lost_instances;
+    stats_.rerouted_requests += rerouted;
   }
   for (int64_t id : prefilling_here) cancel(id);
   for (size_t i = 0; i < failed.size(); ++i) {
@@ -343,6 +361,7 @@ void Engine::relay_loop() {
           auto it = front_.find(u.request);
           if (it == front_.end()) continue;
           callback = it->second->on_update;
+          it->second->answered = true;
           if (u.finished) {
             --load_[it->second->decode];
             front_.erase(it);

@@ -53,6 +53,8 @@ struct Engine::FrontRequest {
   GenerationParams params;
   bool forwarded = false;  // the instance has it
   bool cancelled = false;
+  bool answered = false;  // an update has reached on_update (the client may have seen output)
+  bool rerouted = false;  // moved off a lost decode instance: prefilled where it now decodes
 };
 
 }  // namespace weft::serve

@@ -44,6 +44,9 @@ std::string prometheus_metrics(const EngineStats& s) {
   gauge("weft_lost_decode_instances",
         "Decode instances lost to a dead rank while the server went on without them.",
         static_cast<double>(s.lost_instances));
+  gauge("weft_rerouted_requests_total",
+        "Requests moved off a lost decode instance before any output, started again on another.",
+        static_cast<double>(s.rerouted_requests), "counter");
   if (!s.prefills.empty()) {
     absl::StrAppend(&out,
                     "# HELP weft_prefill_requests_total Requests each prefill instance prefilled "

@@ -27,23 +27,24 @@ TEST_P(EvalUnderSp, EveryAlgorithmEqualsOneRank) {
   // the same attention code, take one mesh of each kind.
   const std::string name = GetParam();
   const bool all = name == "llama_gqa" || name == "hybrid_linear";
-  for (const Mesh& m : all ? std::vector<Mesh>{{2, "--sp 2"},
-                         {3, "--sp 3 --sp-linear lasp2"},
-                         {4, "--sp 4"},
-                         {2, "--sp 2 --sp-attn ulysses"},
-                         {3, "--sp 3 --sp-attn ulysses"},
-                         {4, "--sp 4 --sp-attn usp --sp-ulysses 2 --sp-linear lasp2"},
-                         {2, "--sp 2 --sp-attn allgather --sp-linear lasp2"},
-                         {4, "--sp 2 --tp 2 --sequence-parallel"},
-                         {4, "--sp 2 --pp 2 --micro-batch 2"},
-                         {4, "--sp 4 --sp-attn auto --sp-linear auto"},
-                         {4, "--sp 2 --sp-attn ulysses"},  // dp 2
-                         {8, "--sp 2 --tp 2 --pp 2 --micro-batch 2 --sequence-parallel"}}
-                           : std::vector<Mesh>{{2, "--sp 2"},
-                                               {3, "--sp 3 --sp-attn ulysses"},
-                                               {4, "--sp 4 --sp-attn usp --sp-ulysses 2"},
-                                               {4, "--sp 2 --tp 2 --sequence-parallel"},
-                                               {4, "--sp 2 --pp 2 --micro-batch 2"}}) {
+  for (const Mesh& m :
+       all ? std::vector<Mesh>{{2, "--sp 2"},
+                               {3, "--sp 3 --sp-linear lasp2"},
+                               {4, "--sp 4"},
+                               {2, "--sp 2 --sp-attn ulysses"},
+                               {3, "--sp 3 --sp-attn ulysses"},
+                               {4, "--sp 4 --sp-attn usp --sp-ulysses 2 --sp-linear lasp2"},
+                               {2, "--sp 2 --sp-attn allgather --sp-linear lasp2"},
+                               {4, "--sp 2 --tp 2 --sequence-parallel"},
+                               {4, "--sp 2 --pp 2 --micro-batch 2"},
+                               {4, "--sp 4 --sp-attn auto --sp-linear auto"},
+                               {4, "--sp 2 --sp-attn ulysses"},  // dp 2
+                               {8, "--sp 2 --tp 2 --pp 2 --micro-batch 2 --sequence-parallel"}}
+           : std::vector<Mesh>{{2, "--sp 2"},
+                               {3, "--sp 3 --sp-attn ulysses"},
+                               {4, "--sp 4 --sp-attn usp --sp-ulysses 2"},
+                               {4, "--sp 2 --tp 2 --sequence-parallel"},
+                               {4, "--sp 2 --pp 2 --micro-batch 2"}}) {
     SCOPED_TRACE(absl::StrCat(m.ranks, " ranks ", m.flags));
     expect_same_tensors(eval(m), one, 2e-5);
   }
