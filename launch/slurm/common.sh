@@ -47,7 +47,8 @@ weft_srun() {
   if [ "$WEFT_LAUNCHER" = mpirun ]; then
     local root=()
     [ "$(id -u)" -eq 0 ] && root=(--allow-run-as-root)
-    mpirun "${root[@]}" -np "$SLURM_NTASKS" bash "$WEFT_SLURM_DIR/task.sh" "$@"
+    # shellcheck disable=SC2086
+    mpirun "${root[@]}" ${WEFT_MPIRUN_FLAGS:-} -np "$SLURM_NTASKS" bash "$WEFT_SLURM_DIR/task.sh" "$@"
   else
     srun --mpi="$WEFT_SRUN_MPI" --distribution=block bash "$WEFT_SLURM_DIR/task.sh" "$@"
   fi
