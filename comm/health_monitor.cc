@@ -145,8 +145,10 @@ class HealthMonitor::Impl {
     failure_hook_ = std::move(hook);
   }
 
+  // Once it returns, a handler being replaced has finished, and the ranks it wrote off are
+  // marked lost.
   void set_loss_handler(std::function<std::vector<int>(int, const std::string&)> handler) {
-    std::lock_guard<std::mutex> lock(probe_mu_);
+    std::lock_guard<std::mutex> lock(handler_mu_);
     loss_handler_ = std::move(handler);
   }
 
@@ -216,13 +218,10 @@ class HealthMonitor::Impl {
 
   // Rank 0: rank r is silent; writes off what the loss handler names, or returns false.
   bool write_off(int r, const std::string& message) {
-    std::function<std::vector<int>(int, const std::string&)> handler;
-    {
-      std::lock_guard<std::mutex> lock(probe_mu_);
-      handler = loss_handler_;
-    }
-    if (!handler) return false;
-    const std::vector<int> ranks = handler(r, message);
+    // Held until the ranks are marked lost: set_loss_handler() waits for a handler that runs.
+    std::lock_guard<std::mutex> handler_lock(handler_mu_);
+    if (!loss_handler_) return false;
+    const std::vector<int> ranks = loss_handler_(r, message);
     if (ranks.empty()) return false;
     // Every written-off rank is told to exit: the live ones, and r itself should it only have
     // been stopped (it would otherwise come back to a rank 0 that no longer beats to it).
@@ -532,6 +531,7 @@ class HealthMonitor::Impl {
   bool probe_asked_ = false;
   std::vector<bool> answered_;  // per rank: answered probe_
   std::function<void(const std::string&)> failure_hook_;
+  std::mutex handler_mu_;  // guards loss_handler_, held while it runs
   std::function<std::vector<int>(int, const std::string&)> loss_handler_;
   std::thread thread_;
 };

@@ -307,7 +307,13 @@ bool Engine::lose_decode_instance(int g, const std::string& error) {
     ++stats_.lost_instances;
     stats_.rerouted_requests += rerouted;
   }
-  for (int64_t id : prefilling_here) cancel(id);
+  {
+    // The prefills in rank 0's own engine: cancelled there only (cancel() would also cancel the
+    // front request, which may have just been started again elsewhere).
+    std::lock_guard<std::mutex> lock(mu_);
+    cancelled_.insert(cancelled_.end(), prefilling_here.begin(), prefilling_here.end());
+    wake_.notify_one();
+  }
   for (size_t i = 0; i < failed.size(); ++i) {
     RequestUpdate u;
     u.request = ids[i];
@@ -359,7 +365,8 @@ void Engine::relay_loop() {
         {
           std::lock_guard<std::mutex> lock(front_mu_);
           auto it = front_.find(u.request);
-          if (it == front_.end()) continue;
+          // Gone, or moved off this instance since it was lost (a late update from it).
+          if (it == front_.end() || it->second->decode != g) continue;
           callback = it->second->on_update;
           it->second->answered = true;
           if (u.finished) {
