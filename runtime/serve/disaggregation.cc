@@ -94,11 +94,11 @@ std::unique_ptr<Disaggregation> Disaggregation::create(comm::Communicator& world
       }
     }
   }
-  d->forgotten_.assign(layout.instances(), false);
+  d->outbox_->forgotten.assign(layout.instances(), false);
   if (d->is_front()) {
-    d->outbox_.resize(layout.instances());
+    d->outbox_->queues.resize(layout.instances());
     for (int g = 1; g < layout.instances(); ++g) {
-      d->senders_.emplace_back([p = d.get(), g] { p->send_loop(g); });
+      d->senders_.emplace_back(send_loop, d->outbox_, &d->down(g), g);
     }
   }
   return d;
@@ -106,9 +106,9 @@ std::unique_ptr<Disaggregation> Disaggregation::create(comm::Communicator& world
 
 Disaggregation::~Disaggregation() {
   {
-    std::lock_guard<std::mutex> lock(outbox_mu_);
-    closing_ = true;
-    outbox_cv_.notify_all();
+    std::lock_guard<std::mutex> lock(outbox_->mu);
+    outbox_->closing = true;
+    outbox_->cv.notify_all();
   }
   for (std::thread& t : senders_) {
     if (t.joinable()) t.join();
@@ -123,8 +123,8 @@ Disaggregation::~Disaggregation() {
 
 bool Disaggregation::lost(int g) const {
   {
-    std::lock_guard<std::mutex> lock(outbox_mu_);
-    if (forgotten_.at(g)) return true;
+    std::lock_guard<std::mutex> lock(outbox_->mu);
+    if (outbox_->forgotten.at(g)) return true;
   }
   if (!lost_rank_) return false;
   for (int s = 0; s < layout_.tp(g); ++s) {
@@ -134,33 +134,34 @@ bool Disaggregation::lost(int g) const {
 }
 
 void Disaggregation::send_down(int g, const nlohmann::json& message) {
-  std::lock_guard<std::mutex> lock(outbox_mu_);
-  if (forgotten_.at(g)) return;
-  outbox_.at(g).push_back(message);
-  outbox_cv_.notify_all();
+  std::lock_guard<std::mutex> lock(outbox_->mu);
+  if (outbox_->forgotten.at(g)) return;
+  outbox_->queues.at(g).push_back(message);
+  outbox_->cv.notify_all();
 }
 
 void Disaggregation::forget(int g) {
-  std::lock_guard<std::mutex> lock(outbox_mu_);
-  forgotten_.at(g) = true;
-  outbox_.at(g).clear();
-  outbox_cv_.notify_all();
+  std::lock_guard<std::mutex> lock(outbox_->mu);
+  outbox_->forgotten.at(g) = true;
+  outbox_->queues.at(g).clear();
+  outbox_->cv.notify_all();
   // It may be in a send that never ends.
   senders_.at(g - 1).detach();
 }
 
-void Disaggregation::send_loop(int g) {
+void Disaggregation::send_loop(std::shared_ptr<Outbox> box, comm::Communicator* link, int g) {
   while (true) {
     nlohmann::json message;
     {
-      std::unique_lock<std::mutex> lock(outbox_mu_);
-      outbox_cv_.wait(lock, [&] { return !outbox_[g].empty() || closing_ || forgotten_[g]; });
+      std::unique_lock<std::mutex> lock(box->mu);
+      box->cv.wait(lock,
+                   [&] { return !box->queues[g].empty() || box->closing || box->forgotten[g]; });
       // Closing without a shutdown (serving never began), or the instance is lost.
-      if (outbox_[g].empty() || forgotten_[g]) return;
-      message = std::move(outbox_[g].front());
-      outbox_[g].pop_front();
+      if (box->queues[g].empty() || box->forgotten[g]) return;
+      message = std::move(box->queues[g].front());
+      box->queues[g].pop_front();
     }
-    send_message(down(g), 1, message);
+    send_message(*link, 1, message);
     if (message["type"] == "shutdown") return;  // the link's last
   }
 }

@@ -130,8 +130,18 @@ class Disaggregation {
 
  private:
   Disaggregation(DisaggLayout layout, int rank) : layout_(layout), rank_(rank) {}
+  // Rank 0's queued messages for down(g), shared with the sender threads: a lost instance's
+  // sender is detached and may outlive this object (blocked in a send to a rank that was only
+  // stopped), so it owns what it touches.
+  struct Outbox {
+    std::mutex mu;
+    std::condition_variable cv;
+    std::vector<std::deque<nlohmann::json>> queues;  // per instance
+    std::vector<bool> forgotten;                     // per instance: forget()
+    bool closing = false;
+  };
   void reap_sends();
-  void send_loop(int g);
+  static void send_loop(std::shared_ptr<Outbox> box, comm::Communicator* link, int g);
   // The KV link of decode instance g, and the rank of a world rank on it.
   [[nodiscard]] comm::Communicator& kv(int g) { return *kv_.at(g); }
   [[nodiscard]] int kv_rank(int g, int world_rank) const {
@@ -147,11 +157,7 @@ class Disaggregation {
   std::vector<std::unique_ptr<comm::Communicator>> down_, up_;  // null for 0 and non-members
   std::vector<std::unique_ptr<comm::Communicator>> others_;     // the split's other halves
   // Rank 0: each instance's queue of messages for down(g) and its sender.
-  mutable std::mutex outbox_mu_;
-  std::condition_variable outbox_cv_;
-  std::vector<std::deque<nlohmann::json>> outbox_;
-  bool closing_ = false;
-  std::vector<bool> forgotten_;
+  std::shared_ptr<Outbox> outbox_ = std::make_shared<Outbox>();
   std::vector<std::thread> senders_;               // index g - 1
   std::vector<std::vector<comm::WorkPtr>> sends_;  // per decode instance
 };
