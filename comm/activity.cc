@@ -32,9 +32,18 @@ Activity& Activity::get() {
 int64_t Activity::begin(OpRecord r) {
   r.since = ActivityClock::now();
   std::lock_guard<std::mutex> lock(mu_);
+  if (r.peer >= 0 && lost_.contains(r.peer)) r.idle_ok = true;
   const int64_t token = next_++;
   running_.emplace(token, std::move(r));
   return token;
+}
+
+void Activity::set_peer_lost(int rank) {
+  std::lock_guard<std::mutex> lock(mu_);
+  lost_.insert(rank);
+  for (auto& [token, r] : running_) {
+    if (r.peer == rank) r.idle_ok = true;
+  }
 }
 
 void Activity::end(int64_t token) {

@@ -13,6 +13,7 @@
 #include <map>
 #include <mutex>
 #include <optional>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -37,6 +38,10 @@ class Activity {
   // Records `r` as in progress (r.since = now); returns the token for end().
   int64_t begin(OpRecord r);
   void end(int64_t token);
+  // World rank `rank` was written off (comm/health_monitor.h): the point-to-point operations
+  // with it, running or begun later, never end and count as idle waits, so that they hide no
+  // other operation from the monitor.
+  void set_peer_lost(int rank);
 
   struct Snapshot {
     std::optional<OpRecord> oldest;     // the op in progress the longest (not idle, if any is not)
@@ -49,6 +54,7 @@ class Activity {
   mutable std::mutex mu_;
   int64_t next_ = 1;
   std::map<int64_t, OpRecord> running_;
+  std::set<int> lost_;
   std::optional<OpRecord> last_done_;
   ActivityClock::time_point last_done_at_ = ActivityClock::now();
 };

@@ -233,6 +233,7 @@ class HealthMonitor::Impl {
       std::lock_guard<std::mutex> lock(lost_mu_);
       for (int w : ranks) lost_[w] = true;
     }
+    for (int w : ranks) Activity::get().set_peer_lost(w);
     probe_cv_.notify_all();
     for (int d = 1; d < size_; ++d) {
       for (int w : ranks) send(d, Beat{.rank = 0, .type = kLost, .peer = w});
@@ -425,6 +426,7 @@ class HealthMonitor::Impl {
             std::lock_guard<std::mutex> lock(lost_mu_);
             lost_[in.peer] = true;
           }
+          Activity::get().set_peer_lost(in.peer);
           if (in.type == kDismiss) {
             const std::string why =
                 in.peer == rank_

@@ -193,7 +193,11 @@ test('--enable-recovery, two decode instances: kill -9 of one fails only its req
   }
   const m = await (await fetch(s.url + '/metrics')).text();
   assert.match(m, /^weft_lost_decode_instances 1$/m);
-  assert.match(m, new RegExp(`^weft_rerouted_requests_total ${2 + 5 - failed}$`, 'm'));
+  // Normally 2 of the late requests went to the dead instance; on a loaded machine one may
+  // arrive after the loss is known and go straight to the live one.
+  const rerouted = Number(m.match(/^weft_rerouted_requests_total (\d+)$/m)[1]);
+  t.diagnostic(`${failed} failed, ${rerouted} started again elsewhere`);
+  assert.ok(rerouted >= 5 - failed && rerouted <= 2 + 5 - failed, `${rerouted} rerouted`);
   assert.match(m, /^weft_requests_running 0$/m);  // rank 0's prefills of the dead instance's requests are gone
   assert.match(s.stderr, /weft: rank 0: rank 2 sent no heartbeat .*going on without rank 2\n/);
   for (const rank of [0, 1]) process.kill(rankPid(s, rank), 'SIGTERM');  // as scancel does
