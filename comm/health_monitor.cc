@@ -161,6 +161,8 @@ class HealthMonitor::Impl {
     return out;
   }
 
+  bool is_lost(int r) const { return lost(r); }
+
  private:
   // This rank's beat, from comm/activity.h.
   Beat own_beat() const {
@@ -196,6 +198,15 @@ class HealthMonitor::Impl {
     return lost_[r];
   }
 
+  // Rank r is written off: no beat goes to it again, and operations with it count as idle waits.
+  void mark_lost(int r) {
+    {
+      std::lock_guard<std::mutex> lock(lost_mu_);
+      lost_[r] = true;
+    }
+    Activity::get().set_peer_lost(r);
+  }
+
   void send(int dst, Beat b) {
     if (lost(dst)) return;
     auto& s = sends_.emplace_back(Send{std::make_unique<Beat>(b), MPI_REQUEST_NULL, dst});
@@ -229,11 +240,7 @@ class HealthMonitor::Impl {
       WEFT_CHECK(w > 0 && w < size_) << "cannot write off rank " << w;
       send(w, Beat{.rank = 0, .type = kDismiss, .peer = r});
     }
-    {
-      std::lock_guard<std::mutex> lock(lost_mu_);
-      for (int w : ranks) lost_[w] = true;
-    }
-    for (int w : ranks) Activity::get().set_peer_lost(w);
+    for (int w : ranks) mark_lost(w);
     probe_cv_.notify_all();
     for (int d = 1; d < size_; ++d) {
       for (int w : ranks) send(d, Beat{.rank = 0, .type = kLost, .peer = w});
@@ -422,11 +429,7 @@ class HealthMonitor::Impl {
           b.probe = in.probe;
           send(0, b);
         } else if (in.type == kLost || in.type == kDismiss) {
-          {
-            std::lock_guard<std::mutex> lock(lost_mu_);
-            lost_[in.peer] = true;
-          }
-          Activity::get().set_peer_lost(in.peer);
+          mark_lost(in.peer);
           if (in.type == kDismiss) {
             const std::string why =
                 in.peer == rank_
@@ -566,5 +569,7 @@ void HealthMonitor::set_loss_handler(
 }
 
 std::vector<int> HealthMonitor::lost_ranks() const { return impl_->lost_ranks(); }
+
+bool HealthMonitor::is_lost(int rank) const { return impl_->is_lost(rank); }
 
 }  // namespace weft::comm

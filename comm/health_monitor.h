@@ -65,6 +65,8 @@ class HealthMonitor {
   void set_loss_handler(std::function<std::vector<int>(int, const std::string&)> handler);
   // The ranks written off so far, ascending; on ranks > 0, as rank 0 has told them.
   [[nodiscard]] std::vector<int> lost_ranks() const;
+  // Whether world rank `rank` is among them (cheap: for polling loops).
+  [[nodiscard]] bool is_lost(int rank) const;
 
   class Impl;
 

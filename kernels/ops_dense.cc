@@ -93,18 +93,25 @@ void gemm(const Tensor& a, bool trans_a, const Tensor& b, bool trans_b, Tensor& 
 void set_batch_invariant(bool on) { g_batch_invariant.store(on, std::memory_order_relaxed); }
 bool batch_invariant() { return g_batch_invariant.load(std::memory_order_relaxed); }
 
+namespace {
+
+// The shape of x [..., in] through w [out, in]: [..., out] (checks x's last dimension).
+Shape linear_output_shape(const Check& ck, const Tensor& x, const Tensor& w) {
+  ck.that(x.ndim() >= 1 && x.dim(-1) == w.dim(1),
+          "x is " + shape_str(x.shape()) + ", expected [..., " + std::to_string(w.dim(1)) + "]");
+  Shape shape = x.shape();
+  shape.back() = w.dim(0);
+  return shape;
+}
+
+}  // namespace
+
 void linear_forward(const Tensor& x, const Tensor& w, const Tensor* bias, Tensor& y) {
   const Check ck("linear_forward");
   const Device dev = ck.device({&x, &w, bias, &y});
   ck.floating("w", w).ndim("w", w, 2).floating("x", x).floating("y", y);
-  const int64_t out = w.dim(0);
-  const int64_t in = w.dim(1);
-  ck.that(x.ndim() >= 1 && x.dim(-1) == in,
-          "x is " + shape_str(x.shape()) + ", expected [..., " + std::to_string(in) + "]");
-  Shape y_shape = x.shape();
-  y_shape.back() = out;
-  ck.shape("y", y, y_shape);
-  if (bias != nullptr) ck.floating("bias", *bias).shape("bias", *bias, {out});
+  ck.shape("y", y, linear_output_shape(ck, x, w));
+  if (bias != nullptr) ck.floating("bias", *bias).shape("bias", *bias, {w.dim(0)});
   Tensor x2 = bf16_input(rows_of(x));
   Tensor y2 = rows_of(y);
   const Tensor wr = bf16_input(w);
@@ -118,16 +125,10 @@ void linear_backward(const Tensor& x, const Tensor& w, const Tensor& dy, Tensor*
   const Check ck("linear_backward");
   const Device dev = ck.device({&x, &w, &dy, dx, dw, db});
   ck.floating("w", w).ndim("w", w, 2).floating("x", x).floating("dy", dy);
-  const int64_t out = w.dim(0);
-  const int64_t in = w.dim(1);
-  ck.that(x.ndim() >= 1 && x.dim(-1) == in,
-          "x is " + shape_str(x.shape()) + ", expected [..., " + std::to_string(in) + "]");
-  Shape dy_shape = x.shape();
-  dy_shape.back() = out;
-  ck.shape("dy", dy, dy_shape);
+  ck.shape("dy", dy, linear_output_shape(ck, x, w));
   if (dx != nullptr) ck.floating("dx", *dx).shape("dx", *dx, x.shape());
   if (dw != nullptr) ck.floating("dw", *dw).shape("dw", *dw, w.shape());
-  if (db != nullptr) ck.floating("db", *db).shape("db", *db, {out});
+  if (db != nullptr) ck.floating("db", *db).shape("db", *db, {w.dim(0)});
   const Tensor x2 = bf16_input(rows_of(x));
   const Tensor dy2 = bf16_input(rows_of(dy));
   const Tensor wr = bf16_input(w);

@@ -306,9 +306,7 @@ absl::StatusOr<EngineSetup> setup_engine(Session& session, const Flags& flags, i
     // A rank the health monitor wrote off (a dead decode instance's) is lost to the transfers.
     auto lost = [&session](int rank) {
       const comm::HealthMonitor* health = session.health();
-      if (health == nullptr) return false;
-      const std::vector<int> ranks = health->lost_ranks();
-      return std::find(ranks.begin(), ranks.end(), rank) != ranks.end();
+      return health != nullptr && health->is_lost(rank);
     };
     out.engine->set_disaggregation(
         serve::Disaggregation::create(session.compute_world(), l, std::move(lost)));

@@ -93,6 +93,16 @@ json local_request(int64_t id, const std::vector<int64_t>& prompt, const Generat
           {"from", -1},        {"tag", -1}, {"tokens", 0}};
 }
 
+// Ends a front request for its client: "abort" (`error` empty) or "error".
+void end_request(int64_t id, const UpdateFn& on_update, const std::string& error) {
+  RequestUpdate u;
+  u.request = id;
+  u.finished = true;
+  u.finish_reason = error.empty() ? "abort" : "error";
+  u.error = error;
+  if (on_update) on_update(u);
+}
+
 // Broadcasts a kExport/kImport command and its payload to an instance's other ranks.
 void broadcast_command(comm::Communicator& group, StepCommand command, const Tensor& payload) {
   if (group.size() == 1) return;
@@ -259,8 +269,8 @@ void Engine::forward_front(int64_t id, int from, int tag, int64_t tokens, int64_
 
 bool Engine::lose_decode_instance(int g, const std::string& error) {
   const DisaggLayout& l = disagg_->layout();
-  std::vector<std::unique_ptr<FrontRequest>> failed;
-  std::vector<int64_t> ids, prefilling_here;
+  std::vector<std::pair<int64_t, std::unique_ptr<FrontRequest>>> failed;
+  std::vector<int64_t> prefilling_here;
   int64_t rerouted = 0;
   {
     std::lock_guard<std::mutex> lock(front_mu_);
@@ -297,8 +307,7 @@ bool Engine::lose_decode_instance(int g, const std::string& error) {
         ++it;
         continue;
       }
-      ids.push_back(it->first);
-      failed.push_back(std::move(it->second));
+      failed.emplace_back(it->first, std::move(it->second));
       it = front_.erase(it);
     }
   }
@@ -306,22 +315,12 @@ bool Engine::lose_decode_instance(int g, const std::string& error) {
     std::lock_guard<std::mutex> lock(mu_);
     ++stats_.lost_instances;
     stats_.rerouted_requests += rerouted;
-  }
-  {
     // The prefills in rank 0's own engine: cancelled there only (cancel() would also cancel the
     // front request, which may have just been started again elsewhere).
-    std::lock_guard<std::mutex> lock(mu_);
     cancelled_.insert(cancelled_.end(), prefilling_here.begin(), prefilling_here.end());
     wake_.notify_one();
   }
-  for (size_t i = 0; i < failed.size(); ++i) {
-    RequestUpdate u;
-    u.request = ids[i];
-    u.finished = true;
-    u.finish_reason = "error";
-    u.error = error;
-    if (failed[i]->on_update) failed[i]->on_update(u);
-  }
+  for (const auto& [id, f] : failed) end_request(id, f->on_update, error);
   return true;
 }
 
@@ -404,14 +403,7 @@ void Engine::end_front(const std::string& error) {
     std::lock_guard<std::mutex> lock(front_mu_);
     left.swap(front_);
   }
-  for (auto& [id, f] : left) {
-    RequestUpdate u;
-    u.request = id;
-    u.finished = true;
-    u.finish_reason = error.empty() ? "abort" : "error";
-    u.error = error;
-    if (f->on_update) f->on_update(u);
-  }
+  for (const auto& [id, f] : left) end_request(id, f->on_update, error);
 }
 
 void Engine::cancel_front(int64_t id) {
